@@ -1,0 +1,92 @@
+# outboxd: `make run` brings up the whole system, `make test` proves it.
+# Everything a fresh machine needs is installed by `make deps`.
+
+SHELL   := /bin/bash
+CC      ?= gcc
+BUILD   ?= build
+SAN     ?=
+OPT     ?= -O2
+CFLAGS  := -std=gnu11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Werror -Wno-missing-field-initializers -Wno-format-truncation \
+           -I. -I/usr/include/postgresql -pthread $(SAN) $(EXTRA_CFLAGS)
+LDFLAGS := -pthread $(SAN)
+LIBS    := -lpq -lrdkafka -lcivetweb -lmsgpackc -ljansson -linih -ldl
+TEST_LIBS := $(LIBS) -lcriterion
+
+CONFIG  ?= outboxd.conf
+
+SRC := $(wildcard common/*.c shm/*.c supervisor/*.c workers/http/*.c workers/relay/*.c workers/consumer/*.c)
+SQL := $(sort $(wildcard sql/orderdb/*.sql)) $(sort $(wildcard sql/ledgerdb/*.sql))
+GEN := $(BUILD)/gen/migrations.c
+OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(SRC)) $(BUILD)/obj/gen/migrations.o
+LIB_OBJ := $(filter-out $(BUILD)/obj/supervisor/main.o,$(OBJ))
+
+UNIT_SRC := $(wildcard tests/unit/*.c)
+INTEG_SRC := $(wildcard tests/integration/*.c) tests/harness.c
+UNIT_BIN := $(BUILD)/tests/unit
+INTEG_BIN := $(BUILD)/tests/integration
+
+.PHONY: all deps build asan run test test-unit test-integration stack-up stack-down stack-status migrate clean
+
+all: build
+build: $(BUILD)/outboxd
+
+$(BUILD)/outboxd: $(OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/obj/%.o: %.c $(wildcard common/*.h shm/*.h supervisor/*.h workers/*/*.h tests/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(GEN): $(SQL) scripts/embed_sql.sh
+	@mkdir -p $(dir $@)
+	bash scripts/embed_sql.sh $@ $(SQL)
+
+$(BUILD)/obj/gen/migrations.o: $(GEN)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(UNIT_BIN): $(patsubst %.c,$(BUILD)/obj/%.o,$(UNIT_SRC)) $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS)
+
+$(INTEG_BIN): $(patsubst %.c,$(BUILD)/obj/%.o,$(INTEG_SRC)) $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS)
+
+deps:
+	@bash scripts/deps.sh
+
+stack-up: deps
+	@bash scripts/stack.sh up
+stack-down:
+	@bash scripts/stack.sh down
+stack-status:
+	@bash scripts/stack.sh status
+
+migrate: build stack-up
+	$(BUILD)/outboxd migrate -c $(CONFIG)
+
+run: deps build stack-up
+	$(BUILD)/outboxd migrate -c $(CONFIG)
+	exec $(BUILD)/outboxd -f -c $(CONFIG)
+
+# Unit tests need no stack; integration tests drive $(BUILD)/outboxd against
+# the real PostgreSQL clusters and Kafka, on databases and topics of their own.
+test: deps
+	$(MAKE) build $(UNIT_BIN) $(INTEG_BIN)
+	@bash scripts/stack.sh up
+	$(UNIT_BIN) --jobs 2
+	OB_BIN=$(abspath $(BUILD)/outboxd) $(INTEG_BIN) --jobs 1
+
+test-unit: $(UNIT_BIN)
+	$(UNIT_BIN) --jobs 2
+test-integration: build $(INTEG_BIN)
+	OB_BIN=$(abspath $(BUILD)/outboxd) $(INTEG_BIN) --jobs 1
+
+# AddressSanitizer + UBSan build of everything, then the same tests.
+asan:
+	$(MAKE) test BUILD=build/asan OPT=-O1 \
+	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
+
+clean:
+	rm -rf build

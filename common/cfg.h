@@ -1,0 +1,88 @@
+/*
+ * common/cfg.h: the INI configuration (DESIGN §8).
+ *
+ * A config is parsed into a fresh ob_cfg_t and validated whole; the caller
+ * swaps pointers only when that succeeds, so a bad reload never leaves a
+ * half-applied config. Every key is tagged reloadable or restart-only.
+ */
+#ifndef OB_CFG_H
+#define OB_CFG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define OB_CFG_STR 512
+
+typedef enum { OB_RELAY_PARTITIONED, OB_RELAY_SKIP_LOCKED } ob_relay_mode_t;
+
+typedef struct ob_cfg_s {
+    char path[4096];
+    struct {
+        char name[64];          /* shm segment /outboxd-<name>, pidfile */
+        char pidfile[4096];
+        int  watchdog_s;
+        int  shutdown_timeout_s;
+    } supervisor;
+    struct {
+        char listen[128];
+        char dsn[OB_CFG_STR];
+        int  unsafe_async_commit;
+        int  max_body;
+        int  statement_timeout_ms;
+        int  max_backlog_age_s;  /* 0 = off */
+    } orders;
+    struct {
+        char listen[128];
+        char dsn[OB_CFG_STR];
+    } ledger;
+    struct {
+        char brokers[OB_CFG_STR];
+        char topic[256];
+        int  partitions;
+        char format[16];         /* msgpack | json */
+    } kafka;
+    struct {
+        int http;
+        int relays;
+        int consumers;
+    } workers;
+    struct {
+        ob_relay_mode_t mode;
+        int             batch;
+        int             poll_interval_ms;
+        int             retention_s;
+        int             linger_ms;
+    } relay;
+    struct {
+        char listen[128];
+        char token[256];
+    } admin;
+    struct {
+        int  format;             /* ob_log_format_t */
+        int  level;              /* ob_log_level_t */
+        char file[4096];
+    } log;
+} ob_cfg_t;
+
+/* Fills every field with its documented default. */
+void ob_cfg_defaults(ob_cfg_t *cfg);
+
+/*
+ * Parses path over the defaults, then validates. On error returns -1 and
+ * writes "file:line: [section] key: why" (or a file-level sentence) to err.
+ */
+int ob_cfg_load(ob_cfg_t *cfg, const char *path, char *err, size_t errlen);
+
+/* Cross-field checks, also run after command-line overrides. */
+int ob_cfg_validate(const ob_cfg_t *cfg, char *err, size_t errlen);
+
+/* Digest of everything that matters, shown in status. */
+uint64_t ob_cfg_digest(const ob_cfg_t *cfg);
+
+/* Restart-only keys that differ between a and b, as "a, b" in out; 0 if none. */
+int ob_cfg_restart_only_changes(const ob_cfg_t *a, const ob_cfg_t *b, char *out, size_t outlen);
+
+/* Parses "24h", "90s", "15m", "2d" or plain seconds. */
+int ob_cfg_parse_duration(const char *s, int *seconds);
+
+#endif

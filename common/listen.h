@@ -1,0 +1,33 @@
+/*
+ * common/listen.h: listening sockets opened by the supervisor before fork.
+ *
+ * Every HTTP worker inherits the same sockets and accepts from the same
+ * kernel queue, so a worker that dies loses no queued connection and a
+ * restarted worker needs no free port (DESIGN §1). The table lives in plain
+ * process memory; fork copies it into each worker, where bind.c finds it.
+ */
+#ifndef OB_LISTEN_H
+#define OB_LISTEN_H
+
+#include <netinet/in.h>
+#include <stddef.h>
+
+typedef enum { OB_LISTEN_ORDERS = 0, OB_LISTEN_LEDGER, OB_LISTEN_ADMIN, OB_LISTEN_COUNT } ob_listen_id_t;
+
+typedef struct {
+    char               addr[128];   /* "127.0.0.1:3000" as configured; "" = disabled */
+    int                fd;          /* -1 when disabled */
+    struct sockaddr_in sa;
+} ob_listener_t;
+
+extern ob_listener_t ob_listeners[OB_LISTEN_COUNT];
+/* Set in HTTP workers only: bind() then adopts inherited sockets (bind.c). */
+extern int ob_listen_adopting;
+
+/* Opens (bind + listen, non-blocking, CLOEXEC off so workers inherit it). */
+int  ob_listen_open(ob_listener_t *l, const char *addr, char *err, size_t errlen);
+void ob_listen_close_all(void);
+/* Index of the inherited listener bound to sa, or -1. */
+int  ob_listen_find(const struct sockaddr *sa, size_t salen);
+
+#endif

@@ -1,0 +1,31 @@
+/*
+ * common/worker.h: what every worker process does first, and the entry
+ * points the supervisor forks into. Each worker kind lives in
+ * workers/<kind>/ and exports only its main function.
+ */
+#ifndef OB_WORKER_H
+#define OB_WORKER_H
+
+#include "cfg.h"
+#include "../shm/shm.h"
+
+#include <sys/types.h>
+
+/*
+ * Runs in the child right after fork: dies with the supervisor
+ * (PR_SET_PDEATHSIG), names the process, resets signal handling and logging
+ * identity. Returns 0, or -1 when the supervisor is already gone.
+ */
+int ob_worker_enter(int kind, int index, pid_t sup_pid);
+
+/* True while the supervisor that forked us is alive. */
+int ob_worker_parent_alive(pid_t sup_pid);
+
+/* Writes the reason for a fatal exit where the supervisor and status can see it. */
+void ob_worker_note(ob_shm_slot_t *slot, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+int ob_http_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index);
+int ob_relay_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index);
+int ob_cons_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index);
+
+#endif

@@ -1,0 +1,165 @@
+/*
+ * shm/shm.h: the one POSIX shared-memory segment of an outboxd instance.
+ *
+ * Layout (fixed, versioned): a header, OB_SHM_SLOTS worker slots, and
+ * OB_SHM_PARTITIONS partition rows. Everything the status page, /metrics and
+ * `outboxd status` show is read from here, so they work with PostgreSQL and
+ * Kafka down.
+ *
+ * Ownership of writes, so that no lock is ever needed:
+ *   - header: the supervisor only (multi-field parts under hdr.seq);
+ *   - slot identity (kind, index, pid, state, restarts, ...): the supervisor
+ *     only, under slot.seq (a seqlock: readers retry, never block);
+ *   - slot heartbeat, counters, owned-partition bits: the worker of that slot;
+ *   - partition rows: the relay that owns the partition, except `committed`,
+ *     which HTTP workers bump with an atomic add.
+ * A process that dies mid-write leaves at worst an odd seq on a slot that
+ * the supervisor rewrites when it reaps; readers give up after a few tries.
+ */
+#ifndef OB_SHM_H
+#define OB_SHM_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define OB_SHM_MAGIC      0x314d485344584f42ULL  /* "BOXDSHM1" */
+#define OB_SHM_VERSION    1
+#define OB_SHM_SLOTS      128
+#define OB_SHM_PARTITIONS 256
+#define OB_SHM_COUNTERS   16
+#define OB_SHM_OWN_WORDS  (OB_SHM_PARTITIONS / 64)
+
+typedef enum {
+    OB_KIND_NONE = 0,
+    OB_KIND_HTTP,
+    OB_KIND_RELAY,
+    OB_KIND_CONSUMER,
+    OB_KIND_COUNT
+} ob_kind_t;
+
+typedef enum {
+    OB_SLOT_EMPTY = 0,
+    OB_SLOT_STARTING,    /* forked, no heartbeat of its own yet */
+    OB_SLOT_RUNNING,
+    OB_SLOT_STOPPING,    /* sent TERM, waiting for exit */
+    OB_SLOT_BACKOFF,     /* exited, waiting for its restart time */
+    OB_SLOT_CRASHLOOP,   /* backoff after several quick failures in a row */
+    OB_SLOT_FATAL,       /* exited 2: not respawned until the next reload */
+    OB_SLOT_STATE_COUNT
+} ob_slot_state_t;
+
+/* Per-kind meaning of slot counters[]. */
+enum {
+    OB_CTR_HTTP_REQ_2XX = 0, OB_CTR_HTTP_REQ_4XX, OB_CTR_HTTP_REQ_5XX, OB_CTR_HTTP_INFLIGHT,
+};
+enum {
+    OB_CTR_RELAY_BATCHES = 0, OB_CTR_RELAY_PUBLISHED, OB_CTR_RELAY_ERRORS, OB_CTR_RELAY_LOCKS_HELD,
+};
+enum {
+    OB_CTR_CONS_APPLIED = 0, OB_CTR_CONS_DUPLICATES, OB_CTR_CONS_PARKED, OB_CTR_CONS_DEAD_LETTERS,
+};
+
+typedef struct {
+    _Atomic uint32_t seq;            /* seqlock over the fields down to reason[] */
+    int32_t          kind;
+    int32_t          index;
+    int32_t          pid;
+    int32_t          state;
+    uint32_t         generation;     /* config generation it was started with */
+    int64_t          started_wall_ms;
+    uint32_t         restarts;
+    int32_t          last_status;    /* raw wait status of the last exit, -1 none */
+    char             reason[160];    /* why fatal / last exit, human readable */
+
+    /* written by the worker itself */
+    _Atomic int64_t  heartbeat_ms;   /* CLOCK_MONOTONIC ms */
+    _Atomic uint32_t wake;           /* futex word: bump + FUTEX_WAKE to wake the worker */
+    _Atomic uint64_t owned[OB_SHM_OWN_WORDS];  /* partitions this relay holds the lock for */
+    _Atomic uint64_t counters[OB_SHM_COUNTERS];
+    char             note[160];      /* worker's last words before exit 2 */
+} ob_shm_slot_t;
+
+typedef struct {
+    _Atomic int32_t  owner_slot;     /* -1: no relay holds it */
+    _Atomic int32_t  breaker;        /* 0 closed, 1 open, 2 half-open */
+    _Atomic uint64_t committed;      /* events committed (bumped by HTTP workers) */
+    _Atomic uint64_t pending;        /* relay's latest estimate */
+    _Atomic int64_t  oldest_pending_ms;
+    _Atomic uint64_t produced;
+    _Atomic int64_t  last_offset;
+    _Atomic uint64_t errors;
+} ob_shm_part_t;
+
+typedef struct {
+    uint64_t         magic;
+    uint32_t         version;
+    uint32_t         size;           /* bytes of the whole mapping */
+    uint32_t         nslots;
+    uint32_t         npartitions;
+    _Atomic int32_t  sup_pid;
+    int64_t          start_wall_ms;
+    _Atomic uint64_t generation;     /* +1 per successful reload */
+    _Atomic uint32_t seq;            /* seqlock over the fields below */
+    uint64_t         cfg_digest;
+    int32_t          partitions;     /* [kafka] partitions in force */
+    int32_t          relays;         /* relay count in force */
+    int32_t          reload_ok;      /* 1 ok, 0 failed, -1 never reloaded */
+    int64_t          reload_wall_ms;
+    char             reload_msg[256];
+    char             name[64];
+    char             cfg_path[256];
+} ob_shm_hdr_t;
+
+typedef struct {
+    ob_shm_hdr_t  hdr;
+    ob_shm_slot_t slots[OB_SHM_SLOTS];
+    ob_shm_part_t parts[OB_SHM_PARTITIONS];
+} ob_shm_layout_t;
+
+typedef struct {
+    ob_shm_layout_t *map;
+    size_t           size;
+    int              writable;
+    char             name[80];       /* "/outboxd-<name>" */
+} ob_shm_t;
+
+/* The mapping of this process (inherited across fork). */
+extern ob_shm_t *ob_shm;
+
+/*
+ * Creates the segment O_EXCL, mode 0600. A leftover segment whose supervisor
+ * pid is dead (or whose header is not ours) is unlinked and recreated; a live
+ * one is an error ("already running").
+ */
+ob_shm_t *ob_shm_create(const char *name, char *err, size_t errlen);
+/* Maps an existing segment read-only after checking magic, version and size. */
+ob_shm_t *ob_shm_attach(const char *name, char *err, size_t errlen);
+void      ob_shm_close(ob_shm_t *shm, int unlink_it);
+
+/* Seqlock writer and reader halves. */
+void     ob_shm_write_begin(_Atomic uint32_t *seq);
+void     ob_shm_write_end(_Atomic uint32_t *seq);
+uint32_t ob_shm_read_begin(_Atomic uint32_t *seq);
+int      ob_shm_read_retry(_Atomic uint32_t *seq, uint32_t start);
+
+/* Copies a slot's identity consistently; -1 when a writer kept it busy. */
+int ob_shm_slot_snapshot(ob_shm_slot_t *slot, ob_shm_slot_t *out);
+/* Copies the header consistently. */
+int ob_shm_hdr_snapshot(ob_shm_hdr_t *hdr, ob_shm_hdr_t *out);
+
+/* Worker side. */
+void ob_shm_beat(ob_shm_slot_t *slot);
+void ob_shm_set_owned(ob_shm_slot_t *slot, int partition, int owned);
+int  ob_shm_is_owned(const ob_shm_slot_t *slot, int partition);
+/* Wakes the worker sleeping on slot->wake; no syscall when nobody waits is not
+ * guaranteed, but the call is a single futex syscall either way. */
+void ob_shm_wake(ob_shm_slot_t *slot);
+/* Sleeps until slot->wake differs from seen or timeout_ms passes. */
+void ob_shm_wait(ob_shm_slot_t *slot, uint32_t seen, int timeout_ms);
+
+const char *ob_kind_name(int kind);
+const char *ob_slot_state_name(int state);
+
+#endif

@@ -1,0 +1,14 @@
+/* supervisor/cmd.h: the operator subcommands of the outboxd binary. */
+#ifndef OB_CMD_H
+#define OB_CMD_H
+
+#include "../common/cfg.h"
+
+/* Prints workers and partitions from the shm segment; 1 when no instance runs. */
+int ob_cmd_status(const ob_cfg_t *cfg, int json);
+/* Applies missing migrations to orderdb and ledgerdb; 0 or 1. */
+int ob_cmd_migrate(const ob_cfg_t *cfg);
+/* Migrates one database ("orderdb" or "ledgerdb"); used by tests too. */
+int ob_migrate_db(const char *db, const char *dsn, char *err, size_t errlen);
+
+#endif

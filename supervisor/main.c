@@ -1,0 +1,156 @@
+/*
+ * supervisor/main.c: command line of the one outboxd binary.
+ *
+ *   outboxd [-c FILE] [-t] [-f] [--http-workers N] [--relays N] [--consumers N]
+ *   outboxd status  [-c FILE] [--json]
+ *   outboxd migrate [-c FILE]
+ *
+ * Bad usage exits 2 with a sentence; so does a config that does not parse.
+ */
+#include "sup.h"
+#include "cmd.h"
+#include "../common/cfg.h"
+#include "../common/util.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_CONFIG "outboxd.conf"
+
+static void
+usage(FILE *out)
+{
+    fprintf(out,
+            "usage: outboxd [-c FILE] [-t] [-f] [--http-workers N] [--relays N] [--consumers N]\n"
+            "       outboxd status [-c FILE] [--json]\n"
+            "       outboxd migrate [-c FILE]\n"
+            "  -c FILE   config file (default %s)\n"
+            "  -t        validate the config and exit (0 valid, 1 invalid)\n"
+            "  -f        stay in the foreground\n"
+            "Flags override the file at start; a reload keeps a flag's value until\n"
+            "the file's own value for that key changes.\n",
+            DEFAULT_CONFIG);
+}
+
+static int
+parse_count(const char *flag, const char *v, int *out)
+{
+    char *end;
+    long  n;
+
+    errno = 0;
+    n = strtol(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0' || n < 0 || n > 256) {
+        fprintf(stderr, "outboxd: %s expects a whole number from 0 to 256, got \"%s\"\n", flag, v);
+        return -1;
+    }
+    *out = (int) n;
+    return 0;
+}
+
+static int
+load_config(const char *path, ob_cfg_t *cfg)
+{
+    char err[1024];
+
+    if (ob_cfg_load(cfg, path, err, sizeof(err)) != 0) {
+        fprintf(stderr, "outboxd: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* `outboxd status|migrate ...`: -c and --json only. */
+static int
+run_subcommand(const char *cmd, int argc, char **argv)
+{
+    static const struct option opts[] = { { "json", no_argument, NULL, 'j' }, { NULL, 0, NULL, 0 } };
+    const char *path = DEFAULT_CONFIG;
+    int         json = 0, ch;
+    ob_cfg_t   *cfg;
+
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "c:", opts, NULL)) != -1) {
+        if (ch == 'c')
+            path = optarg;
+        else if (ch == 'j')
+            json = 1;
+        else {
+            usage(stderr);
+            return OB_EXIT_FATAL;
+        }
+    }
+    cfg = malloc(sizeof(*cfg));
+    if (cfg == NULL || load_config(path, cfg) != 0) {
+        free(cfg);
+        return OB_EXIT_FATAL;
+    }
+    int rc;
+    if (strcmp(cmd, "status") == 0)
+        rc = ob_cmd_status(cfg, json);
+    else
+        rc = ob_cmd_migrate(cfg);
+    free(cfg);
+    return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "http-workers", required_argument, NULL, 'H' },
+        { "relays", required_argument, NULL, 'R' },
+        { "consumers", required_argument, NULL, 'C' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    ob_overrides_t ovr = { -1, -1, -1 };
+    const char    *path = DEFAULT_CONFIG;
+    int            test_only = 0, foreground = 0, ch, rc;
+    ob_cfg_t      *cfg;
+    char           err[1024];
+
+    if (argc > 1 && (strcmp(argv[1], "status") == 0 || strcmp(argv[1], "migrate") == 0))
+        return run_subcommand(argv[1], argc - 1, argv + 1);
+    while ((ch = getopt_long(argc, argv, "c:tfh", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': path = optarg; break;
+        case 't': test_only = 1; break;
+        case 'f': foreground = 1; break;
+        case 'H': if (parse_count("--http-workers", optarg, &ovr.http) != 0) return OB_EXIT_FATAL; break;
+        case 'R': if (parse_count("--relays", optarg, &ovr.relays) != 0) return OB_EXIT_FATAL; break;
+        case 'C': if (parse_count("--consumers", optarg, &ovr.consumers) != 0) return OB_EXIT_FATAL; break;
+        case 'h': usage(stdout); return OB_EXIT_OK;
+        default: usage(stderr); return OB_EXIT_FATAL;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "outboxd: unknown command \"%s\"\n", argv[optind]);
+        usage(stderr);
+        return OB_EXIT_FATAL;
+    }
+    cfg = malloc(sizeof(*cfg));
+    if (cfg == NULL)
+        return OB_EXIT_RETRY;
+    if (load_config(path, cfg) != 0) {
+        free(cfg);
+        return test_only ? 1 : OB_EXIT_FATAL;
+    }
+    if (test_only) {
+        ob_sup_apply_overrides(cfg, &ovr);
+        rc = ob_cfg_validate(cfg, err, sizeof(err));
+        if (rc != 0)
+            fprintf(stderr, "outboxd: %s\n", err);
+        else
+            printf("outboxd: configuration file %s is valid\n", path);
+        free(cfg);
+        return rc == 0 ? 0 : 1;
+    }
+    rc = ob_sup_run(cfg, &ovr, foreground);
+    free(cfg);
+    return rc;
+}
