@@ -420,3 +420,22 @@ ob_cfg_restart_only_changes(const ob_cfg_t *a, const ob_cfg_t *b, char *out, siz
     }
     return count;
 }
+
+static int
+cfg_peek_handler(void *user, const char *section, const char *name, const char *value)
+{
+    char *out = user;
+
+    if (strcmp(section, "supervisor") == 0 && strcmp(name, "name") == 0)
+        ob_strlcpy(out, value, 64);
+    return 1;   /* ignore everything else, errors included */
+}
+
+void
+ob_cfg_peek_name(const char *path, char *name, size_t namelen)
+{
+    char found[64] = "default";
+
+    ini_parse(path, cfg_peek_handler, found);
+    ob_strlcpy(name, found, namelen);
+}

@@ -82,6 +82,12 @@ uint64_t ob_cfg_digest(const ob_cfg_t *cfg);
 /* Restart-only keys that differ between a and b, as "a, b" in out; 0 if none. */
 int ob_cfg_restart_only_changes(const ob_cfg_t *a, const ob_cfg_t *b, char *out, size_t outlen);
 
+/*
+ * Reads only [supervisor] name, ignoring every error: `outboxd status` must
+ * still find a running instance after someone broke the file it started from.
+ */
+void ob_cfg_peek_name(const char *path, char *name, size_t namelen);
+
 /* Parses "24h", "90s", "15m", "2d" or plain seconds. */
 int ob_cfg_parse_duration(const char *s, int *seconds);
 

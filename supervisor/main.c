@@ -72,6 +72,7 @@ run_subcommand(const char *cmd, int argc, char **argv)
     const char *path = DEFAULT_CONFIG;
     int         json = 0, ch;
     ob_cfg_t   *cfg;
+    char        err[1024];
 
     optind = 1;
     while ((ch = getopt_long(argc, argv, "c:", opts, NULL)) != -1) {
@@ -85,7 +86,14 @@ run_subcommand(const char *cmd, int argc, char **argv)
         }
     }
     cfg = malloc(sizeof(*cfg));
-    if (cfg == NULL || load_config(path, cfg) != 0) {
+    if (cfg == NULL)
+        return OB_EXIT_RETRY;
+    if (strcmp(cmd, "status") == 0 && ob_cfg_load(cfg, path, err, sizeof(err)) != 0) {
+        /* the running instance may predate the breakage: find it by name */
+        fprintf(stderr, "outboxd: warning: %s\n", err);
+        ob_cfg_defaults(cfg);
+        ob_cfg_peek_name(path, cfg->supervisor.name, sizeof(cfg->supervisor.name));
+    } else if (strcmp(cmd, "status") != 0 && load_config(path, cfg) != 0) {
         free(cfg);
         return OB_EXIT_FATAL;
     }

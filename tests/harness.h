@@ -1,0 +1,70 @@
+/*
+ * tests/harness.h: integration-test helpers.
+ *
+ * Every test gets databases and a topic of its own on the real local stack
+ * (orderdb_<tag>, ledgerdb_<tag>, outbox-events-<tag>), its own free ports
+ * and its own shm name, so tests never clobber a running dev instance or
+ * each other, and everything is dropped at the end.
+ */
+#ifndef OB_HARNESS_H
+#define OB_HARNESS_H
+
+#include "shm/shm.h"
+
+#include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct {
+    char    tag[48];
+    char    name[64];              /* [supervisor] name = shm name */
+    char    dir[128];              /* temp dir: config, log, pidfile */
+    char    conf[192];
+    char    log[192];
+    char    pidfile[192];
+    char    orders_db[64], ledger_db[64];
+    char    orders_dsn[256], ledger_dsn[256];
+    char    topic[96];
+    int     partitions;
+    int     orders_port, ledger_port, admin_port;
+    pid_t   pid;                   /* supervisor, 0 when not running */
+    ob_shm_t *shm;
+} obh_t;
+
+/* Creates databases (migrated when migrate != 0) and picks ports; no process yet. */
+void obh_init(obh_t *h, int migrate);
+/* Writes the config: the harness's keys, then `extra` (INI text) appended. */
+void obh_write_conf(obh_t *h, const char *extra);
+/* Starts `outboxd -f -c conf` plus args (NULL-terminated); waits for its shm header. */
+void obh_start(obh_t *h, const char *const *args);
+/* TERM, wait up to timeout; returns the exit status or -1 on timeout (then SIGKILL). */
+int  obh_stop(obh_t *h, int timeout_ms);
+/* Stops everything, drops databases and topic. */
+void obh_cleanup(obh_t *h);
+
+/* Runs `outboxd ARGS...`, capturing stdout+stderr into out; returns exit status. */
+int obh_run(const char *const *args, char *out, size_t outlen);
+
+/* Live (pid > 0) slot of kind/index; copies it into *out; -1 when none. */
+int obh_worker(obh_t *h, int kind, int index, ob_shm_slot_t *out);
+/* Waits until kind/index is running (heartbeating) with a pid other than not_pid. */
+pid_t obh_wait_worker(obh_t *h, int kind, int index, pid_t not_pid, int timeout_ms);
+/* Number of slots of kind with pid > 0. */
+int obh_count(obh_t *h, int kind);
+
+/* Polls cond(arg) every 10 ms until true or timeout; returns 1 when it held. */
+int obh_poll(int (*cond)(obh_t *, void *), obh_t *h, void *arg, int timeout_ms);
+
+PGconn *obh_pg(const char *dsn);
+/* Runs sql (no parameters) and returns the first value as a long long. */
+long long obh_scalar(const char *dsn, const char *sql);
+
+/* Time budgets scale under sanitizers, which slow everything down. */
+int obh_ms(int ms);
+/* True if pid exists (even as a zombie of someone else). */
+int obh_alive(pid_t pid);
+/* True if the file exists. */
+int obh_exists(const char *path);
+
+#endif

@@ -1,0 +1,177 @@
+/* tests/unit/test_cfg.c: config parsing, validation, errors with file:line. */
+#include "common/cfg.h"
+#include "common/log.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Writes text to a fresh temp file; returns its path (static buffer). */
+static const char *
+write_conf(const char *text)
+{
+    static char path[64];
+    int         fd;
+
+    snprintf(path, sizeof(path), "/tmp/ob-cfg-XXXXXX");
+    fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    cr_assert_eq(write(fd, text, strlen(text)), (ssize_t) strlen(text));
+    close(fd);
+    return path;
+}
+
+/* Loads text; returns rc and leaves the error in err. */
+static int
+load(const char *text, ob_cfg_t *cfg, char *err, size_t errlen)
+{
+    const char *path = write_conf(text);
+    int         rc = ob_cfg_load(cfg, path, err, errlen);
+
+    unlink(path);
+    return rc;
+}
+
+Test(cfg, committed_dev_config_is_valid)
+{
+    ob_cfg_t cfg;
+    char     err[512] = "";
+
+    cr_assert_eq(ob_cfg_load(&cfg, "outboxd.conf", err, sizeof(err)), 0, "%s", err);
+    cr_assert_str_eq(cfg.kafka.topic, "outbox-events");
+    cr_assert_eq(cfg.kafka.partitions, 12);
+    cr_assert_eq(cfg.workers.relays, 2);
+    cr_assert_eq(cfg.relay.mode, OB_RELAY_PARTITIONED);
+    cr_assert_eq(cfg.relay.retention_s, 24 * 3600);
+    cr_assert_str_eq(cfg.log.file, "");
+}
+
+Test(cfg, defaults_apply_to_missing_keys)
+{
+    ob_cfg_t cfg;
+    char     err[512] = "";
+
+    cr_assert_eq(load("[workers]\nrelays = 3\n", &cfg, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(cfg.workers.relays, 3);
+    cr_assert_eq(cfg.workers.http, 2);
+    cr_assert_eq(cfg.supervisor.watchdog_s, 10);
+    cr_assert_eq(cfg.orders.max_body, 64 * 1024);
+    cr_assert_str_eq(cfg.orders.listen, "127.0.0.1:3000");
+}
+
+Test(cfg, unknown_key_names_file_line_and_key)
+{
+    ob_cfg_t cfg;
+    char     err[512] = "";
+
+    cr_assert_eq(load("[kafka]\nbrokers = x:1\n\n[relay]\nbatchsize = 10\n", &cfg, err, sizeof(err)), -1);
+    cr_assert(strstr(err, ":5: [relay] batchsize: unknown key") != NULL, "got: %s", err);
+}
+
+Test(cfg, unknown_section_is_an_error)
+{
+    ob_cfg_t cfg;
+    char     err[512] = "";
+
+    cr_assert_eq(load("[kafak]\nbrokers = x:1\n", &cfg, err, sizeof(err)), -1);
+    cr_assert(strstr(err, ":2: [kafak]: unknown section") != NULL, "got: %s", err);
+}
+
+Test(cfg, bad_values_are_rejected_with_reason)
+{
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        { "[workers]\nhttp = two\n", ":2: [workers] http: not an integer (got \"two\")" },
+        { "[kafka]\npartitions = 0\n", ":2: [kafka] partitions: out of range" },
+        { "[kafka]\npartitions = 999\n", ":2: [kafka] partitions: out of range" },
+        { "[relay]\nmode = fastest\n", ":2: [relay] mode: expected partitioned or skip_locked" },
+        { "[relay]\nretention = 1y\n", ":2: [relay] retention: expected a duration" },
+        { "[orders]\nunsafe_async_commit = maybe\n", ":2: [orders] unsafe_async_commit: expected yes or no" },
+        { "[log]\nformat = xml\n", ":2: [log] format: expected logfmt or json" },
+        { "[supervisor]\nwatchdog_s = 0\n", ":2: [supervisor] watchdog_s: out of range" },
+        { "orphan = 1\n", ":1: [] orphan: key outside any section" },
+        { "[workers]\nthis line has no equals sign\n", ":2: syntax error" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ob_cfg_t cfg;
+        char     err[512] = "";
+        cr_assert_eq(load(cases[i].text, &cfg, err, sizeof(err)), -1, "case %zu accepted", i);
+        cr_assert(strstr(err, cases[i].want) != NULL, "case %zu: want \"%s\", got \"%s\"", i, cases[i].want, err);
+    }
+}
+
+Test(cfg, relays_cannot_exceed_partitions)
+{
+    ob_cfg_t cfg;
+    char     err[512] = "";
+
+    cr_assert_eq(load("[kafka]\npartitions = 4\n[workers]\nrelays = 5\n", &cfg, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "relays = 5 exceeds [kafka] partitions = 4") != NULL, "got: %s", err);
+}
+
+Test(cfg, listeners_must_differ)
+{
+    ob_cfg_t cfg;
+    char     err[512] = "";
+
+    cr_assert_eq(load("[ledger]\nlisten = 127.0.0.1:3000\n", &cfg, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "must be different") != NULL, "got: %s", err);
+}
+
+Test(cfg, missing_file_is_a_sentence)
+{
+    ob_cfg_t cfg;
+    char     err[512] = "";
+
+    cr_assert_eq(ob_cfg_load(&cfg, "/nonexistent/outboxd.conf", err, sizeof(err)), -1);
+    cr_assert(strstr(err, "/nonexistent/outboxd.conf: cannot open config") != NULL, "got: %s", err);
+}
+
+Test(cfg, durations)
+{
+    int s;
+
+    cr_assert_eq(ob_cfg_parse_duration("24h", &s), 0);
+    cr_assert_eq(s, 86400);
+    cr_assert_eq(ob_cfg_parse_duration("90", &s), 0);
+    cr_assert_eq(s, 90);
+    cr_assert_eq(ob_cfg_parse_duration("15m", &s), 0);
+    cr_assert_eq(s, 900);
+    cr_assert_eq(ob_cfg_parse_duration("2d", &s), 0);
+    cr_assert_eq(s, 172800);
+    cr_assert_eq(ob_cfg_parse_duration("-1s", &s), -1);
+    cr_assert_eq(ob_cfg_parse_duration("h", &s), -1);
+    cr_assert_eq(ob_cfg_parse_duration("99999999999d", &s), -1);
+}
+
+Test(cfg, restart_only_changes_are_detected_and_digest_moves)
+{
+    ob_cfg_t a, b;
+    char     err[512] = "", out[256];
+
+    cr_assert_eq(load("[orders]\nlisten = 127.0.0.1:3000\n", &a, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(load("[orders]\nlisten = 127.0.0.1:3001\n[workers]\nrelays = 1\n", &b, err, sizeof(err)), 0, "%s",
+                 err);
+    cr_assert_eq(ob_cfg_restart_only_changes(&a, &b, out, sizeof(out)), 1);
+    cr_assert_str_eq(out, "[orders] listen");
+    cr_assert_neq(ob_cfg_digest(&a), ob_cfg_digest(&b));
+    /* a shorter string over a longer default must not leave stale bytes behind */
+    cr_assert_eq(load("[orders]\nlisten = 1.2.3.4:5\n", &a, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(load("[orders]\nlisten = 1.2.3.4:5\n", &b, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(ob_cfg_digest(&a), ob_cfg_digest(&b));
+}
+
+Test(log, dsn_passwords_are_masked)
+{
+    char out[256];
+
+    ob_log_mask_dsn("postgresql://app:s3cret@db:5432/orderdb", out, sizeof(out));
+    cr_assert_str_eq(out, "postgresql://app:***@db:5432/orderdb");
+    ob_log_mask_dsn("host=db user=app password=s3cret dbname=x", out, sizeof(out));
+    cr_assert_str_eq(out, "host=db user=app password=*** dbname=x");
+    ob_log_mask_dsn("postgresql://outboxd@127.0.0.1:55432/orderdb", out, sizeof(out));
+    cr_assert_str_eq(out, "postgresql://outboxd@127.0.0.1:55432/orderdb");
+}
