@@ -28,7 +28,7 @@
 #define OB_SHM_VERSION    1
 #define OB_SHM_SLOTS      128
 #define OB_SHM_PARTITIONS 256
-#define OB_SHM_COUNTERS   16
+#define OB_SHM_COUNTERS   32
 #define OB_SHM_OWN_WORDS  (OB_SHM_PARTITIONS / 64)
 
 typedef enum {
@@ -53,7 +53,10 @@ typedef enum {
 /* Per-kind meaning of slot counters[]. */
 enum {
     OB_CTR_HTTP_REQ_2XX = 0, OB_CTR_HTTP_REQ_4XX, OB_CTR_HTTP_REQ_5XX, OB_CTR_HTTP_INFLIGHT,
+    OB_CTR_HTTP_ORDERS_CREATED, OB_CTR_HTTP_DB_ERRORS,
+    OB_CTR_HTTP_LAT_BASE = 8,        /* OB_HTTP_LAT_BUCKETS cumulative-free bucket counts */
 };
+#define OB_HTTP_LAT_BUCKETS 12       /* <=1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500 ms, +Inf */
 enum {
     OB_CTR_RELAY_BATCHES = 0, OB_CTR_RELAY_PUBLISHED, OB_CTR_RELAY_ERRORS, OB_CTR_RELAY_LOCKS_HELD,
 };
@@ -101,6 +104,7 @@ typedef struct {
     _Atomic int32_t  sup_pid;
     int64_t          start_wall_ms;
     _Atomic uint64_t generation;     /* +1 per successful reload */
+    _Atomic uint64_t uuid_clock;     /* last UUIDv7 (ms << 12 | counter), shared by all workers */
     _Atomic uint32_t seq;            /* seqlock over the fields below */
     uint64_t         cfg_digest;
     int32_t          partitions;     /* [kafka] partitions in force */

@@ -1,0 +1,207 @@
+/* common/event.c: msgpack and JSON encodings of one event; see event.h. */
+#include "event.h"
+#include "util.h"
+
+#include <jansson.h>
+#include <msgpack.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void
+ob_event_timestamp(int64_t wall_ms, char out[32])
+{
+    time_t    secs = (time_t) (wall_ms / 1000);
+    struct tm tm;
+    size_t    n;
+
+    gmtime_r(&secs, &tm);
+    n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 32 - n, ".%03dZ", (int) (wall_ms % 1000));
+}
+
+static void
+pack_str(msgpack_packer *pk, const char *s)
+{
+    size_t n = strlen(s);
+
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+static int
+event_encode_msgpack(const ob_event_t *ev, char **out, size_t *outlen)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer  pk;
+
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 7);
+    pack_str(&pk, "id");
+    pack_str(&pk, ev->id);
+    pack_str(&pk, "type");
+    pack_str(&pk, ev->type);
+    pack_str(&pk, "aggregate_type");
+    pack_str(&pk, ev->aggregate_type);
+    pack_str(&pk, "aggregate_id");
+    pack_str(&pk, ev->aggregate_id);
+    pack_str(&pk, "seq");
+    msgpack_pack_int32(&pk, ev->seq);
+    pack_str(&pk, "occurred_at");
+    pack_str(&pk, ev->occurred_at);
+    pack_str(&pk, "data");
+    msgpack_pack_map(&pk, 4);
+    pack_str(&pk, "customerId");
+    pack_str(&pk, ev->customer_id);
+    pack_str(&pk, "amount");
+    pack_str(&pk, ev->amount);
+    pack_str(&pk, "currency");
+    pack_str(&pk, ev->currency);
+    pack_str(&pk, "status");
+    pack_str(&pk, ev->status);
+    *out = sb.data;       /* ownership moves to the caller */
+    *outlen = sb.size;
+    return *out != NULL ? 0 : -1;
+}
+
+static int
+event_encode_json(const ob_event_t *ev, char **out, size_t *outlen)
+{
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:{s:s, s:s, s:s, s:s}}", "id", ev->id, "type", ev->type,
+                          "aggregate_type", ev->aggregate_type, "aggregate_id", ev->aggregate_id, "seq", (int) ev->seq,
+                          "occurred_at", ev->occurred_at, "data", "customerId", ev->customer_id, "amount", ev->amount,
+                          "currency", ev->currency, "status", ev->status);
+
+    if (j == NULL)
+        return -1;
+    *out = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    if (*out == NULL)
+        return -1;
+    *outlen = strlen(*out);
+    return 0;
+}
+
+int
+ob_event_encode(const ob_event_t *ev, int json, char **out, size_t *outlen)
+{
+    return json ? event_encode_json(ev, out, outlen) : event_encode_msgpack(ev, out, outlen);
+}
+
+/* Copies a msgpack string into a fixed field; -1 if absent, not a string or too long. */
+static int
+mp_copy(const msgpack_object *o, char *dst, size_t dstlen)
+{
+    if (o == NULL || o->type != MSGPACK_OBJECT_STR || o->via.str.size >= dstlen)
+        return -1;
+    memcpy(dst, o->via.str.ptr, o->via.str.size);
+    dst[o->via.str.size] = '\0';
+    return 0;
+}
+
+static const msgpack_object *
+mp_get(const msgpack_object *map, const char *key)
+{
+    if (map == NULL || map->type != MSGPACK_OBJECT_MAP)
+        return NULL;
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object_kv *kv = &map->via.map.ptr[i];
+        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == strlen(key) &&
+            memcmp(kv->key.via.str.ptr, key, kv->key.via.str.size) == 0)
+            return &kv->val;
+    }
+    return NULL;
+}
+
+static int
+event_decode_msgpack(const void *buf, size_t len, ob_event_t *ev, char *err, size_t errlen)
+{
+    msgpack_unpacked u;
+    size_t           off = 0;
+    int              rc = -1;
+
+    msgpack_unpacked_init(&u);
+    if (msgpack_unpack_next(&u, buf, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len ||
+        u.data.type != MSGPACK_OBJECT_MAP) {
+        snprintf(err, errlen, "not a msgpack map");
+        goto done;
+    }
+    const msgpack_object *m = &u.data, *data = mp_get(m, "data"), *seq = mp_get(m, "seq");
+    static const char    *names[] = { "id", "type", "aggregate_type", "aggregate_id", "occurred_at" };
+    char                 *fields[] = { ev->id, ev->type, ev->aggregate_type, ev->aggregate_id, ev->occurred_at };
+    size_t                sizes[] = { sizeof(ev->id), sizeof(ev->type), sizeof(ev->aggregate_type),
+                                      sizeof(ev->aggregate_id), sizeof(ev->occurred_at) };
+    for (size_t i = 0; i < OB_ARRAY_LEN(names); i++)
+        if (mp_copy(mp_get(m, names[i]), fields[i], sizes[i]) != 0) {
+            snprintf(err, errlen, "field %s missing or invalid", names[i]);
+            goto done;
+        }
+    if (seq == NULL || seq->type != MSGPACK_OBJECT_POSITIVE_INTEGER || seq->via.u64 > INT32_MAX) {
+        snprintf(err, errlen, "field seq missing or invalid");
+        goto done;
+    }
+    ev->seq = (int32_t) seq->via.u64;
+    if (mp_copy(mp_get(data, "customerId"), ev->customer_id, sizeof(ev->customer_id)) != 0 ||
+        mp_copy(mp_get(data, "amount"), ev->amount, sizeof(ev->amount)) != 0 ||
+        mp_copy(mp_get(data, "currency"), ev->currency, sizeof(ev->currency)) != 0 ||
+        mp_copy(mp_get(data, "status"), ev->status, sizeof(ev->status)) != 0) {
+        snprintf(err, errlen, "data missing or invalid");
+        goto done;
+    }
+    rc = 0;
+done:
+    msgpack_unpacked_destroy(&u);
+    return rc;
+}
+
+static int
+js_copy(json_t *o, const char *key, char *dst, size_t dstlen)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+
+    if (s == NULL || strlen(s) >= dstlen)
+        return -1;
+    memcpy(dst, s, strlen(s) + 1);
+    return 0;
+}
+
+static int
+event_decode_json(const void *buf, size_t len, ob_event_t *ev, char *err, size_t errlen)
+{
+    json_error_t je;
+    json_t      *j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je), *data;
+    json_t      *seq;
+    int          rc = -1;
+
+    if (j == NULL || !json_is_object(j)) {
+        snprintf(err, errlen, "not a JSON object");
+        goto done;
+    }
+    data = json_object_get(j, "data");
+    seq = json_object_get(j, "seq");
+    if (js_copy(j, "id", ev->id, sizeof(ev->id)) || js_copy(j, "type", ev->type, sizeof(ev->type)) ||
+        js_copy(j, "aggregate_type", ev->aggregate_type, sizeof(ev->aggregate_type)) ||
+        js_copy(j, "aggregate_id", ev->aggregate_id, sizeof(ev->aggregate_id)) ||
+        js_copy(j, "occurred_at", ev->occurred_at, sizeof(ev->occurred_at)) || !json_is_integer(seq) ||
+        json_integer_value(seq) < 0 || json_integer_value(seq) > INT32_MAX || !json_is_object(data) ||
+        js_copy(data, "customerId", ev->customer_id, sizeof(ev->customer_id)) ||
+        js_copy(data, "amount", ev->amount, sizeof(ev->amount)) ||
+        js_copy(data, "currency", ev->currency, sizeof(ev->currency)) ||
+        js_copy(data, "status", ev->status, sizeof(ev->status))) {
+        snprintf(err, errlen, "a field is missing or invalid");
+        goto done;
+    }
+    ev->seq = (int32_t) json_integer_value(seq);
+    rc = 0;
+done:
+    json_decref(j);
+    return rc;
+}
+
+int
+ob_event_decode(const void *buf, size_t len, int json, ob_event_t *ev, char *err, size_t errlen)
+{
+    memset(ev, 0, sizeof(*ev));
+    return json ? event_decode_json(buf, len, ev, err, errlen) : event_decode_msgpack(buf, len, ev, err, errlen);
+}
