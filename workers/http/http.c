@@ -2,75 +2,132 @@
  * workers/http/http.c: HTTP worker (civetweb), one of H.
  *
  * NOTES
- *   What it does (so far): serves GET /healthcheck on the orders, ledger
- *   and admin listeners, accepting from the sockets the supervisor opened
- *   (see bind.c), and heartbeats from its main thread. The orders API
- *   (issue 5), ledger API (issue 7) and admin pages (issue 8) are routed
- *   here by listener.
+ *   What it does: serves the orders API on the orders listener (orders.c),
+ *   and /healthcheck on every listener, accepting from the sockets the
+ *   supervisor opened (bind.c). The ledger API (issue 7) and admin pages
+ *   (issue 8) are routed here by listener. The main thread only heartbeats
+ *   and waits for signals; civetweb's threads serve.
  *
- *   What it owns: a civetweb context and its threads.
+ *   What it owns: a civetweb context and its threads; one orderdb
+ *   connection per thread (db.c).
  *
  *   Signals: blocked in civetweb's threads, handled by the main thread:
  *   TERM/INT stop accepting and finish in-flight requests (mg_stop), exit 0.
  *
  *   Exit codes: 0 asked to stop; 1 civetweb could not start.
  */
-#include "../../common/listen.h"
+#include "http_int.h"
 #include "../../common/log.h"
 #include "../../common/sig.h"
 #include "../../common/util.h"
 #include "../../common/worker.h"
 
-#include <civetweb.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-typedef struct {
-    const ob_cfg_t *cfg;
-    ob_shm_slot_t  *slot;
-    int             index;
-    int             port[OB_LISTEN_COUNT];   /* listener port, to route by server_port */
-} ob_http_t;
+static const int lat_bounds_ms[OB_HTTP_LAT_BUCKETS - 1] = { 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500 };
 
-static int
-http_send_json(struct mg_connection *conn, int status, const char *body)
+int
+ob_http_reply(struct mg_connection *conn, int status, json_t *body, const char *extra)
 {
-    size_t len = strlen(body);
+    char  *text = body ? json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    size_t len = text ? strlen(text) : 0;
 
     mg_printf(conn,
               "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-              "Cache-Control: no-store\r\n\r\n",
-              status, mg_get_response_code_text(conn, status), len);
-    mg_write(conn, body, len);
+              "Cache-Control: no-store\r\n%s%s\r\n",
+              status, mg_get_response_code_text(conn, status), len + 1, extra ? extra : "",
+              status == 413 ? "Connection: close\r\n" : "");
+    if (text != NULL)
+        mg_write(conn, text, len);
+    mg_write(conn, "\n", 1);
+    free(text);
+    json_decref(body);
     return status;
 }
 
+int
+ob_http_error(struct mg_connection *conn, int status, const char *msg)
+{
+    return ob_http_reply(conn, status, json_pack("{s:s}", "error", msg), NULL);
+}
+
+int
+ob_http_read_body(struct mg_connection *conn, size_t max, char **body, size_t *len)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    size_t                        cap, used = 0;
+    char                         *buf;
+
+    *body = NULL;
+    *len = 0;
+    if (ri->content_length > (long long) max)
+        return 413;   /* refused before reading a byte of it */
+    cap = ri->content_length >= 0 ? (size_t) ri->content_length : max + 1;
+    buf = malloc(cap + 1);
+    if (buf == NULL)
+        return 413;
+    for (;;) {
+        int n = mg_read(conn, buf + used, cap - used);
+        if (n < 0) {
+            free(buf);
+            return 400;
+        }
+        if (n == 0)
+            break;
+        used += (size_t) n;
+        if (used == cap)
+            break;
+    }
+    if (used > max) {      /* chunked body that kept going */
+        free(buf);
+        return 413;
+    }
+    buf[used] = '\0';
+    *body = buf;
+    *len = used;
+    return 0;
+}
+
 static void
-http_count(ob_http_t *hw, int status)
+http_count(ob_http_t *hw, int status, int64_t elapsed_ms)
 {
     int k = status < 400 ? OB_CTR_HTTP_REQ_2XX : status < 500 ? OB_CTR_HTTP_REQ_4XX : OB_CTR_HTTP_REQ_5XX;
+    int b = 0;
 
     atomic_fetch_add(&hw->slot->counters[k], 1);
+    while (b < OB_HTTP_LAT_BUCKETS - 1 && elapsed_ms > lat_bounds_ms[b])
+        b++;
+    atomic_fetch_add(&hw->slot->counters[OB_CTR_HTTP_LAT_BASE + b], 1);
+}
+
+static int
+http_dispatch(ob_http_t *hw, struct mg_connection *conn, const struct mg_request_info *ri)
+{
+    if (strcmp(ri->local_uri, "/healthcheck") == 0)
+        return ob_http_reply(conn, 200, json_pack("{s:s}", "status", "ok"), NULL);
+    if (ri->server_port == hw->port[OB_LISTEN_ORDERS])
+        return ob_orders_route(hw, conn, ri);
+    return ob_http_error(conn, 404, "no such route");
 }
 
 /*
- * One handler for every request (civetweb's begin_request, installed before
- * mg_start so no request can slip past it): routes by listener, then by
- * method and path. Returns the status sent.
+ * civetweb's begin_request, installed before mg_start so no request can slip
+ * past it: every request is answered here. Returns the status sent.
  */
 static int
 http_handle(struct mg_connection *conn)
 {
     ob_http_t                    *hw = mg_get_user_data(mg_get_context(conn));
     const struct mg_request_info *ri = mg_get_request_info(conn);
+    int64_t                       t0 = ob_now_ms();
     int                           status;
 
     atomic_fetch_add(&hw->slot->counters[OB_CTR_HTTP_INFLIGHT], 1);
-    if (strcmp(ri->local_uri, "/healthcheck") == 0 && strcmp(ri->request_method, "GET") == 0)
-        status = http_send_json(conn, 200, "{\"status\":\"ok\"}");
-    else
-        status = http_send_json(conn, 404, "{\"error\":\"no such route\"}");
-    http_count(hw, status);
+    status = http_dispatch(hw, conn, ri);
+    http_count(hw, status, ob_now_ms() - t0);
     atomic_fetch_sub(&hw->slot->counters[OB_CTR_HTTP_INFLIGHT], 1);
     return status;
 }
@@ -83,6 +140,15 @@ http_log_message(const struct mg_connection *conn, const char *message)
     return 1;
 }
 
+static void
+http_exit_thread(const struct mg_context *ctx, int thread_type, void *thread_pointer)
+{
+    (void) ctx;
+    (void) thread_type;
+    (void) thread_pointer;
+    ob_http_db_close_thread();
+}
+
 /* "127.0.0.1:3000,127.0.0.1:4000,..." from the listeners the supervisor opened. */
 static void
 http_ports_option(ob_http_t *hw, char *out, size_t outlen)
@@ -91,12 +157,12 @@ http_ports_option(ob_http_t *hw, char *out, size_t outlen)
 
     out[0] = '\0';
     for (int i = 0; i < OB_LISTEN_COUNT; i++) {
+        char host[128];
         if (ob_listeners[i].fd < 0)
             continue;
         int n = snprintf(out + used, outlen - used, "%s%s", used ? "," : "", ob_listeners[i].addr);
         if (n > 0 && used + (size_t) n < outlen)
             used += (size_t) n;
-        char host[128];
         ob_parse_hostport(ob_listeners[i].addr, host, sizeof(host), &hw->port[i]);
     }
 }
@@ -123,6 +189,7 @@ ob_http_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
     memset(&cb, 0, sizeof(cb));
     cb.log_message = http_log_message;
     cb.begin_request = http_handle;
+    cb.exit_thread = http_exit_thread;
     ob_listen_adopting = 1;
     mg_init_library(0);
     /* Threads inherit the mask: only this thread takes TERM/HUP/... */

@@ -1,0 +1,432 @@
+/*
+ * workers/http/orders.c: the orders API (DESIGN §3).
+ *
+ * An order and its order.created event are written by one autocommitted
+ * statement, so there is never an order without its event or the reverse;
+ * the order id is a UUIDv7 made here so the event's partition (murmur2 of
+ * the id) is known before the statement is sent. After the commit the
+ * partition's counter in shm is bumped and its relay woken by a futex: no
+ * NOTIFY, no extra round trip. A database failure is a 503 with
+ * Retry-After; a retried request with the same Idempotency-Key gets the
+ * first order back.
+ */
+#include "http_int.h"
+#include "order_req.h"
+#include "../../common/event.h"
+#include "../../common/log.h"
+#include "../../common/money.h"
+#include "../../common/murmur2.h"
+#include "../../common/pg.h"
+#include "../../common/util.h"
+#include "../../common/uuid.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RETRY_AFTER "Retry-After: 1\r\n"
+#define IDEM_KEY_MAX 255
+
+/* Columns of the get/get_by_key/lock statements, in order. */
+enum { COL_ID, COL_CUSTOMER, COL_AMOUNT, COL_CURRENCY, COL_STATUS, COL_VERSION, COL_CREATED };
+
+static int
+orders_unavailable(struct mg_connection *conn, const char *why)
+{
+    json_t *body = json_pack("{s:s}", "error", "orders database unavailable, retry later");
+
+    ob_log(OB_LOG_WARN, "orders: %s", why);
+    return ob_http_reply(conn, 503, body, RETRY_AFTER);
+}
+
+static int
+orders_db_error(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, PGresult *r)
+{
+    char err[512];
+    int  status = ob_http_db_failure(pg, r, err, sizeof(err));
+
+    atomic_fetch_add(&hw->slot->counters[OB_CTR_HTTP_DB_ERRORS], 1);
+    if (status == 503)
+        return orders_unavailable(conn, err);
+    ob_log(OB_LOG_ERROR, "orders: unexpected database error: %s", err);
+    return ob_http_error(conn, 500, "internal error");
+}
+
+/* The order as the API shows it, from a row of get/get_by_key/lock. */
+static json_t *
+orders_row_json(PGresult *r, int row)
+{
+    const ob_currency_t *cur = ob_currency_find(PQgetvalue(r, row, COL_CURRENCY));
+    char                 amount[64];
+
+    if (cur == NULL || ob_decimal_rescale(PQgetvalue(r, row, COL_AMOUNT), cur->digits, amount, sizeof(amount)) != 0)
+        ob_strlcpy(amount, PQgetvalue(r, row, COL_AMOUNT), sizeof(amount));
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s}", "id", PQgetvalue(r, row, COL_ID), "customerId",
+                     PQgetvalue(r, row, COL_CUSTOMER), "amount", amount, "currency", PQgetvalue(r, row, COL_CURRENCY),
+                     "status", PQgetvalue(r, row, COL_STATUS), "version", atoi(PQgetvalue(r, row, COL_VERSION)),
+                     "createdAt", PQgetvalue(r, row, COL_CREATED));
+}
+
+/* Announces a committed event: counter for status, futex wake for the owning relay. */
+static void
+orders_wake_relay(int partition)
+{
+    ob_shm_part_t *pt;
+    int            owner;
+
+    if (ob_shm == NULL || partition < 0 || partition >= OB_SHM_PARTITIONS)
+        return;
+    pt = &ob_shm->map->parts[partition];
+    atomic_fetch_add(&pt->committed, 1);
+    owner = atomic_load(&pt->owner_slot);
+    if (owner >= 0 && owner < OB_SHM_SLOTS)
+        ob_shm_wake(&ob_shm->map->slots[owner]);
+}
+
+/* Builds the event for an order; *payload is malloc'd. */
+static int
+orders_event(ob_http_t *hw, const char *type, const char *order_id, int seq, const char *customer,
+             const char *amount, const char *currency, const char *status, char *event_id, char **payload,
+             size_t *len)
+{
+    ob_event_t ev;
+    ob_uuid_t  u;
+
+    memset(&ev, 0, sizeof(ev));
+    if (ob_uuid_v7(&u) != 0)
+        return -1;
+    ob_uuid_format(&u, ev.id);
+    ob_strlcpy(event_id, ev.id, 37);
+    ob_strlcpy(ev.type, type, sizeof(ev.type));
+    ob_strlcpy(ev.aggregate_type, "order", sizeof(ev.aggregate_type));
+    ob_strlcpy(ev.aggregate_id, order_id, sizeof(ev.aggregate_id));
+    ev.seq = seq;
+    ob_event_timestamp(ob_wall_ms(), ev.occurred_at);
+    ob_strlcpy(ev.customer_id, customer, sizeof(ev.customer_id));
+    ob_strlcpy(ev.amount, amount, sizeof(ev.amount));
+    ob_strlcpy(ev.currency, currency, sizeof(ev.currency));
+    ob_strlcpy(ev.status, status, sizeof(ev.status));
+    return ob_event_encode(&ev, strcmp(hw->cfg->kafka.format, "json") == 0, payload, len);
+}
+
+/* Answers a replay of an Idempotency-Key with the first order (or 422 if the body differs). */
+static int
+orders_replay(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, const char *key, const ob_order_req_t *req)
+{
+    const char *params[1] = { key };
+    PGresult   *r = PQexecPrepared(pg, "get_by_key", 1, params, NULL, NULL, 0);
+    int         status;
+
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        status = orders_db_error(hw, conn, pg, r);
+        PQclear(r);
+        return status;
+    }
+    if (PQntuples(r) == 0) {
+        /* the conflicting insert rolled back between our two statements */
+        PQclear(r);
+        return orders_unavailable(conn, "idempotency key vanished between insert and read");
+    }
+    json_t *order = orders_row_json(r, 0);
+    const char *amount = json_string_value(json_object_get(order, "amount"));
+    if (strcmp(PQgetvalue(r, 0, COL_CUSTOMER), req->customer_id) != 0 ||
+        strcmp(PQgetvalue(r, 0, COL_CURRENCY), req->cur->code) != 0 || strcmp(amount, req->amount) != 0) {
+        json_decref(order);
+        PQclear(r);
+        return ob_http_error(conn, 422, "Idempotency-Key was already used with a different request");
+    }
+    PQclear(r);
+    return ob_http_reply(conn, 200, order, NULL);
+}
+
+static int
+orders_create(ob_http_t *hw, struct mg_connection *conn)
+{
+    ob_order_req_t req;
+    char          *body = NULL, *payload = NULL, msg[512], order_id[37], event_id[37], part[16];
+    size_t         len, plen;
+    const char    *key = mg_get_header(conn, "Idempotency-Key");
+    int            status, partition;
+    PGconn        *pg;
+
+    status = ob_http_read_body(conn, (size_t) hw->cfg->orders.max_body, &body, &len);
+    if (status != 0)
+        return ob_http_error(conn, status, status == 413 ? "body larger than max_body" : "could not read body");
+    status = ob_order_req_parse(body, len, &req, msg, sizeof(msg));
+    free(body);
+    if (status != 0)
+        return ob_http_error(conn, status, msg);
+    if (key != NULL && (key[0] == '\0' || strlen(key) > IDEM_KEY_MAX))
+        return ob_http_error(conn, 400, "Idempotency-Key: must be 1 to 255 characters");
+    pg = ob_http_db(hw, msg, sizeof(msg));
+    if (pg == NULL)
+        return orders_unavailable(conn, msg);
+    if (!ob_http_db_writable())
+        return ob_http_reply(conn, 503,
+                             json_pack("{s:s}", "error",
+                                       "synchronous_commit is off on the orders database; writes refused"),
+                             RETRY_AFTER);
+
+    ob_uuid_t u;
+    if (ob_uuid_v7(&u) != 0)
+        return ob_http_error(conn, 500, "no randomness for an order id");
+    ob_uuid_format(&u, order_id);
+    partition = ob_partition_for(order_id, strlen(order_id), hw->cfg->kafka.partitions);
+    if (orders_event(hw, OB_EVENT_CREATED, order_id, 1, req.customer_id, req.amount, req.cur->code, "created",
+                     event_id, &payload, &plen) != 0)
+        return ob_http_error(conn, 500, "could not encode the event");
+    snprintf(part, sizeof(part), "%d", partition);
+    const char *params[8] = { order_id, req.customer_id, req.amount, req.cur->code, key, event_id, part, payload };
+    int         lens[8] = { 0, 0, 0, 0, 0, 0, 0, (int) plen };
+    int         fmts[8] = { 0, 0, 0, 0, 0, 0, 0, 1 };
+    PGresult   *r = PQexecPrepared(pg, "create", 8, params, lens, fmts, 0);
+    free(payload);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        status = orders_db_error(hw, conn, pg, r);
+        PQclear(r);
+        return status;
+    }
+    int inserted = atoi(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    if (!inserted)
+        return orders_replay(hw, conn, pg, key, &req);
+    orders_wake_relay(partition);
+    atomic_fetch_add(&hw->slot->counters[OB_CTR_HTTP_ORDERS_CREATED], 1);
+    json_t *out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i}", "id", order_id, "customerId", req.customer_id,
+                            "amount", req.amount, "currency", req.cur->code, "status", "created", "version", 1);
+    return ob_http_reply(conn, 201, out, NULL);
+}
+
+static int
+orders_get(ob_http_t *hw, struct mg_connection *conn, const char *id)
+{
+    const char *params[1] = { id };
+    char        err[512];
+    PGconn     *pg = ob_http_db(hw, err, sizeof(err));
+    PGresult   *r;
+    int         status;
+
+    if (pg == NULL)
+        return orders_unavailable(conn, err);
+    r = PQexecPrepared(pg, "get", 1, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        status = orders_db_error(hw, conn, pg, r);
+    else if (PQntuples(r) == 0)
+        status = ob_http_error(conn, 404, "no such order");
+    else
+        status = ob_http_reply(conn, 200, orders_row_json(r, 0), NULL);
+    PQclear(r);
+    return status;
+}
+
+/* Runs a parameterless command inside the cancel transaction; NULL on success. */
+static PGresult *
+orders_tx(PGconn *pg, const char *sql)
+{
+    PGresult *r = PQexec(pg, sql);
+
+    if (PQresultStatus(r) == PGRES_COMMAND_OK) {
+        PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
+static int
+orders_cancel_fail(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, PGresult *r)
+{
+    int status = orders_db_error(hw, conn, pg, r);
+
+    PQclear(r);
+    if (status != 503 || PQstatus(pg) == CONNECTION_OK) {
+        PGresult *rb = orders_tx(pg, "ROLLBACK");
+        PQclear(rb);
+    }
+    return status;
+}
+
+/*
+ * Cancel: BEGIN; lock the order row; encode order.cancelled with the next
+ * version; update the row and insert the event in one statement; COMMIT.
+ * The row lock makes event id order and commit order agree per order.
+ */
+static int
+orders_cancel(ob_http_t *hw, struct mg_connection *conn, const char *id)
+{
+    const char *params[5] = { id };
+    char        err[512], event_id[37], part[16], seq[16], *payload = NULL;
+    size_t      plen;
+    PGconn     *pg = ob_http_db(hw, err, sizeof(err));
+    PGresult   *r;
+
+    if (pg == NULL)
+        return orders_unavailable(conn, err);
+    if (!ob_http_db_writable())
+        return ob_http_reply(conn, 503,
+                             json_pack("{s:s}", "error",
+                                       "synchronous_commit is off on the orders database; writes refused"),
+                             RETRY_AFTER);
+    if ((r = orders_tx(pg, "BEGIN")) != NULL)
+        return orders_cancel_fail(hw, conn, pg, r);
+    r = PQexecPrepared(pg, "lock", 1, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        return orders_cancel_fail(hw, conn, pg, r);
+    if (PQntuples(r) == 0 || strcmp(PQgetvalue(r, 0, COL_STATUS), "cancelled") == 0) {
+        int     missing = PQntuples(r) == 0;
+        json_t *order = missing ? NULL : orders_row_json(r, 0);
+        PQclear(r);
+        PQclear(orders_tx(pg, "ROLLBACK"));
+        if (missing)
+            return ob_http_error(conn, 404, "no such order");
+        json_object_set_new(order, "error", json_string("order is already cancelled"));
+        return ob_http_reply(conn, 409, order, NULL);
+    }
+    int version = atoi(PQgetvalue(r, 0, COL_VERSION)) + 1;
+    int partition = ob_partition_for(id, strlen(id), hw->cfg->kafka.partitions);
+    const ob_currency_t *cur = ob_currency_find(PQgetvalue(r, 0, COL_CURRENCY));
+    char amount[64];
+    if (cur == NULL || ob_decimal_rescale(PQgetvalue(r, 0, COL_AMOUNT), cur->digits, amount, sizeof(amount)) != 0)
+        ob_strlcpy(amount, PQgetvalue(r, 0, COL_AMOUNT), sizeof(amount));
+    int enc = orders_event(hw, OB_EVENT_CANCELLED, id, version, PQgetvalue(r, 0, COL_CUSTOMER), amount,
+                           PQgetvalue(r, 0, COL_CURRENCY), "cancelled", event_id, &payload, &plen);
+    json_t *order = orders_row_json(r, 0);
+    PQclear(r);
+    if (enc != 0) {
+        json_decref(order);
+        PQclear(orders_tx(pg, "ROLLBACK"));
+        return ob_http_error(conn, 500, "could not encode the event");
+    }
+    snprintf(part, sizeof(part), "%d", partition);
+    snprintf(seq, sizeof(seq), "%d", version);
+    const char *cparams[5] = { id, event_id, part, payload, seq };
+    int         lens[5] = { 0, 0, 0, (int) plen, 0 };
+    int         fmts[5] = { 0, 0, 0, 1, 0 };
+    r = PQexecPrepared(pg, "cancel", 5, cparams, lens, fmts, 0);
+    free(payload);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        json_decref(order);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+            PQclear(r);
+            PQclear(orders_tx(pg, "ROLLBACK"));
+            return ob_http_error(conn, 409, "order changed while cancelling; retry");
+        }
+        return orders_cancel_fail(hw, conn, pg, r);
+    }
+    PQclear(r);
+    if ((r = orders_tx(pg, "COMMIT")) != NULL) {
+        json_decref(order);
+        return orders_cancel_fail(hw, conn, pg, r);
+    }
+    orders_wake_relay(partition);
+    json_object_set_new(order, "status", json_string("cancelled"));
+    json_object_set_new(order, "version", json_integer(version));
+    return ob_http_reply(conn, 200, order, NULL);
+}
+
+static int
+orders_total(ob_http_t *hw, struct mg_connection *conn)
+{
+    char      err[512], buf[64];
+    PGconn   *pg = ob_http_db(hw, err, sizeof(err));
+    PGresult *r;
+    int       digits = 2;
+
+    if (pg == NULL)
+        return orders_unavailable(conn, err);
+    r = PQexecPrepared(pg, "total", 0, NULL, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        int status = orders_db_error(hw, conn, pg, r);
+        PQclear(r);
+        return status;
+    }
+    json_t *by = json_object();
+    json_t *out = json_pack("{s:s, s:i, s:o}", "total", "0.00", "count", 0, "byCurrency", by);
+    for (int i = 0; i < PQntuples(r); i++) {
+        if (PQgetisnull(r, i, 0))
+            continue;
+        const ob_currency_t *cur = ob_currency_find(PQgetvalue(r, i, 0));
+        int                  d = cur ? cur->digits : 4;
+        if (d > digits)
+            digits = d;
+        if (ob_decimal_rescale(PQgetvalue(r, i, 1), d, buf, sizeof(buf)) != 0)
+            ob_strlcpy(buf, PQgetvalue(r, i, 1), sizeof(buf));
+        json_object_set_new(by, PQgetvalue(r, i, 0), json_string(buf));
+    }
+    for (int i = 0; i < PQntuples(r); i++) {
+        if (!PQgetisnull(r, i, 0))
+            continue;    /* the ROLLUP row: every currency together */
+        if (ob_decimal_rescale(PQgetvalue(r, i, 1), digits, buf, sizeof(buf)) != 0)
+            ob_strlcpy(buf, PQgetvalue(r, i, 1), sizeof(buf));
+        json_object_set_new(out, "total", json_string(buf));
+        json_object_set_new(out, "count", json_integer(atoll(PQgetvalue(r, i, 2))));
+    }
+    PQclear(r);
+    return ob_http_reply(conn, 200, out, NULL);
+}
+
+static int
+orders_ready(ob_http_t *hw, struct mg_connection *conn)
+{
+    char    err[512];
+    PGconn *pg = ob_http_db(hw, err, sizeof(err));
+
+    if (pg == NULL || ob_pg_exec(pg, "SELECT 1", err, sizeof(err)) != 0) {
+        if (pg != NULL)
+            ob_http_db_failure(pg, NULL, err, sizeof(err));
+        return ob_http_reply(conn, 503, json_pack("{s:s}", "status", "orders database unavailable"), RETRY_AFTER);
+    }
+    return ob_http_reply(conn, 200, json_pack("{s:s}", "status", "ready"), NULL);
+}
+
+/* "/orders/<id>" or "/orders/<id>/cancel": copies <id>, returns 1 for cancel, 0 plain, -1 no match. */
+static int
+orders_path_id(const char *uri, char *id, size_t idlen)
+{
+    const char *rest = uri + strlen("/orders/");
+    const char *slash = strchr(rest, '/');
+    size_t      n = slash ? (size_t) (slash - rest) : strlen(rest);
+
+    if (n == 0 || n >= idlen)
+        return -1;
+    memcpy(id, rest, n);
+    id[n] = '\0';
+    if (slash == NULL)
+        return 0;
+    return strcmp(slash, "/cancel") == 0 ? 1 : -1;
+}
+
+static int
+orders_method_not_allowed(struct mg_connection *conn, const char *allow)
+{
+    char hdr[64];
+
+    snprintf(hdr, sizeof(hdr), "Allow: %s\r\n", allow);
+    return ob_http_reply(conn, 405, json_pack("{s:s}", "error", "method not allowed"), hdr);
+}
+
+int
+ob_orders_route(ob_http_t *hw, struct mg_connection *conn, const struct mg_request_info *ri)
+{
+    const char *uri = ri->local_uri, *m = ri->request_method;
+    int         is_get = strcmp(m, "GET") == 0, is_post = strcmp(m, "POST") == 0;
+    char        id[64];
+    ob_uuid_t   u;
+
+    if (strcmp(uri, "/readyz") == 0)
+        return is_get ? orders_ready(hw, conn) : orders_method_not_allowed(conn, "GET");
+    if (strcmp(uri, "/orders") == 0)
+        return is_post ? orders_create(hw, conn) : orders_method_not_allowed(conn, "POST");
+    if (strcmp(uri, "/orders/total") == 0)
+        return is_get ? orders_total(hw, conn) : orders_method_not_allowed(conn, "GET");
+    if (strncmp(uri, "/orders/", 8) != 0)
+        return ob_http_error(conn, 404, "no such route");
+    int cancel = orders_path_id(uri, id, sizeof(id));
+    if (cancel < 0)
+        return ob_http_error(conn, 404, "no such route");
+    if (ob_uuid_parse(id, &u) != 0)
+        return ob_http_error(conn, 404, "no such order");
+    ob_uuid_format(&u, id);   /* canonical lower case: the partition hash is over this text */
+    if (cancel)
+        return is_post ? orders_cancel(hw, conn, id) : orders_method_not_allowed(conn, "POST");
+    return is_get ? orders_get(hw, conn, id) : orders_method_not_allowed(conn, "GET");
+}
