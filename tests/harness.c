@@ -366,3 +366,72 @@ obh_poll(int (*cond)(obh_t *, void *), obh_t *h, void *arg, int timeout_ms)
     } while (ob_now_ms() < deadline);
     return cond(h, arg);
 }
+
+int
+obh_http(int port, const char *method, const char *path, const char *extra_headers, const char *req_body,
+         char *body, size_t bodylen, char *hdrs, size_t hdrslen)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t) port) };
+    enum { BUFLEN = 1 << 18 };
+    char              *buf = malloc(BUFLEN);
+    size_t             used = 0, blen = req_body ? strlen(req_body) : 0;
+    int                fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), status = 0, n;
+    struct timeval     tv = { 30, 0 };
+    char               head[2048];
+
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_not_null(buf);
+    if (fd < 0) {
+        free(buf);
+        return -errno;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) != 0) {
+        int e = errno;
+        close(fd);
+        free(buf);
+        return -e;
+    }
+    n = snprintf(head, sizeof(head),
+                 "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: %zu\r\n%s\r\n", method,
+                 path, blen, extra_headers ? extra_headers : "");
+    if (send(fd, head, (size_t) n, MSG_NOSIGNAL) != n || (blen && send(fd, req_body, blen, MSG_NOSIGNAL) != (ssize_t) blen)) {
+        int e = errno ? errno : EPIPE;
+        close(fd);
+        free(buf);
+        return -e;
+    }
+    for (;;) {
+        ssize_t r = recv(fd, buf + used, BUFLEN - 1 - used, 0);
+        if (r <= 0)
+            break;
+        used += (size_t) r;
+        if (used >= BUFLEN - 1)
+            break;
+    }
+    close(fd);
+    buf[used] = '\0';
+    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1) {
+        free(buf);
+        return -ECONNRESET;    /* closed before a status line: the request failed */
+    }
+    char *sep = strstr(buf, "\r\n\r\n");
+    if (hdrs != NULL) {
+        size_t hl = sep ? (size_t) (sep - buf) : used;
+        if (hl >= hdrslen)
+            hl = hdrslen - 1;
+        memcpy(hdrs, buf, hl);
+        hdrs[hl] = '\0';
+    }
+    if (body != NULL) {
+        ob_strlcpy(body, sep ? sep + 4 : "", bodylen);
+    }
+    free(buf);
+    return status;
+}
+
+void
+obh_sql(const char *dsn, const char *sql)
+{
+    obh_exec(dsn, sql);
+}

@@ -68,3 +68,11 @@ int obh_alive(pid_t pid);
 int obh_exists(const char *path);
 
 #endif
+
+/* One HTTP/1.1 request on a fresh connection (Connection: close).
+ * Returns the status code, or -errno when the connection failed. The body
+ * (NUL-terminated, truncated to bodylen) goes to body; headers to hdrs if not NULL. */
+int obh_http(int port, const char *method, const char *path, const char *extra_headers, const char *req_body,
+             char *body, size_t bodylen, char *hdrs, size_t hdrslen);
+/* Runs one SQL command (no parameters) against dsn; asserts success. */
+void obh_sql(const char *dsn, const char *sql);

@@ -1,0 +1,322 @@
+/* tests/integration/test_orders.c: the orders API of the real binary on the real stack. */
+#include "tests/harness.h"
+#include "common/murmur2.h"
+#include "common/util.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+static obh_t h;
+
+static void
+setup(void)
+{
+    obh_init(&h, 1);
+}
+
+static void
+teardown(void)
+{
+    obh_cleanup(&h);
+}
+
+static void
+start(const char *extra)
+{
+    obh_write_conf(&h, extra);
+    obh_start(&h, NULL);
+    cr_assert_neq(obh_wait_worker(&h, OB_KIND_HTTP, 0, 0, obh_ms(10000)), 0, "http worker not up; log %s", h.log);
+}
+
+/* POSTs an order; returns status and copies the new id (if any) into id. */
+static int
+post_order(const char *body, const char *key, char *id)
+{
+    char hdr[300] = "", resp[4096];
+    int  st;
+
+    if (key != NULL)
+        snprintf(hdr, sizeof(hdr), "Idempotency-Key: %s\r\n", key);
+    st = obh_http(h.orders_port, "POST", "/orders", hdr, body, resp, sizeof(resp), NULL, 0);
+    if (id != NULL) {
+        json_t *j = json_loads(resp, 0, NULL);
+        ob_strlcpy(id, j && json_string_value(json_object_get(j, "id")) ? json_string_value(json_object_get(j, "id")) : "",
+                   37);
+        json_decref(j);
+    }
+    return st;
+}
+
+static json_t *
+get_json(const char *path, int want)
+{
+    char resp[8192];
+    int  st = obh_http(h.orders_port, "GET", path, NULL, NULL, resp, sizeof(resp), NULL, 0);
+
+    cr_assert_eq(st, want, "GET %s: %d %s", path, st, resp);
+    json_t *j = json_loads(resp, 0, NULL);
+    cr_assert_not_null(j, "GET %s: not JSON: %s", path, resp);
+    return j;
+}
+
+/* The outbox and the orders agree: one created event per order, one cancelled per cancel, nothing orphaned. */
+static void
+assert_outbox_consistent(void)
+{
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders o WHERE (SELECT count(*) FROM outbox e "
+                                          "WHERE e.aggregate_id = o.id) <> o.version"),
+                 0, "an order whose event count differs from its version");
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox e LEFT JOIN orders o ON o.id = e.aggregate_id "
+                                          "WHERE o.id IS NULL"),
+                 0, "an event without its order");
+}
+
+Test(orders, create_get_cancel_total, .init = setup, .fini = teardown)
+{
+    char id1[37], id2[37], path[128], resp[4096];
+
+    start("[workers]\nhttp = 2\nrelays = 0\nconsumers = 0\n");
+    cr_assert_eq(post_order("{\"customerId\":\"c-1\",\"amount\":100,\"currency\":\"USD\"}", NULL, id1), 201);
+    cr_assert_eq(post_order("{\"customerId\":\"c-2\",\"amount\":\"0.10\",\"currency\":\"USD\"}", NULL, id2), 201);
+    cr_assert_eq(post_order("{\"customerId\":\"c-3\",\"amount\":7,\"currency\":\"JPY\"}", NULL, NULL), 201);
+
+    snprintf(path, sizeof(path), "/orders/%s", id1);
+    json_t *o = get_json(path, 200);
+    cr_assert_str_eq(json_string_value(json_object_get(o, "amount")), "100.00");
+    cr_assert_str_eq(json_string_value(json_object_get(o, "status")), "created");
+    cr_assert_str_eq(json_string_value(json_object_get(o, "customerId")), "c-1");
+    json_decref(o);
+
+    json_t *t = get_json("/orders/total", 200);
+    cr_assert_str_eq(json_string_value(json_object_get(t, "total")), "107.10");
+    cr_assert_eq(json_integer_value(json_object_get(t, "count")), 3);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(t, "byCurrency"), "USD")), "100.10");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(t, "byCurrency"), "JPY")), "7");
+    json_decref(t);
+
+    snprintf(path, sizeof(path), "/orders/%s/cancel", id1);
+    cr_assert_eq(obh_http(h.orders_port, "POST", path, NULL, NULL, resp, sizeof(resp), NULL, 0), 200, "%s", resp);
+    cr_assert(strstr(resp, "\"status\":\"cancelled\"") != NULL, "%s", resp);
+    cr_assert_eq(obh_http(h.orders_port, "POST", path, NULL, NULL, resp, sizeof(resp), NULL, 0), 409, "%s", resp);
+    cr_assert_eq(obh_http(h.orders_port, "POST", "/orders/0190a0a0-0000-7000-8000-000000000000/cancel", NULL, NULL,
+                          resp, sizeof(resp), NULL, 0),
+                 404);
+    cr_assert_eq(obh_http(h.orders_port, "GET", "/orders/0190a0a0-0000-7000-8000-000000000000", NULL, NULL, resp,
+                          sizeof(resp), NULL, 0),
+                 404);
+    cr_assert_eq(obh_http(h.orders_port, "GET", "/orders/not-a-uuid", NULL, NULL, resp, sizeof(resp), NULL, 0), 404);
+
+    t = get_json("/orders/total", 200);
+    cr_assert_str_eq(json_string_value(json_object_get(t, "total")), "7.10");
+    cr_assert_eq(json_integer_value(json_object_get(t, "count")), 2);
+    json_decref(t);
+
+    /* the events: order.created seq 1 then order.cancelled seq 2, in the id's partition */
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "SELECT string_agg(event_type || ':' || seq || ':' || partition, ',' ORDER BY id) = "
+             "'order.created:1:%d,order.cancelled:2:%d' FROM outbox WHERE aggregate_id = '%s'",
+             ob_partition_for(id1, 36, h.partitions), ob_partition_for(id1, 36, h.partitions), id1);
+    PGconn   *pg = obh_pg(h.orders_dsn);
+    PGresult *r = PQexec(pg, sql);
+    cr_assert_str_eq(PQgetvalue(r, 0, 0), "t", "events of %s not as expected", id1);
+    PQclear(r);
+    PQfinish(pg);
+    assert_outbox_consistent();
+}
+
+Test(orders, idempotent_retry_returns_the_first_order, .init = setup, .fini = teardown)
+{
+    char a[37], b[37], resp[512];
+    const char *body = "{\"customerId\":\"c-9\",\"amount\":\"42.00\",\"currency\":\"EUR\"}";
+
+    start("[workers]\nhttp = 2\nrelays = 0\nconsumers = 0\n");
+    cr_assert_eq(post_order(body, "retry-1", a), 201);
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(post_order(body, "retry-1", b), 200);
+        cr_assert_str_eq(a, b);
+    }
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders"), 1);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox"), 1);
+    /* the same key with a different body is a client bug, not a replay */
+    cr_assert_eq(obh_http(h.orders_port, "POST", "/orders", "Idempotency-Key: retry-1\r\n",
+                          "{\"customerId\":\"c-9\",\"amount\":\"43.00\",\"currency\":\"EUR\"}", resp, sizeof(resp),
+                          NULL, 0),
+                 422, "%s", resp);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders"), 1);
+}
+
+Test(orders, bad_requests_are_4xx_json_and_write_nothing, .init = setup, .fini = teardown)
+{
+    char resp[1024], big[70 * 1024];
+
+    start("[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n");
+    cr_assert_eq(obh_http(h.orders_port, "POST", "/orders", NULL, "{\"customerId\":\"c\",\"amount\":1.001,\"currency\":\"USD\"}",
+                          resp, sizeof(resp), NULL, 0),
+                 400);
+    cr_assert(strstr(resp, "{\"error\":\"amount: USD allows at most 2 decimal places\"}") != NULL, "%s", resp);
+    cr_assert_eq(obh_http(h.orders_port, "POST", "/orders", NULL, "{oops", resp, sizeof(resp), NULL, 0), 400);
+    cr_assert(strstr(resp, "\"error\":\"body: invalid JSON") != NULL, "%s", resp);
+    memset(big, ' ', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    cr_assert_eq(obh_http(h.orders_port, "POST", "/orders", NULL, big, resp, sizeof(resp), NULL, 0), 413);
+    cr_assert_eq(obh_http(h.orders_port, "DELETE", "/orders", NULL, NULL, resp, sizeof(resp), NULL, 0), 405);
+    cr_assert_eq(obh_http(h.orders_port, "GET", "/nope", NULL, NULL, resp, sizeof(resp), NULL, 0), 404);
+    cr_assert(strstr(resp, "\"error\"") != NULL, "%s", resp);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders"), 0);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox"), 0);
+}
+
+/* Makes the test's orders database refuse new connections and drops the current ones. */
+static void
+orders_db_down(int down)
+{
+    char sql[256];
+
+    snprintf(sql, sizeof(sql), "ALTER DATABASE %s ALLOW_CONNECTIONS %s", h.orders_db, down ? "false" : "true");
+    obh_sql("postgresql://outboxd@127.0.0.1:55432/postgres", sql);
+    if (down) {
+        snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '%s'",
+                 h.orders_db);
+        obh_sql("postgresql://outboxd@127.0.0.1:55432/postgres", sql);
+    }
+}
+
+Test(orders, database_down_is_503_then_recovers_without_restart, .init = setup, .fini = teardown)
+{
+    char          resp[1024], hdrs[2048], id[37];
+    ob_shm_slot_t w0;
+    int           created = 0;
+
+    start("[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n");
+    cr_assert_eq(post_order("{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}", NULL, id), 201);
+    created++;
+    cr_assert_geq(obh_worker(&h, OB_KIND_HTTP, 0, &w0), 0);
+    orders_db_down(1);
+    for (int i = 0; i < 20; i++) {
+        int st = obh_http(h.orders_port, "POST", "/orders", NULL, "{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}",
+                          resp, sizeof(resp), hdrs, sizeof(hdrs));
+        cr_assert_eq(st, 503, "request %d: %d %s", i, st, resp);
+        cr_assert(strstr(hdrs, "Retry-After: 1") != NULL, "%s", hdrs);
+        cr_assert(strstr(resp, "\"error\":\"orders database unavailable, retry later\"") != NULL, "%s", resp);
+    }
+    cr_assert_eq(obh_http(h.orders_port, "GET", "/healthcheck", NULL, NULL, resp, sizeof(resp), NULL, 0), 200);
+    cr_assert_eq(obh_http(h.orders_port, "GET", "/readyz", NULL, NULL, resp, sizeof(resp), NULL, 0), 503);
+    cr_assert_eq(obh_http(h.orders_port, "GET", "/orders/total", NULL, NULL, resp, sizeof(resp), NULL, 0), 503);
+    orders_db_down(0);
+    cr_assert_eq(post_order("{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}", NULL, id), 201);
+    created++;
+    cr_assert_eq(obh_http(h.orders_port, "GET", "/readyz", NULL, NULL, resp, sizeof(resp), NULL, 0), 200);
+    /* the same worker recovered: no restart was needed */
+    ob_shm_slot_t w1;
+    cr_assert_geq(obh_worker(&h, OB_KIND_HTTP, 0, &w1), 0);
+    cr_assert_eq(w1.pid, w0.pid);
+    cr_assert_eq(w1.restarts, 0);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders"), created);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox"), created);
+    assert_outbox_consistent();
+}
+
+Test(orders, synchronous_commit_off_refuses_writes_unless_overridden, .init = setup, .fini = teardown)
+{
+    char sql[256], resp[1024];
+
+    snprintf(sql, sizeof(sql), "ALTER DATABASE %s SET synchronous_commit = off", h.orders_db);
+    obh_sql("postgresql://outboxd@127.0.0.1:55432/postgres", sql);
+    start("[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n");
+    cr_assert_eq(obh_http(h.orders_port, "POST", "/orders", NULL, "{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}",
+                          resp, sizeof(resp), NULL, 0),
+                 503);
+    cr_assert(strstr(resp, "synchronous_commit is off") != NULL, "%s", resp);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders"), 0);
+    /* reads still work */
+    cr_assert_eq(obh_http(h.orders_port, "GET", "/orders/total", NULL, NULL, resp, sizeof(resp), NULL, 0), 200);
+    obh_stop(&h, obh_ms(10000));
+    start("[orders]\nunsafe_async_commit = yes\n[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n");
+    cr_assert_eq(post_order("{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}", NULL, NULL), 201);
+}
+
+Test(orders, commits_bump_partition_counters_and_wake_the_owner, .init = setup, .fini = teardown)
+{
+    char          id[37];
+    ob_shm_slot_t relay;
+    int           n = 30;
+
+    start("[workers]\nhttp = 1\nrelays = 1\nconsumers = 0\n");
+    cr_assert_neq(obh_wait_worker(&h, OB_KIND_RELAY, 0, 0, obh_ms(20000)), 0);
+    int slot = obh_worker(&h, OB_KIND_RELAY, 0, &relay);
+    /* wait until the relay holds its partitions, so commits have an owner to wake */
+    for (int64_t t0 = ob_now_ms(); atomic_load(&h.shm->map->parts[0].owner_slot) != slot; ob_sleep_ms(10))
+        cr_assert_lt(ob_now_ms() - t0, obh_ms(10000), "relay never owned partition 0");
+    uint32_t wake0 = atomic_load(&h.shm->map->slots[slot].wake);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(post_order("{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}", NULL, id), 201);
+    uint64_t committed = 0;
+    for (int p = 0; p < h.partitions; p++)
+        committed += atomic_load(&h.shm->map->parts[p].committed);
+    cr_assert_eq(committed, (uint64_t) n);
+    cr_assert_eq(atomic_load(&h.shm->map->slots[slot].wake) - wake0, (uint32_t) n);
+    char sql[256];
+    snprintf(sql, sizeof(sql), "SELECT partition FROM outbox WHERE aggregate_id = '%s'", id);
+    int p = (int) obh_scalar(h.orders_dsn, sql);
+    cr_assert_eq(p, ob_partition_for(id, 36, h.partitions));
+}
+
+/* Client threads hammer POST /orders on fresh connections while a worker is killed. */
+typedef struct {
+    atomic_int stop, ok, failed, refused;
+} load_t;
+
+static void *
+load_client(void *arg)
+{
+    load_t *l = arg;
+    char    resp[1024];
+
+    while (!atomic_load(&l->stop)) {
+        int st = obh_http(h.orders_port, "POST", "/orders", NULL,
+                          "{\"customerId\":\"load\",\"amount\":1,\"currency\":\"USD\"}", resp, sizeof(resp), NULL, 0);
+        if (st == 201)
+            atomic_fetch_add(&l->ok, 1);
+        else if (st == -ECONNREFUSED)
+            atomic_fetch_add(&l->refused, 1);
+        else
+            atomic_fetch_add(&l->failed, 1);
+    }
+    return NULL;
+}
+
+Test(orders, killing_one_worker_under_load_fails_only_its_in_flight_requests, .init = setup, .fini = teardown)
+{
+    enum { CLIENTS = 6 };
+    load_t        l = { 0 };
+    pthread_t     th[CLIENTS];
+    ob_shm_slot_t w;
+
+    start("[workers]\nhttp = 2\nrelays = 0\nconsumers = 0\n");
+    cr_assert_neq(obh_wait_worker(&h, OB_KIND_HTTP, 1, 0, obh_ms(10000)), 0);
+    for (int i = 0; i < CLIENTS; i++)
+        pthread_create(&th[i], NULL, load_client, &l);
+    while (atomic_load(&l.ok) < 200)
+        ob_sleep_ms(5);
+    cr_assert_geq(obh_worker(&h, OB_KIND_HTTP, 0, &w), 0);
+    kill(w.pid, SIGKILL);
+    int ok_at_kill = atomic_load(&l.ok);
+    while (atomic_load(&l.ok) < ok_at_kill + 300)
+        ob_sleep_ms(5);
+    atomic_store(&l.stop, 1);
+    for (int i = 0; i < CLIENTS; i++)
+        pthread_join(th[i], NULL);
+    /* each client has at most one request in flight: at most CLIENTS can have died with the worker */
+    cr_assert_eq(atomic_load(&l.refused), 0, "connections were refused");
+    cr_assert_leq(atomic_load(&l.failed), CLIENTS, "%d requests failed", atomic_load(&l.failed));
+    cr_assert_neq(obh_wait_worker(&h, OB_KIND_HTTP, 0, w.pid, obh_ms(5000)), 0, "worker not replaced");
+    /* every acknowledged order is there with its event */
+    cr_assert_geq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders"), atomic_load(&l.ok));
+    assert_outbox_consistent();
+}
