@@ -13,6 +13,7 @@ LIBS    := -lpq -lrdkafka -lcivetweb -lmsgpackc -ljansson -linih -ldl
 TEST_LIBS := $(LIBS) -lcriterion
 
 CONFIG  ?= outboxd.conf
+FUZZ_SECONDS ?= 10
 
 SRC := $(wildcard common/*.c shm/*.c supervisor/*.c workers/http/*.c workers/relay/*.c workers/consumer/*.c)
 SQL := $(sort $(wildcard sql/orderdb/*.sql)) $(sort $(wildcard sql/ledgerdb/*.sql))
@@ -22,6 +23,8 @@ LIB_OBJ := $(filter-out $(BUILD)/obj/supervisor/main.o,$(OBJ))
 
 UNIT_SRC := $(wildcard tests/unit/*.c)
 INTEG_SRC := $(wildcard tests/integration/*.c) tests/harness.c
+FUZZ_SRC := $(wildcard tests/fuzz/*.c)
+FUZZ_BIN := $(BUILD)/tests/fuzz_order_req
 UNIT_BIN := $(BUILD)/tests/unit
 INTEG_BIN := $(BUILD)/tests/integration
 
@@ -49,6 +52,10 @@ $(UNIT_BIN): $(patsubst %.c,$(BUILD)/obj/%.o,$(UNIT_SRC)) $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS)
 
+$(FUZZ_BIN): $(patsubst %.c,$(BUILD)/obj/%.o,$(FUZZ_SRC)) $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
 $(INTEG_BIN): $(patsubst %.c,$(BUILD)/obj/%.o,$(INTEG_SRC)) $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS)
@@ -73,9 +80,10 @@ run: deps build stack-up
 # Unit tests need no stack; integration tests drive $(BUILD)/outboxd against
 # the real PostgreSQL clusters and Kafka, on databases and topics of their own.
 test: deps
-	$(MAKE) build $(UNIT_BIN) $(INTEG_BIN)
+	$(MAKE) build $(UNIT_BIN) $(INTEG_BIN) $(FUZZ_BIN)
 	@bash scripts/stack.sh up
 	$(UNIT_BIN) --jobs 2
+	$(FUZZ_BIN) -runs=3000000 -seconds=$(FUZZ_SECONDS) tests/fuzz/corpus
 	$(INTEG_ENV) OB_BIN=$(abspath $(BUILD)/outboxd) $(INTEG_BIN) --jobs 1
 
 test-unit: $(UNIT_BIN)

@@ -47,6 +47,8 @@ static const key_def_t keys[] = {
     I("orders", "max_body", orders.max_body, 256, 16 * 1024 * 1024, 0),
     I("orders", "statement_timeout_ms", orders.statement_timeout_ms, 10, 600000, 0),
     T("orders", "max_backlog_age", K_DURATION, orders.max_backlog_age_s, 0, INT_MAX, 0),
+    I("orders", "threads", orders.threads, 1, 512, 0),
+    I("orders", "request_timeout_ms", orders.request_timeout_ms, 100, 600000, 0),
     S("ledger", "listen", ledger.listen, 1),
     S("ledger", "dsn", ledger.dsn, 0),
     S("kafka", "brokers", kafka.brokers, 0),
@@ -79,6 +81,8 @@ ob_cfg_defaults(ob_cfg_t *cfg)
     ob_strlcpy(cfg->orders.dsn, "postgresql://outboxd@127.0.0.1:55432/orderdb", OB_CFG_STR);
     cfg->orders.max_body = 64 * 1024;
     cfg->orders.statement_timeout_ms = 5000;
+    cfg->orders.threads = 16;
+    cfg->orders.request_timeout_ms = 5000;
     ob_strlcpy(cfg->ledger.listen, "127.0.0.1:4000", sizeof(cfg->ledger.listen));
     ob_strlcpy(cfg->ledger.dsn, "postgresql://outboxd@127.0.0.1:55433/ledgerdb", OB_CFG_STR);
     ob_strlcpy(cfg->kafka.brokers, "127.0.0.1:59092", OB_CFG_STR);

@@ -30,6 +30,8 @@ typedef struct ob_cfg_s {
         int  max_body;
         int  statement_timeout_ms;
         int  max_backlog_age_s;  /* 0 = off */
+        int  threads;            /* civetweb threads per HTTP worker */
+        int  request_timeout_ms; /* a client must send its request within this */
     } orders;
     struct {
         char listen[128];

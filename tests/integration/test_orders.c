@@ -6,7 +6,10 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <jansson.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -319,4 +322,27 @@ Test(orders, killing_one_worker_under_load_fails_only_its_in_flight_requests, .i
     /* every acknowledged order is there with its event */
     cr_assert_geq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders"), atomic_load(&l.ok));
     assert_outbox_consistent();
+}
+
+/* A client that never finishes its headers is cut off after request_timeout_ms. */
+Test(orders, slow_client_is_disconnected_after_the_request_timeout, .init = setup, .fini = teardown)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t) h.orders_port) };
+    char               buf[256];
+    int                fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    start("[orders]\nrequest_timeout_ms = 1000\n[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n");
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+    const char *partial = "POST /orders HTTP/1.1\r\nHost: x\r\n";
+    cr_assert_eq(send(fd, partial, strlen(partial), 0), (ssize_t) strlen(partial));
+    int64_t t0 = ob_now_ms();
+    struct timeval tv = { 15, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    while (recv(fd, buf, sizeof(buf), 0) > 0)
+        ;   /* whatever it answers, the server must close */
+    int64_t took = ob_now_ms() - t0;
+    close(fd);
+    cr_assert_lt(took, obh_ms(4000), "slow client held its thread for %lld ms", (long long) took);
+    cr_assert_geq(took, 500, "closed before the timeout (%lld ms)", (long long) took);
 }

@@ -173,14 +173,16 @@ ob_http_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
     ob_http_t           hw = { .cfg = cfg, .slot = slot, .index = index };
     struct mg_callbacks cb;
     struct mg_context  *ctx;
-    char                ports[512];
+    char                ports[512], threads[16], timeout[16];
     sigset_t            old;
 
     http_ports_option(&hw, ports, sizeof(ports));
+    snprintf(threads, sizeof(threads), "%d", cfg->orders.threads);
+    snprintf(timeout, sizeof(timeout), "%d", cfg->orders.request_timeout_ms);
     const char *opts[] = {
         "listening_ports", ports,
-        "num_threads", "16",
-        "request_timeout_ms", "10000",      /* a slowloris client loses its thread after 10 s */
+        "num_threads", threads,
+        "request_timeout_ms", timeout,      /* a slowloris client loses its thread after this */
         "enable_keep_alive", "yes",
         "keep_alive_timeout_ms", "5000",
         "max_request_size", "16384",        /* request line + headers */
