@@ -34,15 +34,25 @@ ob_http_reply(struct mg_connection *conn, int status, json_t *body, const char *
 {
     char  *text = body ? json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     size_t len = text ? strlen(text) : 0;
+    char   head[512];
+    int    n;
 
-    mg_printf(conn,
-              "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-              "Cache-Control: no-store\r\n%s%s\r\n",
-              status, mg_get_response_code_text(conn, status), len + 1, extra ? extra : "",
-              status == 413 ? "Connection: close\r\n" : "");
-    if (text != NULL)
-        mg_write(conn, text, len);
-    mg_write(conn, "\n", 1);
+    /* One write for head and body: two small writes meet Nagle and the
+     * client's delayed ACK and cost 40 ms per request. */
+    n = snprintf(head, sizeof(head),
+                 "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                 "Cache-Control: no-store\r\n%s%s\r\n",
+                 status, mg_get_response_code_text(conn, status), len + 1, extra ? extra : "",
+                 status == 413 ? "Connection: close\r\n" : "");
+    char *msg = malloc((size_t) n + len + 1);
+    if (msg != NULL) {
+        memcpy(msg, head, (size_t) n);
+        if (text != NULL)
+            memcpy(msg + n, text, len);
+        msg[(size_t) n + len] = '\n';
+        mg_write(conn, msg, (size_t) n + len + 1);
+        free(msg);
+    }
     free(text);
     json_decref(body);
     return status;
@@ -186,6 +196,7 @@ ob_http_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
         "enable_keep_alive", "yes",
         "keep_alive_timeout_ms", "5000",
         "max_request_size", "16384",        /* request line + headers */
+        "tcp_nodelay", "1",
         NULL,
     };
     memset(&cb, 0, sizeof(cb));
