@@ -38,7 +38,8 @@ $(BUILD)/outboxd: $(OBJ)
 
 $(BUILD)/obj/%.o: %.c $(wildcard common/*.h shm/*.h supervisor/*.h workers/*/*.h tests/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	@echo "  CC  $<"
+	@$(CC) $(CFLAGS) -c -o $@ $<
 
 $(GEN): $(SQL) scripts/embed_sql.sh
 	@mkdir -p $(dir $@)
@@ -46,7 +47,8 @@ $(GEN): $(SQL) scripts/embed_sql.sh
 
 $(BUILD)/obj/gen/migrations.o: $(GEN)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	@echo "  CC  $<"
+	@$(CC) $(CFLAGS) -c -o $@ $<
 
 $(UNIT_BIN): $(patsubst %.c,$(BUILD)/obj/%.o,$(UNIT_SRC)) $(LIB_OBJ)
 	@mkdir -p $(dir $@)

@@ -63,6 +63,7 @@ static const key_def_t keys[] = {
     I("relay", "poll_interval_ms", relay.poll_interval_ms, 1, 60000, 0),
     T("relay", "retention", K_DURATION, relay.retention_s, 60, INT_MAX, 0),
     I("relay", "linger_ms", relay.linger_ms, 0, 1000, 0),
+    I("relay", "delivery_timeout_ms", relay.delivery_timeout_ms, 1000, 300000, 0),
     S("admin", "listen", admin.listen, 1),
     S("admin", "token", admin.token, 0),
     T("log", "format", K_LOG_FORMAT, log.format, 0, 0, 0),
@@ -97,6 +98,7 @@ ob_cfg_defaults(ob_cfg_t *cfg)
     cfg->relay.poll_interval_ms = 100;
     cfg->relay.retention_s = 24 * 3600;
     cfg->relay.linger_ms = 1;
+    cfg->relay.delivery_timeout_ms = 10000;
     ob_strlcpy(cfg->admin.listen, "127.0.0.1:9090", sizeof(cfg->admin.listen));
     cfg->log.format = OB_LOG_LOGFMT;
     cfg->log.level = OB_LOG_INFO;

@@ -54,6 +54,7 @@ typedef struct ob_cfg_s {
         int             poll_interval_ms;
         int             retention_s;
         int             linger_ms;
+        int             delivery_timeout_ms; /* Kafka's message.timeout.ms for the relay */
     } relay;
     struct {
         char listen[128];

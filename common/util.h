@@ -15,6 +15,9 @@
 #define OB_EXIT_RETRY 1
 #define OB_EXIT_FATAL 2
 
+#define OB_XSTR(x) #x
+#define OB_STR(x)  OB_XSTR(x)
+
 #define OB_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Monotonic milliseconds: system-wide, so heartbeats compare across processes. */

@@ -50,6 +50,9 @@ typedef enum {
     OB_SLOT_STATE_COUNT
 } ob_slot_state_t;
 
+/* ob_shm_part_t.breaker */
+typedef enum { OB_BREAKER_CLOSED = 0, OB_BREAKER_OPEN = 1, OB_BREAKER_HALF_OPEN = 2 } ob_breaker_t;
+
 /* Per-kind meaning of slot counters[]. */
 enum {
     OB_CTR_HTTP_REQ_2XX = 0, OB_CTR_HTTP_REQ_4XX, OB_CTR_HTTP_REQ_5XX, OB_CTR_HTTP_INFLIGHT,

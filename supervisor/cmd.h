@@ -11,4 +11,7 @@ int ob_cmd_migrate(const ob_cfg_t *cfg);
 /* Migrates one database ("orderdb" or "ledgerdb"); used by tests too. */
 int ob_migrate_db(const char *db, const char *dsn, char *err, size_t errlen);
 
+/* Re-enqueues events; what is order|event|since|quarantined. 0 or 1. */
+int ob_cmd_replay(const ob_cfg_t *cfg, const char *what, const char *value, int dry_run);
+
 #endif

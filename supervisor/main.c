@@ -28,6 +28,7 @@ usage(FILE *out)
             "usage: outboxd [-c FILE] [-t] [-f] [--http-workers N] [--relays N] [--consumers N]\n"
             "       outboxd status [-c FILE] [--json]\n"
             "       outboxd migrate [-c FILE]\n"
+            "       outboxd replay [-c FILE] (--order ID | --event ID | --since TIMESTAMP | --quarantined) [--dry-run]\n"
             "  -c FILE   config file (default %s)\n"
             "  -t        validate the config and exit (0 valid, 1 invalid)\n"
             "  -f        stay in the foreground\n"
@@ -68,9 +69,14 @@ load_config(const char *path, ob_cfg_t *cfg)
 static int
 run_subcommand(const char *cmd, int argc, char **argv)
 {
-    static const struct option opts[] = { { "json", no_argument, NULL, 'j' }, { NULL, 0, NULL, 0 } };
-    const char *path = DEFAULT_CONFIG;
-    int         json = 0, ch;
+    static const struct option opts[] = {
+        { "json", no_argument, NULL, 'j' },       { "order", required_argument, NULL, 'o' },
+        { "event", required_argument, NULL, 'e' }, { "since", required_argument, NULL, 's' },
+        { "quarantined", no_argument, NULL, 'q' }, { "dry-run", no_argument, NULL, 'n' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *path = DEFAULT_CONFIG, *what = NULL, *value = NULL;
+    int         json = 0, dry_run = 0, ch, picks = 0;
     ob_cfg_t   *cfg;
     char        err[1024];
 
@@ -80,7 +86,13 @@ run_subcommand(const char *cmd, int argc, char **argv)
             path = optarg;
         else if (ch == 'j')
             json = 1;
-        else {
+        else if (ch == 'n')
+            dry_run = 1;
+        else if (ch == 'o' || ch == 'e' || ch == 's' || ch == 'q') {
+            what = ch == 'o' ? "order" : ch == 'e' ? "event" : ch == 's' ? "since" : "quarantined";
+            value = ch == 'q' ? NULL : optarg;
+            picks++;
+        } else {
             usage(stderr);
             return OB_EXIT_FATAL;
         }
@@ -100,7 +112,14 @@ run_subcommand(const char *cmd, int argc, char **argv)
     int rc;
     if (strcmp(cmd, "status") == 0)
         rc = ob_cmd_status(cfg, json);
-    else
+    else if (strcmp(cmd, "replay") == 0) {
+        if (picks != 1) {
+            fprintf(stderr, "outboxd: replay needs exactly one of --order, --event, --since, --quarantined\n");
+            rc = OB_EXIT_FATAL;
+        } else {
+            rc = ob_cmd_replay(cfg, what, value, dry_run);
+        }
+    } else
         rc = ob_cmd_migrate(cfg);
     free(cfg);
     return rc;
@@ -122,7 +141,8 @@ main(int argc, char **argv)
     ob_cfg_t      *cfg;
     char           err[1024];
 
-    if (argc > 1 && (strcmp(argv[1], "status") == 0 || strcmp(argv[1], "migrate") == 0))
+    if (argc > 1 && (strcmp(argv[1], "status") == 0 || strcmp(argv[1], "migrate") == 0 ||
+                     strcmp(argv[1], "replay") == 0))
         return run_subcommand(argv[1], argc - 1, argv + 1);
     while ((ch = getopt_long(argc, argv, "c:tfh", opts, NULL)) != -1) {
         switch (ch) {

@@ -1,6 +1,8 @@
 /* tests/harness.c: see harness.h. */
 #include "tests/harness.h"
+#include "common/murmur2.h"
 #include "common/util.h"
+#include "common/uuid.h"
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -434,4 +436,219 @@ void
 obh_sql(const char *dsn, const char *sql)
 {
     obh_exec(dsn, sql);
+}
+
+static rd_kafka_t *
+obh_kafka_admin(void)
+{
+    char             err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+
+    rd_kafka_conf_set(conf, "bootstrap.servers", STACK_KAFKA, err, sizeof(err));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    cr_assert_not_null(rk, "%s", err);
+    return rk;
+}
+
+void
+obh_kafka_create_topic(obh_t *h, int max_message_bytes)
+{
+    char                 err[256], mmb[16];
+    rd_kafka_t          *rk = obh_kafka_admin();
+    rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(h->topic, h->partitions, 1, err, sizeof(err));
+    rd_kafka_queue_t    *q = rd_kafka_queue_new(rk);
+
+    if (max_message_bytes > 0) {
+        snprintf(mmb, sizeof(mmb), "%d", max_message_bytes);
+        rd_kafka_NewTopic_set_config(nt, "max.message.bytes", mmb);
+    }
+    rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
+    cr_assert_not_null(ev, "CreateTopics timed out");
+    const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
+    size_t                                cnt;
+    const rd_kafka_topic_result_t       **tr = rd_kafka_CreateTopics_result_topics(res, &cnt);
+    cr_assert(cnt == 1 && rd_kafka_topic_result_error(tr[0]) == 0, "CreateTopics: %s",
+              cnt ? rd_kafka_topic_result_error_string(tr[0]) : "no result");
+    rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_NewTopic_destroy(nt);
+    rd_kafka_destroy(rk);
+}
+
+void
+obh_kafka_set_max_message_bytes(obh_t *h, int bytes)
+{
+    char                  v[16];
+    rd_kafka_t           *rk = obh_kafka_admin();
+    rd_kafka_ConfigResource_t *cr = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, h->topic);
+    rd_kafka_queue_t     *q = rd_kafka_queue_new(rk);
+
+    snprintf(v, sizeof(v), "%d", bytes);
+    rd_kafka_ConfigResource_set_config(cr, "max.message.bytes", v);
+    rd_kafka_AlterConfigs(rk, &cr, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
+    cr_assert_not_null(ev, "AlterConfigs timed out");
+    cr_assert_eq(rd_kafka_event_error(ev), 0, "AlterConfigs: %s", rd_kafka_event_error_string(ev));
+    rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_ConfigResource_destroy(cr);
+    rd_kafka_destroy(rk);
+}
+
+static void
+obh_header(const rd_kafka_message_t *m, const char *name, char *out, size_t outlen)
+{
+    rd_kafka_headers_t *hdrs;
+    const void         *v;
+    size_t              len;
+
+    out[0] = '\0';
+    if (rd_kafka_message_headers(m, &hdrs) == 0 && rd_kafka_header_get_last(hdrs, name, &v, &len) == 0) {
+        if (len >= outlen)
+            len = outlen - 1;
+        memcpy(out, v, len);
+        out[len] = '\0';
+    }
+}
+
+obh_msg_t *
+obh_kafka_read_all(obh_t *h, int want, int timeout_ms, int *n)
+{
+    char             err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    int              cap = want + 1024, got = 0;
+    obh_msg_t       *out = malloc((size_t) cap * sizeof(*out));
+    int64_t          deadline = ob_now_ms() + timeout_ms;
+
+    rd_kafka_conf_set(conf, "bootstrap.servers", STACK_KAFKA, err, sizeof(err));
+    rd_kafka_conf_set(conf, "group.id", h->tag, err, sizeof(err));
+    rd_kafka_conf_set(conf, "enable.partition.eof", "true", err, sizeof(err));
+    rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    rd_kafka_topic_partition_list_t *tp = rd_kafka_topic_partition_list_new(h->partitions);
+    for (int p = 0; p < h->partitions; p++)
+        rd_kafka_topic_partition_list_add(tp, h->topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    cr_assert_eq(rd_kafka_assign(c, tp), 0);
+    rd_kafka_topic_partition_list_destroy(tp);
+    int eof = 0;
+    while (ob_now_ms() < deadline && !(got >= want && eof >= h->partitions)) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 100);
+        if (m == NULL)
+            continue;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            eof++;
+        } else if (m->err == 0) {
+            if (got == cap) {
+                cap *= 2;
+                out = realloc(out, (size_t) cap * sizeof(*out));
+            }
+            obh_msg_t *o = &out[got++];
+            char       seq[16];
+            o->partition = m->partition;
+            o->offset = m->offset;
+            o->len = m->len;
+            snprintf(o->key, sizeof(o->key), "%.*s", (int) (m->key_len < 39 ? m->key_len : 39), (const char *) m->key);
+            obh_header(m, "event-id", o->event_id, sizeof(o->event_id));
+            obh_header(m, "aggregate-seq", seq, sizeof(seq));
+            o->seq = atoi(seq);
+            eof = 0;      /* a new message: wait for every partition's EOF again */
+        }
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(c);
+    rd_kafka_destroy(c);
+    *n = got;
+    return out;
+}
+
+void
+obh_insert_events(obh_t *h, int n, int per_order, char (*ids)[37])
+{
+    PGconn *pg = obh_pg(h->orders_dsn);
+
+    for (int i = 0; i < n; i++) {
+        ob_uuid_t u;
+        char      part[16], per[16];
+        cr_assert_eq(ob_uuid_v7(&u), 0);
+        ob_uuid_format(&u, ids[i]);
+        snprintf(part, sizeof(part), "%d", ob_partition_for(ids[i], 36, h->partitions));
+        snprintf(per, sizeof(per), "%d", per_order);
+        const char *params[3] = { ids[i], part, per };
+        PGresult   *r = PQexecParams(pg,
+                                     "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, seq, event_type,"
+                                     " partition, payload) SELECT gen_random_uuid(), 'order', $1::uuid, s,"
+                                     " 'order.test', $2::int, convert_to('payload ' || s, 'UTF8')"
+                                     " FROM generate_series(1, $3::int) s",
+                                     3, NULL, params, NULL, NULL, 0);
+        cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQresultErrorMessage(r));
+        PQclear(r);
+    }
+    PQfinish(pg);
+}
+
+typedef struct {
+    char    key[40];
+    int32_t partition;
+    int32_t max_seq;
+} obh_order_seen_t;
+
+static int
+obh_cmp_msg(const void *a, const void *b)
+{
+    const obh_msg_t *x = a, *y = b;
+
+    if (x->partition != y->partition)
+        return x->partition - y->partition;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+int
+obh_check_log(obh_t *h, const obh_msg_t *msgs, int n, int expect_events)
+{
+    obh_msg_t *m = malloc((size_t) n * sizeof(*m));
+    int        dups = 0, norders = 0;
+    obh_order_seen_t *seen = calloc((size_t) n + 1, sizeof(*seen));
+
+    memcpy(m, msgs, (size_t) n * sizeof(*m));
+    qsort(m, (size_t) n, sizeof(*m), obh_cmp_msg);
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(m[i].partition, ob_partition_for(m[i].key, strlen(m[i].key), h->partitions),
+                     "event %s of %s in partition %d, murmur2 says %d", m[i].event_id, m[i].key, m[i].partition,
+                     ob_partition_for(m[i].key, strlen(m[i].key), h->partitions));
+        obh_order_seen_t *o = NULL;
+        for (int k = 0; k < norders && o == NULL; k++)
+            if (strcmp(seen[k].key, m[i].key) == 0)
+                o = &seen[k];
+        if (o == NULL) {
+            o = &seen[norders++];
+            ob_strlcpy(o->key, m[i].key, sizeof(o->key));
+            o->partition = m[i].partition;
+        }
+        if (m[i].seq <= o->max_seq) {
+            dups++;    /* a re-send of something already in the log */
+            continue;
+        }
+        cr_assert_eq(m[i].seq, o->max_seq + 1, "order %s: seq %d after %d at %d/%lld (gap or reorder)", m[i].key,
+                     m[i].seq, o->max_seq, m[i].partition, (long long) m[i].offset);
+        o->max_seq = m[i].seq;
+    }
+    /* every outbox event is in the log, and its row carries its true offset */
+    cr_assert_eq(n - dups, expect_events, "%d distinct events in Kafka, %d expected", n - dups, expect_events);
+    PGconn *pg = obh_pg(h->orders_dsn);
+    for (int i = 0; i < n; i++) {
+        const char *params[1] = { m[i].event_id };
+        PGresult   *r = PQexecParams(pg, "SELECT kafka_offset, partition FROM outbox WHERE event_id = $1::uuid", 1, NULL,
+                                     params, NULL, NULL, 0);
+        cr_assert_eq(PQntuples(r), 1, "event %s from Kafka is not in the outbox", m[i].event_id);
+        cr_assert_eq(atoi(PQgetvalue(r, 0, 1)), m[i].partition);
+        if (dups == 0)
+            cr_assert_eq(atoll(PQgetvalue(r, 0, 0)), m[i].offset, "event %s marked with offset %s, Kafka has %lld",
+                         m[i].event_id, PQgetvalue(r, 0, 0), (long long) m[i].offset);
+        PQclear(r);
+    }
+    PQfinish(pg);
+    free(seen);
+    free(m);
+    return dups;
 }

@@ -76,3 +76,37 @@ int obh_http(int port, const char *method, const char *path, const char *extra_h
              char *body, size_t bodylen, char *hdrs, size_t hdrslen);
 /* Runs one SQL command (no parameters) against dsn; asserts success. */
 void obh_sql(const char *dsn, const char *sql);
+
+/* One message read back from the test topic. */
+typedef struct {
+    int32_t partition;
+    int64_t offset;
+    char    key[40];
+    char    event_id[40];
+    int32_t seq;
+    size_t  len;
+} obh_msg_t;
+
+/*
+ * Reads every partition of h->topic from the beginning until at least
+ * `want` messages arrived and the high watermarks are reached, or timeout.
+ * Returns a malloc'd array (caller frees) and its length in *n.
+ */
+obh_msg_t *obh_kafka_read_all(obh_t *h, int want, int timeout_ms, int *n);
+
+/* Creates h->topic with h->partitions partitions and optional max.message.bytes (0 = default). */
+void obh_kafka_create_topic(obh_t *h, int max_message_bytes);
+/* Sets the topic's max.message.bytes. */
+void obh_kafka_set_max_message_bytes(obh_t *h, int bytes);
+
+/* Inserts `per_order` events (seq 1..per_order) for each of n order ids into
+ * the outbox, partitioned as the HTTP worker would; ids go to ids[n][37]. */
+void obh_insert_events(obh_t *h, int n, int per_order, char (*ids)[37]);
+
+/*
+ * Checks a Kafka log against the outbox: every outbox event present; each in
+ * murmur2(key) % P; per order and partition, every new seq is exactly one
+ * more than the highest seen so far and anything lower is a re-send of a seq
+ * already seen (no loss, no reordering). Returns the number of duplicates.
+ */
+int obh_check_log(obh_t *h, const obh_msg_t *m, int n, int expect_events);

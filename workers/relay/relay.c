@@ -2,21 +2,31 @@
  * workers/relay/relay.c: relay worker i of R (outbox -> Kafka).
  *
  * NOTES
- *   What it does (so far): checks that the topic has [kafka] partitions
- *   partitions (creating it when absent), then claims the partitions
- *   p with p mod R = i, each confirmed by a session advisory lock on its own
- *   orderdb connection, and publishes which ones it holds in its shm slot.
- *   The publish loop proper (claim, produce, mark) lands with issue 6; the
- *   ownership, wakeup and heartbeat machinery here is what it will run on.
+ *   What it does: checks that the topic has [kafka] partitions partitions
+ *   (creating it when absent); claims the partitions p with p mod R = i,
+ *   each confirmed by a session advisory lock on its own orderdb
+ *   connection; then loops: one publish cycle (publish.c) over the held
+ *   partitions, again at once while batches come back full, otherwise a
+ *   sleep on its shm wake word (bumped by HTTP workers after each commit)
+ *   of at most poll_interval_ms, so rows written by other hosts are still
+ *   found. Once a second it re-checks its session, retries locks it lacks
+ *   and refreshes per-partition backlog figures in shm; every 10 s the
+ *   janitor deletes published rows older than retention.
  *
- *   What it owns: one PGconn (its locks live and die with it), one producer.
+ *   Kafka away is not a bad message: a cycle whose rows were not
+ *   acknowledged opens the circuit breaker; no rows are claimed until a
+ *   metadata probe (half-open) succeeds, with backoff and jitter. No
+ *   attempt is counted against any row.
  *
- *   Signals: TERM/INT finish and exit 0; HUP is the supervisor's business
- *   (it replaces relays when their config changes); USR1 reopens the log.
+ *   What it owns: one PGconn (its locks live and die with it), one producer
+ *   (recreated after a fatal error; the batch in hand stays pending).
+ *
+ *   Signals: TERM/INT finish the batch in hand, mark it, exit 0. USR1
+ *   reopens the log. HUP is the supervisor's business.
  *
  *   Exit codes: 0 asked to stop; 1 cannot reach orderdb or Kafka at start
  *   (the supervisor retries with backoff); 2 the topic's partition count
- *   differs from the config.
+ *   differs from the config, or the producer config is invalid.
  */
 #include "relay_int.h"
 #include "../../common/log.h"
@@ -28,25 +38,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
-#define RELAY_LOCK_CLASS   0x6f627872   /* "obxr": first key of pg_try_advisory_lock(int, int) */
-#define RELAY_LOCK_TICK_MS 1000
-
-typedef struct {
-    const ob_cfg_t *cfg;
-    ob_shm_slot_t  *slot;
-    int             index;
-    PGconn         *pg;
-    rd_kafka_t     *rk;
-    int             nparts;                       /* partitions assigned by p mod R = i */
-    int             parts[OB_SHM_PARTITIONS];
-    unsigned char   held[OB_SHM_PARTITIONS];      /* advisory lock held on pg */
-    int64_t         next_tick_ms;
-} ob_relay_t;
+#define RELAY_LOCK_CLASS    0x6f627872   /* "obxr": first key of pg_try_advisory_lock(int, int) */
+#define RELAY_TICK_MS       1000
+#define RELAY_JANITOR_MS    10000
+#define BREAKER_MIN_MS      250
+#define BREAKER_MAX_MS      10000
 
 static int  relay_init(ob_relay_t *rl, char *err, size_t errlen);
+static void relay_loop(ob_relay_t *rl);
 static void relay_tick(ob_relay_t *rl);
-static void relay_drop_locks(ob_relay_t *rl);
+static int  relay_breaker_allows(ob_relay_t *rl);
+static void relay_lose_connection(ob_relay_t *rl, const char *why);
 static int  relay_shutdown(ob_relay_t *rl);
 
 int
@@ -68,47 +72,45 @@ ob_relay_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
         relay_shutdown(&rl);
         return rc;
     }
-    ob_log(OB_LOG_INFO, "relay %d of %d owns %d partition(s)", index, cfg->workers.relays, rl.nparts);
+    ob_log(OB_LOG_INFO, "relay %d of %d (%s) owns %d partition(s)", index, cfg->workers.relays,
+           cfg->relay.mode == OB_RELAY_PARTITIONED ? "partitioned" : "skip_locked", rl.nparts);
+    relay_loop(&rl);
+    return relay_shutdown(&rl);
+}
+
+static void
+relay_loop(ob_relay_t *rl)
+{
     while (!ob_sig_term && !ob_sig_quit) {
-        uint32_t seen = atomic_load(&slot->wake);
+        uint32_t seen = atomic_load(&rl->slot->wake);
         if (ob_sig_reopen) {
             ob_sig_reopen = 0;
             ob_log_reopen();
         }
         ob_sig_reload = ob_sig_child = 0;
-        relay_tick(&rl);
-        ob_shm_beat(slot);
-        rd_kafka_poll(rl.rk, 0);
-        ob_shm_wait(slot, seen, cfg->relay.poll_interval_ms);
+        ob_shm_beat(rl->slot);
+        relay_tick(rl);
+        if (rl->fatal) {
+            char err[512];
+            rd_kafka_destroy(rl->rk);
+            rl->fatal = 0;
+            rl->rk = ob_relay_producer_new(rl, err, sizeof(err));
+            if (rl->rk == NULL) {
+                ob_log(OB_LOG_ERROR, "cannot recreate the producer: %s", err);
+                return;     /* exit 0 would hide it: the caller's shutdown returns, supervisor restarts */
+            }
+        }
+        if (rl->pg != NULL && relay_breaker_allows(rl)) {
+            if (ob_relay_cycle(rl) < 0) {
+                relay_lose_connection(rl, PQerrorMessage(rl->pg));
+                continue;
+            }
+            if (rl->more)
+                continue;
+        }
+        rd_kafka_poll(rl->rk, 0);
+        ob_shm_wait(rl->slot, seen, rl->breaker == OB_BREAKER_OPEN ? 100 : rl->cfg->relay.poll_interval_ms);
     }
-    return relay_shutdown(&rl);
-}
-
-/* Error callback: broker-down noise is logged at debug; fatal errors at error. */
-static void
-relay_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
-{
-    (void) rk;
-    (void) opaque;
-    ob_log(err == RD_KAFKA_RESP_ERR__FATAL ? OB_LOG_ERROR : OB_LOG_DEBUG, "kafka: %s", reason);
-}
-
-static rd_kafka_t *
-relay_producer_new(const ob_cfg_t *cfg, char *err, size_t errlen)
-{
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char             linger[16];
-
-    snprintf(linger, sizeof(linger), "%d", cfg->relay.linger_ms);
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", cfg->kafka.brokers, err, errlen) != RD_KAFKA_CONF_OK ||
-        rd_kafka_conf_set(conf, "enable.idempotence", "true", err, errlen) != RD_KAFKA_CONF_OK ||
-        rd_kafka_conf_set(conf, "linger.ms", linger, err, errlen) != RD_KAFKA_CONF_OK ||
-        rd_kafka_conf_set(conf, "client.id", "outboxd-relay", err, errlen) != RD_KAFKA_CONF_OK) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_conf_set_error_cb(conf, relay_kafka_error);
-    return rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, errlen);   /* takes conf */
 }
 
 static int
@@ -121,7 +123,7 @@ relay_init(ob_relay_t *rl, char *err, size_t errlen)
     for (int p = 0; p < cfg->kafka.partitions; p++)
         if (cfg->workers.relays > 0 && p % cfg->workers.relays == rl->index)
             rl->parts[rl->nparts++] = p;
-    rl->rk = relay_producer_new(cfg, err, errlen);
+    rl->rk = ob_relay_producer_new(rl, err, errlen);
     if (rl->rk == NULL)
         return OB_EXIT_FATAL;     /* a bad producer setting is a config problem */
     rc = ob_relay_check_topic(rl->rk, cfg->kafka.topic, cfg->kafka.partitions, err, errlen);
@@ -130,12 +132,65 @@ relay_init(ob_relay_t *rl, char *err, size_t errlen)
     ob_shm_beat(rl->slot);
     snprintf(app, sizeof(app), "outboxd relay %d", rl->index);
     rl->pg = ob_pg_connect(cfg->orders.dsn, app, err, errlen);
-    return rl->pg != NULL ? OB_EXIT_OK : OB_EXIT_RETRY;
+    if (rl->pg == NULL)
+        return OB_EXIT_RETRY;
+    rl->next_janitor_ms = ob_now_ms() + RELAY_JANITOR_MS;
+    return OB_EXIT_OK;
+}
+
+void
+ob_relay_set_breaker(ob_relay_t *rl, ob_breaker_t b)
+{
+    uint32_t jitter;
+
+    if (b == OB_BREAKER_OPEN) {
+        /* doubling backoff with +-25% jitter, so relays do not probe in step */
+        rl->breaker_backoff_ms = rl->breaker_backoff_ms ? rl->breaker_backoff_ms * 2 : BREAKER_MIN_MS;
+        if (rl->breaker_backoff_ms > BREAKER_MAX_MS)
+            rl->breaker_backoff_ms = BREAKER_MAX_MS;
+        if (getrandom(&jitter, sizeof(jitter), 0) != sizeof(jitter))
+            jitter = 0;
+        rl->breaker_until_ms =
+            ob_now_ms() + rl->breaker_backoff_ms * 3 / 4 + (int64_t) (jitter % (uint32_t) (rl->breaker_backoff_ms / 2 + 1));
+    } else if (b == OB_BREAKER_CLOSED) {
+        if (rl->breaker != OB_BREAKER_CLOSED)
+            ob_log(OB_LOG_INFO, "Kafka answers again; circuit breaker closed");
+        rl->breaker_backoff_ms = 0;
+    }
+    rl->breaker = b;
+    for (int i = 0; i < rl->nparts; i++)
+        atomic_store(&ob_shm->map->parts[rl->parts[i]].breaker, (int32_t) b);
+    if (rl->cfg->relay.mode == OB_RELAY_SKIP_LOCKED && rl->index == 0)
+        for (int p = 0; p < rl->cfg->kafka.partitions; p++)
+            atomic_store(&ob_shm->map->parts[p].breaker, (int32_t) b);
+}
+
+/* Open: wait out the backoff, then probe with a metadata request (half-open). */
+static int
+relay_breaker_allows(ob_relay_t *rl)
+{
+    const struct rd_kafka_metadata *md;
+    rd_kafka_resp_err_t             e;
+
+    if (rl->breaker != OB_BREAKER_OPEN)
+        return 1;
+    if (ob_now_ms() < rl->breaker_until_ms)
+        return 0;
+    ob_relay_set_breaker(rl, OB_BREAKER_HALF_OPEN);
+    e = rd_kafka_metadata(rl->rk, 0, NULL, &md, 1000);
+    ob_shm_beat(rl->slot);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        ob_log(OB_LOG_DEBUG, "breaker probe failed: %s", rd_kafka_err2str(e));
+        ob_relay_set_breaker(rl, OB_BREAKER_OPEN);
+        return 0;
+    }
+    rd_kafka_metadata_destroy(md);
+    return 1;     /* half-open: the next cycle decides */
 }
 
 /* A lost connection means lost locks: forget them before anything else. */
-static void
-relay_drop_locks(ob_relay_t *rl)
+void
+ob_relay_drop_locks(ob_relay_t *rl)
 {
     for (int i = 0; i < rl->nparts; i++) {
         int p = rl->parts[i];
@@ -146,6 +201,20 @@ relay_drop_locks(ob_relay_t *rl)
         }
     }
     atomic_store(&rl->slot->counters[OB_CTR_RELAY_LOCKS_HELD], 0);
+}
+
+static void
+relay_lose_connection(ob_relay_t *rl, const char *why)
+{
+    char msg[512];
+
+    ob_strlcpy(msg, why ? why : "", sizeof(msg));
+    for (size_t n = strlen(msg); n > 0 && msg[n - 1] == '\n'; n--)
+        msg[n - 1] = '\0';
+    ob_log(OB_LOG_WARN, "orderdb connection lost, partitions released: %s", msg);
+    ob_relay_drop_locks(rl);
+    PQfinish(rl->pg);
+    rl->pg = NULL;
 }
 
 static int
@@ -175,9 +244,7 @@ relay_claim(ob_relay_t *rl)
     char     err[512], app[64];
     uint64_t held = 0;
 
-    if (rl->pg == NULL || PQstatus(rl->pg) != CONNECTION_OK) {
-        relay_drop_locks(rl);
-        PQfinish(rl->pg);
+    if (rl->pg == NULL) {
         snprintf(app, sizeof(app), "outboxd relay %d", rl->index);
         rl->pg = ob_pg_connect(rl->cfg->orders.dsn, app, err, sizeof(err));
         if (rl->pg == NULL) {
@@ -185,18 +252,18 @@ relay_claim(ob_relay_t *rl)
             return;
         }
     }
+    if (rl->cfg->relay.mode == OB_RELAY_SKIP_LOCKED)
+        return;     /* row locks, not partition ownership */
     for (int i = 0; i < rl->nparts; i++) {
         int p = rl->parts[i], got = 1;
         if (!rl->held[p] && relay_try_lock(rl, p, &got, err, sizeof(err)) != 0) {
-            ob_log(OB_LOG_WARN, "%s", err);
-            relay_drop_locks(rl);
-            PQfinish(rl->pg);
-            rl->pg = NULL;
+            relay_lose_connection(rl, err);
             return;
         }
         if (!rl->held[p] && got) {
             rl->held[p] = 1;
             atomic_store(&ob_shm->map->parts[p].owner_slot, (int32_t) (rl->slot - ob_shm->map->slots));
+            atomic_store(&ob_shm->map->parts[p].breaker, (int32_t) rl->breaker);
             ob_shm_set_owned(rl->slot, p, 1);
         }
         held += rl->held[p];
@@ -212,21 +279,24 @@ relay_tick(ob_relay_t *rl)
 
     if (now < rl->next_tick_ms)
         return;
-    rl->next_tick_ms = now + RELAY_LOCK_TICK_MS;
+    rl->next_tick_ms = now + RELAY_TICK_MS;
     /* A cheap round trip proves the session (and so its locks) is still ours. */
-    if (rl->pg != NULL && ob_pg_exec(rl->pg, "SELECT 1", err, sizeof(err)) != 0) {
-        ob_log(OB_LOG_WARN, "orderdb connection lost, partitions released: %s", err);
-        relay_drop_locks(rl);
-        PQfinish(rl->pg);
-        rl->pg = NULL;
-    }
+    if (rl->pg != NULL && ob_pg_exec(rl->pg, "SELECT 1", err, sizeof(err)) != 0)
+        relay_lose_connection(rl, err);
     relay_claim(rl);
+    if (rl->pg == NULL)
+        return;
+    ob_relay_stats(rl);
+    if (now >= rl->next_janitor_ms) {
+        rl->next_janitor_ms = now + RELAY_JANITOR_MS;
+        ob_relay_janitor(rl);
+    }
 }
 
 static int
 relay_shutdown(ob_relay_t *rl)
 {
-    relay_drop_locks(rl);
+    ob_relay_drop_locks(rl);
     PQfinish(rl->pg);       /* releases the advisory locks */
     rl->pg = NULL;
     if (rl->rk != NULL) {
@@ -237,5 +307,7 @@ relay_shutdown(ob_relay_t *rl)
         rd_kafka_destroy(rl->rk);
         rl->rk = NULL;
     }
+    free(rl->rows);
+    rl->rows = NULL;
     return OB_EXIT_OK;
 }

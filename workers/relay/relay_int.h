@@ -2,12 +2,77 @@
 #ifndef OB_RELAY_INT_H
 #define OB_RELAY_INT_H
 
+#include "../../common/cfg.h"
+#include "../../shm/shm.h"
+
+#include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
 #include <stddef.h>
+#include <stdint.h>
 
-/* OB_EXIT_OK when the topic has `partitions` partitions (creating it if
- * absent), OB_EXIT_RETRY when Kafka did not answer, OB_EXIT_FATAL when the
- * count differs. */
+
+/* Delivery outcome of one row of the batch in hand (filled by the DR callback). */
+typedef enum { OB_DR_PENDING = 0, OB_DR_OK, OB_DR_REJECTED, OB_DR_RETRY } ob_dr_state_t;
+
+typedef struct {
+    int64_t      id;          /* outbox id */
+    int32_t      partition;
+    int32_t      seq;
+    ob_dr_state_t state;
+    int64_t      offset;
+    char         event_id[37];
+    char         aggregate_id[37];
+    char         event_type[32];
+    char         error[160];
+} ob_relay_row_t;
+
+typedef struct {
+    const ob_cfg_t *cfg;
+    ob_shm_slot_t  *slot;
+    int             index;
+    PGconn         *pg;
+    rd_kafka_t     *rk;
+    int             nparts;                       /* partitions assigned by p mod R = i */
+    int             parts[OB_SHM_PARTITIONS];
+    unsigned char   held[OB_SHM_PARTITIONS];      /* advisory lock held on pg */
+    int64_t         next_tick_ms;                 /* locks, stats */
+    int64_t         next_janitor_ms;
+
+    /* the batch in hand: claimed rows, produced, waiting for delivery reports */
+    ob_relay_row_t *rows;
+    int             nrows;
+    int             cap;
+    PGresult       *claimed;                      /* payloads point into it while in flight */
+    int             outstanding;                  /* delivery reports not yet seen */
+
+    ob_breaker_t    breaker;
+    int64_t         breaker_until_ms;             /* open: no claims before this */
+    int64_t         breaker_backoff_ms;
+    int             fatal;                        /* producer raised a fatal error */
+    int             more;                         /* last cycle filled a batch: go again at once */
+    /* Kafka fails a whole produce request when one record in it is too
+     * large, so a rejection in a multi-row batch names no culprit: the
+     * partition then sends one row per cycle for this many rows. */
+    int             isolate[OB_SHM_PARTITIONS];
+} ob_relay_t;
+
+/* topic.c: OB_EXIT_OK when the topic has `partitions` partitions (creating
+ * it if absent), OB_EXIT_RETRY when Kafka did not answer, OB_EXIT_FATAL
+ * when the count differs. */
 int ob_relay_check_topic(rd_kafka_t *rk, const char *topic, int partitions, char *err, size_t errlen);
+
+/* publish.c: one claim-produce-wait-mark cycle. Returns the number of rows
+ * claimed (a full batch means "go again at once"), or -1 when the database
+ * connection failed (the caller drops its locks and reconnects). */
+int  ob_relay_cycle(ob_relay_t *rl);
+/* publish.c: the producer, with our delivery-report callback. */
+rd_kafka_t *ob_relay_producer_new(ob_relay_t *rl, char *err, size_t errlen);
+/* publish.c: pending count and oldest pending age per held partition, into shm. */
+void ob_relay_stats(ob_relay_t *rl);
+/* publish.c: deletes published rows older than retention, a few batches per call. */
+void ob_relay_janitor(ob_relay_t *rl);
+/* relay.c */
+void ob_relay_drop_locks(ob_relay_t *rl);
+void ob_relay_set_breaker(ob_relay_t *rl, ob_breaker_t b);
 
 #endif

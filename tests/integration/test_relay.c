@@ -1,0 +1,325 @@
+/*
+ * tests/integration/test_relay.c: outbox -> Kafka with the real binary, the
+ * real PostgreSQL and the real broker; the log read back and checked.
+ */
+#include "tests/harness.h"
+#include "common/murmur2.h"
+#include "common/util.h"
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static obh_t h;
+
+static void
+setup(void)
+{
+    obh_init(&h, 1);
+}
+
+static void
+teardown(void)
+{
+    obh_cleanup(&h);
+}
+
+static int
+all_published(obh_t *hh, void *arg)
+{
+    (void) arg;
+    return obh_scalar(hh->orders_dsn, "SELECT count(*) FROM outbox WHERE NOT published") == 0;
+}
+
+static void
+start(const char *extra, const char *const *args)
+{
+    obh_write_conf(&h, extra);
+    obh_start(&h, args);
+}
+
+Test(relay, ten_thousand_events_in_order_in_their_partitions, .init = setup, .fini = teardown)
+{
+    static char ids[200][37];
+    int         n;
+
+    obh_insert_events(&h, 200, 50, ids);
+    start("[workers]\nhttp = 0\nrelays = 3\nconsumers = 0\n", NULL);
+    cr_assert(obh_poll(all_published, &h, NULL, obh_ms(60000)), "backlog not drained; log %s", h.log);
+    obh_msg_t *m = obh_kafka_read_all(&h, 10000, obh_ms(60000), &n);
+    int dups = obh_check_log(&h, m, n, 10000);
+    cr_assert_eq(dups, 0, "%d duplicates without any fault", dups);
+    free(m);
+    /* status shows what was produced */
+    uint64_t produced = 0;
+    for (int p = 0; p < h.partitions; p++)
+        produced += atomic_load(&h.shm->map->parts[p].produced);
+    cr_assert_eq(produced, 10000);
+}
+
+/* Our partition equals what librdkafka's murmur2_random partitioner picks for the key. */
+static void
+dr_partition(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void) rk;
+    (void) opaque;
+    *(int32_t *) m->_private = m->err ? -2 : m->partition;
+}
+
+Test(relay, partition_equals_the_java_compatible_partitioner, .init = setup, .fini = teardown)
+{
+    char             err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    static char      ids[50][37];
+    int32_t          got[50];
+
+    obh_kafka_create_topic(&h, 0);
+    rd_kafka_conf_set(conf, "bootstrap.servers", "127.0.0.1:59092", err, sizeof(err));
+    rd_kafka_conf_set(conf, "partitioner", "murmur2_random", err, sizeof(err));
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_partition);
+    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    cr_assert_not_null(p, "%s", err);
+    obh_insert_events(&h, 50, 1, ids);
+    for (int i = 0; i < 50; i++) {
+        got[i] = -1;
+        cr_assert_eq(rd_kafka_producev(p, RD_KAFKA_V_TOPIC(h.topic), RD_KAFKA_V_KEY(ids[i], 36),
+                                       RD_KAFKA_V_VALUE("x", 1), RD_KAFKA_V_OPAQUE(&got[i]), RD_KAFKA_V_END),
+                     0);
+    }
+    cr_assert_eq(rd_kafka_flush(p, 15000), 0);
+    rd_kafka_destroy(p);
+    for (int i = 0; i < 50; i++) {
+        char sql[160];
+        snprintf(sql, sizeof(sql), "SELECT partition FROM outbox WHERE aggregate_id = '%s'", ids[i]);
+        cr_assert_eq(obh_scalar(h.orders_dsn, sql), got[i], "order %s", ids[i]);
+    }
+}
+
+/* Inserts events for a fixed set of orders, seq increasing, until stopped. */
+typedef struct {
+    atomic_int stop;
+    int        inserted;
+    char       ids[40][37];
+} feeder_t;
+
+static void *
+feeder(void *arg)
+{
+    feeder_t *f = arg;
+    PGconn   *pg = obh_pg(h.orders_dsn);
+    int       seq = 0;
+
+    while (!atomic_load(&f->stop)) {
+        seq++;
+        for (int i = 0; i < 40; i++) {
+            char        part[16], s[16];
+            const char *params[3] = { f->ids[i], part, s };
+            snprintf(part, sizeof(part), "%d", ob_partition_for(f->ids[i], 36, h.partitions));
+            snprintf(s, sizeof(s), "%d", seq);
+            PGresult *r = PQexecParams(pg,
+                                       "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, seq, event_type,"
+                                       " partition, payload) VALUES (gen_random_uuid(), 'order', $1::uuid, $3::int,"
+                                       " 'order.test', $2::int, '\\x00')",
+                                       3, NULL, params, NULL, NULL, 0);
+            if (PQresultStatus(r) == PGRES_COMMAND_OK)
+                f->inserted++;
+            PQclear(r);
+        }
+        ob_sleep_ms(5);     /* pacing the load, not synchronisation */
+    }
+    PQfinish(pg);
+    return NULL;
+}
+
+static void
+feeder_start(feeder_t *f, pthread_t *th)
+{
+    memset(f, 0, sizeof(*f));
+    obh_insert_events(&h, 40, 0, f->ids);
+    pthread_create(th, NULL, feeder, f);
+}
+
+Test(relay, kill9_mid_batch_twenty_times_loses_and_reorders_nothing, .init = setup, .fini = teardown)
+{
+    feeder_t  f;
+    pthread_t th;
+    int       n;
+
+    start("[workers]\nhttp = 0\nrelays = 4\nconsumers = 0\n[relay]\nbatch = 50\n", NULL);
+    cr_assert_neq(obh_wait_worker(&h, OB_KIND_RELAY, 0, 0, obh_ms(20000)), 0);
+    feeder_start(&f, &th);
+    for (int k = 0; k < 20; k++) {
+        ob_shm_slot_t s;
+        int           idx = k % 4;
+        pid_t         pid = obh_wait_worker(&h, OB_KIND_RELAY, idx, 0, obh_ms(20000));
+        cr_assert_neq(pid, 0, "relay %d not running before kill %d", idx, k);
+        /* kill it while it has published something, i.e. mid-stream */
+        uint64_t before = obh_worker(&h, OB_KIND_RELAY, idx, &s) >= 0 ? s.counters[OB_CTR_RELAY_PUBLISHED] : 0;
+        for (int64_t t0 = ob_now_ms(); ob_now_ms() - t0 < 2000; ob_sleep_ms(2))
+            if (obh_worker(&h, OB_KIND_RELAY, idx, &s) >= 0 && s.counters[OB_CTR_RELAY_PUBLISHED] > before)
+                break;
+        kill(pid, SIGKILL);
+    }
+    atomic_store(&f.stop, 1);
+    pthread_join(th, NULL);
+    cr_assert(obh_poll(all_published, &h, NULL, obh_ms(60000)), "backlog not drained after the kills");
+    obh_msg_t *m = obh_kafka_read_all(&h, f.inserted, obh_ms(60000), &n);
+    int dups = obh_check_log(&h, m, n, f.inserted);
+    cr_log_info("%d events, %d re-sent after kills", f.inserted, dups);
+    free(m);
+}
+
+static int
+breaker_state(obh_t *hh, void *arg)
+{
+    int want = *(int *) arg;
+
+    for (int p = 0; p < hh->partitions; p++)
+        if (atomic_load(&hh->shm->map->parts[p].breaker) == want)
+            return 1;
+    return 0;
+}
+
+static pid_t
+kafka_pid(void)
+{
+    FILE *f = fopen("var/run/kafka.pid", "r");
+    int   pid = 0;
+
+    cr_assert_not_null(f, "var/run/kafka.pid: run tests from the repository root");
+    cr_assert_eq(fscanf(f, "%d", &pid), 1);
+    fclose(f);
+    return pid;
+}
+
+/* Kafka frozen (SIGSTOP) for 30 s while orders keep coming: breaker opens, nothing quarantined, all delivered. */
+Test(relay, kafka_away_30s_opens_the_breaker_and_loses_nothing, .init = setup, .fini = teardown, .timeout = 240)
+{
+    feeder_t  f;
+    pthread_t th;
+    int       n, open = OB_BREAKER_OPEN, closed = OB_BREAKER_CLOSED;
+    pid_t     kpid = kafka_pid();
+
+    start("[workers]\nhttp = 0\nrelays = 2\nconsumers = 0\n[relay]\ndelivery_timeout_ms = 5000\n", NULL);
+    cr_assert_neq(obh_wait_worker(&h, OB_KIND_RELAY, 1, 0, obh_ms(20000)), 0);
+    feeder_start(&f, &th);
+    ob_sleep_ms(500);      /* let some flow first */
+    cr_assert_eq(kill(kpid, SIGSTOP), 0);
+    int64_t stopped = ob_now_ms();
+    int     opened = obh_poll(breaker_state, &h, &open, 25000);
+    /* the outage lasts 30 s: its length is the scenario, not a wait for a condition */
+    ob_sleep_ms(30000 - (ob_now_ms() - stopped));
+    kill(kpid, SIGCONT);
+    cr_assert(opened, "breaker never opened while Kafka was away");
+    int64_t back = ob_now_ms();
+    atomic_store(&f.stop, 1);
+    pthread_join(th, NULL);
+    cr_assert(obh_poll(all_published, &h, NULL, obh_ms(30000)), "not delivered after Kafka came back");
+    cr_log_info("delivered %lld ms after Kafka returned", (long long) (ob_now_ms() - back));
+    cr_assert_lt(ob_now_ms() - back, obh_ms(20000));
+    cr_assert(breaker_state(&h, &closed));
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox_quarantine"), 0);
+    obh_msg_t *m = obh_kafka_read_all(&h, f.inserted, obh_ms(60000), &n);
+    obh_check_log(&h, m, n, f.inserted);
+    free(m);
+}
+
+Test(relay, oversized_event_is_quarantined_its_order_parked_and_replay_delivers, .init = setup, .fini = teardown)
+{
+    static char ids[20][37];
+    char        sql[512], out[1024];
+    int         n;
+
+    obh_kafka_create_topic(&h, 20000);
+    obh_insert_events(&h, 20, 2, ids);
+    /* make order 0's first event too large for the topic */
+    snprintf(sql, sizeof(sql), "UPDATE outbox SET payload = convert_to(repeat('x', 50000), 'UTF8') "
+                               "WHERE aggregate_id = '%s' AND seq = 1", ids[0]);
+    obh_sql(h.orders_dsn, sql);
+    start("[workers]\nhttp = 0\nrelays = 2\nconsumers = 0\n", NULL);
+    for (int64_t t0 = ob_now_ms();
+         obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox WHERE published") < 38; ob_sleep_ms(20))
+        cr_assert_lt(ob_now_ms() - t0, obh_ms(30000), "other orders did not flow");
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox_quarantine"), 1);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM outbox_quarantine WHERE aggregate_id = '%s' AND seq = 1 "
+                               "AND error LIKE '%%MSG_SIZE_TOO_LARGE%%'", ids[0]);
+    cr_assert_eq(obh_scalar(h.orders_dsn, sql), 1);
+    /* its seq 2 stays parked, a while later still */
+    ob_sleep_ms(1000);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM outbox WHERE aggregate_id = '%s' AND NOT published", ids[0]);
+    cr_assert_eq(obh_scalar(h.orders_dsn, sql), 1);
+    /* the operator raises the limit and replays */
+    obh_kafka_set_max_message_bytes(&h, 1000000);
+    const char *args[] = { "replay", "-c", h.conf, "--quarantined", NULL };
+    cr_assert_eq(obh_run(args, out, sizeof(out)), 0, "%s", out);
+    cr_assert(strstr(out, "1 quarantined event(s) restored") != NULL, "%s", out);
+    cr_assert(obh_poll(all_published, &h, NULL, obh_ms(30000)), "replayed events not delivered");
+    obh_msg_t *m = obh_kafka_read_all(&h, 40, obh_ms(30000), &n);
+    obh_check_log(&h, m, n, 40);     /* order 0: seq 1 then seq 2 */
+    free(m);
+}
+
+Test(relay, reload_two_to_three_relays_under_load_keeps_order, .init = setup, .fini = teardown)
+{
+    feeder_t  f;
+    pthread_t th;
+    int       n;
+
+    start("[workers]\nhttp = 0\nrelays = 2\nconsumers = 0\n", NULL);
+    cr_assert_neq(obh_wait_worker(&h, OB_KIND_RELAY, 1, 0, obh_ms(20000)), 0);
+    feeder_start(&f, &th);
+    ob_sleep_ms(300);
+    obh_write_conf(&h, "[workers]\nhttp = 0\nrelays = 3\nconsumers = 0\n");
+    kill(h.pid, SIGHUP);
+    /* sample pg_locks during the change: no partition lock is ever held twice */
+    PGconn *pg = obh_pg(h.orders_dsn);
+    for (int64_t t0 = ob_now_ms(); ob_now_ms() - t0 < 3000; ob_sleep_ms(20)) {
+        PGresult *r = PQexec(pg, "SELECT count(*) FROM (SELECT objid FROM pg_locks WHERE locktype = 'advisory' "
+                                 "AND granted GROUP BY objid HAVING count(*) > 1) d");
+        cr_assert_eq(atoi(PQgetvalue(r, 0, 0)), 0, "a partition lock held by two sessions");
+        PQclear(r);
+    }
+    PQfinish(pg);
+    cr_assert_neq(obh_wait_worker(&h, OB_KIND_RELAY, 2, 0, obh_ms(20000)), 0, "third relay never started");
+    atomic_store(&f.stop, 1);
+    pthread_join(th, NULL);
+    cr_assert(obh_poll(all_published, &h, NULL, obh_ms(60000)));
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"),
+                 h.partitions);
+    obh_msg_t *m = obh_kafka_read_all(&h, f.inserted, obh_ms(60000), &n);
+    obh_check_log(&h, m, n, f.inserted);
+    free(m);
+}
+
+Test(relay, skip_locked_mode_delivers_everything, .init = setup, .fini = teardown)
+{
+    static char ids[50][37];
+    int         n;
+
+    obh_insert_events(&h, 50, 4, ids);
+    start("[workers]\nhttp = 0\nrelays = 2\nconsumers = 0\n[relay]\nmode = skip_locked\nbatch = 20\n", NULL);
+    cr_assert(obh_poll(all_published, &h, NULL, obh_ms(60000)), "backlog not drained; log %s", h.log);
+    obh_msg_t *m = obh_kafka_read_all(&h, 200, obh_ms(30000), &n);
+    cr_assert_eq(n, 200);
+    free(m);
+    /* no advisory locks in this mode */
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), 0);
+}
+
+Test(relay, janitor_deletes_published_rows_past_retention, .init = setup, .fini = teardown)
+{
+    static char ids[10][37];
+
+    obh_insert_events(&h, 10, 3, ids);
+    start("[workers]\nhttp = 0\nrelays = 1\nconsumers = 0\n[relay]\nretention = 60s\n", NULL);
+    cr_assert(obh_poll(all_published, &h, NULL, obh_ms(30000)));
+    /* age half of them past retention; the janitor (every 10 s) removes exactly those */
+    obh_sql(h.orders_dsn, "UPDATE outbox SET published_at = now() - interval '2 minutes' WHERE seq <= 2");
+    for (int64_t t0 = ob_now_ms(); obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox") != 10; ob_sleep_ms(100))
+        cr_assert_lt(ob_now_ms() - t0, obh_ms(25000), "janitor did not run");
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox WHERE seq = 3"), 10);
+}

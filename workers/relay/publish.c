@@ -1,0 +1,569 @@
+/*
+ * workers/relay/publish.c: one claim -> produce -> wait -> mark cycle.
+ *
+ * Partitioned mode: read the pending rows of every partition this relay
+ * holds the advisory lock for (one round trip, LATERAL per partition, id
+ * order, partial index), produce them all with explicit partitions so
+ * Kafka works on many partitions at once, wait for every delivery report,
+ * then mark what Kafka acknowledged (with its offset) in one UPDATE, on
+ * the same session that holds the locks. A crash anywhere before the
+ * UPDATE re-sends those rows: at-least-once, made exactly-once in effect by
+ * the consumer. Per partition only the acknowledged prefix is marked, so a
+ * row is never marked while an earlier row of its partition is not.
+ *
+ * skip_locked mode (the seed exercise's shape, kept for comparison): any
+ * relay claims any pending rows with FOR UPDATE SKIP LOCKED inside a
+ * transaction held open across the Kafka round trip; no ownership, so no
+ * per-order ordering guarantee across relays.
+ *
+ * Rows Kafka rejects for themselves move to outbox_quarantine; later events
+ * of the same order are not claimed while one of its events is quarantined.
+ */
+#include "relay_int.h"
+#include "../../common/log.h"
+#include "../../common/pg.h"
+#include "../../common/util.h"
+
+#include <arpa/inet.h>
+#include <endian.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STATS_CAP   100000      /* pending counts stop at this: "at least" */
+#define JANITOR_ROWS "1000"
+
+static const char *claim_partitioned_sql =
+    "SELECT o.id, o.partition, o.seq, o.event_id::text, o.aggregate_id::text, o.event_type, o.payload"
+    " FROM unnest($1::int[], $2::int[]) AS p(part, lim) CROSS JOIN LATERAL ("
+    "   SELECT id, partition, seq, event_id, aggregate_id, event_type, payload FROM outbox"
+    "   WHERE partition = p.part AND NOT published"
+    "     AND NOT EXISTS (SELECT 1 FROM outbox_quarantine q WHERE q.aggregate_id = outbox.aggregate_id)"
+    "   ORDER BY id LIMIT p.lim) o"
+    " ORDER BY o.partition, o.id";
+
+static const char *claim_skip_locked_sql =
+    "SELECT id, partition, seq, event_id::text, aggregate_id::text, event_type, payload FROM outbox"
+    " WHERE NOT published"
+    "   AND NOT EXISTS (SELECT 1 FROM outbox_quarantine q WHERE q.aggregate_id = outbox.aggregate_id)"
+    " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED";
+
+static const char *mark_sql =
+    "UPDATE outbox SET published = true, published_at = now(), kafka_offset = v.off"
+    " FROM unnest($1::bigint[], $2::bigint[]) AS v(id, off) WHERE outbox.id = v.id";
+
+static const char *quarantine_sql =
+    "WITH moved AS (DELETE FROM outbox WHERE id = $1::bigint RETURNING *)"
+    " INSERT INTO outbox_quarantine (id, event_id, aggregate_type, aggregate_id, seq, event_type, partition,"
+    "   payload, created_at, error)"
+    " SELECT id, event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload, created_at, $2"
+    " FROM moved";
+
+/* Errors that say "this message can never be accepted", not "Kafka is away". */
+static int
+publish_permanent(rd_kafka_resp_err_t e)
+{
+    return e == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ||
+           e == RD_KAFKA_RESP_ERR_INVALID_MSG || e == RD_KAFKA_RESP_ERR_INVALID_RECORD ||
+           e == RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE || e == RD_KAFKA_RESP_ERR__INVALID_ARG;
+}
+
+static void
+publish_record(ob_relay_t *rl, int i, rd_kafka_resp_err_t e, int64_t offset)
+{
+    ob_relay_row_t *row = &rl->rows[i];
+
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        row->state = OB_DR_OK;
+        row->offset = offset;
+        return;
+    }
+    row->state = publish_permanent(e) ? OB_DR_REJECTED : OB_DR_RETRY;
+    snprintf(row->error, sizeof(row->error), "%s: %s", rd_kafka_err2name(e), rd_kafka_err2str(e));
+}
+
+/* Delivery reports run on this thread inside rd_kafka_poll: record only. */
+static void
+publish_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    ob_relay_t *rl = opaque;
+    intptr_t    i = (intptr_t) m->_private - 1;
+
+    (void) rk;
+    if (i < 0 || i >= rl->nrows)
+        return;     /* a report for a batch we already gave up on */
+    publish_record(rl, (int) i, m->err, m->offset);
+    rl->outstanding--;
+}
+
+static void
+publish_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    ob_relay_t *rl = opaque;
+    char        fatal[256];
+
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
+        ob_log(OB_LOG_ERROR, "kafka producer fatal error, recreating it: %s", fatal);
+        rl->fatal = 1;
+        return;
+    }
+    ob_log(OB_LOG_DEBUG, "kafka: %s", reason);
+}
+
+static void
+publish_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void) rk;
+    ob_log(level <= 3 ? OB_LOG_ERROR : level <= 4 ? OB_LOG_WARN : OB_LOG_DEBUG, "kafka %s: %s", fac, buf);
+}
+
+rd_kafka_t *
+ob_relay_producer_new(ob_relay_t *rl, char *err, size_t errlen)
+{
+    const ob_cfg_t  *cfg = rl->cfg;
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char             linger[16], timeout[16];
+    struct {
+        const char *k, *v;
+    } kv[] = {
+        { "bootstrap.servers", cfg->kafka.brokers },
+        { "enable.idempotence", "true" },       /* per-partition order across retries */
+        { "linger.ms", linger },
+        { "message.timeout.ms", timeout },      /* bounds a cycle when Kafka is away */
+        { "queue.buffering.max.messages", "1000000" },
+        { "batch.num.messages", "10000" },
+        { "client.id", "outboxd-relay" },
+    };
+
+    snprintf(linger, sizeof(linger), "%d", cfg->relay.linger_ms);
+    snprintf(timeout, sizeof(timeout), "%d", cfg->relay.delivery_timeout_ms);
+    for (size_t i = 0; i < OB_ARRAY_LEN(kv); i++)
+        if (rd_kafka_conf_set(conf, kv[i].k, kv[i].v, err, errlen) != RD_KAFKA_CONF_OK) {
+            rd_kafka_conf_destroy(conf);
+            return NULL;
+        }
+    rd_kafka_conf_set_opaque(conf, rl);
+    rd_kafka_conf_set_dr_msg_cb(conf, publish_dr);
+    rd_kafka_conf_set_error_cb(conf, publish_error_cb);
+    rd_kafka_conf_set_log_cb(conf, publish_log_cb);
+    return rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, errlen);   /* takes conf */
+}
+
+static int64_t
+be64(const char *p)
+{
+    uint64_t v;
+
+    memcpy(&v, p, 8);
+    return (int64_t) be64toh(v);
+}
+
+static int32_t
+be32(const char *p)
+{
+    uint32_t v;
+
+    memcpy(&v, p, 4);
+    return (int32_t) ntohl(v);
+}
+
+/* "{1,4,7}": the held partitions as an int[] literal. */
+static int
+publish_held_array(ob_relay_t *rl, char *out, size_t outlen)
+{
+    size_t used = 0;
+    int    n = 0;
+
+    used += (size_t) snprintf(out, outlen, "{");
+    for (int i = 0; i < rl->nparts && used < outlen; i++)
+        if (rl->held[rl->parts[i]])
+            used += (size_t) snprintf(out + used, outlen - used, "%s%d", n++ ? "," : "", rl->parts[i]);
+    snprintf(out + used, outlen - used, "}");
+    return n;
+}
+
+/* Partitions whose stats and janitor work this relay does: its own in
+ * partitioned mode; all of them for relay 0 in skip_locked mode. */
+static int
+publish_scope_array(ob_relay_t *rl, char *out, size_t outlen)
+{
+    size_t used = 0;
+
+    if (rl->cfg->relay.mode == OB_RELAY_PARTITIONED)
+        return publish_held_array(rl, out, outlen);
+    if (rl->index != 0)
+        return 0;
+    used += (size_t) snprintf(out, outlen, "{");
+    for (int p = 0; p < rl->cfg->kafka.partitions && used < outlen; p++)
+        used += (size_t) snprintf(out + used, outlen - used, "%s%d", p ? "," : "", p);
+    snprintf(out + used, outlen - used, "}");
+    return rl->cfg->kafka.partitions;
+}
+
+/* The per-partition LIMITs matching publish_held_array: batch, or 1 while isolating. */
+static void
+publish_limits_array(ob_relay_t *rl, char *out, size_t outlen)
+{
+    size_t used = (size_t) snprintf(out, outlen, "{");
+    int    n = 0;
+
+    for (int i = 0; i < rl->nparts && used < outlen; i++) {
+        int p = rl->parts[i];
+        if (rl->held[p])
+            used += (size_t) snprintf(out + used, outlen - used, "%s%d", n++ ? "," : "",
+                                      rl->isolate[p] > 0 ? 1 : rl->cfg->relay.batch);
+    }
+    snprintf(out + used, outlen - used, "}");
+}
+
+static PGresult *
+publish_claim(ob_relay_t *rl, int *nheld)
+{
+    char        held[4 * OB_SHM_PARTITIONS + 4], limits[8 * OB_SHM_PARTITIONS + 4], batch[16];
+    const char *params[2];
+
+    if (rl->cfg->relay.mode == OB_RELAY_SKIP_LOCKED) {
+        *nheld = 1;
+        snprintf(batch, sizeof(batch), "%d", rl->isolate[0] > 0 ? 1 : rl->cfg->relay.batch);
+        params[0] = batch;
+        return PQexecParams(rl->pg, claim_skip_locked_sql, 1, NULL, params, NULL, NULL, 1);
+    }
+    *nheld = publish_held_array(rl, held, sizeof(held));
+    if (*nheld == 0)
+        return NULL;
+    publish_limits_array(rl, limits, sizeof(limits));
+    params[0] = held;
+    params[1] = limits;
+    return PQexecParams(rl->pg, claim_partitioned_sql, 2, NULL, params, NULL, NULL, 1);
+}
+
+/* Isolation is tracked per partition, or in slot 0 for skip_locked (one batch for all). */
+static int
+publish_iso_key(ob_relay_t *rl, int partition)
+{
+    return rl->cfg->relay.mode == OB_RELAY_SKIP_LOCKED ? 0 : partition;
+}
+
+static int
+publish_rows_in(ob_relay_t *rl, int partition)
+{
+    int n = 0;
+
+    for (int i = 0; i < rl->nrows; i++)
+        n += rl->cfg->relay.mode == OB_RELAY_SKIP_LOCKED || rl->rows[i].partition == partition;
+    return n;
+}
+
+static int
+publish_grow(ob_relay_t *rl, int n)
+{
+    if (n <= rl->cap)
+        return 0;
+    ob_relay_row_t *rows = realloc(rl->rows, (size_t) n * sizeof(*rows));
+    if (rows == NULL)
+        return -1;
+    rl->rows = rows;
+    rl->cap = n;
+    return 0;
+}
+
+static void
+publish_copy(char *dst, size_t dstlen, PGresult *r, int row, int col)
+{
+    int n = PQgetlength(r, row, col);
+
+    if ((size_t) n >= dstlen)
+        n = (int) dstlen - 1;
+    memcpy(dst, PQgetvalue(r, row, col), (size_t) n);
+    dst[n] = '\0';
+}
+
+/* Produces row i (binary columns: id, partition, seq, event_id, aggregate_id, event_type, payload). */
+static void
+publish_produce(ob_relay_t *rl, PGresult *r, int i)
+{
+    ob_relay_row_t     *row = &rl->rows[i];
+    const char         *ctype = strcmp(rl->cfg->kafka.format, "json") == 0 ? "application/json" : "application/msgpack";
+    char                seq[16];
+    rd_kafka_resp_err_t e;
+
+    memset(row, 0, sizeof(*row));
+    row->id = be64(PQgetvalue(r, i, 0));
+    row->partition = be32(PQgetvalue(r, i, 1));
+    row->seq = be32(PQgetvalue(r, i, 2));
+    publish_copy(row->event_id, sizeof(row->event_id), r, i, 3);
+    publish_copy(row->aggregate_id, sizeof(row->aggregate_id), r, i, 4);
+    publish_copy(row->event_type, sizeof(row->event_type), r, i, 5);
+    snprintf(seq, sizeof(seq), "%d", row->seq);
+    for (;;) {
+        e = rd_kafka_producev(
+            rl->rk, RD_KAFKA_V_TOPIC(rl->cfg->kafka.topic), RD_KAFKA_V_PARTITION(row->partition),
+            RD_KAFKA_V_KEY(row->aggregate_id, strlen(row->aggregate_id)),
+            RD_KAFKA_V_VALUE(PQgetvalue(r, i, 6), (size_t) PQgetlength(r, i, 6)),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE((void *) (intptr_t) (i + 1)),
+            RD_KAFKA_V_HEADER("event-id", row->event_id, -1), RD_KAFKA_V_HEADER("event-type", row->event_type, -1),
+            RD_KAFKA_V_HEADER("aggregate-id", row->aggregate_id, -1), RD_KAFKA_V_HEADER("aggregate-seq", seq, -1),
+            RD_KAFKA_V_HEADER("content-type", ctype, -1), RD_KAFKA_V_END);
+        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            break;
+        rd_kafka_poll(rl->rk, 100);      /* let delivery reports drain the queue */
+        ob_shm_beat(rl->slot);
+    }
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+        rl->outstanding++;
+    else
+        publish_record(rl, i, e, -1);    /* refused before it left: no report will come */
+}
+
+/* Waits for every delivery report, heartbeating; bounded by message.timeout.ms. */
+static void
+publish_wait(ob_relay_t *rl)
+{
+    int64_t deadline = ob_now_ms() + rl->cfg->relay.delivery_timeout_ms + 5000;
+
+    while (rl->outstanding > 0 && ob_now_ms() < deadline) {
+        rd_kafka_poll(rl->rk, 50);
+        ob_shm_beat(rl->slot);
+    }
+    if (rl->outstanding > 0) {
+        ob_log(OB_LOG_WARN, "%d delivery report(s) missing after the timeout; rows stay pending", rl->outstanding);
+        for (int i = 0; i < rl->nrows; i++)
+            if (rl->rows[i].state == OB_DR_PENDING)
+                rl->rows[i].state = OB_DR_RETRY;
+    }
+}
+
+static PGresult *
+publish_exec(PGconn *pg, const char *sql, int n, const char *const *params)
+{
+    return PQexecParams(pg, sql, n, NULL, params, NULL, NULL, 0);
+}
+
+static int
+publish_ok(PGresult *r, const char *what)
+{
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+
+    if (!ok)
+        ob_log(OB_LOG_WARN, "%s failed: %s", what, PQresultErrorMessage(r));
+    PQclear(r);
+    return ok;
+}
+
+/* Appends "id" and "offset" of an acknowledged row to the two array literals. */
+static void
+publish_append(char **ids, char **offs, size_t *ilen, size_t *olen, int first, const ob_relay_row_t *row)
+{
+    *ilen += (size_t) sprintf(*ids + *ilen, "%s%lld", first ? "" : ",", (long long) row->id);
+    *olen += (size_t) sprintf(*offs + *olen, "%s%lld", first ? "" : ",", (long long) row->offset);
+}
+
+/*
+ * Marks acknowledged rows and quarantines rejected ones, per partition in
+ * id order, stopping a partition at its first row still to retry. Returns
+ * the number marked, or -1 on a database failure.
+ */
+static int
+publish_mark(ob_relay_t *rl, int *retry)
+{
+    size_t ilen = 1, olen = 1, cap = (size_t) rl->nrows * 24 + 8;
+    char  *ids = malloc(cap), *offs = malloc(cap);
+    int    marked = 0, stop_part = -1, ok = 1;
+
+    *retry = 0;
+    if (ids == NULL || offs == NULL) {
+        free(ids);
+        free(offs);
+        return -1;
+    }
+    ids[0] = offs[0] = '{';
+    for (int i = 0; i < rl->nrows && ok; i++) {
+        ob_relay_row_t *row = &rl->rows[i];
+        if (row->partition == stop_part)
+            continue;
+        if (row->state == OB_DR_OK) {
+            publish_append(&ids, &offs, &ilen, &olen, marked == 0, row);
+            marked++;
+            ob_shm_part_t *pt = &ob_shm->map->parts[row->partition];
+            atomic_fetch_add(&pt->produced, 1);
+            atomic_store(&pt->last_offset, row->offset);
+        } else if (row->state == OB_DR_REJECTED && publish_rows_in(rl, row->partition) > 1) {
+            /* the whole request failed: find the culprit one row at a time */
+            int k = publish_iso_key(rl, row->partition);
+            rl->isolate[k] = publish_rows_in(rl, row->partition);
+            stop_part = row->partition;
+            ob_log(OB_LOG_WARN, "partition %d: batch rejected (%s); retrying its rows one at a time", row->partition,
+                   row->error);
+        } else if (row->state == OB_DR_REJECTED) {
+            char        id[24];
+            const char *params[2] = { id, row->error };
+            snprintf(id, sizeof(id), "%lld", (long long) row->id);
+            ob_log(OB_LOG_ERROR, "event %s (order %s seq %d) rejected by Kafka, quarantined: %s", row->event_id,
+                   row->aggregate_id, row->seq, row->error);
+            ok = publish_ok(publish_exec(rl->pg, quarantine_sql, 2, params), "quarantine");
+            atomic_fetch_add(&ob_shm->map->parts[row->partition].errors, 1);
+        } else {
+            stop_part = row->partition;
+            (*retry)++;
+            atomic_fetch_add(&ob_shm->map->parts[row->partition].errors, 1);
+        }
+    }
+    strcpy(ids + ilen, "}");
+    strcpy(offs + olen, "}");
+    if (ok && marked > 0) {
+        const char *params[2] = { ids, offs };
+        ok = publish_ok(publish_exec(rl->pg, mark_sql, 2, params), "mark published");
+    }
+    free(ids);
+    free(offs);
+    return ok ? marked : -1;
+}
+
+static int
+publish_tx(ob_relay_t *rl, const char *sql)
+{
+    return publish_ok(PQexec(rl->pg, sql), sql);
+}
+
+/* Whether a partition filled its batch: then there is probably more waiting. */
+static int
+publish_full(ob_relay_t *rl)
+{
+    int run = 0;
+
+    if (rl->cfg->relay.mode == OB_RELAY_SKIP_LOCKED)
+        return rl->nrows >= rl->cfg->relay.batch;
+    for (int i = 0; i < rl->nrows; i++) {
+        run = i > 0 && rl->rows[i].partition == rl->rows[i - 1].partition ? run + 1 : 1;
+        if (run >= rl->cfg->relay.batch)
+            return 1;
+    }
+    return 0;
+}
+
+int
+ob_relay_cycle(ob_relay_t *rl)
+{
+    int       skip_locked = rl->cfg->relay.mode == OB_RELAY_SKIP_LOCKED, nheld = 0, retry = 0, marked, full;
+    PGresult *r;
+
+    rl->more = 0;
+    /* Partitioned mode needs no transaction across Kafka: the advisory locks
+     * are the claim. skip_locked keeps its row locks until the COMMIT. */
+    if (skip_locked && !publish_tx(rl, "BEGIN"))
+        return -1;
+    r = publish_claim(rl, &nheld);
+    if (r == NULL)
+        return skip_locked && !publish_tx(rl, "ROLLBACK") ? -1 : 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        ob_log(OB_LOG_WARN, "claim failed: %s", PQresultErrorMessage(r));
+        PQclear(r);
+        return -1;
+    }
+    rl->nrows = PQntuples(r);
+    if (rl->nrows == 0 || publish_grow(rl, rl->nrows) != 0) {
+        PQclear(r);
+        rl->nrows = 0;
+        return skip_locked && !publish_tx(rl, "ROLLBACK") ? -1 : 0;
+    }
+    rl->outstanding = 0;
+    for (int i = 0; i < rl->nrows; i++)
+        publish_produce(rl, r, i);
+    PQclear(r);
+    publish_wait(rl);
+    full = publish_full(rl);
+    if (!skip_locked && !publish_tx(rl, "BEGIN"))
+        return -1;
+    /* partitions that sent a single row while isolating, and whether it settled */
+    int isolating[OB_SHM_PARTITIONS] = { 0 };
+    for (int i = 0; i < rl->nrows; i++) {
+        int k = publish_iso_key(rl, rl->rows[i].partition);
+        if (rl->isolate[k] > 0 && publish_rows_in(rl, rl->rows[i].partition) == 1)
+            isolating[k] = rl->rows[i].state == OB_DR_RETRY ? 0 : 1;
+    }
+    marked = publish_mark(rl, &retry);
+    if (marked < 0 || !publish_tx(rl, "COMMIT"))
+        return -1;
+    for (int k = 0; k < OB_SHM_PARTITIONS; k++) {
+        if (isolating[k])
+            rl->isolate[k]--;
+        if (rl->isolate[k] > 0)
+            full = 1;    /* one row per cycle: do not sleep between them */
+    }
+    atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_BATCHES], 1);
+    atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_PUBLISHED], (uint64_t) marked);
+    if (retry > 0) {
+        const char *why = "Kafka unavailable";
+        for (int i = 0; i < rl->nrows; i++)
+            if (rl->rows[i].state == OB_DR_RETRY && rl->rows[i].error[0]) {
+                why = rl->rows[i].error;
+                break;
+            }
+        atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_ERRORS], (uint64_t) retry);
+        ob_log(OB_LOG_WARN, "%d row(s) not acknowledged (%s); opening the circuit breaker", retry, why);
+        ob_relay_set_breaker(rl, OB_BREAKER_OPEN);
+    } else {
+        ob_relay_set_breaker(rl, OB_BREAKER_CLOSED);
+        rl->more = full;
+    }
+    int n = rl->nrows;
+    rl->nrows = 0;
+    return n;
+}
+
+void
+ob_relay_stats(ob_relay_t *rl)
+{
+    char        held[4 * OB_SHM_PARTITIONS + 4];
+    const char *params[1] = { held };
+    PGresult   *r;
+
+    if (publish_scope_array(rl, held, sizeof(held)) == 0)
+        return;
+    r = PQexecParams(rl->pg,
+                     "SELECT p.part,"
+                     " (SELECT count(*) FROM (SELECT 1 FROM outbox WHERE partition = p.part AND NOT published"
+                     "   LIMIT " OB_STR(STATS_CAP) ") s),"
+                     " (SELECT (extract(epoch FROM created_at) * 1000)::bigint FROM outbox"
+                     "   WHERE partition = p.part AND NOT published ORDER BY id LIMIT 1)"
+                     " FROM unnest($1::int[]) AS p(part)",
+                     1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+        for (int i = 0; i < PQntuples(r); i++) {
+            int p = atoi(PQgetvalue(r, i, 0));
+            if (p < 0 || p >= OB_SHM_PARTITIONS)
+                continue;
+            atomic_store(&ob_shm->map->parts[p].pending, (uint64_t) atoll(PQgetvalue(r, i, 1)));
+            atomic_store(&ob_shm->map->parts[p].oldest_pending_ms,
+                         PQgetisnull(r, i, 2) ? 0 : (int64_t) atoll(PQgetvalue(r, i, 2)));
+        }
+    }
+    PQclear(r);
+}
+
+void
+ob_relay_janitor(ob_relay_t *rl)
+{
+    char        held[4 * OB_SHM_PARTITIONS + 4], secs[16];
+    const char *params[2] = { secs, held };
+
+    if (publish_scope_array(rl, held, sizeof(held)) == 0)
+        return;
+    snprintf(secs, sizeof(secs), "%d", rl->cfg->relay.retention_s);
+    /* small batches keep each delete's locks short; a few per visit keeps up */
+    for (int round = 0; round < 10; round++) {
+        PGresult *r = PQexecParams(rl->pg,
+                                   "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published"
+                                   " AND published_at < now() - make_interval(secs => $1::int)"
+                                   " AND partition = ANY($2::int[]) LIMIT " JANITOR_ROWS ")",
+                                   2, NULL, params, NULL, NULL, 0);
+        int deleted = PQresultStatus(r) == PGRES_COMMAND_OK ? atoi(PQcmdTuples(r)) : 0;
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            ob_log(OB_LOG_WARN, "janitor: %s", PQresultErrorMessage(r));
+        PQclear(r);
+        if (deleted < 1000)
+            break;
+        ob_shm_beat(rl->slot);
+    }
+}
