@@ -51,6 +51,7 @@ static const key_def_t keys[] = {
     I("orders", "request_timeout_ms", orders.request_timeout_ms, 100, 600000, 0),
     S("ledger", "listen", ledger.listen, 1),
     S("ledger", "dsn", ledger.dsn, 0),
+    S("ledger", "group", ledger.group, 0),
     S("kafka", "brokers", kafka.brokers, 0),
     S("kafka", "topic", kafka.topic, 0),
     I("kafka", "partitions", kafka.partitions, 1, 256, 0),
@@ -86,6 +87,7 @@ ob_cfg_defaults(ob_cfg_t *cfg)
     cfg->orders.request_timeout_ms = 5000;
     ob_strlcpy(cfg->ledger.listen, "127.0.0.1:4000", sizeof(cfg->ledger.listen));
     ob_strlcpy(cfg->ledger.dsn, "postgresql://outboxd@127.0.0.1:55433/ledgerdb", OB_CFG_STR);
+    ob_strlcpy(cfg->ledger.group, "ledger-service", sizeof(cfg->ledger.group));
     ob_strlcpy(cfg->kafka.brokers, "127.0.0.1:59092", OB_CFG_STR);
     ob_strlcpy(cfg->kafka.topic, "outbox-events", sizeof(cfg->kafka.topic));
     cfg->kafka.partitions = 12;

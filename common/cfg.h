@@ -36,6 +36,7 @@ typedef struct ob_cfg_s {
     struct {
         char listen[128];
         char dsn[OB_CFG_STR];
+        char group[128];         /* Kafka consumer group */
     } ledger;
     struct {
         char brokers[OB_CFG_STR];

@@ -503,7 +503,8 @@ sup_relay_cfg_changed(const ob_cfg_t *a, const ob_cfg_t *b)
 static int
 sup_cons_cfg_changed(const ob_cfg_t *a, const ob_cfg_t *b)
 {
-    return strcmp(a->ledger.dsn, b->ledger.dsn) != 0 || memcmp(&a->kafka, &b->kafka, sizeof(a->kafka)) != 0;
+    return strcmp(a->ledger.dsn, b->ledger.dsn) != 0 || strcmp(a->ledger.group, b->ledger.group) != 0 ||
+           memcmp(&a->kafka, &b->kafka, sizeof(a->kafka)) != 0;
 }
 
 /* Restart-only keys keep their running values; the operator is told. */

@@ -189,11 +189,11 @@ obh_write_conf(obh_t *h, const char *extra)
     fprintf(f,
             "[supervisor]\nname = %s\npidfile = %s\n"
             "[orders]\nlisten = 127.0.0.1:%d\ndsn = %s\n"
-            "[ledger]\nlisten = 127.0.0.1:%d\ndsn = %s\n"
+            "[ledger]\nlisten = 127.0.0.1:%d\ndsn = %s\ngroup = ledger-%s\n"
             "[kafka]\nbrokers = " STACK_KAFKA "\ntopic = %s\npartitions = %d\n"
             "[admin]\nlisten = 127.0.0.1:%d\n"
             "[log]\nfile = %s\n%s",
-            h->name, h->pidfile, h->orders_port, h->orders_dsn, h->ledger_port, h->ledger_dsn, h->topic,
+            h->name, h->pidfile, h->orders_port, h->orders_dsn, h->ledger_port, h->ledger_dsn, h->tag, h->topic,
             h->partitions, h->admin_port, h->log, extra);
     fclose(f);
 }
@@ -651,4 +651,29 @@ obh_check_log(obh_t *h, const obh_msg_t *msgs, int n, int expect_events)
     free(seen);
     free(m);
     return dups;
+}
+
+void
+obh_kafka_produce(obh_t *h, int partition, const char *key, const void *value, size_t len, const char *ctype)
+{
+    rd_kafka_t         *rk = obh_kafka_admin();
+    rd_kafka_resp_err_t e;
+    int64_t             deadline = ob_now_ms() + 15000;
+
+    do {
+        if (ctype != NULL)
+            e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(h->topic), RD_KAFKA_V_PARTITION(partition),
+                                  RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE((void *) value, len),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                  RD_KAFKA_V_HEADER("content-type", ctype, -1), RD_KAFKA_V_END);
+        else
+            e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(h->topic), RD_KAFKA_V_PARTITION(partition),
+                                  RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE((void *) value, len),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        if (e != 0)
+            rd_kafka_poll(rk, 100);
+    } while (e != 0 && ob_now_ms() < deadline);
+    cr_assert_eq(e, 0, "produce: %s", rd_kafka_err2str(e));
+    cr_assert_eq(rd_kafka_flush(rk, 15000), 0, "produce not acknowledged");
+    rd_kafka_destroy(rk);
 }

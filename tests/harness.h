@@ -110,3 +110,6 @@ void obh_insert_events(obh_t *h, int n, int per_order, char (*ids)[37]);
  * already seen (no loss, no reordering). Returns the number of duplicates.
  */
 int obh_check_log(obh_t *h, const obh_msg_t *m, int n, int expect_events);
+
+/* Produces one message to h->topic (explicit partition, optional content-type header); waits for its ack. */
+void obh_kafka_produce(obh_t *h, int partition, const char *key, const void *value, size_t len, const char *ctype);

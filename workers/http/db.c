@@ -1,5 +1,5 @@
 /*
- * workers/http/db.c: one orderdb connection per civetweb thread.
+ * workers/http/db.c: one orderdb and one ledgerdb connection per civetweb thread.
  *
  * A connection is opened lazily by the thread that needs it, with its
  * statements prepared once and a statement timeout, so a request costs one
@@ -22,11 +22,13 @@ typedef struct {
     int     writable;
 } http_db_t;
 
-static __thread http_db_t tl_db;
+static __thread http_db_t tl_db[OB_DB_COUNT];
 
-static const struct {
+typedef struct {
     const char *name, *sql;
-} statements[] = {
+} http_stmt_t;
+
+static const http_stmt_t orders_statements[] = {
     { "create",
       "WITH o AS ("
       "  INSERT INTO orders (id, customer_id, amount, currency, idempotency_key)"
@@ -55,12 +57,25 @@ static const struct {
     { "total",
       "SELECT currency, sum(amount)::text, count(*) FROM orders WHERE status <> 'cancelled'"
       " GROUP BY ROLLUP (currency) ORDER BY currency NULLS LAST" },
+    { NULL, NULL },
+};
+
+static const http_stmt_t ledger_statements[] = {
+    /* count = orders booked and not reversed, as /orders/total counts orders not cancelled */
+    { "total",
+      "SELECT currency, sum(amount)::text,"
+      " count(*) FILTER (WHERE kind = 'charge') - count(*) FILTER (WHERE kind = 'credit_note')"
+      " FROM ledger_entries GROUP BY ROLLUP (currency) ORDER BY currency NULLS LAST" },
+    { "entries",
+      "SELECT id, event_id, seq, kind, amount::text, currency, reverses_entry_id, created_at, kafka_partition,"
+      " kafka_offset FROM ledger_entries WHERE order_id = $1::uuid ORDER BY seq" },
+    { NULL, NULL },
 };
 
 static int
-db_prepare(PGconn *pg, char *err, size_t errlen)
+db_prepare(PGconn *pg, const http_stmt_t *statements, char *err, size_t errlen)
 {
-    for (size_t i = 0; i < OB_ARRAY_LEN(statements); i++) {
+    for (size_t i = 0; statements[i].name != NULL; i++) {
         PGresult *r = PQprepare(pg, statements[i].name, statements[i].sql, 0, NULL);
         int       ok = PQresultStatus(r) == PGRES_COMMAND_OK;
         if (!ok)
@@ -70,6 +85,15 @@ db_prepare(PGconn *pg, char *err, size_t errlen)
             return -1;
     }
     return 0;
+}
+
+static void
+db_close(int which)
+{
+    if (tl_db[which].pg != NULL)
+        PQfinish(tl_db[which].pg);
+    tl_db[which].pg = NULL;
+    tl_db[which].writable = 0;
 }
 
 /* Whether commits on this connection are durable before we answer 201. */
@@ -92,33 +116,33 @@ db_check_sync_commit(ob_http_t *hw, PGconn *pg)
 }
 
 PGconn *
-ob_http_db(ob_http_t *hw, char *err, size_t errlen)
+ob_http_db(ob_http_t *hw, ob_db_id_t which, char *err, size_t errlen)
 {
-    char dsn[OB_CFG_STR + 64], app[48];
+    http_db_t *db = &tl_db[which];
+    char       app[48], set[96];
 
-    if (tl_db.pg != NULL && PQstatus(tl_db.pg) == CONNECTION_OK)
-        return tl_db.pg;
-    ob_http_db_close_thread();
-    /* statement_timeout bounds how long a request can hold a thread */
-    snprintf(dsn, sizeof(dsn), "%s", hw->cfg->orders.dsn);
+    if (db->pg != NULL && PQstatus(db->pg) == CONNECTION_OK)
+        return db->pg;
+    db_close(which);
     snprintf(app, sizeof(app), "outboxd http %d", hw->index);
-    tl_db.pg = ob_pg_connect(dsn, app, err, errlen);
-    if (tl_db.pg == NULL)
+    db->pg = ob_pg_connect(which == OB_DB_ORDERS ? hw->cfg->orders.dsn : hw->cfg->ledger.dsn, app, err, errlen);
+    if (db->pg == NULL)
         return NULL;
-    char set[96];
+    /* statement_timeout bounds how long a request can hold a thread */
     snprintf(set, sizeof(set), "SET statement_timeout = %d", hw->cfg->orders.statement_timeout_ms);
-    if (ob_pg_exec(tl_db.pg, set, err, errlen) != 0 || db_prepare(tl_db.pg, err, errlen) != 0) {
-        ob_http_db_close_thread();
+    if (ob_pg_exec(db->pg, set, err, errlen) != 0 ||
+        db_prepare(db->pg, which == OB_DB_ORDERS ? orders_statements : ledger_statements, err, errlen) != 0) {
+        db_close(which);
         return NULL;
     }
-    tl_db.writable = db_check_sync_commit(hw, tl_db.pg);
-    return tl_db.pg;
+    db->writable = which == OB_DB_ORDERS ? db_check_sync_commit(hw, db->pg) : 0;
+    return db->pg;
 }
 
 int
 ob_http_db_writable(void)
 {
-    return tl_db.writable;
+    return tl_db[OB_DB_ORDERS].writable;
 }
 
 int
@@ -139,15 +163,36 @@ ob_http_db_failure(PGconn *pg, PGresult *r, char *err, size_t errlen)
         strcmp(state, "25006") == 0 || strcmp(state, "55P03") == 0)
         status = 503;
     if (PQstatus(pg) != CONNECTION_OK)
-        ob_http_db_close_thread();
+        for (int i = 0; i < OB_DB_COUNT; i++)
+            if (tl_db[i].pg == pg)
+                db_close(i);
     return status;
 }
 
 void
 ob_http_db_close_thread(void)
 {
-    if (tl_db.pg != NULL)
-        PQfinish(tl_db.pg);
-    tl_db.pg = NULL;
-    tl_db.writable = 0;
+    for (int i = 0; i < OB_DB_COUNT; i++)
+        db_close(i);
+}
+
+PGresult *
+ob_http_read(ob_http_t *hw, ob_db_id_t which, const char *stmt, int nparams, const char *const *params, PGconn **pg,
+             char *err, size_t errlen)
+{
+    PGresult *r = NULL;
+
+    /* A read is safe to repeat: one retry on a fresh connection hides a
+     * connection that died while idle (database restarted, backend killed). */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        *pg = ob_http_db(hw, which, err, errlen);
+        if (*pg == NULL)
+            return NULL;
+        r = PQexecPrepared(*pg, stmt, nparams, params, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK || PQstatus(*pg) == CONNECTION_OK || attempt == 1)
+            return r;
+        PQclear(r);
+        db_close(which);
+    }
+    return r;
 }

@@ -18,6 +18,8 @@
  */
 #include "http_int.h"
 #include "../../common/log.h"
+#include "../../common/money.h"
+#include "../../common/pg.h"
 #include "../../common/sig.h"
 #include "../../common/util.h"
 #include "../../common/worker.h"
@@ -101,6 +103,57 @@ ob_http_read_body(struct mg_connection *conn, size_t max, char **body, size_t *l
     return 0;
 }
 
+int
+ob_http_unavailable(struct mg_connection *conn, const char *what, const char *why)
+{
+    ob_log(OB_LOG_WARN, "%s: %s", what, why);
+    return ob_http_reply(conn, 503, json_pack("{s:s}", "error", what), "Retry-After: 1\r\n");
+}
+
+int
+ob_http_ready(ob_http_t *hw, struct mg_connection *conn, ob_db_id_t which)
+{
+    char    err[512];
+    PGconn *pg = ob_http_db(hw, which, err, sizeof(err));
+
+    if (pg == NULL || ob_pg_exec(pg, "SELECT 1", err, sizeof(err)) != 0) {
+        if (pg != NULL)
+            ob_http_db_failure(pg, NULL, err, sizeof(err));
+        return ob_http_reply(conn, 503, json_pack("{s:s}", "status", "database unavailable"), "Retry-After: 1\r\n");
+    }
+    return ob_http_reply(conn, 200, json_pack("{s:s}", "status", "ready"), NULL);
+}
+
+json_t *
+ob_http_totals_json(PGresult *r)
+{
+    json_t *by = json_object();
+    json_t *out = json_pack("{s:s, s:i, s:o}", "total", "0.00", "count", 0, "byCurrency", by);
+    char    buf[64];
+    int     digits = 2;
+
+    for (int i = 0; i < PQntuples(r); i++) {
+        if (PQgetisnull(r, i, 0))
+            continue;
+        const ob_currency_t *cur = ob_currency_find(PQgetvalue(r, i, 0));
+        int                  d = cur ? cur->digits : 4;
+        if (d > digits)
+            digits = d;
+        if (ob_decimal_rescale(PQgetvalue(r, i, 1), d, buf, sizeof(buf)) != 0)
+            ob_strlcpy(buf, PQgetvalue(r, i, 1), sizeof(buf));
+        json_object_set_new(by, PQgetvalue(r, i, 0), json_string(buf));
+    }
+    for (int i = 0; i < PQntuples(r); i++) {
+        if (!PQgetisnull(r, i, 0))
+            continue;    /* the ROLLUP row: every currency together */
+        if (ob_decimal_rescale(PQgetvalue(r, i, 1), digits, buf, sizeof(buf)) != 0)
+            ob_strlcpy(buf, PQgetvalue(r, i, 1), sizeof(buf));
+        json_object_set_new(out, "total", json_string(buf));
+        json_object_set_new(out, "count", json_integer(atoll(PQgetvalue(r, i, 2))));
+    }
+    return out;
+}
+
 static void
 http_count(ob_http_t *hw, int status, int64_t elapsed_ms)
 {
@@ -120,6 +173,8 @@ http_dispatch(ob_http_t *hw, struct mg_connection *conn, const struct mg_request
         return ob_http_reply(conn, 200, json_pack("{s:s}", "status", "ok"), NULL);
     if (ri->server_port == hw->port[OB_LISTEN_ORDERS])
         return ob_orders_route(hw, conn, ri);
+    if (ri->server_port == hw->port[OB_LISTEN_LEDGER])
+        return ob_ledger_route(hw, conn, ri);
     return ob_http_error(conn, 404, "no such route");
 }
 

@@ -11,6 +11,8 @@
 #include <libpq-fe.h>
 #include <stddef.h>
 
+typedef enum { OB_DB_ORDERS = 0, OB_DB_LEDGER, OB_DB_COUNT } ob_db_id_t;
+
 typedef struct {
     const ob_cfg_t *cfg;
     ob_shm_slot_t  *slot;
@@ -30,10 +32,27 @@ int ob_http_read_body(struct mg_connection *conn, size_t max, char **body, size_
 
 /* Orders API on the orders listener; returns the status sent. */
 int ob_orders_route(ob_http_t *hw, struct mg_connection *conn, const struct mg_request_info *ri);
+/* Ledger API on the ledger listener; returns the status sent. */
+int ob_ledger_route(ob_http_t *hw, struct mg_connection *conn, const struct mg_request_info *ri);
 
-/* This thread's orderdb connection (opened, checked and prepared on first
- * use, re-opened after it broke); NULL with err when the database is away. */
-PGconn *ob_http_db(ob_http_t *hw, char *err, size_t errlen);
+/* {"total","count","byCurrency"} from rows (currency, sum text, count) of a
+ * GROUP BY ROLLUP (currency): the same shape for orders and ledger. */
+json_t *ob_http_totals_json(PGresult *r);
+/* 503 {"error": what} with Retry-After, logging why. */
+int ob_http_unavailable(struct mg_connection *conn, const char *what, const char *why);
+/* GET /readyz for one database. */
+int ob_http_ready(ob_http_t *hw, struct mg_connection *conn, ob_db_id_t which);
+
+/* This thread's connection to orderdb or ledgerdb (opened, checked and
+ * prepared on first use, re-opened after it broke); NULL with err when the
+ * database is away. */
+PGconn *ob_http_db(ob_http_t *hw, ob_db_id_t which, char *err, size_t errlen);
+/* Runs a prepared read-only statement, retrying once on a fresh connection
+ * if the pooled one was dead. NULL (err set) when no connection could be
+ * made; otherwise the result, whose status the caller checks, with *pg the
+ * connection it ran on. */
+PGresult *ob_http_read(ob_http_t *hw, ob_db_id_t which, const char *stmt, int nparams, const char *const *params,
+                       PGconn **pg, char *err, size_t errlen);
 /* 1 when this thread's connection may take writes (synchronous_commit ok). */
 int ob_http_db_writable(void);
 /* After a failed command: 503 for "database unavailable / try again", else 500.

@@ -33,10 +33,7 @@ enum { COL_ID, COL_CUSTOMER, COL_AMOUNT, COL_CURRENCY, COL_STATUS, COL_VERSION, 
 static int
 orders_unavailable(struct mg_connection *conn, const char *why)
 {
-    json_t *body = json_pack("{s:s}", "error", "orders database unavailable, retry later");
-
-    ob_log(OB_LOG_WARN, "orders: %s", why);
-    return ob_http_reply(conn, 503, body, RETRY_AFTER);
+    return ob_http_unavailable(conn, "orders database unavailable, retry later", why);
 }
 
 static int
@@ -158,7 +155,7 @@ orders_create(ob_http_t *hw, struct mg_connection *conn)
         return ob_http_error(conn, status, msg);
     if (key != NULL && (key[0] == '\0' || strlen(key) > IDEM_KEY_MAX))
         return ob_http_error(conn, 400, "Idempotency-Key: must be 1 to 255 characters");
-    pg = ob_http_db(hw, msg, sizeof(msg));
+    pg = ob_http_db(hw, OB_DB_ORDERS, msg, sizeof(msg));
     if (pg == NULL)
         return orders_unavailable(conn, msg);
     if (!ob_http_db_writable())
@@ -202,13 +199,12 @@ orders_get(ob_http_t *hw, struct mg_connection *conn, const char *id)
 {
     const char *params[1] = { id };
     char        err[512];
-    PGconn     *pg = ob_http_db(hw, err, sizeof(err));
-    PGresult   *r;
+    PGconn     *pg;
+    PGresult   *r = ob_http_read(hw, OB_DB_ORDERS, "get", 1, params, &pg, err, sizeof(err));
     int         status;
 
-    if (pg == NULL)
+    if (r == NULL)
         return orders_unavailable(conn, err);
-    r = PQexecPrepared(pg, "get", 1, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         status = orders_db_error(hw, conn, pg, r);
     else if (PQntuples(r) == 0)
@@ -256,7 +252,7 @@ orders_cancel(ob_http_t *hw, struct mg_connection *conn, const char *id)
     const char *params[5] = { id };
     char        err[512], event_id[37], part[16], seq[16], *payload = NULL;
     size_t      plen;
-    PGconn     *pg = ob_http_db(hw, err, sizeof(err));
+    PGconn     *pg = ob_http_db(hw, OB_DB_ORDERS, err, sizeof(err));
     PGresult   *r;
 
     if (pg == NULL)
@@ -326,56 +322,19 @@ orders_cancel(ob_http_t *hw, struct mg_connection *conn, const char *id)
 static int
 orders_total(ob_http_t *hw, struct mg_connection *conn)
 {
-    char      err[512], buf[64];
-    PGconn   *pg = ob_http_db(hw, err, sizeof(err));
-    PGresult *r;
-    int       digits = 2;
+    char      err[512];
+    PGconn   *pg;
+    PGresult *r = ob_http_read(hw, OB_DB_ORDERS, "total", 0, NULL, &pg, err, sizeof(err));
+    int       status;
 
-    if (pg == NULL)
+    if (r == NULL)
         return orders_unavailable(conn, err);
-    r = PQexecPrepared(pg, "total", 0, NULL, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        int status = orders_db_error(hw, conn, pg, r);
-        PQclear(r);
-        return status;
-    }
-    json_t *by = json_object();
-    json_t *out = json_pack("{s:s, s:i, s:o}", "total", "0.00", "count", 0, "byCurrency", by);
-    for (int i = 0; i < PQntuples(r); i++) {
-        if (PQgetisnull(r, i, 0))
-            continue;
-        const ob_currency_t *cur = ob_currency_find(PQgetvalue(r, i, 0));
-        int                  d = cur ? cur->digits : 4;
-        if (d > digits)
-            digits = d;
-        if (ob_decimal_rescale(PQgetvalue(r, i, 1), d, buf, sizeof(buf)) != 0)
-            ob_strlcpy(buf, PQgetvalue(r, i, 1), sizeof(buf));
-        json_object_set_new(by, PQgetvalue(r, i, 0), json_string(buf));
-    }
-    for (int i = 0; i < PQntuples(r); i++) {
-        if (!PQgetisnull(r, i, 0))
-            continue;    /* the ROLLUP row: every currency together */
-        if (ob_decimal_rescale(PQgetvalue(r, i, 1), digits, buf, sizeof(buf)) != 0)
-            ob_strlcpy(buf, PQgetvalue(r, i, 1), sizeof(buf));
-        json_object_set_new(out, "total", json_string(buf));
-        json_object_set_new(out, "count", json_integer(atoll(PQgetvalue(r, i, 2))));
-    }
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        status = orders_db_error(hw, conn, pg, r);
+    else
+        status = ob_http_reply(conn, 200, ob_http_totals_json(r), NULL);
     PQclear(r);
-    return ob_http_reply(conn, 200, out, NULL);
-}
-
-static int
-orders_ready(ob_http_t *hw, struct mg_connection *conn)
-{
-    char    err[512];
-    PGconn *pg = ob_http_db(hw, err, sizeof(err));
-
-    if (pg == NULL || ob_pg_exec(pg, "SELECT 1", err, sizeof(err)) != 0) {
-        if (pg != NULL)
-            ob_http_db_failure(pg, NULL, err, sizeof(err));
-        return ob_http_reply(conn, 503, json_pack("{s:s}", "status", "orders database unavailable"), RETRY_AFTER);
-    }
-    return ob_http_reply(conn, 200, json_pack("{s:s}", "status", "ready"), NULL);
+    return status;
 }
 
 /* "/orders/<id>" or "/orders/<id>/cancel": copies <id>, returns 1 for cancel, 0 plain, -1 no match. */
@@ -413,7 +372,7 @@ ob_orders_route(ob_http_t *hw, struct mg_connection *conn, const struct mg_reque
     ob_uuid_t   u;
 
     if (strcmp(uri, "/readyz") == 0)
-        return is_get ? orders_ready(hw, conn) : orders_method_not_allowed(conn, "GET");
+        return is_get ? ob_http_ready(hw, conn, OB_DB_ORDERS) : orders_method_not_allowed(conn, "GET");
     if (strcmp(uri, "/orders") == 0)
         return is_post ? orders_create(hw, conn) : orders_method_not_allowed(conn, "POST");
     if (strcmp(uri, "/orders/total") == 0)
