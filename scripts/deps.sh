@@ -22,6 +22,7 @@ PACKAGES=(
     libjansson-dev libinih-dev
     postgresql-15 postgresql-contrib
     wrk iptables procps
+    chromium            # headless, for the status page test
 )
 # A JDK/Maven the user installed by other means is good enough; only pull in
 # Debian's when nothing is on PATH, so we never fight a hand-picked toolchain.

@@ -241,8 +241,12 @@ ob_shm_slot_snapshot(ob_shm_slot_t *slot, ob_shm_slot_t *out)
 int
 ob_shm_hdr_snapshot(ob_shm_hdr_t *hdr, ob_shm_hdr_t *out)
 {
-    int rc = shm_snapshot(&hdr->seq, out, hdr, sizeof(*out));
+    int    rc = shm_snapshot(&hdr->seq, out, hdr, offsetof(ob_shm_hdr_t, ring_seq));
+    size_t ring_off = offsetof(ob_shm_hdr_t, ring_head);
 
+    /* the sparkline ring has its own seqlock: it changes every second */
+    if (shm_snapshot(&hdr->ring_seq, (char *) out + ring_off, (char *) hdr + ring_off, sizeof(*out) - ring_off) != 0)
+        rc = -1;
     atomic_store(&out->generation, atomic_load(&hdr->generation));
     atomic_store(&out->sup_pid, atomic_load(&hdr->sup_pid));
     return rc;

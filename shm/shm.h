@@ -56,7 +56,7 @@ typedef enum { OB_BREAKER_CLOSED = 0, OB_BREAKER_OPEN = 1, OB_BREAKER_HALF_OPEN 
 /* Per-kind meaning of slot counters[]. */
 enum {
     OB_CTR_HTTP_REQ_2XX = 0, OB_CTR_HTTP_REQ_4XX, OB_CTR_HTTP_REQ_5XX, OB_CTR_HTTP_INFLIGHT,
-    OB_CTR_HTTP_ORDERS_CREATED, OB_CTR_HTTP_DB_ERRORS,
+    OB_CTR_HTTP_ORDERS_CREATED, OB_CTR_HTTP_DB_ERRORS, OB_CTR_HTTP_LAT_SUM_US,
     OB_CTR_HTTP_LAT_BASE = 8,        /* OB_HTTP_LAT_BUCKETS cumulative-free bucket counts */
 };
 #define OB_HTTP_LAT_BUCKETS 12       /* <=1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500 ms, +Inf */
@@ -99,6 +99,15 @@ typedef struct {
     _Atomic uint64_t errors;
 } ob_shm_part_t;
 
+/* One second of instance-wide totals, sampled by the supervisor for sparklines. */
+#define OB_SHM_RING 300
+typedef struct {
+    int64_t  wall_s;
+    uint64_t committed;      /* events committed by HTTP workers, all partitions */
+    uint64_t produced;       /* events acknowledged by Kafka */
+    uint64_t applied;        /* events booked by consumers */
+} ob_shm_rate_t;
+
 typedef struct {
     uint64_t         magic;
     uint32_t         version;
@@ -118,6 +127,9 @@ typedef struct {
     char             reload_msg[256];
     char             name[64];
     char             cfg_path[256];
+    _Atomic uint32_t ring_seq;       /* seqlock over ring[] and ring_head */
+    uint32_t         ring_head;      /* next entry to write */
+    ob_shm_rate_t    ring[OB_SHM_RING];
 } ob_shm_hdr_t;
 
 typedef struct {

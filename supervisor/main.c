@@ -28,6 +28,7 @@ usage(FILE *out)
             "usage: outboxd [-c FILE] [-t] [-f] [--http-workers N] [--relays N] [--consumers N]\n"
             "       outboxd status [-c FILE] [--json]\n"
             "       outboxd migrate [-c FILE]\n"
+            "       outboxd reconcile [-c FILE] [--json] [--grace SECONDS]\n"
             "       outboxd replay [-c FILE] (--order ID | --event ID | --since TIMESTAMP | --quarantined) [--dry-run]\n"
             "  -c FILE   config file (default %s)\n"
             "  -t        validate the config and exit (0 valid, 1 invalid)\n"
@@ -73,10 +74,11 @@ run_subcommand(const char *cmd, int argc, char **argv)
         { "json", no_argument, NULL, 'j' },       { "order", required_argument, NULL, 'o' },
         { "event", required_argument, NULL, 'e' }, { "since", required_argument, NULL, 's' },
         { "quarantined", no_argument, NULL, 'q' }, { "dry-run", no_argument, NULL, 'n' },
+        { "grace", required_argument, NULL, 'g' },
         { NULL, 0, NULL, 0 },
     };
     const char *path = DEFAULT_CONFIG, *what = NULL, *value = NULL;
-    int         json = 0, dry_run = 0, ch, picks = 0;
+    int         json = 0, dry_run = 0, ch, picks = 0, grace = 10;
     ob_cfg_t   *cfg;
     char        err[1024];
 
@@ -88,6 +90,12 @@ run_subcommand(const char *cmd, int argc, char **argv)
             json = 1;
         else if (ch == 'n')
             dry_run = 1;
+        else if (ch == 'g') {
+            if (ob_cfg_parse_duration(optarg, &grace) != 0) {
+                fprintf(stderr, "outboxd: --grace expects seconds (or 90s, 5m), got \"%s\"\n", optarg);
+                return OB_EXIT_FATAL;
+            }
+        }
         else if (ch == 'o' || ch == 'e' || ch == 's' || ch == 'q') {
             what = ch == 'o' ? "order" : ch == 'e' ? "event" : ch == 's' ? "since" : "quarantined";
             value = ch == 'q' ? NULL : optarg;
@@ -112,6 +120,8 @@ run_subcommand(const char *cmd, int argc, char **argv)
     int rc;
     if (strcmp(cmd, "status") == 0)
         rc = ob_cmd_status(cfg, json);
+    else if (strcmp(cmd, "reconcile") == 0)
+        rc = ob_cmd_reconcile(cfg, json, grace);
     else if (strcmp(cmd, "replay") == 0) {
         if (picks != 1) {
             fprintf(stderr, "outboxd: replay needs exactly one of --order, --event, --since, --quarantined\n");
@@ -142,7 +152,7 @@ main(int argc, char **argv)
     char           err[1024];
 
     if (argc > 1 && (strcmp(argv[1], "status") == 0 || strcmp(argv[1], "migrate") == 0 ||
-                     strcmp(argv[1], "replay") == 0))
+                     strcmp(argv[1], "replay") == 0 || strcmp(argv[1], "reconcile") == 0))
         return run_subcommand(argv[1], argc - 1, argv + 1);
     while ((ch = getopt_long(argc, argv, "c:tfh", opts, NULL)) != -1) {
         switch (ch) {

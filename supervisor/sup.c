@@ -437,6 +437,30 @@ sup_watch(ob_sup_t *sup)
     }
 }
 
+/* Once a second: instance-wide totals into the shm ring, for sparklines. */
+static void
+sup_sample_rates(ob_sup_t *sup)
+{
+    ob_shm_hdr_t  *h = &sup->shm->map->hdr;
+    int64_t        now_s = ob_wall_ms() / 1000;
+    ob_shm_rate_t  r = { .wall_s = now_s };
+    uint32_t       prev = (h->ring_head + OB_SHM_RING - 1) % OB_SHM_RING;
+
+    if (h->ring[prev].wall_s == now_s)
+        return;
+    for (int p = 0; p < OB_SHM_PARTITIONS; p++) {
+        r.committed += atomic_load(&sup->shm->map->parts[p].committed);
+        r.produced += atomic_load(&sup->shm->map->parts[p].produced);
+    }
+    for (int i = 0; i < OB_SHM_SLOTS; i++)
+        if (sup->shm->map->slots[i].kind == OB_KIND_CONSUMER)
+            r.applied += atomic_load(&sup->shm->map->slots[i].counters[OB_CTR_CONS_APPLIED]);
+    ob_shm_write_begin(&h->ring_seq);
+    h->ring[h->ring_head] = r;
+    h->ring_head = (h->ring_head + 1) % OB_SHM_RING;
+    ob_shm_write_end(&h->ring_seq);
+}
+
 /* How long the loop may sleep: until the next due restart or the next tick. */
 static int64_t
 sup_sleep_ms(ob_sup_t *sup)
@@ -690,6 +714,7 @@ sup_loop(ob_sup_t *sup)
         }
         sup_watch(sup);
         sup_launch_missing(sup);
+        sup_sample_rates(sup);
     }
 }
 

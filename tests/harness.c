@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -232,6 +233,8 @@ obh_start(obh_t *h, const char *const *args)
         argv[n] = NULL;
         int fd = open("/dev/null", O_RDWR);
         dup2(fd, STDIN_FILENO);
+        /* an aborted test run must not leave an instance behind */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         execv(argv[0], (char *const *) argv);
         _exit(127);
     }

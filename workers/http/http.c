@@ -155,8 +155,10 @@ ob_http_totals_json(PGresult *r)
 }
 
 static void
-http_count(ob_http_t *hw, int status, int64_t elapsed_ms)
+http_count(ob_http_t *hw, int status, int64_t elapsed_us)
 {
+    int64_t elapsed_ms = elapsed_us / 1000;
+
     int k = status < 400 ? OB_CTR_HTTP_REQ_2XX : status < 500 ? OB_CTR_HTTP_REQ_4XX : OB_CTR_HTTP_REQ_5XX;
     int b = 0;
 
@@ -164,6 +166,7 @@ http_count(ob_http_t *hw, int status, int64_t elapsed_ms)
     while (b < OB_HTTP_LAT_BUCKETS - 1 && elapsed_ms > lat_bounds_ms[b])
         b++;
     atomic_fetch_add(&hw->slot->counters[OB_CTR_HTTP_LAT_BASE + b], 1);
+    atomic_fetch_add(&hw->slot->counters[OB_CTR_HTTP_LAT_SUM_US], (uint64_t) elapsed_us);
 }
 
 static int
@@ -175,6 +178,8 @@ http_dispatch(ob_http_t *hw, struct mg_connection *conn, const struct mg_request
         return ob_orders_route(hw, conn, ri);
     if (ri->server_port == hw->port[OB_LISTEN_LEDGER])
         return ob_ledger_route(hw, conn, ri);
+    if (ri->server_port == hw->port[OB_LISTEN_ADMIN])
+        return ob_admin_route(hw, conn, ri);
     return ob_http_error(conn, 404, "no such route");
 }
 
@@ -187,12 +192,14 @@ http_handle(struct mg_connection *conn)
 {
     ob_http_t                    *hw = mg_get_user_data(mg_get_context(conn));
     const struct mg_request_info *ri = mg_get_request_info(conn);
-    int64_t                       t0 = ob_now_ms();
+    struct timespec               t0, t1;
     int                           status;
 
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     atomic_fetch_add(&hw->slot->counters[OB_CTR_HTTP_INFLIGHT], 1);
     status = http_dispatch(hw, conn, ri);
-    http_count(hw, status, ob_now_ms() - t0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    http_count(hw, status, (t1.tv_sec - t0.tv_sec) * 1000000LL + (t1.tv_nsec - t0.tv_nsec) / 1000);
     atomic_fetch_sub(&hw->slot->counters[OB_CTR_HTTP_INFLIGHT], 1);
     return status;
 }

@@ -32,6 +32,8 @@ int ob_http_read_body(struct mg_connection *conn, size_t max, char **body, size_
 
 /* Orders API on the orders listener; returns the status sent. */
 int ob_orders_route(ob_http_t *hw, struct mg_connection *conn, const struct mg_request_info *ri);
+/* Status page, status.json and metrics on the admin listener, from shm only. */
+int ob_admin_route(ob_http_t *hw, struct mg_connection *conn, const struct mg_request_info *ri);
 /* Ledger API on the ledger listener; returns the status sent. */
 int ob_ledger_route(ob_http_t *hw, struct mg_connection *conn, const struct mg_request_info *ri);
 

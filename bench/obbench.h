@@ -1,0 +1,107 @@
+/*
+ * bench/obbench.h: the C half of `make bench` (bench/run.sh is the other).
+ *
+ * obbench is one binary with small subcommands; run.sh starts and stops
+ * outboxd, wrk and pgbench, and calls obbench for everything that needs
+ * libpq, librdkafka, the shm segment or precise timing. Every measuring
+ * subcommand prints one JSON object on stdout, which run.sh keeps in
+ * var/bench/parts/<name>.json; `obbench report` turns the parts into
+ * report.json, report.md and latency.svg.
+ *
+ * Errors are fatal (bench_die): a benchmark that half-worked must not
+ * print a plausible number.
+ */
+#ifndef OB_BENCH_H
+#define OB_BENCH_H
+
+#include "shm/shm.h"
+
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* The tag of each RSS column: the supervisor, then the worker kinds. */
+#define BENCH_PROCS OB_KIND_COUNT      /* index 0 (OB_KIND_NONE) = supervisor */
+
+/* ---- util.c ------------------------------------------------------------ */
+
+void bench_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+void bench_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Monotonic seconds, and wall-clock milliseconds since the epoch. */
+double  bench_now(void);
+int64_t bench_wall_ms(void);
+void    bench_sleep(double seconds);
+
+/* "--key value" options: the value, or def when absent. */
+const char *bench_opt(int argc, char **argv, const char *key, const char *def);
+long        bench_opt_long(int argc, char **argv, const char *key, long def);
+double      bench_opt_double(int argc, char **argv, const char *key, double def);
+const char *bench_opt_req(int argc, char **argv, const char *key);
+
+/* libpq: connect or die; run or die; first value of the first row. */
+PGconn   *bench_pg(const char *dsn);
+void      bench_exec(PGconn *pg, const char *sql);
+long long bench_scalar(PGconn *pg, const char *sql);
+
+/* Prints a JSON value on stdout (one line) and frees it. */
+void bench_emit(json_t *j);
+
+/*
+ * Percentiles of n values (sorted in place): {n, p50, p90, p99, p999, max,
+ * mean, curve: [[percentile, value], ...]} in the values' unit.
+ */
+json_t *bench_pct_json(double *v, size_t n);
+double  bench_pct(const double *sorted, size_t n, double p);
+
+/* Kafka producer with the relay's own settings (workers/relay/publish.c). */
+rd_kafka_t *bench_producer(const char *brokers, int idempotent, rd_kafka_conf_t *conf);
+
+/* ---- shm.c: the running instance seen through its segment --------------- */
+
+typedef struct {
+    long idle_kb[BENCH_PROCS];       /* first sample */
+    long max_kb[BENCH_PROCS];        /* max over samples, of the largest process of the kind */
+    int  samples;
+} bench_rss_t;
+
+ob_shm_t *bench_attach(const char *name, double timeout_s);
+uint64_t  bench_counter_sum(ob_shm_t *shm, int kind, int counter);
+int       bench_running(ob_shm_t *shm, int kind);
+long      bench_rss_kb(pid_t pid);
+void      bench_rss_sample(ob_shm_t *shm, bench_rss_t *rss);
+json_t   *bench_rss_json(const bench_rss_t *rss);
+
+int cmd_ready(int argc, char **argv);
+int cmd_rss(int argc, char **argv);
+int cmd_watch(int argc, char **argv);
+
+/* ---- drain.c: backlog, relay drain, ceiling, naive poller ---------------- */
+
+int cmd_backlog(int argc, char **argv);
+int cmd_drain(int argc, char **argv);
+int cmd_ceiling(int argc, char **argv);
+int cmd_naive(int argc, char **argv);
+
+/* ---- apply.c: ledger apply, settle ---------------------------------------- */
+
+int cmd_apply(int argc, char **argv);
+int cmd_settle(int argc, char **argv);
+
+/* ---- pace.c: open-loop paced POST /orders --------------------------------- */
+
+int cmd_pace(int argc, char **argv);
+
+/* ---- latency.c: commit->Kafka / commit->ledger from the databases; pgbench logs */
+
+int cmd_latency(int argc, char **argv);
+int cmd_pgbench_log(int argc, char **argv);
+
+/* ---- report.c: report.json, report.md, latency.svg ---------------------- */
+
+int cmd_report(int argc, char **argv);
+
+#endif
