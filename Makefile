@@ -105,3 +105,21 @@ ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize
 
 clean:
 	rm -rf build
+
+# `make bench`: our figures beside baselines measured in the same run, as
+# ratios (bench/README.md). obbench is the C half, linked against the
+# project's objects like the test binaries; bench/run.sh drives it.
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(BENCH_SRC))
+BENCH_BIN := $(BUILD)/bench/obbench
+
+$(BENCH_OBJ): bench/obbench.h
+
+$(BENCH_BIN): $(BENCH_OBJ) $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) -lm
+
+.PHONY: bench
+bench: build stack-up
+	$(MAKE) $(BENCH_BIN)
+	OB_BIN=$(abspath $(BUILD)/outboxd) OBBENCH=$(abspath $(BENCH_BIN)) bash bench/run.sh

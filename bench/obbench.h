@@ -82,6 +82,7 @@ int cmd_watch(int argc, char **argv);
 /* ---- drain.c: backlog, relay drain, ceiling, naive poller ---------------- */
 
 int cmd_backlog(int argc, char **argv);
+int cmd_fill(int argc, char **argv);
 int cmd_drain(int argc, char **argv);
 int cmd_ceiling(int argc, char **argv);
 int cmd_naive(int argc, char **argv);

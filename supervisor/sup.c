@@ -702,6 +702,10 @@ sup_loop(ob_sup_t *sup)
         if (ob_sig_reopen) {
             ob_sig_reopen = 0;
             ob_log_reopen();
+            /* workers hold their own descriptor for the file: tell them too */
+            for (int i = 0; i < OB_SHM_SLOTS; i++)
+                if (sup->ch[i].in_use && sup->ch[i].pid > 0)
+                    kill(sup->ch[i].pid, SIGUSR1);
         }
         ob_sig_child = 0;
         sup_reap(sup);

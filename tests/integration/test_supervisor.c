@@ -442,3 +442,49 @@ Test(supervisor, status_without_instance_and_bad_config_are_sentences, .init = s
     cr_assert_eq(obh_run(flags, out, sizeof(out)), 1, "%s", out);
     cr_assert(strstr(out, "relays = 13 exceeds") != NULL, "%s", out);
 }
+
+static int
+file_has(obh_t *hh, void *arg)
+{
+    const char **w = arg;
+    char         buf[65536];
+    FILE        *f = fopen(w[0], "r");
+    size_t       n;
+
+    (void) hh;
+    if (f == NULL)
+        return 0;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return strstr(buf, w[1]) != NULL;
+}
+
+Test(supervisor, logs_name_the_process_hide_passwords_and_reopen_on_usr1, .init = setup, .fini = teardown)
+{
+    char        rotated[256], line[512];
+    const char *want_masked[2] = { h.log, "cannot connect to postgresql://outboxd:***@127.0.0.1:1/nowhere" };
+
+    start_with("[ledger]\ndsn = postgresql://outboxd:hunter2@127.0.0.1:1/nowhere\n"
+               "[workers]\nhttp = 1\nrelays = 0\nconsumers = 1\n",
+               NULL);
+    cr_assert(obh_poll(file_has, &h, want_masked, obh_ms(10000)), "no masked connection error in %s", h.log);
+    FILE *f = fopen(h.log, "r");
+    int   lines = 0;
+    while (fgets(line, sizeof(line), f)) {
+        cr_assert(strstr(line, "hunter2") == NULL, "password in the log: %s", line);
+        cr_assert(strncmp(line, "ts=", 3) == 0 && strstr(line, " level=") && strstr(line, " kind=") &&
+                      strstr(line, " index=") && strstr(line, " pid="),
+                  "not a logfmt line with identity: %s", line);
+        lines++;
+    }
+    fclose(f);
+    cr_assert_gt(lines, 2);
+    /* logrotate: move the file away, USR1, new lines land in a new file */
+    snprintf(rotated, sizeof(rotated), "%s.1", h.log);
+    cr_assert_eq(rename(h.log, rotated), 0);
+    kill(h.pid, SIGUSR1);
+    kill(h.pid, SIGHUP);     /* something for the supervisor to log after reopening */
+    const char *want_reopened[2] = { h.log, "config reloaded" };
+    cr_assert(obh_poll(file_has, &h, want_reopened, obh_ms(10000)), "supervisor did not reopen its log");
+}

@@ -1,0 +1,508 @@
+/*
+ * bench/drain.c: publishing a backlog, ours beside two baselines.
+ *
+ *   backlog  generates N order.created events exactly as the HTTP worker
+ *            would (UUIDv7 ids, msgpack from ob_event_encode, partition =
+ *            murmur2(order id) mod P) and bulk-loads them with binary COPY
+ *            into outbox_backlog, a side table of the bench's orderdb;
+ *   drain    copies the side table into outbox in ONE transaction while
+ *            outboxd is already running and idle, so the whole backlog
+ *            appears at once at COMMIT, then times the relays until no row
+ *            is pending (and samples RSS all along);
+ *   ceiling  produces the same messages from memory with librdkafka:
+ *            what Kafka and the client library allow on this machine;
+ *   naive    the seed's setInterval poller: every second, the 10 oldest
+ *            pending rows, one awaited send each, one UPDATE.
+ */
+#include "bench/obbench.h"
+#include "common/event.h"
+#include "common/murmur2.h"
+#include "common/util.h"
+#include "common/uuid.h"
+
+#include <arpa/inet.h>
+#include <endian.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define COPY_FLUSH (1 << 20)    /* hand COPY data to libpq a megabyte at a time */
+
+/* ---- binary COPY ---------------------------------------------------------- */
+
+typedef struct {
+    PGconn *pg;
+    char   *buf;
+    size_t  used, cap;
+} copy_t;
+
+static void
+copy_flush(copy_t *c)
+{
+    if (c->used > 0 && PQputCopyData(c->pg, c->buf, (int) c->used) != 1)
+        bench_die("COPY: %s", PQerrorMessage(c->pg));
+    c->used = 0;
+}
+
+static void
+copy_put(copy_t *c, const void *p, size_t n)
+{
+    if (c->used + n > c->cap) {
+        copy_flush(c);
+        if (n > c->cap)
+            bench_die("COPY: a %zu-byte field does not fit the buffer", n);
+    }
+    memcpy(c->buf + c->used, p, n);
+    c->used += n;
+}
+
+static void
+copy_i16(copy_t *c, int16_t v)
+{
+    uint16_t be = htons((uint16_t) v);
+
+    copy_put(c, &be, 2);
+}
+
+static void
+copy_i32(copy_t *c, int32_t v)
+{
+    uint32_t be = htonl((uint32_t) v);
+
+    copy_put(c, &be, 4);
+}
+
+/* One field: length word, then the bytes (binary COPY sends text as its bytes). */
+static void
+copy_field(copy_t *c, const void *p, size_t n)
+{
+    copy_i32(c, (int32_t) n);
+    copy_put(c, p, n);
+}
+
+static void
+copy_begin(copy_t *c, PGconn *pg, const char *sql)
+{
+    static const char sig[] = "PGCOPY\n\377\r\n";   /* 11 bytes with its NUL */
+    PGresult         *r = PQexec(pg, sql);
+
+    if (PQresultStatus(r) != PGRES_COPY_IN)
+        bench_die("%s: %s", sql, PQresultErrorMessage(r));
+    PQclear(r);
+    c->pg = pg;
+    c->cap = COPY_FLUSH;
+    c->used = 0;
+    c->buf = malloc(c->cap);
+    if (c->buf == NULL)
+        bench_die("out of memory");
+    copy_put(c, sig, 11);
+    copy_i32(c, 0);      /* flags */
+    copy_i32(c, 0);      /* header extension length */
+}
+
+static void
+copy_end(copy_t *c)
+{
+    PGresult *r;
+
+    copy_i16(c, -1);     /* trailer */
+    copy_flush(c);
+    if (PQputCopyEnd(c->pg, NULL) != 1)
+        bench_die("COPY end: %s", PQerrorMessage(c->pg));
+    while ((r = PQgetResult(c->pg)) != NULL) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            bench_die("COPY: %s", PQresultErrorMessage(r));
+        PQclear(r);
+    }
+    free(c->buf);
+}
+
+/* ---- backlog --------------------------------------------------------------- */
+
+/* Event i of the backlog: the body post_order.lua would send for request i. */
+static void
+backlog_event(long i, int partitions, ob_uuid_t *order, ob_uuid_t *event, ob_event_t *ev, int *partition)
+{
+    memset(ev, 0, sizeof(*ev));
+    if (ob_uuid_v7(order) != 0 || ob_uuid_v7(event) != 0)
+        bench_die("no randomness for UUIDs");
+    ob_uuid_format(event, ev->id);
+    ob_uuid_format(order, ev->aggregate_id);
+    ob_strlcpy(ev->type, OB_EVENT_CREATED, sizeof(ev->type));
+    ob_strlcpy(ev->aggregate_type, "order", sizeof(ev->aggregate_type));
+    ev->seq = 1;
+    ob_event_timestamp(ob_wall_ms(), ev->occurred_at);
+    snprintf(ev->customer_id, sizeof(ev->customer_id), "c-%ld", i % 1000);
+    snprintf(ev->amount, sizeof(ev->amount), "%ld.%02ld", 1 + i % 500, i % 100);
+    ob_strlcpy(ev->currency, "USD", sizeof(ev->currency));
+    ob_strlcpy(ev->status, "created", sizeof(ev->status));
+    *partition = ob_partition_for(ev->aggregate_id, 36, partitions);
+}
+
+/* backlog --dsn D --rows N [--partitions P]: (re)creates and fills outbox_backlog. */
+int
+cmd_backlog(int argc, char **argv)
+{
+    PGconn *pg = bench_pg(bench_opt_req(argc, argv, "--dsn"));
+    long    rows = bench_opt_long(argc, argv, "--rows", 1000000);
+    int     parts = (int) bench_opt_long(argc, argv, "--partitions", 12);
+    double  t0 = bench_now(), bytes = 0;
+    copy_t  c;
+
+    bench_exec(pg, "DROP TABLE IF EXISTS outbox_backlog");
+    /* outbox's own column types, without its indexes: loading is not what we time */
+    bench_exec(pg, "CREATE TABLE outbox_backlog (event_id uuid, aggregate_type text, aggregate_id uuid, seq int,"
+                   " event_type text, partition int, payload bytea)");
+    copy_begin(&c, pg, "COPY outbox_backlog FROM STDIN (FORMAT binary)");
+    for (long i = 0; i < rows; i++) {
+        ob_uuid_t  order, event;
+        ob_event_t ev;
+        int        partition;
+        char      *payload;
+        size_t     len;
+
+        backlog_event(i, parts, &order, &event, &ev, &partition);
+        if (ob_event_encode(&ev, 0, &payload, &len) != 0)
+            bench_die("ob_event_encode failed");
+        copy_i16(&c, 7);
+        copy_field(&c, event.b, 16);
+        copy_field(&c, "order", 5);
+        copy_field(&c, order.b, 16);
+        copy_i32(&c, 4);
+        copy_i32(&c, ev.seq);
+        copy_field(&c, ev.type, strlen(ev.type));
+        copy_i32(&c, 4);
+        copy_i32(&c, partition);
+        copy_field(&c, payload, len);
+        bytes += (double) len;
+        free(payload);
+    }
+    copy_end(&c);
+    bench_exec(pg, "VACUUM ANALYZE outbox_backlog");
+    double secs = bench_now() - t0;
+    bench_note("backlog: %ld events loaded in %.1f s", rows, secs);
+    bench_emit(json_pack("{s:I, s:f, s:f}", "rows", (json_int_t) rows, "load_seconds", secs, "payload_avg_bytes",
+                         rows > 0 ? bytes / (double) rows : 0.0));
+    PQfinish(pg);
+    return 0;
+}
+
+/* ---- drain ------------------------------------------------------------------ */
+
+/*
+ * Sum of the topic's high watermarks: how many messages it holds. More than
+ * the backlog means re-sends (at-least-once); fewer means loss.
+ */
+static long long
+topic_messages(const char *brokers, const char *topic, int partitions)
+{
+    rd_kafka_t *rk = bench_producer(brokers, 0, NULL);
+    long long   sum = 0;
+
+    for (int p = 0; p < partitions; p++) {
+        int64_t lo, hi;
+        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000);
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+            bench_die("watermarks %s/%d: %s", topic, p, rd_kafka_err2str(e));
+        sum += hi;
+    }
+    rd_kafka_destroy(rk);
+    return sum;
+}
+
+/* Copies the side table into outbox in one transaction; returns its seconds. */
+static double
+drain_fill(PGconn *pg)
+{
+    double t0 = bench_now();
+
+    bench_exec(pg, "BEGIN");
+    /* A heap scan of a table filled by one COPY and never updated returns
+     * rows in load order, so ids follow generation order without a sort. */
+    bench_exec(pg, "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload)"
+                   " SELECT event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload"
+                   " FROM outbox_backlog");
+    /* Statistics that know about the backlog from its first second, as
+     * autovacuum would have gathered while a real backlog built up. */
+    bench_exec(pg, "ANALYZE outbox");
+    bench_exec(pg, "COMMIT");
+    return bench_now() - t0;
+}
+
+/* fill --dsn D: the backlog into an emptied outbox, for pollers that are not outboxd. */
+int
+cmd_fill(int argc, char **argv)
+{
+    PGconn *pg = bench_pg(bench_opt_req(argc, argv, "--dsn"));
+
+    bench_exec(pg, "TRUNCATE outbox");
+    bench_note("fill: backlog copied into outbox in %.1f s", drain_fill(pg));
+    PQfinish(pg);
+    return 0;
+}
+
+/* Polls the relays' published counter (cheap), then lets SQL confirm. */
+static double
+drain_wait(PGconn *pg, ob_shm_t *shm, long rows, double t0, double timeout, bench_rss_t *rss, long *done)
+{
+    uint64_t base = bench_counter_sum(shm, OB_KIND_RELAY, OB_CTR_RELAY_PUBLISHED);
+    double   next_note = t0 + 5;
+
+    for (int tick = 0;; tick++) {
+        double now = bench_now();
+        *done = (long) (bench_counter_sum(shm, OB_KIND_RELAY, OB_CTR_RELAY_PUBLISHED) - base);
+        if (tick % 2 == 0)
+            bench_rss_sample(shm, rss);
+        if (*done >= rows && bench_scalar(pg, "SELECT count(*) FROM outbox WHERE NOT published") == 0)
+            return now - t0;
+        if (now - t0 > timeout)
+            return -1;
+        if (now > next_note) {
+            bench_note("drain: %ld of %ld published (%.0f/s)", *done, rows, (double) *done / (now - t0));
+            next_note = now + 5;
+        }
+        bench_sleep(*done >= rows ? 0.25 : 0.05);
+    }
+}
+
+/*
+ * drain --name N --dsn D --rows R [--timeout S] [--brokers B --topic T --partitions P]
+ * Run while outboxd is up and idle on an empty outbox.
+ */
+int
+cmd_drain(int argc, char **argv)
+{
+    ob_shm_t   *shm = bench_attach(bench_opt_req(argc, argv, "--name"), 5);
+    PGconn     *pg = bench_pg(bench_opt_req(argc, argv, "--dsn"));
+    long        rows = bench_opt_long(argc, argv, "--rows", 1000000), done = 0;
+    double      timeout = bench_opt_double(argc, argv, "--timeout", 600);
+    const char *topic = bench_opt(argc, argv, "--topic", NULL);
+    bench_rss_t rss = { 0 };
+    json_t     *out;
+
+    bench_exec(pg, "TRUNCATE outbox");
+    for (int i = 0; i < 10; i++) {       /* a second of idle samples: the "first" figures */
+        bench_rss_sample(shm, &rss);
+        bench_sleep(0.1);
+    }
+    double fill = drain_fill(pg), t0 = bench_now();
+    bench_note("drain: %ld events visible after a %.1f s fill; relays at work", rows, fill);
+    double secs = drain_wait(pg, shm, rows, t0, timeout, &rss, &done);
+    out = json_pack("{s:I, s:f, s:b}", "rows", (json_int_t) rows, "fill_seconds", fill, "timed_out", secs < 0);
+    if (secs < 0) {
+        secs = bench_now() - t0;
+        rows = done;           /* what did get out, for a lower-bound rate */
+        bench_note("drain: timed out after %.0f s with %ld published", secs, done);
+    }
+    json_object_set_new(out, "published", json_integer((json_int_t) rows));
+    json_object_set_new(out, "seconds", json_real(secs));
+    json_object_set_new(out, "events_per_s", json_real((double) rows / secs));
+    if (topic != NULL) {
+        long long msgs = topic_messages(bench_opt_req(argc, argv, "--brokers"), topic,
+                                        (int) bench_opt_long(argc, argv, "--partitions", 12));
+        json_object_set_new(out, "topic_messages", json_integer(msgs));
+    }
+    json_object_set_new(out, "rss", bench_rss_json(&rss));
+    bench_emit(out);
+    PQfinish(pg);
+    ob_shm_close(shm, 0);
+    return 0;
+}
+
+/* ---- reading rows for Kafka ----------------------------------------------- */
+
+static int32_t
+be32(const char *p)
+{
+    uint32_t v;
+
+    memcpy(&v, p, 4);
+    return (int32_t) ntohl(v);
+}
+
+static int64_t
+be64(const char *p)
+{
+    uint64_t v;
+
+    memcpy(&v, p, 8);
+    return (int64_t) be64toh(v);
+}
+
+/* Columns of row_sql results, fetched in binary so payloads come as bytes. */
+enum { COL_ID, COL_PART, COL_SEQ, COL_EVENT, COL_ORDER, COL_TYPE, COL_PAYLOAD };
+
+/*
+ * Produces row i of r like the relay does (explicit partition, key = order
+ * id, the same five headers, payload copied). QUEUE_FULL waits for room.
+ */
+static void
+produce_row(rd_kafka_t *rk, const char *topic, PGresult *r, int i, void *opaque)
+{
+    char                seq[16];
+    rd_kafka_resp_err_t e;
+
+    snprintf(seq, sizeof(seq), "%d", be32(PQgetvalue(r, i, COL_SEQ)));
+    for (;;) {
+        e = rd_kafka_producev(
+            rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(be32(PQgetvalue(r, i, COL_PART))),
+            RD_KAFKA_V_KEY(PQgetvalue(r, i, COL_ORDER), (size_t) PQgetlength(r, i, COL_ORDER)),
+            RD_KAFKA_V_VALUE(PQgetvalue(r, i, COL_PAYLOAD), (size_t) PQgetlength(r, i, COL_PAYLOAD)),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(opaque),
+            RD_KAFKA_V_HEADER("event-id", PQgetvalue(r, i, COL_EVENT), -1),
+            RD_KAFKA_V_HEADER("event-type", PQgetvalue(r, i, COL_TYPE), -1),
+            RD_KAFKA_V_HEADER("aggregate-id", PQgetvalue(r, i, COL_ORDER), -1),
+            RD_KAFKA_V_HEADER("aggregate-seq", seq, -1),
+            RD_KAFKA_V_HEADER("content-type", "application/msgpack", -1), RD_KAFKA_V_END);
+        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            break;
+        rd_kafka_poll(rk, 10);
+    }
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+        bench_die("produce: %s", rd_kafka_err2str(e));
+}
+
+static PGresult *
+select_rows(PGconn *pg, const char *sql)
+{
+    PGresult *r = PQexecParams(pg, sql, 0, NULL, NULL, NULL, NULL, 1);
+
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        bench_die("%s: %s", sql, PQresultErrorMessage(r));
+    return r;
+}
+
+/* Delivery reports: count failures; a ceiling with losses is no ceiling. */
+static void
+count_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    long *failed = opaque;
+
+    (void) rk;
+    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+        (*failed)++;
+}
+
+/* ---- ceiling --------------------------------------------------------------- */
+
+/* ceiling --dsn D --brokers B --topic T: the backlog's messages, from memory. */
+int
+cmd_ceiling(int argc, char **argv)
+{
+    PGconn          *pg = bench_pg(bench_opt_req(argc, argv, "--dsn"));
+    const char      *topic = bench_opt_req(argc, argv, "--topic");
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    long             failed = 0;
+    PGresult        *r;
+
+    rd_kafka_conf_set_dr_msg_cb(conf, count_dr);
+    rd_kafka_conf_set_opaque(conf, &failed);
+    rd_kafka_t *rk = bench_producer(bench_opt_req(argc, argv, "--brokers"), 1, conf);
+    /* untimed: get the messages into memory first */
+    r = select_rows(pg, "SELECT 0::bigint, partition, seq, event_id::text, aggregate_id::text, event_type, payload"
+                        " FROM outbox_backlog");
+    int n = PQntuples(r);
+    /* warm-up: metadata and the idempotent producer id, which outboxd's
+     * relays also have before their first batch */
+    const struct rd_kafka_metadata *md;
+    if (rd_kafka_metadata(rk, 0, NULL, &md, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        bench_die("ceiling: no metadata from %s", bench_opt_req(argc, argv, "--brokers"));
+    rd_kafka_metadata_destroy(md);
+    double t0 = bench_now();
+    for (int i = 0; i < n; i++) {
+        produce_row(rk, topic, r, i, NULL);
+        if (i % 1000 == 0)
+            rd_kafka_poll(rk, 0);        /* serve delivery reports as we go, like a real client */
+    }
+    if (rd_kafka_flush(rk, 120000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        bench_die("ceiling: flush timed out");
+    double secs = bench_now() - t0;
+    if (failed > 0)
+        bench_die("ceiling: %ld of %d messages failed", failed, n);
+    bench_note("ceiling: %d messages in %.2f s", n, secs);
+    bench_emit(json_pack("{s:i, s:f, s:f}", "rows", n, "seconds", secs, "events_per_s", (double) n / secs));
+    PQclear(r);
+    rd_kafka_destroy(rk);
+    PQfinish(pg);
+    return 0;
+}
+
+/* ---- naive poller ------------------------------------------------------------ */
+
+/* One setInterval tick: the oldest pending rows, one awaited send each, one UPDATE. */
+static int
+naive_tick(PGconn *pg, rd_kafka_t *rk, const char *topic, const char *limit, long *failed)
+{
+    const char *params[1] = { limit };
+    PGresult   *r = PQexecParams(pg,
+                                 "SELECT id, partition, seq, event_id::text, aggregate_id::text, event_type, payload"
+                                 " FROM outbox WHERE NOT published ORDER BY id LIMIT $1::int",
+                                 1, NULL, params, NULL, NULL, 1);
+    char        ids[64 * 24] = "{";
+    size_t      used = 1;
+    int         n;
+
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        bench_die("naive select: %s", PQresultErrorMessage(r));
+    n = PQntuples(r);
+    for (int i = 0; i < n && i < 64; i++) {
+        long before = *failed;
+        produce_row(rk, topic, r, i, NULL);
+        rd_kafka_flush(rk, 10000);       /* `await producer.send(...)` */
+        if (*failed == before)
+            used += (size_t) snprintf(ids + used, sizeof(ids) - used, "%s%lld", used > 1 ? "," : "",
+                                      (long long) be64(PQgetvalue(r, i, COL_ID)));
+    }
+    PQclear(r);
+    snprintf(ids + used, sizeof(ids) - used, "}");
+    params[0] = ids;
+    r = PQexecParams(pg, "UPDATE outbox SET published = true, published_at = now() WHERE id = ANY($1::bigint[])", 1,
+                     NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        bench_die("naive update: %s", PQresultErrorMessage(r));
+    n = atoi(PQcmdTuples(r));
+    PQclear(r);
+    return n;
+}
+
+/*
+ * naive --dsn D --brokers B --topic T --seconds S [--interval-ms 1000] [--limit 10]
+ * Ticks on a fixed schedule like setInterval (a slow tick delays the next,
+ * never overlaps it) until S seconds have passed.
+ */
+int
+cmd_naive(int argc, char **argv)
+{
+    PGconn          *pg = bench_pg(bench_opt_req(argc, argv, "--dsn"));
+    const char      *topic = bench_opt_req(argc, argv, "--topic");
+    double           seconds = bench_opt_double(argc, argv, "--seconds", 20);
+    double           interval = bench_opt_double(argc, argv, "--interval-ms", 1000) / 1000.0;
+    const char      *limit = bench_opt(argc, argv, "--limit", "10");
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    long             failed = 0, published = 0;
+    int              ticks = 0;
+
+    if (atoi(limit) < 1 || atoi(limit) > 64)
+        bench_die("naive: --limit must be 1..64");
+    rd_kafka_conf_set_dr_msg_cb(conf, count_dr);
+    rd_kafka_conf_set_opaque(conf, &failed);
+    rd_kafka_t *rk = bench_producer(bench_opt_req(argc, argv, "--brokers"), 0, conf);
+    double t0 = bench_now();
+    while (bench_now() - t0 < seconds) {
+        double due = t0 + ticks * interval;
+        if (bench_now() < due)
+            bench_sleep(due - bench_now());
+        if (bench_now() - t0 >= seconds)
+            break;
+        published += naive_tick(pg, rk, topic, limit, &failed);
+        ticks++;
+    }
+    double secs = bench_now() - t0;
+    bench_note("naive: %ld events in %.1f s (%d ticks)", published, secs, ticks);
+    bench_emit(json_pack("{s:I, s:f, s:f, s:i, s:I, s:I}", "published", (json_int_t) published, "seconds", secs,
+                         "events_per_s", (double) published / secs, "ticks", ticks, "failed", (json_int_t) failed,
+                         "stopped_wall_ms", (json_int_t) bench_wall_ms()));
+    rd_kafka_destroy(rk);
+    PQfinish(pg);
+    return 0;
+}

@@ -1,0 +1,621 @@
+/*
+ * bench/report.c: report.json, report.md and latency.svg from the parts
+ * run.sh collected in DIR/parts/<name>.json.
+ *
+ * Every figure in the report is one of ours beside a baseline measured in
+ * the same run, as a ratio: on a shared 2-core machine the absolute numbers
+ * move from run to run, the ratios much less. A part that is missing (a
+ * section skipped or failed) shows as "n/a" rather than stopping the report.
+ */
+#include "bench/obbench.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    const char *dir;
+    json_t     *parts;       /* name -> the part's JSON */
+    json_t     *summary;     /* the derived figures, also in report.json */
+    json_t     *targets;
+    FILE       *md;
+} report_t;
+
+/* ---- reading parts -------------------------------------------------------- */
+
+static json_t *
+part(report_t *r, const char *name)
+{
+    json_t *j = json_object_get(r->parts, name);
+    char    path[1024];
+
+    if (j != NULL)
+        return json_is_null(j) ? NULL : j;
+    snprintf(path, sizeof(path), "%s/parts/%s.json", r->dir, name);
+    j = json_load_file(path, 0, NULL);
+    json_object_set_new(r->parts, name, j ? j : json_null());
+    return j;
+}
+
+/* A number at a dotted path ("latency_ms.p50") of a part, or NAN. */
+static double
+num(report_t *r, const char *name, const char *path)
+{
+    json_t *j = part(r, name);
+    char    key[128];
+
+    for (const char *p = path; j != NULL && *p;) {
+        size_t n = strcspn(p, ".");
+        snprintf(key, sizeof(key), "%.*s", (int) n, p);
+        j = json_object_get(j, key);
+        p += n + (p[n] == '.');
+    }
+    return json_is_number(j) ? json_number_value(j) : NAN;
+}
+
+static const char *
+str(report_t *r, const char *name, const char *path)
+{
+    json_t     *j = part(r, name);
+    const char *s = j ? json_string_value(json_object_get(j, path)) : NULL;
+
+    return s ? s : "?";
+}
+
+/* A boolean of a part: false when absent. */
+static int
+flag(report_t *r, const char *name, const char *key)
+{
+    json_t *j = part(r, name);
+
+    return j != NULL && json_is_true(json_object_get(j, key));
+}
+
+static double
+ratio(double a, double b)
+{
+    return isnan(a) || isnan(b) || b == 0 ? NAN : a / b;
+}
+
+static void
+put(report_t *r, const char *section, const char *key, double v)
+{
+    json_t *s = json_object_get(r->summary, section);
+
+    if (s == NULL) {
+        s = json_object();
+        json_object_set_new(r->summary, section, s);
+    }
+    json_object_set_new(s, key, isnan(v) ? json_null() : json_real(v));
+}
+
+/* ---- formatting ------------------------------------------------------------ */
+
+/* Each formatter returns one of a few rotating static buffers, so several fit in one printf. */
+static char *
+fbuf(void)
+{
+    static char bufs[16][48];
+    static int  next;
+
+    return bufs[next++ % 16];
+}
+
+static const char *
+fnum(double v, int decimals)
+{
+    char *b = fbuf();
+
+    if (isnan(v))
+        return "n/a";
+    snprintf(b, 48, "%.*f", decimals, v);
+    return b;
+}
+
+/* Milliseconds: more digits when small, none when large. */
+static const char *
+fms(double v)
+{
+    return fnum(v, isnan(v) ? 0 : v < 10 ? 2 : v < 1000 ? 1 : 0);
+}
+
+static const char *
+fratio(double v)
+{
+    return fnum(v, isnan(v) ? 0 : v >= 100 ? 0 : v >= 10 ? 1 : 2);
+}
+
+static const char *
+fsecs(double v)
+{
+    return fnum(v, isnan(v) ? 0 : v < 100 ? 1 : 0);
+}
+
+/* ---- report.md sections ------------------------------------------------------ */
+
+static void
+md_header(report_t *r)
+{
+    char       when[64];
+    time_t     now = time(NULL);
+    struct tm  tm;
+
+    gmtime_r(&now, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%d %H:%M UTC", &tm);
+    fprintf(r->md, "# outboxd benchmark\n\n");
+    fprintf(r->md, "Generated %s by `make bench` with BENCH_ROWS=%.0f. Absolute figures on a shared 2-core machine "
+                   "move from run to run; the ratios compare figures measured in this same run.\n\n",
+            when, num(r, "settings", "rows"));
+    fprintf(r->md, "## Machine\n\n");
+    fprintf(r->md, "- %.0f CPU(s): %s; %.0f MB RAM; Linux %s\n", num(r, "machine", "nproc"),
+            str(r, "machine", "cpu"), num(r, "machine", "mem_mb"), str(r, "machine", "kernel"));
+    json_t     *pg = json_object_get(part(r, "machine"), "pg_orders");
+    const char *pgv = pg ? json_string_value(json_object_get(pg, "version")) : NULL;
+    fprintf(r->md, "- %s; shared_buffers %s, synchronous_commit %s (both clusters alike)\n", pgv ? pgv : "PostgreSQL ?",
+            pg ? json_string_value(json_object_get(pg, "shared_buffers")) : "?",
+            pg ? json_string_value(json_object_get(pg, "synchronous_commit")) : "?");
+    fprintf(r->md, "- Kafka %s (KRaft, single node, same machine); librdkafka %s; %s; %s\n\n",
+            str(r, "machine", "kafka"), str(r, "machine", "librdkafka"), str(r, "machine", "wrk"),
+            str(r, "machine", "pgbench"));
+}
+
+static void
+md_settings(report_t *r)
+{
+    json_t     *s = part(r, "settings");
+    const char *k;
+    json_t     *v;
+
+    fprintf(r->md, "## Settings\n\n| setting | value |\n|---|---|\n");
+    json_object_foreach(s, k, v) {
+        if (json_is_string(v))
+            fprintf(r->md, "| %s | %s |\n", k, json_string_value(v));
+        else if (json_is_number(v))
+            fprintf(r->md, "| %s | %g |\n", k, json_number_value(v));
+    }
+    fprintf(r->md, "\n");
+}
+
+static void
+md_intake_row(report_t *r, const char *label, const char *name, const char *rate_key, const char *lat_part,
+              const char *p50_key, const char *p99_key, double errors)
+{
+    fprintf(r->md, "| %s | %s | %s | %s | %s |\n", label, fnum(num(r, name, rate_key), 0),
+            fms(num(r, lat_part, p50_key)), fms(num(r, lat_part, p99_key)), fnum(errors, 0));
+}
+
+static void
+md_intake(report_t *r)
+{
+    double full = num(r, "intake_full", "rps"), alone = num(r, "intake_alone", "rps");
+    double pgb = num(r, "intake_pgbench", "tps");
+
+    put(r, "intake", "full_rps", full);
+    put(r, "intake", "alone_rps", alone);
+    put(r, "intake", "pgbench_tps", pgb);
+    put(r, "intake", "full_over_alone", ratio(full, alone));
+    put(r, "intake", "full_over_pgbench", ratio(full, pgb));
+    fprintf(r->md, "## 1. Intake: POST /orders at saturation\n\n");
+    fprintf(r->md, "wrk, %.0f threads, %.0f connections, %.0f s, bench/post_order.lua; pgbench with the same "
+                   "concurrency on the same statement (bench/pgbench_create.sql, `-M prepared`).\n\n",
+            num(r, "settings", "intake_threads"), num(r, "settings", "intake_conns"),
+            num(r, "settings", "intake_seconds"));
+    fprintf(r->md, "| run | req/s | p50 ms | p99 ms | errors |\n|---|---:|---:|---:|---:|\n");
+    md_intake_row(r, "outboxd, whole pipeline (http=2 relays=2 consumers=2)", "intake_full", "rps", "intake_full",
+                  "latency_ms.p50", "latency_ms.p99", num(r, "intake_full", "errors"));
+    md_intake_row(r, "outboxd, intake alone (relays=0 consumers=0)", "intake_alone", "rps", "intake_alone",
+                  "latency_ms.p50", "latency_ms.p99", num(r, "intake_alone", "errors"));
+    md_intake_row(r, "pgbench, the same INSERT statement", "intake_pgbench", "tps", "intake_pgbench_lat",
+                  "latency_ms.p50", "latency_ms.p99", num(r, "intake_pgbench", "failed"));
+    fprintf(r->md, "\n**full / alone = %s** (target ≥ 0.80) · **full / pgbench = %s** (target ≥ 0.35)\n\n",
+            fratio(ratio(full, alone)), fratio(ratio(full, pgb)));
+    if (part(r, "intake_full_settle"))
+        fprintf(r->md, "When wrk stopped, the whole pipeline had %.0f event(s) not yet in Kafka and %.0f order(s) "
+                       "not yet in the ledger; it caught up %s s later.\n\n",
+                num(r, "intake_full_settle", "pending_at_start"), num(r, "intake_full_settle", "unbooked_at_start"),
+                fsecs(num(r, "intake_full_settle", "seconds")));
+}
+
+static void
+md_drain_row(report_t *r, const char *label, double rate, double secs, double ceiling, double naive, double intake,
+             const char *note)
+{
+    fprintf(r->md, "| %s | %s | %s | %s | %s | %s |%s\n", label, fnum(rate, 0), fsecs(secs),
+            fratio(ratio(rate, ceiling)), fratio(ratio(rate, naive)), fratio(ratio(rate, intake)), note);
+}
+
+/* The highest intake measured: what a drain has to outrun. */
+static double
+max_intake(report_t *r)
+{
+    return fmax(num(r, "intake_full", "rps"), num(r, "intake_alone", "rps"));
+}
+
+static void
+md_drain(report_t *r)
+{
+    double rows = num(r, "settings", "rows"), ceiling = num(r, "drain_ceiling", "events_per_s");
+    double naive = num(r, "drain_naive", "events_per_s"), intake = max_intake(r);
+    static const struct {
+        const char *name, *key, *label;
+    } runs[] = {
+        { "drain_r1", "r1", "outboxd partitioned, 1 relay" },
+        { "drain_r2", "r2", "outboxd partitioned, 2 relays" },
+        { "drain_skip", "skip_locked", "outboxd skip_locked, 2 relays" },
+    };
+
+    fprintf(r->md, "## 2. Drain: a %.0f-event backlog to Kafka\n\n", rows);
+    fprintf(r->md, "The backlog (msgpack order.created events, avg %.0f bytes, murmur2 partitions) is committed in "
+                   "one transaction while outboxd (http=0 consumers=0) is idle; the clock runs from that commit "
+                   "until no row is pending.\n\n",
+            num(r, "backlog", "payload_avg_bytes"));
+    fprintf(r->md, "| publisher | events/s | seconds | / ceiling | / naive | × max intake |\n"
+                   "|---|---:|---:|---:|---:|---:|\n");
+    for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
+        double rate = num(r, runs[i].name, "events_per_s");
+        char   note[160] = "";
+        if (flag(r, runs[i].name, "timed_out"))
+            snprintf(note, sizeof(note), " timed out: lower bound");
+        else if (num(r, runs[i].name, "topic_messages") > rows)
+            snprintf(note, sizeof(note), " %.0f re-sent", num(r, runs[i].name, "topic_messages") - rows);
+        md_drain_row(r, runs[i].label, rate, num(r, runs[i].name, "seconds"), ceiling, naive, intake, note);
+        put(r, "drain", runs[i].key, rate);
+    }
+    put(r, "drain", "r2_over_ceiling", ratio(num(r, "drain_r2", "events_per_s"), ceiling));
+    fprintf(r->md, "| naive poller (every %.0f ms, LIMIT %.0f), run %.0f s, extrapolated | %s | %s | %s | 1 | %s |\n",
+            num(r, "settings", "naive_interval_ms"), num(r, "settings", "naive_limit"),
+            num(r, "drain_naive", "seconds"), fnum(naive, 1), fsecs(ratio(rows, naive)), fratio(ratio(naive, ceiling)),
+            fratio(ratio(naive, intake)));
+    fprintf(r->md, "| librdkafka from memory (ceiling) | %s | %s | 1 | %s | %s |\n\n", fnum(ceiling, 0),
+            fsecs(num(r, "drain_ceiling", "seconds")), fratio(ratio(ceiling, naive)), fratio(ratio(ceiling, intake)));
+    put(r, "drain", "ceiling", ceiling);
+    put(r, "drain", "naive", naive);
+    put(r, "drain", "max_intake", intake);
+    fprintf(r->md, "Max intake = the higher of the two outboxd intake runs above (%s req/s). The ceiling produces "
+                   "the same messages (keys, headers, explicit partitions) with the relay's producer settings, "
+                   "from memory.\n\n", fnum(intake, 0));
+}
+
+static void
+md_apply(report_t *r)
+{
+    double c1 = num(r, "apply_c1", "events_per_s"), c2 = num(r, "apply_c2", "events_per_s");
+
+    put(r, "apply", "c1", c1);
+    put(r, "apply", "c2", c2);
+    fprintf(r->md, "## 3. Apply: the drained topic into the ledger\n\n");
+    fprintf(r->md, "Fresh ledger database and consumer group per run; the clock starts at the first booked batch "
+                   "(the group join is shown apart) and stops when ledger_entries holds %.0f rows.\n\n",
+            num(r, "apply_c1", "rows"));
+    fprintf(r->md, "| consumers | events/s | seconds | group join s | × max intake |\n|---|---:|---:|---:|---:|\n");
+    fprintf(r->md, "| 1 | %s | %s | %s | %s |\n", fnum(c1, 0), fsecs(num(r, "apply_c1", "seconds")),
+            fsecs(num(r, "apply_c1", "join_seconds")), fratio(ratio(c1, max_intake(r))));
+    fprintf(r->md, "| 2 | %s | %s | %s | %s |\n\n", fnum(c2, 0), fsecs(num(r, "apply_c2", "seconds")),
+            fsecs(num(r, "apply_c2", "join_seconds")), fratio(ratio(c2, max_intake(r))));
+    fprintf(r->md, "2 consumers / 1 consumer = %s.\n\n", fratio(ratio(c2, c1)));
+}
+
+static void
+md_latency_row(report_t *r, const char *label, const char *name, const char *key, const char *note)
+{
+    char path[64];
+    double v[5];
+    static const char *fields[] = { "n", "p50", "p90", "p99", "max" };
+
+    for (int i = 0; i < 5; i++) {
+        snprintf(path, sizeof(path), "%s.%s", key, fields[i]);
+        v[i] = num(r, name, path);
+    }
+    fprintf(r->md, "| %s | %s | %s | %s | %s | %s |%s\n", label, fnum(v[0], 0), fms(v[1]), fms(v[2]), fms(v[3]),
+            fms(v[4]), note);
+}
+
+static void
+md_latency(report_t *r)
+{
+    char   note[160];
+    double rate = num(r, "latency_pace", "rate");
+
+    fprintf(r->md, "## 4. End-to-end latency at half the max intake\n\n");
+    fprintf(r->md, "POST /orders paced at %s req/s (half the whole-pipeline intake) for %.0f s over %.0f keep-alive "
+                   "connections by `obbench pace` (open loop: latency counts from when a request was due); "
+                   "achieved %s req/s, %.0f created, %.0f errors. Then from the databases: commit → Kafka = "
+                   "outbox.published_at − created_at; commit → ledger = ledger_entries.created_at − "
+                   "orders.created_at (joined across the two clusters).\n\n",
+            fnum(rate, 0), num(r, "latency_pace", "seconds"), num(r, "latency_pace", "conns"),
+            fnum(num(r, "latency_pace", "achieved_rate"), 0), num(r, "latency_pace", "created"),
+            num(r, "latency_pace", "http_errors") + num(r, "latency_pace", "lost"));
+    fprintf(r->md, "| path (ms) | n | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|\n");
+    md_latency_row(r, "HTTP POST /orders (outboxd, whole pipeline)", "latency_pace", "latency_ms", "");
+    md_latency_row(r, "commit → Kafka, outboxd", "latency_db", "kafka_ms", "");
+    snprintf(note, sizeof(note), "%s", num(r, "latency_db", "ledger_ms.missing") > 0 ? " orders missing in ledger!" : "");
+    md_latency_row(r, "commit → ledger, outboxd", "latency_db", "ledger_ms", note);
+    snprintf(note, sizeof(note), " %.0f of %.0f still pending at the end: lower bounds",
+             num(r, "latency_naive_db", "kafka_ms.censored"), num(r, "latency_naive_db", "kafka_ms.n"));
+    md_latency_row(r, "commit → Kafka, naive poller (same load, relays=0)", "latency_naive_db", "kafka_ms", note);
+    double ours = num(r, "latency_db", "ledger_ms.p50"), naive = num(r, "latency_naive_db", "kafka_ms.p50");
+    fprintf(r->md, "\nnaive commit → Kafka p50 / outboxd commit → ledger p50 = **%s** (target ≥ 100; the naive "
+                   "poller's ledger would come later still).\n\n![latency percentiles](latency.svg)\n\n",
+            fratio(ratio(naive, ours)));
+    put(r, "latency", "rate", rate);
+    put(r, "latency", "kafka_p50_ms", num(r, "latency_db", "kafka_ms.p50"));
+    put(r, "latency", "kafka_p99_ms", num(r, "latency_db", "kafka_ms.p99"));
+    put(r, "latency", "ledger_p50_ms", ours);
+    put(r, "latency", "ledger_p99_ms", num(r, "latency_db", "ledger_ms.p99"));
+    put(r, "latency", "naive_kafka_p50_ms", naive);
+    put(r, "latency", "naive_over_ours_p50", ratio(naive, ours));
+}
+
+/* Max RSS of a kind over the parts of one phase, in MB (NAN if none). */
+static double
+rss_max(report_t *r, const char *const *names, const char *kind)
+{
+    double best = NAN;
+    char   path[64];
+
+    snprintf(path, sizeof(path), "rss.%s.max_kb", kind);
+    for (int i = 0; names[i] != NULL; i++) {
+        double v = num(r, names[i], path) / 1024.0;
+        if (!isnan(v) && (isnan(best) || v > best))
+            best = v;
+    }
+    return best;
+}
+
+static void
+md_memory(report_t *r)
+{
+    static const char *const intake[] = { "intake_full_watch", "intake_alone_watch", NULL };
+    static const char *const drain[] = { "drain_r1", "drain_r2", "drain_skip", NULL };
+    static const char *const apply[] = { "apply_c1", "apply_c2", NULL };
+    static const char *const latency[] = { "latency_watch", NULL };
+    static const char *const *phases[] = { intake, drain, apply, latency };
+    static const char *kinds[] = { "supervisor", "http", "relay", "consumer" };
+    char path[64];
+
+    fprintf(r->md, "## 5. Memory (VmRSS, MB)\n\n");
+    fprintf(r->md, "Idle = each process once the whole pipeline is up and before any load (start of section 1); "
+                   "then the largest process of each kind, sampled every 100 ms, during each section.\n\n");
+    fprintf(r->md, "| process | idle | intake | drain | apply | latency | max − idle |\n"
+                   "|---|---:|---:|---:|---:|---:|---:|\n");
+    for (int k = 0; k < 4; k++) {
+        snprintf(path, sizeof(path), "rss.%s.max_kb", kinds[k]);
+        double idle = num(r, "idle", path) / 1024.0, top = NAN, v[4];
+        for (int p = 0; p < 4; p++) {
+            v[p] = rss_max(r, phases[p], kinds[k]);
+            if (!isnan(v[p]) && (isnan(top) || v[p] > top))
+                top = v[p];
+        }
+        fprintf(r->md, "| %s | %s | %s | %s | %s | %s | %s |\n", kinds[k], fnum(idle, 1), fnum(v[0], 1), fnum(v[1], 1),
+                fnum(v[2], 1), fnum(v[3], 1), fnum(top - idle, 1));
+        char key[48];
+        snprintf(key, sizeof(key), "%s_growth_mb", kinds[k]);
+        put(r, "memory", key, top - idle);
+    }
+    fprintf(r->md, "\n");
+}
+
+/* ---- targets (issue #10) ------------------------------------------------------ */
+
+static void
+target(report_t *r, const char *what, double v, double limit, int at_least, const char *fmt_v)
+{
+    int met = !isnan(v) && (at_least ? v >= limit : v <= limit);
+
+    fprintf(r->md, "| %s | %s | %s %s | %s |\n", what, isnan(v) ? "n/a" : fmt_v, at_least ? "≥" : "≤",
+            fnum(limit, limit < 1 ? 2 : 0), isnan(v) ? "?" : met ? "met" : "**missed**");
+    json_array_append_new(r->targets, json_pack("{s:s, s:o, s:f, s:s, s:b}", "target", what, "value",
+                                                isnan(v) ? json_null() : json_real(v), "limit", limit, "sense",
+                                                at_least ? ">=" : "<=", "met", met));
+}
+
+static void
+md_targets(report_t *r)
+{
+    double full = num(r, "intake_full", "rps");
+    double r2 = num(r, "drain_r2", "events_per_s");
+    double growth = NAN;
+    json_t *mem = json_object_get(r->summary, "memory");
+    const char *k;
+    json_t *v;
+
+    json_object_foreach(mem, k, v) {
+        if (json_is_number(v) && (isnan(growth) || json_number_value(v) > growth))
+            growth = json_number_value(v);
+    }
+    fprintf(r->md, "## Targets (issue #10)\n\n| target | measured | wanted | |\n|---|---:|---:|---|\n");
+    target(r, "intake: whole pipeline / intake alone", ratio(full, num(r, "intake_alone", "rps")), 0.80, 1,
+           fratio(ratio(full, num(r, "intake_alone", "rps"))));
+    target(r, "intake: whole pipeline / pgbench", ratio(full, num(r, "intake_pgbench", "tps")), 0.35, 1,
+           fratio(ratio(full, num(r, "intake_pgbench", "tps"))));
+    target(r, "drain (2 relays) / max intake", ratio(r2, max_intake(r)), 10, 1, fratio(ratio(r2, max_intake(r))));
+    target(r, "drain (2 relays) / librdkafka ceiling", ratio(r2, num(r, "drain_ceiling", "events_per_s")), 0.30, 1,
+           fratio(ratio(r2, num(r, "drain_ceiling", "events_per_s"))));
+    target(r, "commit → ledger p50 (ms)", num(r, "latency_db", "ledger_ms.p50"), 5, 0,
+           fms(num(r, "latency_db", "ledger_ms.p50")));
+    target(r, "commit → ledger p99 (ms)", num(r, "latency_db", "ledger_ms.p99"), 25, 0,
+           fms(num(r, "latency_db", "ledger_ms.p99")));
+    target(r, "naive p50 / ours p50", json_number_value(json_object_get(json_object_get(r->summary, "latency"),
+                                                                         "naive_over_ours_p50")),
+           100, 1, fratio(json_number_value(json_object_get(json_object_get(r->summary, "latency"), "naive_over_ours_p50"))));
+    target(r, "largest RSS growth of any process (MB)", growth, 64, 0, fnum(growth, 1));
+    fprintf(r->md, "\n");
+}
+
+/* ---- latency.svg ----------------------------------------------------------------- */
+
+#define SVG_W  760
+#define SVG_H  440
+#define SVG_L  70      /* plot area margins */
+#define SVG_R  20
+#define SVG_T  40
+#define SVG_B  60
+#define SVG_XMAX 4.5   /* "nines" axis: 0 = p0 .. 4 = p99.99, max drawn at 4.5 */
+
+/* Position of a percentile on the nines axis: log10(1 / (1 - p)), max at the end. */
+static double
+svg_nines(double p)
+{
+    return p >= 100 ? SVG_XMAX : fmin(4.0, log10(1.0 / (1.0 - p / 100.0)));
+}
+
+static double
+svg_x(double nines)
+{
+    return SVG_L + nines / SVG_XMAX * (SVG_W - SVG_L - SVG_R);
+}
+
+static double
+svg_y(double ms, double lo, double hi)
+{
+    double v = log10(fmax(ms, pow(10, lo)));
+
+    return SVG_T + (hi - v) / (hi - lo) * (SVG_H - SVG_T - SVG_B);
+}
+
+static const struct {
+    const char *part, *key, *label, *color;
+} svg_series[] = {
+    { "latency_pace", "latency_ms", "HTTP POST /orders", "#7f7f7f" },
+    { "latency_db", "kafka_ms", "commit → Kafka (outboxd)", "#1f77b4" },
+    { "latency_db", "ledger_ms", "commit → ledger (outboxd)", "#2ca02c" },
+    { "latency_naive_db", "kafka_ms", "commit → Kafka (naive poller, lower bound)", "#d62728" },
+};
+
+static json_t *
+svg_curve(report_t *r, int i)
+{
+    json_t *p = part(r, svg_series[i].part);
+
+    return json_object_get(json_object_get(p, svg_series[i].key), "curve");
+}
+
+static void
+svg_range(report_t *r, double *lo, double *hi)
+{
+    double mn = INFINITY, mx = -INFINITY;
+
+    for (size_t i = 0; i < sizeof(svg_series) / sizeof(svg_series[0]); i++) {
+        size_t  k;
+        json_t *pt;
+        json_array_foreach(svg_curve(r, (int) i), k, pt) {
+            double v = json_number_value(json_array_get(pt, 1));
+            if (v > 0) {
+                mn = fmin(mn, v);
+                mx = fmax(mx, v);
+            }
+        }
+    }
+    *lo = isinf(mn) ? -1 : floor(log10(mn));
+    *hi = isinf(mx) ? 3 : ceil(log10(mx));
+    if (*hi <= *lo)
+        *hi = *lo + 1;
+}
+
+static void
+svg_axes(FILE *f, double lo, double hi)
+{
+    static const struct {
+        double      p;
+        const char *label;
+    } xt[] = { { 0, "p0" }, { 50, "p50" }, { 90, "p90" }, { 99, "p99" }, { 99.9, "p99.9" }, { 99.99, "p99.99" }, { 100, "max" } };
+
+    for (size_t i = 0; i < sizeof(xt) / sizeof(xt[0]); i++) {
+        double x = svg_x(svg_nines(xt[i].p));
+        fprintf(f, "<line x1='%.1f' y1='%d' x2='%.1f' y2='%d' stroke='#ddd'/>\n", x, SVG_T, x, SVG_H - SVG_B);
+        fprintf(f, "<text x='%.1f' y='%d' text-anchor='middle'>%s</text>\n", x, SVG_H - SVG_B + 16, xt[i].label);
+    }
+    for (double e = lo; e <= hi; e++) {
+        double y = svg_y(pow(10, e), lo, hi);
+        fprintf(f, "<line x1='%d' y1='%.1f' x2='%d' y2='%.1f' stroke='#ddd'/>\n", SVG_L, y, SVG_W - SVG_R, y);
+        fprintf(f, "<text x='%d' y='%.1f' text-anchor='end'>%g ms</text>\n", SVG_L - 6, y + 4, pow(10, e));
+    }
+    fprintf(f, "<rect x='%d' y='%d' width='%d' height='%d' fill='none' stroke='#444'/>\n", SVG_L, SVG_T,
+            SVG_W - SVG_L - SVG_R, SVG_H - SVG_T - SVG_B);
+    fprintf(f, "<text x='%d' y='%d' text-anchor='middle'>percentile (log scale of 1/(1-p))</text>\n",
+            (SVG_L + SVG_W - SVG_R) / 2, SVG_H - 22);
+}
+
+static void
+write_svg(report_t *r)
+{
+    char   path[1024];
+    double lo, hi;
+    FILE  *f;
+
+    snprintf(path, sizeof(path), "%s/latency.svg", r->dir);
+    if ((f = fopen(path, "w")) == NULL)
+        bench_die("cannot write %s", path);
+    svg_range(r, &lo, &hi);
+    fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='%d' height='%d' font-family='sans-serif' "
+               "font-size='12'>\n<rect width='100%%' height='100%%' fill='white'/>\n", SVG_W, SVG_H);
+    fprintf(f, "<text x='%d' y='22' font-size='14'>Latency percentiles at %s req/s (log scales)</text>\n", SVG_L,
+            fnum(num(r, "latency_pace", "rate"), 0));
+    svg_axes(f, lo, hi);
+    for (size_t i = 0; i < sizeof(svg_series) / sizeof(svg_series[0]); i++) {
+        json_t *curve = svg_curve(r, (int) i), *pt;
+        size_t  k;
+        if (json_array_size(curve) == 0)
+            continue;
+        fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2' points='", svg_series[i].color);
+        json_array_foreach(curve, k, pt) {
+            fprintf(f, "%.1f,%.1f ", svg_x(svg_nines(json_number_value(json_array_get(pt, 0)))),
+                    svg_y(json_number_value(json_array_get(pt, 1)), lo, hi));
+        }
+        fprintf(f, "'/>\n");
+        fprintf(f, "<line x1='%d' y1='%zu' x2='%d' y2='%zu' stroke='%s' stroke-width='2'/>", SVG_L + 10,
+                (size_t) SVG_T + 14 + 16 * i, SVG_L + 30, (size_t) SVG_T + 14 + 16 * i, svg_series[i].color);
+        fprintf(f, "<text x='%d' y='%zu'>%s</text>\n", SVG_L + 36, (size_t) SVG_T + 18 + 16 * i, svg_series[i].label);
+    }
+    fprintf(f, "</svg>\n");
+    fclose(f);
+}
+
+/* ---- report.json ----------------------------------------------------------------- */
+
+static void
+write_json(report_t *r)
+{
+    char    path[1024];
+    json_t *j = json_pack("{s:I, s:O*, s:O*, s:O, s:O, s:O}", "generated_wall_ms", (json_int_t) bench_wall_ms(),
+                          "machine", part(r, "machine"), "settings", part(r, "settings"), "summary", r->summary,
+                          "targets", r->targets, "results", r->parts);
+
+    snprintf(path, sizeof(path), "%s/report.json", r->dir);
+    if (json_dump_file(j, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6)) != 0)
+        bench_die("cannot write %s", path);
+    json_decref(j);
+}
+
+/* report --dir DIR */
+int
+cmd_report(int argc, char **argv)
+{
+    report_t r = { .dir = bench_opt(argc, argv, "--dir", "var/bench") };
+    char     path[1024];
+
+    r.parts = json_object();
+    r.summary = json_object();
+    r.targets = json_array();
+    snprintf(path, sizeof(path), "%s/report.md", r.dir);
+    if ((r.md = fopen(path, "w")) == NULL)
+        bench_die("cannot write %s", path);
+    md_header(&r);
+    md_intake(&r);
+    md_drain(&r);
+    md_apply(&r);
+    md_latency(&r);
+    md_memory(&r);
+    md_targets(&r);
+    md_settings(&r);
+    fclose(r.md);
+    write_svg(&r);
+    write_json(&r);
+    bench_note("report: %s/report.md, report.json, latency.svg", r.dir);
+    json_decref(r.parts);
+    json_decref(r.summary);
+    json_decref(r.targets);
+    return 0;
+}

@@ -1,0 +1,449 @@
+#!/usr/bin/env bash
+# bench/run.sh: `make bench`. Runs the five sections of bench/README.md on
+# the local stack and writes var/bench/report.md, report.json, latency.svg.
+#
+# Everything it touches is its own: databases orderdb_bench_<pid> and
+# ledgerdb_bench_<pid>, topics outbox-events-bench-<pid>-*, the shm name
+# bench-<pid>, free ports. All of it is removed at exit, whatever happens;
+# only processes this script started are ever signalled, by pid.
+#
+# Sizes (environment):
+#   BENCH_ROWS=1000000        backlog events for the drain (section 2)
+#   BENCH_APPLY_ROWS=ROWS     events the consumers must book (section 3)
+#   BENCH_INTAKE_S=10         each wrk / pgbench run (section 1)
+#   BENCH_NAIVE_S=20          the naive poller's fixed run (section 2)
+#   BENCH_LATENCY_S=20        the paced load (section 4)
+#   BENCH_LATENCY_RATE=       req/s for section 4; default half the full intake
+#   BENCH_SECTIONS="intake drain apply latency"   a subset, while developing
+#   BENCH_DRAIN_TIMEOUT_S=300, BENCH_APPLY_TIMEOUT_S=300   per run, keep it bounded
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+OB_BIN="${OB_BIN:-$ROOT/build/outboxd}"
+OBBENCH="${OBBENCH:-$ROOT/build/bench/obbench}"
+
+BENCH_ROWS="${BENCH_ROWS:-1000000}"
+BENCH_APPLY_ROWS="${BENCH_APPLY_ROWS:-$BENCH_ROWS}"
+BENCH_INTAKE_S="${BENCH_INTAKE_S:-10}"
+BENCH_NAIVE_S="${BENCH_NAIVE_S:-20}"
+BENCH_LATENCY_S="${BENCH_LATENCY_S:-20}"
+BENCH_LATENCY_RATE="${BENCH_LATENCY_RATE:-}"
+BENCH_SECTIONS="${BENCH_SECTIONS:-intake drain apply latency}"
+BENCH_DRAIN_TIMEOUT_S="${BENCH_DRAIN_TIMEOUT_S:-300}"
+BENCH_APPLY_TIMEOUT_S="${BENCH_APPLY_TIMEOUT_S:-300}"
+
+# Fixed by the issue: the same concurrency for wrk and pgbench.
+INTAKE_THREADS=2
+INTAKE_CONNS=32
+PACE_CONNS="${BENCH_PACE_CONNS:-32}"
+PARTITIONS=12
+NAIVE_INTERVAL_MS=1000
+NAIVE_LIMIT=10
+
+OUT="$ROOT/var/bench"
+PARTS="$OUT/parts"
+WORK="$OUT/work"         # configs, outboxd logs, raw wrk/pgbench output: kept for a post-mortem
+
+eval "$(bash scripts/stack.sh env)"
+ORDERS_SERVER="postgresql://outboxd@127.0.0.1:$OB_PG_ORDERS_PORT/postgres"
+LEDGER_SERVER="postgresql://outboxd@127.0.0.1:$OB_PG_LEDGER_PORT/postgres"
+BROKERS="$OB_KAFKA_BROKERS"
+TAG="bench_$$"
+ORDERS_DB="orderdb_$TAG"
+LEDGER_DB="ledgerdb_$TAG"
+ORDERS_DSN="postgresql://outboxd@127.0.0.1:$OB_PG_ORDERS_PORT/$ORDERS_DB"
+LEDGER_DSN="postgresql://outboxd@127.0.0.1:$OB_PG_LEDGER_PORT/$LEDGER_DB"
+TOPIC_PREFIX="outbox-events-bench-$$"
+NAME="bench-$$"
+read -r ORDERS_PORT LEDGER_PORT ADMIN_PORT <<<"$("$OBBENCH" free-ports 3)"
+
+OB_PID=""          # the outboxd under test, when one runs
+WATCH_PID=""       # the RSS watcher, when one runs
+NAIVE_PID=""       # the naive poller of section 4, when it runs
+TOPICS=()          # topics to delete at exit
+T0=$SECONDS
+
+say() { printf '[bench %4ds] %s\n' $((SECONDS - T0)) "$*" >&2; }
+
+# ---------------------------------------------------------------------------
+# Clean-up: always, and only what this run made
+# ---------------------------------------------------------------------------
+cleanup() {
+    local rc=$? pid t
+    trap - EXIT INT TERM
+    stop_outboxd || true
+    for pid in "$WATCH_PID" "$NAIVE_PID"; do     # cleared once reaped, so never a recycled pid
+        [[ -z "$pid" ]] || kill -TERM "$pid" 2>/dev/null || true
+    done
+    for t in "${TOPICS[@]}"; do
+        "$OBBENCH" topic delete "$BROKERS" "$t" 2>/dev/null || true
+    done
+    "$OBBENCH" db drop "$ORDERS_SERVER" "$ORDERS_DB" 2>/dev/null || true
+    "$OBBENCH" db drop "$LEDGER_SERVER" "$LEDGER_DB" 2>/dev/null || true
+    ((rc == 0)) || say "failed (exit $rc); outboxd logs and raw outputs are in $WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------------------
+# outboxd under test
+# ---------------------------------------------------------------------------
+
+# write_conf RUN HTTP RELAYS CONSUMERS MODE TOPIC GROUP: a config of our own.
+write_conf() {
+    local run="$1" http="$2" relays="$3" consumers="$4" mode="$5" topic="$6" group="$7"
+    cat >"$WORK/$run.conf" <<EOF
+; written by bench/run.sh for run "$run"; defaults everywhere else
+[supervisor]
+name = $NAME
+pidfile = $WORK/outboxd.pid
+[orders]
+listen = 127.0.0.1:$ORDERS_PORT
+dsn = $ORDERS_DSN
+[ledger]
+listen = 127.0.0.1:$LEDGER_PORT
+dsn = $LEDGER_DSN
+group = $group
+[kafka]
+brokers = $BROKERS
+topic = $topic
+partitions = $PARTITIONS
+[workers]
+http = $http
+relays = $relays
+consumers = $consumers
+[relay]
+mode = $mode
+[admin]
+listen = 127.0.0.1:$ADMIN_PORT
+[log]
+file = $WORK/$run.log
+EOF
+    echo "$WORK/$run.conf"
+}
+
+# start_outboxd CONF [FLAGS...]
+start_outboxd() {
+    local conf="$1"; shift
+    "$OB_BIN" -f -c "$conf" "$@" </dev/null >>"$WORK/outboxd.stderr" 2>&1 &
+    OB_PID=$!
+}
+
+# ready ARGS...: wait until the workers asked for run and hold their partitions.
+ready() {
+    "$OBBENCH" ready --name "$NAME" --pid "$OB_PID" --partitions "$PARTITIONS" --timeout 60 "$@"
+}
+
+# Graceful stop (TERM), SIGKILL after 30 s; our pid only.
+stop_outboxd() {
+    [[ -n "$OB_PID" ]] || return 0
+    local i
+    kill -TERM "$OB_PID" 2>/dev/null || true
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$OB_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$OB_PID" 2>/dev/null; then
+        say "outboxd $OB_PID did not stop within 30 s; SIGKILL"
+        kill -KILL "$OB_PID" 2>/dev/null || true
+    fi
+    wait "$OB_PID" 2>/dev/null || true
+    OB_PID=""
+}
+
+# ---------------------------------------------------------------------------
+# Databases and topics
+# ---------------------------------------------------------------------------
+sql() { "$OBBENCH" sql "$@"; }
+
+# An empty orderdb: no rows, and a checkpoint so no run pays for another's dirty pages.
+reset_orders() { sql "$ORDERS_DSN" "TRUNCATE orders, outbox" "CHECKPOINT"; }
+
+# ledger_entries refuses TRUNCATE (immutability trigger): a new database instead.
+fresh_ledger() {
+    "$OBBENCH" db drop "$LEDGER_SERVER" "$LEDGER_DB"
+    "$OBBENCH" db create "$LEDGER_SERVER" "$LEDGER_DB"
+    "$OB_BIN" migrate -c "$(write_conf migrate 0 0 0 partitioned unused unused)" >>"$WORK/migrate.log" 2>&1
+}
+
+create_databases() {
+    "$OBBENCH" db drop "$ORDERS_SERVER" "$ORDERS_DB"
+    "$OBBENCH" db create "$ORDERS_SERVER" "$ORDERS_DB"
+    fresh_ledger
+}
+
+# new_topic SUFFIX: prints the name of a fresh 12-partition topic.
+new_topic() {
+    local t="$TOPIC_PREFIX-$1"
+    "$OBBENCH" topic create "$BROKERS" "$t" "$PARTITIONS"
+    TOPICS+=("$t")
+    echo "$t"
+}
+
+drop_topic() { "$OBBENCH" topic delete "$BROKERS" "$1"; }
+
+# json_num FILE KEY: a top-level number of a part, without needing jq.
+json_num() { grep -o "\"$2\":[-0-9.e+]*" "$1" | head -n 1 | cut -d: -f2; }
+
+# ---------------------------------------------------------------------------
+# Background helpers: RSS watcher
+# ---------------------------------------------------------------------------
+watch_start() {
+    "$OBBENCH" watch --name "$NAME" >"$PARTS/$1.json" &
+    WATCH_PID=$!
+}
+watch_stop() {
+    kill -TERM "$WATCH_PID" 2>/dev/null || true
+    wait "$WATCH_PID" || true
+    WATCH_PID=""
+}
+
+# ---------------------------------------------------------------------------
+# 1. Intake
+# ---------------------------------------------------------------------------
+
+# run_wrk PART: saturating POST /orders; the Lua done() hook prints the JSON.
+run_wrk() {
+    wrk -t "$INTAKE_THREADS" -c "$INTAKE_CONNS" -d "${BENCH_INTAKE_S}s" --latency \
+        -s bench/post_order.lua "http://127.0.0.1:$ORDERS_PORT/orders" >"$WORK/$1.wrk.txt"
+    grep '^BENCH_JSON ' "$WORK/$1.wrk.txt" | cut -d' ' -f2- >"$PARTS/$1.json"
+    say "  $1: $(json_num "$PARTS/$1.json" rps) req/s"
+}
+
+intake_full() {
+    local topic conf
+    say "intake: whole pipeline (http=2 relays=2 consumers=2)"
+    reset_orders
+    topic="$(new_topic intake)"
+    conf="$(write_conf intake_full 2 2 2 partitioned "$topic" "$NAME-intake")"
+    start_outboxd "$conf"
+    ready --http 2 --relays 2 --consumers 2
+    sleep 1                  # let start-up allocations settle before the idle sample
+    "$OBBENCH" rss --name "$NAME" >"$PARTS/idle.json"
+    watch_start intake_full_watch
+    run_wrk intake_full
+    watch_stop
+    "$OBBENCH" settle --orders-dsn "$ORDERS_DSN" --ledger-dsn "$LEDGER_DSN" --timeout 120 \
+        >"$PARTS/intake_full_settle.json"
+    stop_outboxd
+    drop_topic "$topic"
+}
+
+intake_alone() {
+    local conf
+    say "intake: alone (--relays 0 --consumers 0)"
+    reset_orders
+    conf="$(write_conf intake_alone 2 2 2 partitioned "$TOPIC_PREFIX-unused" "$NAME-unused")"
+    start_outboxd "$conf" --relays 0 --consumers 0
+    ready --http 2
+    watch_start intake_alone_watch
+    run_wrk intake_alone
+    watch_stop
+    stop_outboxd
+}
+
+intake_pgbench() {
+    local out="$WORK/pgbench.txt" tps n failed
+    say "intake: pgbench, same statement, -c $INTAKE_CONNS -j $INTAKE_THREADS"
+    reset_orders
+    rm -f "$WORK"/pgbench_log.*
+    pgbench -n -M prepared -c "$INTAKE_CONNS" -j "$INTAKE_THREADS" -T "$BENCH_INTAKE_S" \
+        -f bench/pgbench_create.sql -l --log-prefix="$WORK/pgbench_log" "$ORDERS_DSN" >"$out" 2>&1
+    tps="$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$out" | head -n 1)"
+    n="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")"
+    failed="$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out")"
+    printf '{"tps":%s,"transactions":%s,"failed":%s}\n' "${tps:-null}" "${n:-null}" "${failed:-0}" \
+        >"$PARTS/intake_pgbench.json"
+    "$OBBENCH" pgbench-log "$WORK"/pgbench_log.* >"$PARTS/intake_pgbench_lat.json"
+    say "  intake_pgbench: $tps tps"
+}
+
+section_intake() {
+    intake_full
+    intake_alone
+    intake_pgbench
+}
+
+# ---------------------------------------------------------------------------
+# 2. Drain
+# ---------------------------------------------------------------------------
+APPLY_TOPIC=""
+
+# drain_run RUN RELAYS MODE: outboxd with relays only, idle, then the backlog at once.
+drain_run() {
+    local run="$1" relays="$2" mode="$3" topic conf
+    say "drain: $run ($relays relay(s), $mode)"
+    topic="$(new_topic "$run")"
+    conf="$(write_conf "drain_$run" 0 "$relays" 0 "$mode" "$topic" "$NAME-unused")"
+    sql "$ORDERS_DSN" "TRUNCATE outbox" "CHECKPOINT"
+    start_outboxd "$conf"
+    ready --relays "$relays" --mode "$mode"
+    "$OBBENCH" drain --name "$NAME" --dsn "$ORDERS_DSN" --rows "$BENCH_ROWS" --timeout "$BENCH_DRAIN_TIMEOUT_S" \
+        --brokers "$BROKERS" --topic "$topic" --partitions "$PARTITIONS" >"$PARTS/drain_$run.json"
+    stop_outboxd
+    say "  drain_$run: $(json_num "$PARTS/drain_$run.json" events_per_s) events/s"
+    if [[ "$run" == r2 ]]; then
+        APPLY_TOPIC="$topic"      # a realistic full topic for section 3
+    else
+        drop_topic "$topic"
+    fi
+}
+
+section_drain() {
+    local topic
+    say "drain: generating a $BENCH_ROWS-event backlog"
+    "$OBBENCH" backlog --dsn "$ORDERS_DSN" --rows "$BENCH_ROWS" --partitions "$PARTITIONS" >"$PARTS/backlog.json"
+
+    say "drain: librdkafka ceiling"
+    topic="$(new_topic ceiling)"
+    "$OBBENCH" ceiling --dsn "$ORDERS_DSN" --brokers "$BROKERS" --topic "$topic" >"$PARTS/drain_ceiling.json"
+    drop_topic "$topic"
+
+    drain_run r1 1 partitioned
+    drain_run r2 2 partitioned
+    drain_run skip 2 skip_locked
+
+    say "drain: naive poller for $BENCH_NAIVE_S s"
+    "$OBBENCH" fill --dsn "$ORDERS_DSN"
+    topic="$(new_topic naive)"
+    "$OBBENCH" naive --dsn "$ORDERS_DSN" --brokers "$BROKERS" --topic "$topic" --seconds "$BENCH_NAIVE_S" \
+        --interval-ms "$NAIVE_INTERVAL_MS" --limit "$NAIVE_LIMIT" >"$PARTS/drain_naive.json"
+    drop_topic "$topic"
+    # the side table is 1/3 of orderdb's size; nothing needs it any more
+    sql "$ORDERS_DSN" "DROP TABLE outbox_backlog" "TRUNCATE outbox"
+}
+
+# ---------------------------------------------------------------------------
+# 3. Apply
+# ---------------------------------------------------------------------------
+section_apply() {
+    local c conf rows="$BENCH_APPLY_ROWS"
+    [[ -n "$APPLY_TOPIC" ]] || { say "apply: skipped (needs the drain section's topic)"; return 0; }
+    ((rows <= BENCH_ROWS)) || rows="$BENCH_ROWS"
+    for c in 1 2; do
+        say "apply: $c consumer(s), $rows events"
+        fresh_ledger
+        conf="$(write_conf "apply_c$c" 0 0 "$c" partitioned "$APPLY_TOPIC" "$NAME-apply$c")"
+        start_outboxd "$conf"
+        # no `ready` first: the clock must see the very first batch
+        "$OBBENCH" apply --name "$NAME" --dsn "$LEDGER_DSN" --rows "$rows" --timeout "$BENCH_APPLY_TIMEOUT_S" \
+            >"$PARTS/apply_c$c.json"
+        stop_outboxd
+        say "  apply_c$c: $(json_num "$PARTS/apply_c$c.json" events_per_s) events/s"
+    done
+    drop_topic "$APPLY_TOPIC"
+}
+
+# ---------------------------------------------------------------------------
+# 4. Latency at half the max intake
+# ---------------------------------------------------------------------------
+latency_rate() {
+    local rps
+    if [[ -n "$BENCH_LATENCY_RATE" ]]; then
+        echo "$BENCH_LATENCY_RATE"
+    elif [[ -s "$PARTS/intake_full.json" ]] && rps="$(json_num "$PARTS/intake_full.json" rps)" && [[ -n "$rps" ]]; then
+        awk -v r="$rps" 'BEGIN { printf "%.0f\n", r / 2 }'
+    else
+        echo "set BENCH_LATENCY_RATE or run the intake section" >&2
+        return 1
+    fi
+}
+
+latency_ours() {
+    local rate="$1" topic conf
+    say "latency: outboxd whole pipeline at $rate req/s for $BENCH_LATENCY_S s"
+    reset_orders
+    fresh_ledger
+    topic="$(new_topic latency)"
+    conf="$(write_conf latency 2 2 2 partitioned "$topic" "$NAME-latency")"
+    start_outboxd "$conf"
+    ready --http 2 --relays 2 --consumers 2
+    watch_start latency_watch
+    "$OBBENCH" pace --port "$ORDERS_PORT" --rate "$rate" --seconds "$BENCH_LATENCY_S" --conns "$PACE_CONNS" \
+        >"$PARTS/latency_pace.json"
+    "$OBBENCH" settle --orders-dsn "$ORDERS_DSN" --ledger-dsn "$LEDGER_DSN" --timeout 60 >"$PARTS/latency_settle.json"
+    watch_stop
+    "$OBBENCH" latency --orders-dsn "$ORDERS_DSN" --ledger-dsn "$LEDGER_DSN" >"$PARTS/latency_db.json"
+    stop_outboxd
+    drop_topic "$topic"
+}
+
+latency_naive() {
+    local rate="$1" topic conf until
+    say "latency: naive poller under the same load"
+    reset_orders
+    topic="$(new_topic latency-naive)"
+    conf="$(write_conf latency_naive 2 0 0 partitioned "$topic" "$NAME-unused")"
+    start_outboxd "$conf"
+    ready --http 2
+    "$OBBENCH" naive --dsn "$ORDERS_DSN" --brokers "$BROKERS" --topic "$topic" --seconds "$((BENCH_LATENCY_S + 1))" \
+        --interval-ms "$NAIVE_INTERVAL_MS" --limit "$NAIVE_LIMIT" >"$PARTS/latency_naive_poller.json" &
+    NAIVE_PID=$!
+    "$OBBENCH" pace --port "$ORDERS_PORT" --rate "$rate" --seconds "$BENCH_LATENCY_S" --conns "$PACE_CONNS" \
+        >"$PARTS/latency_naive_pace.json"
+    wait "$NAIVE_PID"
+    NAIVE_PID=""
+    until="$(json_num "$PARTS/latency_naive_poller.json" stopped_wall_ms)"
+    "$OBBENCH" latency --orders-dsn "$ORDERS_DSN" --until-ms "$until" >"$PARTS/latency_naive_db.json"
+    stop_outboxd
+    drop_topic "$topic"
+}
+
+section_latency() {
+    local rate
+    rate="$(latency_rate)"
+    latency_ours "$rate"
+    latency_naive "$rate"
+}
+
+# ---------------------------------------------------------------------------
+# Facts, settings, report
+# ---------------------------------------------------------------------------
+write_facts() {
+    local kafka wrkv pgbv
+    kafka="$(find "$ROOT/var/kafka/libs" -name 'kafka-server-[0-9]*.jar' -printf '%f\n' | sed 's/kafka-server-\(.*\)\.jar/\1/' | head -n 1)"
+    wrkv="$(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2 || true)"    # wrk -v exits 1
+    pgbv="$(pgbench --version)"
+    "$OBBENCH" machine --orders-dsn "$ORDERS_DSN" --ledger-dsn "$LEDGER_DSN" --kafka "${kafka:-?}" --wrk "$wrkv" \
+        --pgbench "$pgbv" >"$PARTS/machine.json"
+    cat >"$PARTS/settings.json" <<EOF
+{"rows": $BENCH_ROWS, "apply_rows": $BENCH_APPLY_ROWS, "sections": "$BENCH_SECTIONS",
+ "intake_seconds": $BENCH_INTAKE_S, "intake_threads": $INTAKE_THREADS, "intake_conns": $INTAKE_CONNS,
+ "wrk": "wrk -t $INTAKE_THREADS -c $INTAKE_CONNS -d ${BENCH_INTAKE_S}s --latency -s bench/post_order.lua",
+ "pgbench": "pgbench -n -M prepared -c $INTAKE_CONNS -j $INTAKE_THREADS -T $BENCH_INTAKE_S -f bench/pgbench_create.sql",
+ "naive_seconds": $BENCH_NAIVE_S, "naive_interval_ms": $NAIVE_INTERVAL_MS, "naive_limit": $NAIVE_LIMIT,
+ "latency_seconds": $BENCH_LATENCY_S, "pace_conns": $PACE_CONNS,
+ "kafka_partitions": $PARTITIONS, "orders_threads_per_http_worker": 16,
+ "relay": "batch 500, poll_interval_ms 100, linger_ms 1, delivery_timeout_ms 10000 (defaults)",
+ "consumer": "batch 500, fill 5 ms (consumer.c constants)",
+ "databases": "$ORDERS_DB on :$OB_PG_ORDERS_PORT, $LEDGER_DB on :$OB_PG_LEDGER_PORT",
+ "topics": "$TOPIC_PREFIX-*", "drain_timeout_s": $BENCH_DRAIN_TIMEOUT_S, "apply_timeout_s": $BENCH_APPLY_TIMEOUT_S}
+EOF
+}
+
+main() {
+    [[ -x "$OB_BIN" && -x "$OBBENCH" ]] || { echo "build first: make build build/bench/obbench" >&2; exit 1; }
+    command -v wrk >/dev/null && command -v pgbench >/dev/null || { echo "wrk and pgbench are needed (make deps)" >&2; exit 1; }
+    bash scripts/stack.sh status >/dev/null || { echo "the stack is not up (make stack-up)" >&2; exit 1; }
+    rm -rf "$PARTS" "$WORK"
+    mkdir -p "$PARTS" "$WORK"
+    say "databases $ORDERS_DB / $LEDGER_DB, topics $TOPIC_PREFIX-*, ports $ORDERS_PORT $LEDGER_PORT $ADMIN_PORT"
+    create_databases
+    write_facts
+    local s
+    for s in $BENCH_SECTIONS; do
+        case "$s" in
+            intake|drain|apply|latency) "section_$s" ;;
+            *) echo "unknown section $s (intake drain apply latency)" >&2; exit 1 ;;
+        esac
+    done
+    "$OBBENCH" report --dir "$OUT"
+    say "done: $OUT/report.md"
+}
+
+# Sourcing the file (for poking at one section by hand) defines everything and runs nothing.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    main "$@"
+fi
