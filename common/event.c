@@ -114,13 +114,92 @@ mp_get(const msgpack_object *map, const char *key)
     return NULL;
 }
 
+/* Big-endian unsigned of n bytes at p. */
+static uint64_t
+mp_be(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+
+    for (int i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/*
+ * Walks one msgpack value at *p without allocating, refusing any container
+ * that claims more elements than bytes remain. msgpack-c's unpacker sizes
+ * its zone from the declared counts, so a 5-byte array header claiming 2^32
+ * elements would make it ask for ~100 GB: a poison message must be a dead
+ * letter, not an allocation storm. Returns 0 and advances *p, or -1.
+ */
+static int
+mp_skip(const uint8_t **p, const uint8_t *end, int depth)
+{
+    static const int8_t fixed[32] = {
+        /* 0xc0..0xdf: payload bytes after the type byte; -1 = handled below */
+        0, -2, 0, 0, -1, -1, -1, -1, -1, -1, 4, 8, 1, 2, 4, 8, 1, 2, 4, 8, 2, 3, 5, 9, 17, -1, -1, -1, -1, -1, -1, -1,
+    };
+    const uint8_t *q = *p;
+    uint64_t       count = 0, len = 0;
+    uint8_t        t;
+
+    if (q >= end || depth > 32)
+        return -1;
+    t = *q++;
+    if (t <= 0x7f || t >= 0xe0) {
+        *p = q;
+        return 0;
+    }
+    if (t >= 0xa0 && t <= 0xbf)
+        len = t & 0x1f;
+    else if (t >= 0x80 && t <= 0x8f)
+        count = 2u * (t & 0x0f);
+    else if (t >= 0x90 && t <= 0x9f)
+        count = t & 0x0f;
+    else if (fixed[t - 0xc0] >= 0)
+        len = (uint64_t) fixed[t - 0xc0];
+    else if (fixed[t - 0xc0] == -2)
+        return -1;     /* 0xc1 is never used */
+    else {
+        static const int lenbytes[] = { [0xc4 - 0xc4] = 1, 2, 4, 1, 2, 4 };   /* bin8/16/32, ext8/16/32 */
+        int              nb;
+        if (t >= 0xc4 && t <= 0xc9)
+            nb = lenbytes[t - 0xc4];
+        else if (t >= 0xd9 && t <= 0xdb)
+            nb = 1 << (t - 0xd9);
+        else
+            nb = t == 0xdc || t == 0xde ? 2 : 4;
+        if ((size_t) (end - q) < (size_t) nb)
+            return -1;
+        uint64_t n = mp_be(q, nb);
+        q += nb;
+        if (t >= 0xdc)
+            count = t >= 0xde ? 2 * n : n;
+        else
+            len = n + (t >= 0xc7 && t <= 0xc9);    /* ext carries a type byte */
+    }
+    if (len > (uint64_t) (end - q) || count > (uint64_t) (end - q))
+        return -1;
+    q += len;
+    for (uint64_t i = 0; i < count; i++)
+        if (mp_skip(&q, end, depth + 1) != 0)
+            return -1;
+    *p = q;
+    return 0;
+}
+
 static int
 event_decode_msgpack(const void *buf, size_t len, ob_event_t *ev, char *err, size_t errlen)
 {
     msgpack_unpacked u;
     size_t           off = 0;
     int              rc = -1;
+    const uint8_t   *p = buf;
 
+    if (mp_skip(&p, p + len, 0) != 0 || p != (const uint8_t *) buf + len) {
+        snprintf(err, errlen, "not a well-formed msgpack value");
+        return -1;
+    }
     msgpack_unpacked_init(&u);
     if (msgpack_unpack_next(&u, buf, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len ||
         u.data.type != MSGPACK_OBJECT_MAP) {

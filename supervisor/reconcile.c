@@ -103,6 +103,23 @@ recon_check_order(recon_t *rc, PGresult *o, int i, const ledger_row_t *l)
     }
 }
 
+/* The first column of every row as a uuid[] literal: {a,b,c}. */
+static char *
+recon_id_array(PGresult *r)
+{
+    int    n = PQntuples(r);
+    size_t cap = (size_t) n * 40 + 4, used = 1;
+    char  *ids = malloc(cap);
+
+    if (ids == NULL)
+        return NULL;
+    ids[0] = '{';
+    for (int i = 0; i < n; i++)
+        used += (size_t) snprintf(ids + used, cap - used, "%s%s", i ? "," : "", PQgetvalue(r, i, 0));
+    snprintf(ids + used, cap - used, "}");
+    return ids;
+}
+
 /* One page of orders after `after`; returns rows seen, -1 on error. */
 static int
 recon_orders_page(recon_t *rc, char *after)
@@ -124,12 +141,7 @@ recon_orders_page(recon_t *rc, char *after)
         PQclear(o);
         return 0;
     }
-    size_t cap = (size_t) n * 40 + 4, used = 1;
-    char  *ids = malloc(cap);
-    ids[0] = '{';
-    for (int i = 0; i < n; i++)
-        used += (size_t) snprintf(ids + used, cap - used, "%s%s", i ? "," : "", PQgetvalue(o, i, 0));
-    snprintf(ids + used, cap - used, "}");
+    char *ids = recon_id_array(o);
     const char *p2[1] = { ids };
     l = recon_query(rc->ledger,
                     "SELECT order_id::text, count(*) FILTER (WHERE kind = 'charge'),"
@@ -175,12 +187,7 @@ recon_phantom_page(recon_t *rc, char *after)
         PQclear(l);
         return 0;
     }
-    size_t cap = (size_t) n * 40 + 4, used = 1;
-    char  *ids = malloc(cap);
-    ids[0] = '{';
-    for (int i = 0; i < n; i++)
-        used += (size_t) snprintf(ids + used, cap - used, "%s%s", i ? "," : "", PQgetvalue(l, i, 0));
-    snprintf(ids + used, cap - used, "}");
+    char *ids = recon_id_array(l);
     const char *p2[1] = { ids };
     PGresult   *o = recon_query(rc->orders,
                                 "SELECT x::text FROM unnest($1::uuid[]) x WHERE NOT EXISTS"

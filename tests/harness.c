@@ -680,3 +680,18 @@ obh_kafka_produce(obh_t *h, int partition, const char *key, const void *value, s
     cr_assert_eq(rd_kafka_flush(rk, 15000), 0, "produce not acknowledged");
     rd_kafka_destroy(rk);
 }
+
+void
+obh_db_allow(obh_t *h, int ledger, int allow)
+{
+    const char *admin = ledger ? STACK_LEDGER "postgres" : STACK_ORDERS "postgres";
+    const char *db = ledger ? h->ledger_db : h->orders_db;
+    char        sql[256];
+
+    snprintf(sql, sizeof(sql), "ALTER DATABASE %s ALLOW_CONNECTIONS %s", db, allow ? "true" : "false");
+    obh_exec(admin, sql);
+    if (!allow) {
+        snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '%s'", db);
+        obh_exec(admin, sql);
+    }
+}

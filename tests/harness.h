@@ -74,6 +74,9 @@ int obh_exists(const char *path);
  * (NUL-terminated, truncated to bodylen) goes to body; headers to hdrs if not NULL. */
 int obh_http(int port, const char *method, const char *path, const char *extra_headers, const char *req_body,
              char *body, size_t bodylen, char *hdrs, size_t hdrslen);
+/* Makes the test's orders (ledger = 0) or ledger database refuse new
+ * connections and drops its current ones (allow = 0), or lets them in again. */
+void obh_db_allow(obh_t *h, int ledger, int allow);
 /* Runs one SQL command (no parameters) against dsn; asserts success. */
 void obh_sql(const char *dsn, const char *sql);
 

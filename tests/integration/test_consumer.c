@@ -302,19 +302,6 @@ Test(consumer, kill9_mid_batch_twenty_times_books_everything_once, .init = setup
                 atomic_load(&c.cancelled));
 }
 
-static void
-db_allow(const char *admin_dsn, const char *db, int allow)
-{
-    char sql[256];
-
-    snprintf(sql, sizeof(sql), "ALTER DATABASE %s ALLOW_CONNECTIONS %s", db, allow ? "true" : "false");
-    obh_sql(admin_dsn, sql);
-    if (!allow) {
-        snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '%s'",
-                 db);
-        obh_sql(admin_dsn, sql);
-    }
-}
 
 Test(consumer, ledger_database_down_20s_loses_and_doubles_nothing, .init = setup, .fini = teardown, .timeout = 180)
 {
@@ -327,9 +314,9 @@ Test(consumer, ledger_database_down_20s_loses_and_doubles_nothing, .init = setup
     for (int i = 0; i < 2; i++)
         pthread_create(&th[i], NULL, client, &c);
     ob_sleep_ms(1000);
-    db_allow("postgresql://outboxd@127.0.0.1:55433/postgres", h.ledger_db, 0);
+    obh_db_allow(&h, 1, 0);
     ob_sleep_ms(20000);    /* the outage: its length is the scenario */
-    db_allow("postgresql://outboxd@127.0.0.1:55433/postgres", h.ledger_db, 1);
+    obh_db_allow(&h, 1, 1);
     atomic_store(&c.stop, 1);
     for (int i = 0; i < 2; i++)
         pthread_join(th[i], NULL);
@@ -349,10 +336,10 @@ flapper(void *arg)
     flapper_t *f = arg;
 
     for (int i = 0; !atomic_load(&f->stop); i++) {
-        db_allow("postgresql://outboxd@127.0.0.1:55432/postgres", h.orders_db, i % 2);
+        obh_db_allow(&h, 0, i % 2);
         ob_sleep_ms(150);    /* the failure rhythm */
     }
-    db_allow("postgresql://outboxd@127.0.0.1:55432/postgres", h.orders_db, 1);
+    obh_db_allow(&h, 0, 1);
     return NULL;
 }
 

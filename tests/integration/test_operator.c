@@ -82,24 +82,6 @@ chromium(const char *args, const char *url)
     return out;
 }
 
-static void
-db_allow(int allow)
-{
-    char sql[256];
-
-    snprintf(sql, sizeof(sql), "ALTER DATABASE %s ALLOW_CONNECTIONS %s", h.orders_db, allow ? "true" : "false");
-    obh_sql("postgresql://outboxd@127.0.0.1:55432/postgres", sql);
-    snprintf(sql, sizeof(sql), "ALTER DATABASE %s ALLOW_CONNECTIONS %s", h.ledger_db, allow ? "true" : "false");
-    obh_sql("postgresql://outboxd@127.0.0.1:55433/postgres", sql);
-    if (!allow) {
-        snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '%s'",
-                 h.orders_db);
-        obh_sql("postgresql://outboxd@127.0.0.1:55432/postgres", sql);
-        snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '%s'",
-                 h.ledger_db);
-        obh_sql("postgresql://outboxd@127.0.0.1:55433/postgres", sql);
-    }
-}
 
 Test(operator, status_page_renders_every_worker_and_partition_even_with_databases_down, .init = setup,
      .fini = teardown)
@@ -110,10 +92,12 @@ Test(operator, status_page_renders_every_worker_and_partition_even_with_database
     cr_assert_neq(obh_wait_worker(&h, OB_KIND_CONSUMER, 0, 0, obh_ms(20000)), 0);
     cr_assert_neq(obh_wait_worker(&h, OB_KIND_RELAY, 1, 0, obh_ms(20000)), 0);
     post_orders(5, NULL);
-    db_allow(0);
+    obh_db_allow(&h, 0, 0);
+    obh_db_allow(&h, 1, 0);
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/status", h.admin_port);
     char *dom = chromium("--dump-dom", url);
-    db_allow(1);
+    obh_db_allow(&h, 0, 1);
+    obh_db_allow(&h, 1, 1);
     cr_assert(strstr(dom, "<table id=\"workers\">") != NULL, "no workers table in the DOM:\n%.2000s", dom);
     static const struct {
         const char *kind;

@@ -175,20 +175,6 @@ Test(orders, bad_requests_are_4xx_json_and_write_nothing, .init = setup, .fini =
     cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox"), 0);
 }
 
-/* Makes the test's orders database refuse new connections and drops the current ones. */
-static void
-orders_db_down(int down)
-{
-    char sql[256];
-
-    snprintf(sql, sizeof(sql), "ALTER DATABASE %s ALLOW_CONNECTIONS %s", h.orders_db, down ? "false" : "true");
-    obh_sql("postgresql://outboxd@127.0.0.1:55432/postgres", sql);
-    if (down) {
-        snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '%s'",
-                 h.orders_db);
-        obh_sql("postgresql://outboxd@127.0.0.1:55432/postgres", sql);
-    }
-}
 
 Test(orders, database_down_is_503_then_recovers_without_restart, .init = setup, .fini = teardown)
 {
@@ -200,7 +186,7 @@ Test(orders, database_down_is_503_then_recovers_without_restart, .init = setup, 
     cr_assert_eq(post_order("{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}", NULL, id), 201);
     created++;
     cr_assert_geq(obh_worker(&h, OB_KIND_HTTP, 0, &w0), 0);
-    orders_db_down(1);
+    obh_db_allow(&h, 0, 0);
     for (int i = 0; i < 20; i++) {
         int st = obh_http(h.orders_port, "POST", "/orders", NULL, "{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}",
                           resp, sizeof(resp), hdrs, sizeof(hdrs));
@@ -211,7 +197,7 @@ Test(orders, database_down_is_503_then_recovers_without_restart, .init = setup, 
     cr_assert_eq(obh_http(h.orders_port, "GET", "/healthcheck", NULL, NULL, resp, sizeof(resp), NULL, 0), 200);
     cr_assert_eq(obh_http(h.orders_port, "GET", "/readyz", NULL, NULL, resp, sizeof(resp), NULL, 0), 503);
     cr_assert_eq(obh_http(h.orders_port, "GET", "/orders/total", NULL, NULL, resp, sizeof(resp), NULL, 0), 503);
-    orders_db_down(0);
+    obh_db_allow(&h, 0, 1);
     cr_assert_eq(post_order("{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}", NULL, id), 201);
     created++;
     cr_assert_eq(obh_http(h.orders_port, "GET", "/readyz", NULL, NULL, resp, sizeof(resp), NULL, 0), 200);

@@ -306,3 +306,20 @@ Test(event, msgpack_and_json_round_trip)
     cr_assert_eq(ob_event_decode("\xc1garbage", 8, 0, &back, err, sizeof(err)), -1);
     cr_assert_eq(ob_event_decode("{\"id\":1}", 8, 1, &back, err, sizeof(err)), -1);
 }
+
+Test(event, hostile_msgpack_headers_are_refused_without_allocating)
+{
+    ob_event_t ev;
+    char       err[128];
+    /* array32 claiming 2^32-1 elements; map32 likewise; str32 longer than the buffer */
+    static const unsigned char arr[] = { 0xdd, 0xff, 0xff, 0xff, 0xff, 0x01 };
+    static const unsigned char map[] = { 0xdf, 0x7f, 0xff, 0xff, 0xff, 0x01, 0x02 };
+    static const unsigned char str[] = { 0xdb, 0x00, 0x10, 0x00, 0x00, 'a' };
+    static const unsigned char unused[] = { 0xc1 };
+
+    cr_assert_eq(ob_event_decode(arr, sizeof(arr), 0, &ev, err, sizeof(err)), -1);
+    cr_assert_eq(ob_event_decode(map, sizeof(map), 0, &ev, err, sizeof(err)), -1);
+    cr_assert_eq(ob_event_decode(str, sizeof(str), 0, &ev, err, sizeof(err)), -1);
+    cr_assert_eq(ob_event_decode(unused, sizeof(unused), 0, &ev, err, sizeof(err)), -1);
+    cr_assert_str_eq(err, "not a well-formed msgpack value");
+}
