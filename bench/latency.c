@@ -16,6 +16,37 @@
 #include <string.h>
 
 /*
+ * Per second of commits: [second, n, p50, p99, max] of commit -> Kafka, so
+ * a stall of a few seconds is told apart from a uniformly slow run.
+ */
+static json_t *
+latency_series(const double *created_ms, const double *lat, size_t n)
+{
+    json_t *out = json_array();
+    double  t0 = n ? created_ms[0] : 0, *bucket = malloc((n + 1) * sizeof(*bucket));
+    size_t  i = 0;
+
+    for (size_t k = 0; k < n; k++)
+        t0 = created_ms[k] < t0 ? created_ms[k] : t0;
+    for (long sec = 0; i < n; sec++) {
+        size_t m = 0;
+        for (size_t k = 0; k < n; k++)      /* n is tens of thousands: a pass per second is fine */
+            if ((long) ((created_ms[k] - t0) / 1000) == sec)
+                bucket[m++] = lat[k];
+        i += m;
+        json_t *p = bench_pct_json(bucket, m);
+        if (m > 0)
+            json_array_append_new(out, json_pack("[I, I, f, f, f]", (json_int_t) sec, (json_int_t) m,
+                                                 json_real_value(json_object_get(p, "p50")),
+                                                 json_real_value(json_object_get(p, "p99")),
+                                                 json_real_value(json_object_get(p, "max"))));
+        json_decref(p);
+    }
+    free(bucket);
+    return out;
+}
+
+/*
  * commit -> Kafka for every outbox row. A row still pending is counted with
  * the time it had waited by until_ms (a lower bound); censored says how
  * many. Without until_ms pending rows are only counted.
@@ -26,24 +57,31 @@ latency_kafka(PGconn *pg, const char *until_ms)
     const char *params[1] = { until_ms ? until_ms : "0" };
     PGresult   *r = PQexecParams(pg,
                                  "SELECT (extract(epoch FROM coalesce(published_at, to_timestamp($1::float8 / 1000))"
-                                 " - created_at) * 1000)::float8, published FROM outbox",
+                                 " - created_at) * 1000)::float8, published,"
+                                 " (extract(epoch FROM created_at) * 1000)::float8 FROM outbox",
                                  1, NULL, params, NULL, NULL, 0);
-    size_t      n = 0, censored = 0;
-    double     *v;
+    size_t      n = 0, censored = 0, rows = (size_t) PQntuples(r);
+    double     *v, *created;
 
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         bench_die("latency: %s", PQresultErrorMessage(r));
-    v = malloc(((size_t) PQntuples(r) + 1) * sizeof(*v));
-    for (int i = 0; i < PQntuples(r); i++) {
-        int published = PQgetvalue(r, i, 1)[0] == 't';
+    v = malloc((rows + 1) * sizeof(*v));
+    created = malloc((rows + 1) * sizeof(*created));
+    for (size_t i = 0; i < rows; i++) {
+        int published = PQgetvalue(r, (int) i, 1)[0] == 't';
         censored += !published;
-        if (published || until_ms != NULL)
-            v[n++] = atof(PQgetvalue(r, i, 0));
+        if (published || until_ms != NULL) {
+            created[n] = atof(PQgetvalue(r, (int) i, 2));
+            v[n++] = atof(PQgetvalue(r, (int) i, 0));
+        }
     }
+    json_t *series = latency_series(created, v, n);
     json_t *j = bench_pct_json(v, n);
     json_object_set_new(j, until_ms ? "censored" : "pending", json_integer((json_int_t) censored));
+    json_object_set_new(j, "by_second", series);
     PQclear(r);
     free(v);
+    free(created);
     return j;
 }
 

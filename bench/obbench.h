@@ -68,12 +68,25 @@ typedef struct {
     int  samples;
 } bench_rss_t;
 
-ob_shm_t *bench_attach(const char *name, double timeout_s);
+ob_shm_t *bench_attach(const char *name, int pid, double timeout_s);
 uint64_t  bench_counter_sum(ob_shm_t *shm, int kind, int counter);
 int       bench_running(ob_shm_t *shm, int kind);
 long      bench_rss_kb(pid_t pid);
 void      bench_rss_sample(ob_shm_t *shm, bench_rss_t *rss);
 json_t   *bench_rss_json(const bench_rss_t *rss);
+
+/* ---- cpu.c: CPU used by each component during a measurement ------------- */
+
+typedef struct bench_cpu bench_cpu_t;
+
+/* Any of shm, the DSNs and kafka_pid may be absent (NULL / 0). */
+bench_cpu_t *bench_cpu_start(ob_shm_t *shm, const char *orders_dsn, const char *ledger_dsn, pid_t kafka_pid);
+/* Call often (reads /proc); finds new processes once a second. */
+void         bench_cpu_sample(bench_cpu_t *c);
+/* {"seconds", "cores": {component: CPU seconds per wall second}}; frees c. */
+json_t      *bench_cpu_end(bench_cpu_t *c);
+/* bench_cpu_start from the --orders-dsn, --ledger-dsn and --kafka-pid options. */
+bench_cpu_t *bench_cpu_from_opts(ob_shm_t *shm, int argc, char **argv);
 
 int cmd_ready(int argc, char **argv);
 int cmd_rss(int argc, char **argv);

@@ -135,6 +135,17 @@ fsecs(double v)
 
 /* ---- report.md sections ------------------------------------------------------ */
 
+/* A section whose parts are missing says so instead of printing a table of n/a. */
+static int
+ran(report_t *r, const char *title, const char *name)
+{
+    if (part(r, name) != NULL)
+        return 1;
+    fprintf(r->md, "%s\n\n_Not run in this invocation (see BENCH_SECTIONS), or it failed before writing "
+                   "parts/%s.json._\n\n", title, name);
+    return 0;
+}
+
 static void
 md_header(report_t *r)
 {
@@ -192,6 +203,8 @@ md_intake(report_t *r)
     double full = num(r, "intake_full", "rps"), alone = num(r, "intake_alone", "rps");
     double pgb = num(r, "intake_pgbench", "tps");
 
+    if (!ran(r, "## 1. Intake: POST /orders at saturation", "intake_full"))
+        return;
     put(r, "intake", "full_rps", full);
     put(r, "intake", "alone_rps", alone);
     put(r, "intake", "pgbench_tps", pgb);
@@ -222,7 +235,7 @@ static void
 md_drain_row(report_t *r, const char *label, double rate, double secs, double ceiling, double naive, double intake,
              const char *note)
 {
-    fprintf(r->md, "| %s | %s | %s | %s | %s | %s |%s\n", label, fnum(rate, 0), fsecs(secs),
+    fprintf(r->md, "| %s | %s | %s | %s | %s | %s | %s |\n", label, fnum(rate, 0), fsecs(secs),
             fratio(ratio(rate, ceiling)), fratio(ratio(rate, naive)), fratio(ratio(rate, intake)), note);
 }
 
@@ -246,29 +259,42 @@ md_drain(report_t *r)
         { "drain_skip", "skip_locked", "outboxd skip_locked, 2 relays" },
     };
 
-    fprintf(r->md, "## 2. Drain: a %.0f-event backlog to Kafka\n\n", rows);
-    fprintf(r->md, "The backlog (msgpack order.created events, avg %.0f bytes, murmur2 partitions) is committed in "
-                   "one transaction while outboxd (http=0 consumers=0) is idle; the clock runs from that commit "
-                   "until no row is pending.\n\n",
+    char title[96];
+    snprintf(title, sizeof(title), "## 2. Drain: a %.0f-event backlog to Kafka", rows);
+    if (!ran(r, title, "backlog"))
+        return;
+    fprintf(r->md, "%s\n\n", title);
+    fprintf(r->md, "The backlog (msgpack order.created events, avg %.0f bytes, murmur2 partitions) is put into "
+                   "outbox in one transaction, then VACUUM ANALYZE (the state autovacuum leaves a table in while "
+                   "a backlog builds up); then outboxd starts with http=0 consumers=0. The clock runs from the "
+                   "first published batch until no row is pending; process start-up is shown apart. Autovacuum "
+                   "stays on, as in production: when it runs during a drain the column says so, because it can "
+                   "change the relay's query plans mid-run.\n\n",
             num(r, "backlog", "payload_avg_bytes"));
-    fprintf(r->md, "| publisher | events/s | seconds | / ceiling | / naive | × max intake |\n"
-                   "|---|---:|---:|---:|---:|---:|\n");
+    fprintf(r->md, "| publisher | events/s | seconds | / ceiling | / naive | × max intake | notes |\n"
+                   "|---|---:|---:|---:|---:|---:|---|\n");
     for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
         double rate = num(r, runs[i].name, "events_per_s");
-        char   note[160] = "";
+        char   note[256];
+        int    n = snprintf(note, sizeof(note), "start-up %s s", fsecs(num(r, runs[i].name, "startup_seconds")));
         if (flag(r, runs[i].name, "timed_out"))
-            snprintf(note, sizeof(note), " timed out: lower bound");
-        else if (num(r, runs[i].name, "topic_messages") > rows)
-            snprintf(note, sizeof(note), " %.0f re-sent", num(r, runs[i].name, "topic_messages") - rows);
+            n += snprintf(note + n, sizeof(note) - (size_t) n, "; **timed out** with %.0f published: lower bound",
+                          num(r, runs[i].name, "published"));
+        if (num(r, runs[i].name, "topic_messages") > num(r, runs[i].name, "published"))
+            n += snprintf(note + n, sizeof(note) - (size_t) n, "; %.0f re-sent",
+                          num(r, runs[i].name, "topic_messages") - num(r, runs[i].name, "published"));
+        if (num(r, runs[i].name, "autovacuums") > 0 || num(r, runs[i].name, "autoanalyzes") > 0)
+            snprintf(note + n, sizeof(note) - (size_t) n, "; autovacuum ×%.0f, autoanalyze ×%.0f during the run",
+                     num(r, runs[i].name, "autovacuums"), num(r, runs[i].name, "autoanalyzes"));
         md_drain_row(r, runs[i].label, rate, num(r, runs[i].name, "seconds"), ceiling, naive, intake, note);
         put(r, "drain", runs[i].key, rate);
     }
     put(r, "drain", "r2_over_ceiling", ratio(num(r, "drain_r2", "events_per_s"), ceiling));
-    fprintf(r->md, "| naive poller (every %.0f ms, LIMIT %.0f), run %.0f s, extrapolated | %s | %s | %s | 1 | %s |\n",
-            num(r, "settings", "naive_interval_ms"), num(r, "settings", "naive_limit"),
-            num(r, "drain_naive", "seconds"), fnum(naive, 1), fsecs(ratio(rows, naive)), fratio(ratio(naive, ceiling)),
-            fratio(ratio(naive, intake)));
-    fprintf(r->md, "| librdkafka from memory (ceiling) | %s | %s | 1 | %s | %s |\n\n", fnum(ceiling, 0),
+    fprintf(r->md, "| naive poller (every %.0f ms, LIMIT %.0f) | %s | %s | %s | 1 | %s | ran %.0f s, time extrapolated |\n",
+            num(r, "settings", "naive_interval_ms"), num(r, "settings", "naive_limit"), fnum(naive, 1),
+            fsecs(ratio(rows, naive)), fratio(ratio(naive, ceiling)), fratio(ratio(naive, intake)),
+            num(r, "drain_naive", "seconds"));
+    fprintf(r->md, "| librdkafka from memory (ceiling) | %s | %s | 1 | %s | %s | |\n\n", fnum(ceiling, 0),
             fsecs(num(r, "drain_ceiling", "seconds")), fratio(ratio(ceiling, naive)), fratio(ratio(ceiling, intake)));
     put(r, "drain", "ceiling", ceiling);
     put(r, "drain", "naive", naive);
@@ -283,13 +309,16 @@ md_apply(report_t *r)
 {
     double c1 = num(r, "apply_c1", "events_per_s"), c2 = num(r, "apply_c2", "events_per_s");
 
+    if (!ran(r, "## 3. Apply: the drained topic into the ledger", "apply_c1"))
+        return;
     put(r, "apply", "c1", c1);
     put(r, "apply", "c2", c2);
     fprintf(r->md, "## 3. Apply: the drained topic into the ledger\n\n");
-    fprintf(r->md, "Fresh ledger database and consumer group per run; the clock starts at the first booked batch "
-                   "(the group join is shown apart) and stops when ledger_entries holds %.0f rows.\n\n",
+    fprintf(r->md, "Fresh ledger database and consumer group per run; the clock starts once every consumer holds "
+                   "its share of the partitions and events are being booked (the group join and its first "
+                   "rebalance are shown apart), and stops when ledger_entries holds %.0f rows.\n\n",
             num(r, "apply_c1", "rows"));
-    fprintf(r->md, "| consumers | events/s | seconds | group join s | × max intake |\n|---|---:|---:|---:|---:|\n");
+    fprintf(r->md, "| consumers | events/s | seconds | join s | × max intake |\n|---|---:|---:|---:|---:|\n");
     fprintf(r->md, "| 1 | %s | %s | %s | %s |\n", fnum(c1, 0), fsecs(num(r, "apply_c1", "seconds")),
             fsecs(num(r, "apply_c1", "join_seconds")), fratio(ratio(c1, max_intake(r))));
     fprintf(r->md, "| 2 | %s | %s | %s | %s |\n\n", fnum(c2, 0), fsecs(num(r, "apply_c2", "seconds")),
@@ -318,13 +347,16 @@ md_latency(report_t *r)
     char   note[160];
     double rate = num(r, "latency_pace", "rate");
 
+    if (!ran(r, "## 4. End-to-end latency at half the max intake", "latency_pace"))
+        return;
     fprintf(r->md, "## 4. End-to-end latency at half the max intake\n\n");
-    fprintf(r->md, "POST /orders paced at %s req/s (half the whole-pipeline intake) for %.0f s over %.0f keep-alive "
+    fprintf(r->md, "POST /orders paced at %s req/s (%s) for %.0f s over %.0f keep-alive "
                    "connections by `obbench pace` (open loop: latency counts from when a request was due); "
                    "achieved %s req/s, %.0f created, %.0f errors. Then from the databases: commit → Kafka = "
                    "outbox.published_at − created_at; commit → ledger = ledger_entries.created_at − "
                    "orders.created_at (joined across the two clusters).\n\n",
-            fnum(rate, 0), num(r, "latency_pace", "seconds"), num(r, "latency_pace", "conns"),
+            fnum(rate, 0), str(r, "settings", "latency_rate"), num(r, "latency_pace", "seconds"),
+            num(r, "latency_pace", "conns"),
             fnum(num(r, "latency_pace", "achieved_rate"), 0), num(r, "latency_pace", "created"),
             num(r, "latency_pace", "http_errors") + num(r, "latency_pace", "lost"));
     fprintf(r->md, "| path (ms) | n | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|\n");
@@ -397,6 +429,46 @@ md_memory(report_t *r)
     fprintf(r->md, "\n");
 }
 
+/* ---- CPU ---------------------------------------------------------------------- */
+
+static void
+md_cpu(report_t *r)
+{
+    static const struct {
+        const char *part, *label;
+    } runs[] = {
+        { "intake_full_watch", "intake full" }, { "intake_alone_watch", "intake alone" },
+        { "drain_r1", "drain 1 relay" },        { "drain_r2", "drain 2 relays" },
+        { "drain_skip", "drain skip_locked" },  { "apply_c1", "apply 1 cons." },
+        { "apply_c2", "apply 2 cons." },        { "latency_watch", "latency" },
+    };
+    static const char *rows[] = { "http", "relay", "consumer", "supervisor", "pg http", "pg relay", "pg consumer",
+                                  "pg autovacuum", "pg background", "pg other", "kafka", "others", "machine" };
+    char path[64];
+
+    fprintf(r->md, "## 6. Where the CPU went (cores busy, of %.0f)\n\n", num(r, "machine", "nproc"));
+    fprintf(r->md, "CPU seconds per wall-clock second while each run measured: outboxd's processes by kind, the "
+                   "PostgreSQL backends serving each kind (by application_name), autovacuum on the bench's "
+                   "databases, the clusters' background processes (shared), Kafka's JVM. *others* = the whole "
+                   "machine minus all of these: someone else's load, which makes a run less trustworthy.\n\n|");
+    for (size_t c = 0; c < sizeof(runs) / sizeof(runs[0]); c++)
+        fprintf(r->md, " | %s", runs[c].label);
+    fprintf(r->md, " |\n|---");
+    for (size_t c = 0; c < sizeof(runs) / sizeof(runs[0]); c++)
+        fprintf(r->md, "|---:");
+    fprintf(r->md, "|\n");
+    for (size_t k = 0; k < sizeof(rows) / sizeof(rows[0]); k++) {
+        fprintf(r->md, "| %s", strcmp(rows[k], "machine") == 0 ? "**machine (all)**" : rows[k]);
+        for (size_t c = 0; c < sizeof(runs) / sizeof(runs[0]); c++) {
+            snprintf(path, sizeof(path), "cpu.cores.%s", rows[k]);
+            double v = num(r, runs[c].part, path);
+            fprintf(r->md, " | %s", isnan(v) && part(r, runs[c].part) ? "" : fnum(v, 2));
+        }
+        fprintf(r->md, " |\n");
+    }
+    fprintf(r->md, "\n");
+}
+
 /* ---- targets (issue #10) ------------------------------------------------------ */
 
 static void
@@ -437,9 +509,8 @@ md_targets(report_t *r)
            fms(num(r, "latency_db", "ledger_ms.p50")));
     target(r, "commit → ledger p99 (ms)", num(r, "latency_db", "ledger_ms.p99"), 25, 0,
            fms(num(r, "latency_db", "ledger_ms.p99")));
-    target(r, "naive p50 / ours p50", json_number_value(json_object_get(json_object_get(r->summary, "latency"),
-                                                                         "naive_over_ours_p50")),
-           100, 1, fratio(json_number_value(json_object_get(json_object_get(r->summary, "latency"), "naive_over_ours_p50"))));
+    double naive = ratio(num(r, "latency_naive_db", "kafka_ms.p50"), num(r, "latency_db", "ledger_ms.p50"));
+    target(r, "naive commit → Kafka p50 / ours commit → ledger p50", naive, 100, 1, fratio(naive));
     target(r, "largest RSS growth of any process (MB)", growth, 64, 0, fnum(growth, 1));
     fprintf(r->md, "\n");
 }
@@ -447,11 +518,11 @@ md_targets(report_t *r)
 /* ---- latency.svg ----------------------------------------------------------------- */
 
 #define SVG_W  760
-#define SVG_H  440
-#define SVG_L  70      /* plot area margins */
+#define SVG_H  500
+#define SVG_L  70      /* plot area margins; the legend sits under the x axis */
 #define SVG_R  20
 #define SVG_T  40
-#define SVG_B  60
+#define SVG_B  120
 #define SVG_XMAX 4.5   /* "nines" axis: 0 = p0 .. 4 = p99.99, max drawn at 4.5 */
 
 /* Position of a percentile on the nines axis: log10(1 / (1 - p)), max at the end. */
@@ -520,7 +591,8 @@ svg_axes(FILE *f, double lo, double hi)
     static const struct {
         double      p;
         const char *label;
-    } xt[] = { { 0, "p0" }, { 50, "p50" }, { 90, "p90" }, { 99, "p99" }, { 99.9, "p99.9" }, { 99.99, "p99.99" }, { 100, "max" } };
+    } xt[] = { { 0, "p0" },       { 50, "p50" },         { 90, "p90" },   { 99, "p99" },
+               { 99.9, "p99.9" }, { 99.99, "p99.99" }, { 100, "max" } };
 
     for (size_t i = 0; i < sizeof(xt) / sizeof(xt[0]); i++) {
         double x = svg_x(svg_nines(xt[i].p));
@@ -530,12 +602,15 @@ svg_axes(FILE *f, double lo, double hi)
     for (double e = lo; e <= hi; e++) {
         double y = svg_y(pow(10, e), lo, hi);
         fprintf(f, "<line x1='%d' y1='%.1f' x2='%d' y2='%.1f' stroke='#ddd'/>\n", SVG_L, y, SVG_W - SVG_R, y);
-        fprintf(f, "<text x='%d' y='%.1f' text-anchor='end'>%g ms</text>\n", SVG_L - 6, y + 4, pow(10, e));
+        if (e < 3)
+            fprintf(f, "<text x='%d' y='%.1f' text-anchor='end'>%g ms</text>\n", SVG_L - 6, y + 4, pow(10, e));
+        else
+            fprintf(f, "<text x='%d' y='%.1f' text-anchor='end'>%g s</text>\n", SVG_L - 6, y + 4, pow(10, e - 3));
     }
     fprintf(f, "<rect x='%d' y='%d' width='%d' height='%d' fill='none' stroke='#444'/>\n", SVG_L, SVG_T,
             SVG_W - SVG_L - SVG_R, SVG_H - SVG_T - SVG_B);
     fprintf(f, "<text x='%d' y='%d' text-anchor='middle'>percentile (log scale of 1/(1-p))</text>\n",
-            (SVG_L + SVG_W - SVG_R) / 2, SVG_H - 22);
+            (SVG_L + SVG_W - SVG_R) / 2, SVG_H - SVG_B + 36);
 }
 
 static void
@@ -565,9 +640,11 @@ write_svg(report_t *r)
                     svg_y(json_number_value(json_array_get(pt, 1)), lo, hi));
         }
         fprintf(f, "'/>\n");
-        fprintf(f, "<line x1='%d' y1='%zu' x2='%d' y2='%zu' stroke='%s' stroke-width='2'/>", SVG_L + 10,
-                (size_t) SVG_T + 14 + 16 * i, SVG_L + 30, (size_t) SVG_T + 14 + 16 * i, svg_series[i].color);
-        fprintf(f, "<text x='%d' y='%zu'>%s</text>\n", SVG_L + 36, (size_t) SVG_T + 18 + 16 * i, svg_series[i].label);
+        /* legend: two columns under the axis title */
+        int lx = SVG_L + (int) (i % 2) * 330, ly = SVG_H - 50 + (int) (i / 2) * 20;
+        fprintf(f, "<line x1='%d' y1='%d' x2='%d' y2='%d' stroke='%s' stroke-width='2'/>", lx, ly, lx + 20, ly,
+                svg_series[i].color);
+        fprintf(f, "<text x='%d' y='%d'>%s</text>\n", lx + 26, ly + 4, svg_series[i].label);
     }
     fprintf(f, "</svg>\n");
     fclose(f);
@@ -608,6 +685,7 @@ cmd_report(int argc, char **argv)
     md_apply(&r);
     md_latency(&r);
     md_memory(&r);
+    md_cpu(&r);
     md_targets(&r);
     md_settings(&r);
     fclose(r.md);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run.sh: `make bench`. Runs the five sections of bench/README.md on
+# bench/run.sh: `make bench`. Runs the sections of bench/README.md on
 # the local stack and writes var/bench/report.md, report.json, latency.svg.
 #
 # Everything it touches is its own: databases orderdb_bench_<pid> and
@@ -15,7 +15,8 @@
 #   BENCH_LATENCY_S=20        the paced load (section 4)
 #   BENCH_LATENCY_RATE=       req/s for section 4; default half the full intake
 #   BENCH_SECTIONS="intake drain apply latency"   a subset, while developing
-#   BENCH_DRAIN_TIMEOUT_S=300, BENCH_APPLY_TIMEOUT_S=300   per run, keep it bounded
+#   BENCH_PACE_CONNS=16       connections of the paced load (section 4)
+#   BENCH_DRAIN_TIMEOUT_S=200, BENCH_APPLY_TIMEOUT_S=150   per run, so the whole stays under 20 min
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,13 +31,16 @@ BENCH_NAIVE_S="${BENCH_NAIVE_S:-20}"
 BENCH_LATENCY_S="${BENCH_LATENCY_S:-20}"
 BENCH_LATENCY_RATE="${BENCH_LATENCY_RATE:-}"
 BENCH_SECTIONS="${BENCH_SECTIONS:-intake drain apply latency}"
-BENCH_DRAIN_TIMEOUT_S="${BENCH_DRAIN_TIMEOUT_S:-300}"
-BENCH_APPLY_TIMEOUT_S="${BENCH_APPLY_TIMEOUT_S:-300}"
+BENCH_DRAIN_TIMEOUT_S="${BENCH_DRAIN_TIMEOUT_S:-200}"
+BENCH_APPLY_TIMEOUT_S="${BENCH_APPLY_TIMEOUT_S:-150}"
 
 # Fixed by the issue: the same concurrency for wrk and pgbench.
 INTAKE_THREADS=2
 INTAKE_CONNS=32
-PACE_CONNS="${BENCH_PACE_CONNS:-32}"
+# 16 = the civetweb threads of ONE http worker: with more keep-alive
+# connections than that, an uneven accept split parks some of them until a
+# thread frees (keep_alive_timeout, 5 s); see bench/README.md.
+PACE_CONNS="${BENCH_PACE_CONNS:-16}"
 PARTITIONS=12
 NAIVE_INTERVAL_MS=1000
 NAIVE_LIMIT=10
@@ -57,10 +61,12 @@ LEDGER_DSN="postgresql://outboxd@127.0.0.1:$OB_PG_LEDGER_PORT/$LEDGER_DB"
 TOPIC_PREFIX="outbox-events-bench-$$"
 NAME="bench-$$"
 read -r ORDERS_PORT LEDGER_PORT ADMIN_PORT <<<"$("$OBBENCH" free-ports 3)"
+KAFKA_PID="$(cat "$ROOT/var/run/kafka.pid" 2>/dev/null || echo 0)"   # for its CPU share only
 
 OB_PID=""          # the outboxd under test, when one runs
-WATCH_PID=""       # the RSS watcher, when one runs
+WATCH_PID=""       # the RSS/CPU watcher, when one runs
 NAIVE_PID=""       # the naive poller of section 4, when it runs
+FG_PID=""          # the step `run` waits for
 TOPICS=()          # topics to delete at exit
 T0=$SECONDS
 
@@ -73,7 +79,7 @@ cleanup() {
     local rc=$? pid t
     trap - EXIT INT TERM
     stop_outboxd || true
-    for pid in "$WATCH_PID" "$NAIVE_PID"; do     # cleared once reaped, so never a recycled pid
+    for pid in "$FG_PID" "$WATCH_PID" "$NAIVE_PID"; do     # cleared once reaped, so never a recycled pid
         [[ -z "$pid" ]] || kill -TERM "$pid" 2>/dev/null || true
     done
     for t in "${TOPICS[@]}"; do
@@ -86,6 +92,18 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# run CMD...: CMD in the background, waited for. Bash runs a trap only once
+# the foreground command is done, so a TERM would otherwise wait for a
+# minutes-long step; `wait` returns at once and the clean-up stops CMD by pid.
+run() {
+    local rc=0
+    "$@" &
+    FG_PID=$!
+    wait "$FG_PID" || rc=$?
+    FG_PID=""
+    return "$rc"
+}
 
 # ---------------------------------------------------------------------------
 # outboxd under test
@@ -161,25 +179,37 @@ sql() { "$OBBENCH" sql "$@"; }
 # An empty orderdb: no rows, and a checkpoint so no run pays for another's dirty pages.
 reset_orders() { sql "$ORDERS_DSN" "TRUNCATE orders, outbox" "CHECKPOINT"; }
 
+# `outboxd migrate` brings both databases up to date (a no-op for one already there).
+migrate() { "$OB_BIN" migrate -c "$(write_conf migrate 0 0 0 partitioned unused unused)" >>"$WORK/migrate.log" 2>&1; }
+
 # ledger_entries refuses TRUNCATE (immutability trigger): a new database instead.
 fresh_ledger() {
     "$OBBENCH" db drop "$LEDGER_SERVER" "$LEDGER_DB"
     "$OBBENCH" db create "$LEDGER_SERVER" "$LEDGER_DB"
-    "$OB_BIN" migrate -c "$(write_conf migrate 0 0 0 partitioned unused unused)" >>"$WORK/migrate.log" 2>&1
+    migrate
+}
+
+# A new orderdb: no rows and no planner statistics left over from a backlog
+# (stale "everything is pending" statistics change the relay's plans; see README).
+fresh_orders() {
+    "$OBBENCH" db drop "$ORDERS_SERVER" "$ORDERS_DB"
+    "$OBBENCH" db create "$ORDERS_SERVER" "$ORDERS_DB"
+    migrate
 }
 
 create_databases() {
-    "$OBBENCH" db drop "$ORDERS_SERVER" "$ORDERS_DB"
     "$OBBENCH" db create "$ORDERS_SERVER" "$ORDERS_DB"
-    fresh_ledger
+    "$OBBENCH" db create "$LEDGER_SERVER" "$LEDGER_DB"
+    migrate
 }
 
-# new_topic SUFFIX: prints the name of a fresh 12-partition topic.
+# new_topic SUFFIX: a fresh 12-partition topic, named in TOPIC and
+# remembered for the clean-up (so not called in a $(...) subshell).
+TOPIC=""
 new_topic() {
-    local t="$TOPIC_PREFIX-$1"
-    "$OBBENCH" topic create "$BROKERS" "$t" "$PARTITIONS"
-    TOPICS+=("$t")
-    echo "$t"
+    TOPIC="$TOPIC_PREFIX-$1"
+    "$OBBENCH" topic create "$BROKERS" "$TOPIC" "$PARTITIONS"
+    TOPICS+=("$TOPIC")
 }
 
 drop_topic() { "$OBBENCH" topic delete "$BROKERS" "$1"; }
@@ -191,7 +221,8 @@ json_num() { grep -o "\"$2\":[-0-9.e+]*" "$1" | head -n 1 | cut -d: -f2; }
 # Background helpers: RSS watcher
 # ---------------------------------------------------------------------------
 watch_start() {
-    "$OBBENCH" watch --name "$NAME" >"$PARTS/$1.json" &
+    "$OBBENCH" watch --name "$NAME" --orders-dsn "$ORDERS_DSN" --ledger-dsn "$LEDGER_DSN" \
+        --kafka-pid "$KAFKA_PID" >"$PARTS/$1.json" &
     WATCH_PID=$!
 }
 watch_stop() {
@@ -206,7 +237,7 @@ watch_stop() {
 
 # run_wrk PART: saturating POST /orders; the Lua done() hook prints the JSON.
 run_wrk() {
-    wrk -t "$INTAKE_THREADS" -c "$INTAKE_CONNS" -d "${BENCH_INTAKE_S}s" --latency \
+    run wrk -t "$INTAKE_THREADS" -c "$INTAKE_CONNS" -d "${BENCH_INTAKE_S}s" --latency \
         -s bench/post_order.lua "http://127.0.0.1:$ORDERS_PORT/orders" >"$WORK/$1.wrk.txt"
     grep '^BENCH_JSON ' "$WORK/$1.wrk.txt" | cut -d' ' -f2- >"$PARTS/$1.json"
     say "  $1: $(json_num "$PARTS/$1.json" rps) req/s"
@@ -216,7 +247,8 @@ intake_full() {
     local topic conf
     say "intake: whole pipeline (http=2 relays=2 consumers=2)"
     reset_orders
-    topic="$(new_topic intake)"
+    new_topic intake
+    topic="$TOPIC"
     conf="$(write_conf intake_full 2 2 2 partitioned "$topic" "$NAME-intake")"
     start_outboxd "$conf"
     ready --http 2 --relays 2 --consumers 2
@@ -225,7 +257,7 @@ intake_full() {
     watch_start intake_full_watch
     run_wrk intake_full
     watch_stop
-    "$OBBENCH" settle --orders-dsn "$ORDERS_DSN" --ledger-dsn "$LEDGER_DSN" --timeout 120 \
+    run "$OBBENCH" settle --orders-dsn "$ORDERS_DSN" --ledger-dsn "$LEDGER_DSN" --timeout 120 \
         >"$PARTS/intake_full_settle.json"
     stop_outboxd
     drop_topic "$topic"
@@ -249,7 +281,7 @@ intake_pgbench() {
     say "intake: pgbench, same statement, -c $INTAKE_CONNS -j $INTAKE_THREADS"
     reset_orders
     rm -f "$WORK"/pgbench_log.*
-    pgbench -n -M prepared -c "$INTAKE_CONNS" -j "$INTAKE_THREADS" -T "$BENCH_INTAKE_S" \
+    run pgbench -n -M prepared -c "$INTAKE_CONNS" -j "$INTAKE_THREADS" -T "$BENCH_INTAKE_S" \
         -f bench/pgbench_create.sql -l --log-prefix="$WORK/pgbench_log" "$ORDERS_DSN" >"$out" 2>&1
     tps="$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$out" | head -n 1)"
     n="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")"
@@ -270,22 +302,25 @@ section_intake() {
 # 2. Drain
 # ---------------------------------------------------------------------------
 APPLY_TOPIC=""
+APPLY_AVAILABLE=0
 
-# drain_run RUN RELAYS MODE: outboxd with relays only, idle, then the backlog at once.
+# drain_run RUN RELAYS MODE: the backlog in place, then outboxd with relays only.
 drain_run() {
     local run="$1" relays="$2" mode="$3" topic conf
     say "drain: $run ($relays relay(s), $mode)"
-    topic="$(new_topic "$run")"
+    new_topic "$run"
+    topic="$TOPIC"
     conf="$(write_conf "drain_$run" 0 "$relays" 0 "$mode" "$topic" "$NAME-unused")"
-    sql "$ORDERS_DSN" "TRUNCATE outbox" "CHECKPOINT"
+    run "$OBBENCH" fill --dsn "$ORDERS_DSN"
     start_outboxd "$conf"
-    ready --relays "$relays" --mode "$mode"
-    "$OBBENCH" drain --name "$NAME" --dsn "$ORDERS_DSN" --rows "$BENCH_ROWS" --timeout "$BENCH_DRAIN_TIMEOUT_S" \
-        --brokers "$BROKERS" --topic "$topic" --partitions "$PARTITIONS" >"$PARTS/drain_$run.json"
+    run "$OBBENCH" drain --name "$NAME" --pid "$OB_PID" --dsn "$ORDERS_DSN" --rows "$BENCH_ROWS" \
+        --timeout "$BENCH_DRAIN_TIMEOUT_S" --brokers "$BROKERS" --topic "$topic" --partitions "$PARTITIONS" \
+        --kafka-pid "$KAFKA_PID" >"$PARTS/drain_$run.json"
     stop_outboxd
     say "  drain_$run: $(json_num "$PARTS/drain_$run.json" events_per_s) events/s"
     if [[ "$run" == r2 ]]; then
         APPLY_TOPIC="$topic"      # a realistic full topic for section 3
+        APPLY_AVAILABLE="$(json_num "$PARTS/drain_$run.json" published)"
     else
         drop_topic "$topic"
     fi
@@ -294,11 +329,12 @@ drain_run() {
 section_drain() {
     local topic
     say "drain: generating a $BENCH_ROWS-event backlog"
-    "$OBBENCH" backlog --dsn "$ORDERS_DSN" --rows "$BENCH_ROWS" --partitions "$PARTITIONS" >"$PARTS/backlog.json"
+    run "$OBBENCH" backlog --dsn "$ORDERS_DSN" --rows "$BENCH_ROWS" --partitions "$PARTITIONS" >"$PARTS/backlog.json"
 
     say "drain: librdkafka ceiling"
-    topic="$(new_topic ceiling)"
-    "$OBBENCH" ceiling --dsn "$ORDERS_DSN" --brokers "$BROKERS" --topic "$topic" >"$PARTS/drain_ceiling.json"
+    new_topic ceiling
+    topic="$TOPIC"
+    run "$OBBENCH" ceiling --dsn "$ORDERS_DSN" --brokers "$BROKERS" --topic "$topic" >"$PARTS/drain_ceiling.json"
     drop_topic "$topic"
 
     drain_run r1 1 partitioned
@@ -306,9 +342,10 @@ section_drain() {
     drain_run skip 2 skip_locked
 
     say "drain: naive poller for $BENCH_NAIVE_S s"
-    "$OBBENCH" fill --dsn "$ORDERS_DSN"
-    topic="$(new_topic naive)"
-    "$OBBENCH" naive --dsn "$ORDERS_DSN" --brokers "$BROKERS" --topic "$topic" --seconds "$BENCH_NAIVE_S" \
+    run "$OBBENCH" fill --dsn "$ORDERS_DSN"
+    new_topic naive
+    topic="$TOPIC"
+    run "$OBBENCH" naive --dsn "$ORDERS_DSN" --brokers "$BROKERS" --topic "$topic" --seconds "$BENCH_NAIVE_S" \
         --interval-ms "$NAIVE_INTERVAL_MS" --limit "$NAIVE_LIMIT" >"$PARTS/drain_naive.json"
     drop_topic "$topic"
     # the side table is 1/3 of orderdb's size; nothing needs it any more
@@ -321,15 +358,16 @@ section_drain() {
 section_apply() {
     local c conf rows="$BENCH_APPLY_ROWS"
     [[ -n "$APPLY_TOPIC" ]] || { say "apply: skipped (needs the drain section's topic)"; return 0; }
-    ((rows <= BENCH_ROWS)) || rows="$BENCH_ROWS"
+    ((rows <= APPLY_AVAILABLE)) || rows="$APPLY_AVAILABLE"     # a drain that timed out left fewer
     for c in 1 2; do
         say "apply: $c consumer(s), $rows events"
         fresh_ledger
         conf="$(write_conf "apply_c$c" 0 0 "$c" partitioned "$APPLY_TOPIC" "$NAME-apply$c")"
         start_outboxd "$conf"
         # no `ready` first: the clock must see the very first batch
-        "$OBBENCH" apply --name "$NAME" --dsn "$LEDGER_DSN" --rows "$rows" --timeout "$BENCH_APPLY_TIMEOUT_S" \
-            >"$PARTS/apply_c$c.json"
+        run "$OBBENCH" apply --name "$NAME" --pid "$OB_PID" --dsn "$LEDGER_DSN" --rows "$rows" \
+            --consumers "$c" --partitions "$PARTITIONS" \
+            --timeout "$BENCH_APPLY_TIMEOUT_S" --kafka-pid "$KAFKA_PID" >"$PARTS/apply_c$c.json"
         stop_outboxd
         say "  apply_c$c: $(json_num "$PARTS/apply_c$c.json" events_per_s) events/s"
     done
@@ -354,16 +392,17 @@ latency_rate() {
 latency_ours() {
     local rate="$1" topic conf
     say "latency: outboxd whole pipeline at $rate req/s for $BENCH_LATENCY_S s"
-    reset_orders
+    fresh_orders
     fresh_ledger
-    topic="$(new_topic latency)"
+    new_topic latency
+    topic="$TOPIC"
     conf="$(write_conf latency 2 2 2 partitioned "$topic" "$NAME-latency")"
     start_outboxd "$conf"
     ready --http 2 --relays 2 --consumers 2
     watch_start latency_watch
-    "$OBBENCH" pace --port "$ORDERS_PORT" --rate "$rate" --seconds "$BENCH_LATENCY_S" --conns "$PACE_CONNS" \
+    run "$OBBENCH" pace --port "$ORDERS_PORT" --rate "$rate" --seconds "$BENCH_LATENCY_S" --conns "$PACE_CONNS" \
         >"$PARTS/latency_pace.json"
-    "$OBBENCH" settle --orders-dsn "$ORDERS_DSN" --ledger-dsn "$LEDGER_DSN" --timeout 60 >"$PARTS/latency_settle.json"
+    run "$OBBENCH" settle --orders-dsn "$ORDERS_DSN" --ledger-dsn "$LEDGER_DSN" --timeout 60 >"$PARTS/latency_settle.json"
     watch_stop
     "$OBBENCH" latency --orders-dsn "$ORDERS_DSN" --ledger-dsn "$LEDGER_DSN" >"$PARTS/latency_db.json"
     stop_outboxd
@@ -373,15 +412,16 @@ latency_ours() {
 latency_naive() {
     local rate="$1" topic conf until
     say "latency: naive poller under the same load"
-    reset_orders
-    topic="$(new_topic latency-naive)"
+    fresh_orders
+    new_topic latency-naive
+    topic="$TOPIC"
     conf="$(write_conf latency_naive 2 0 0 partitioned "$topic" "$NAME-unused")"
     start_outboxd "$conf"
     ready --http 2
     "$OBBENCH" naive --dsn "$ORDERS_DSN" --brokers "$BROKERS" --topic "$topic" --seconds "$((BENCH_LATENCY_S + 1))" \
         --interval-ms "$NAIVE_INTERVAL_MS" --limit "$NAIVE_LIMIT" >"$PARTS/latency_naive_poller.json" &
     NAIVE_PID=$!
-    "$OBBENCH" pace --port "$ORDERS_PORT" --rate "$rate" --seconds "$BENCH_LATENCY_S" --conns "$PACE_CONNS" \
+    run "$OBBENCH" pace --port "$ORDERS_PORT" --rate "$rate" --seconds "$BENCH_LATENCY_S" --conns "$PACE_CONNS" \
         >"$PARTS/latency_naive_pace.json"
     wait "$NAIVE_PID"
     NAIVE_PID=""
@@ -403,7 +443,8 @@ section_latency() {
 # ---------------------------------------------------------------------------
 write_facts() {
     local kafka wrkv pgbv
-    kafka="$(find "$ROOT/var/kafka/libs" -name 'kafka-server-[0-9]*.jar' -printf '%f\n' | sed 's/kafka-server-\(.*\)\.jar/\1/' | head -n 1)"
+    kafka="$(find "$ROOT/var/kafka/libs" -name 'kafka-server-[0-9]*.jar' -printf '%f\n' |
+        sed 's/kafka-server-\(.*\)\.jar/\1/' | head -n 1)"
     wrkv="$(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2 || true)"    # wrk -v exits 1
     pgbv="$(pgbench --version)"
     "$OBBENCH" machine --orders-dsn "$ORDERS_DSN" --ledger-dsn "$LEDGER_DSN" --kafka "${kafka:-?}" --wrk "$wrkv" \
@@ -415,6 +456,7 @@ write_facts() {
  "pgbench": "pgbench -n -M prepared -c $INTAKE_CONNS -j $INTAKE_THREADS -T $BENCH_INTAKE_S -f bench/pgbench_create.sql",
  "naive_seconds": $BENCH_NAIVE_S, "naive_interval_ms": $NAIVE_INTERVAL_MS, "naive_limit": $NAIVE_LIMIT,
  "latency_seconds": $BENCH_LATENCY_S, "pace_conns": $PACE_CONNS,
+ "latency_rate": "${BENCH_LATENCY_RATE:-half the whole-pipeline intake}",
  "kafka_partitions": $PARTITIONS, "orders_threads_per_http_worker": 16,
  "relay": "batch 500, poll_interval_ms 100, linger_ms 1, delivery_timeout_ms 10000 (defaults)",
  "consumer": "batch 500, fill 5 ms (consumer.c constants)",
@@ -425,7 +467,10 @@ EOF
 
 main() {
     [[ -x "$OB_BIN" && -x "$OBBENCH" ]] || { echo "build first: make build build/bench/obbench" >&2; exit 1; }
-    command -v wrk >/dev/null && command -v pgbench >/dev/null || { echo "wrk and pgbench are needed (make deps)" >&2; exit 1; }
+    if ! command -v wrk >/dev/null || ! command -v pgbench >/dev/null; then
+        echo "wrk and pgbench are needed (make deps)" >&2
+        exit 1
+    fi
     bash scripts/stack.sh status >/dev/null || { echo "the stack is not up (make stack-up)" >&2; exit 1; }
     rm -rf "$PARTS" "$WORK"
     mkdir -p "$PARTS" "$WORK"

@@ -14,19 +14,27 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The segment of instance `name`, and when pid > 0 only once that pid owns it
+ * (a stopped predecessor's segment may linger for a moment). */
 ob_shm_t *
-bench_attach(const char *name, double timeout_s)
+bench_attach(const char *name, int pid, double timeout_s)
 {
     double deadline = bench_now() + timeout_s;
-    char   err[256];
+    char   err[256] = "";
 
     for (;;) {
         ob_shm_t *shm = ob_shm_attach(name, err, sizeof(err));
-        if (shm != NULL)
+        if (shm != NULL && (pid <= 0 || atomic_load(&shm->map->hdr.sup_pid) == pid))
             return shm;
+        if (shm != NULL) {
+            snprintf(err, sizeof(err), "segment belongs to pid %d, not %d", atomic_load(&shm->map->hdr.sup_pid), pid);
+            ob_shm_close(shm, 0);
+        }
+        if (pid > 0 && kill(pid, 0) != 0)
+            bench_die("outboxd (pid %d) exited while starting", pid);
         if (bench_now() > deadline)
             bench_die("attach %s: %s", name, err);
-        bench_sleep(0.05);
+        bench_sleep(0.02);
     }
 }
 
@@ -137,20 +145,15 @@ cmd_ready(int argc, char **argv)
     int         parts = (int) bench_opt_long(argc, argv, "--partitions", 12);
     int         partitioned = strcmp(bench_opt(argc, argv, "--mode", "partitioned"), "partitioned") == 0;
     double      deadline = bench_now() + bench_opt_double(argc, argv, "--timeout", 60);
-    ob_shm_t   *shm = NULL;
+    ob_shm_t   *shm;
 
     want[OB_KIND_HTTP] = (int) bench_opt_long(argc, argv, "--http", 0);
     want[OB_KIND_RELAY] = (int) bench_opt_long(argc, argv, "--relays", 0);
     want[OB_KIND_CONSUMER] = (int) bench_opt_long(argc, argv, "--consumers", 0);
+    shm = bench_attach(name, pid, deadline - bench_now());
     for (;;) {
         if (pid > 0 && kill(pid, 0) != 0)
             bench_die("outboxd (pid %d) exited while starting", pid);
-        if (shm != NULL && pid > 0 && atomic_load(&shm->map->hdr.sup_pid) != pid) {
-            ob_shm_close(shm, 0);    /* a dead predecessor's segment */
-            shm = NULL;
-        }
-        if (shm == NULL)
-            shm = bench_attach(name, deadline - bench_now());
         int ok = 1;
         for (int k = OB_KIND_HTTP; k < OB_KIND_COUNT; k++)
             ok &= bench_running(shm, k) >= want[k];
@@ -174,7 +177,7 @@ cmd_ready(int argc, char **argv)
 int
 cmd_rss(int argc, char **argv)
 {
-    ob_shm_t   *shm = bench_attach(bench_opt_req(argc, argv, "--name"), 5);
+    ob_shm_t   *shm = bench_attach(bench_opt_req(argc, argv, "--name"), 0, 5);
     bench_rss_t rss = { 0 };
 
     bench_rss_sample(shm, &rss);
@@ -192,23 +195,29 @@ watch_on_term(int sig)
     watch_stop = 1;
 }
 
-/* watch --name N [--seconds S]: RSS every 100 ms until S elapse or TERM arrives. */
+/*
+ * watch --name N [--seconds S] [--orders-dsn O --ledger-dsn L --kafka-pid K]
+ * RSS and CPU every 100 ms until S elapse or TERM arrives.
+ */
 int
 cmd_watch(int argc, char **argv)
 {
-    ob_shm_t        *shm = bench_attach(bench_opt_req(argc, argv, "--name"), 5);
+    ob_shm_t        *shm = bench_attach(bench_opt_req(argc, argv, "--name"), 0, 5);
     double           t0 = bench_now(), limit = bench_opt_double(argc, argv, "--seconds", 3600);
     bench_rss_t      rss = { 0 };
     struct sigaction sa = { .sa_handler = watch_on_term };
+
+    bench_cpu_t     *cpu = bench_cpu_from_opts(shm, argc, argv);
 
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     while (!watch_stop && bench_now() - t0 < limit) {
         bench_rss_sample(shm, &rss);
+        bench_cpu_sample(cpu);
         bench_sleep(0.1);
     }
-    bench_emit(json_pack("{s:f, s:i, s:o}", "seconds", bench_now() - t0, "samples", rss.samples, "rss",
-                         bench_rss_json(&rss)));
+    bench_emit(json_pack("{s:f, s:i, s:o, s:o}", "seconds", bench_now() - t0, "samples", rss.samples, "rss",
+                         bench_rss_json(&rss), "cpu", bench_cpu_end(cpu)));
     ob_shm_close(shm, 0);
     return 0;
 }

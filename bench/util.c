@@ -111,6 +111,14 @@ bench_opt_double(int argc, char **argv, const char *key, double def)
     return d;
 }
 
+/* NOTICEs ("database ... does not exist, skipping") are expected here, not news. */
+static void
+bench_quiet(void *arg, const char *message)
+{
+    (void) arg;
+    (void) message;
+}
+
 PGconn *
 bench_pg(const char *dsn)
 {
@@ -120,6 +128,7 @@ bench_pg(const char *dsn)
 
     if (PQstatus(pg) != CONNECTION_OK)
         bench_die("connect %s: %s", dsn, PQerrorMessage(pg));
+    PQsetNoticeProcessor(pg, bench_quiet, NULL);
     return pg;
 }
 

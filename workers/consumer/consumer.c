@@ -43,7 +43,6 @@
 #include <time.h>
 
 #define CONS_BATCH        500
-#define CONS_FILL_MS      5        /* after the first message, wait this long for more */
 #define CONS_STATS_MS     1000
 #define CONS_BACKOFF_MAX  5000
 
@@ -153,6 +152,7 @@ cons_init(ob_cons_t *cs, char *err, size_t errlen)
          * is 500 events, so 8 MB of read-ahead keeps the pipe full and the
          * RSS bounded while a large backlog is applied */
         { "queued.max.messages.kbytes", "8192" },
+        { "queued.min.messages", "2000" },
         { "fetch.max.bytes", "8388608" },
     };
 
@@ -185,24 +185,20 @@ cons_init(ob_cons_t *cs, char *err, size_t errlen)
     return OB_EXIT_OK;
 }
 
-/* Collects up to CONS_BATCH messages: blocks up to 250 ms for the first, then a few ms for more. */
+/*
+ * Collects up to CONS_BATCH messages: blocks up to 250 ms for the first,
+ * then takes only what is already fetched. Waiting for more would add its
+ * wait to every event's commit->ledger time; under load the fetch queue
+ * fills batches by itself.
+ */
 static int
 cons_fill(ob_cons_t *cs)
 {
-    int64_t until = 0;
-
     cs->n = 0;
     while (cs->n < CONS_BATCH) {
-        int                 wait = until == 0 ? 250 : (int) (until - ob_now_ms());
-        rd_kafka_message_t *m;
-        if (wait < 0)
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(cs->rk, cs->n == 0 ? 250 : 0);
+        if (m == NULL)
             break;
-        m = rd_kafka_consumer_poll(cs->rk, wait);
-        if (m == NULL) {
-            if (until == 0)
-                break;
-            continue;
-        }
         if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 ob_log(OB_LOG_WARN, "consume: %s", rd_kafka_message_errstr(m));
@@ -210,8 +206,6 @@ cons_fill(ob_cons_t *cs)
             continue;
         }
         cs->batch[cs->n++] = m;
-        if (until == 0)
-            until = ob_now_ms() + CONS_FILL_MS;
     }
     return cs->n;
 }

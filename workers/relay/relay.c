@@ -43,6 +43,7 @@
 #define RELAY_LOCK_CLASS    0x6f627872   /* "obxr": first key of pg_try_advisory_lock(int, int) */
 #define RELAY_TICK_MS       1000
 #define RELAY_JANITOR_MS    10000
+#define RELAY_STATS_MS      5000
 #define BREAKER_MIN_MS      250
 #define BREAKER_MAX_MS      10000
 
@@ -113,6 +114,22 @@ relay_loop(ob_relay_t *rl)
     }
 }
 
+/*
+ * Statistics taken while a backlog builds say "most rows are pending"; after
+ * the drain they are stale, and the planner then walks the primary key
+ * filtering NOT published instead of the partial pending index: a claim
+ * went from 3 ms to 1.8 s in the bench. SSD-like random I/O costs keep the
+ * partial index the cheaper plan whatever the statistics say.
+ */
+static void
+relay_session_setup(ob_relay_t *rl)
+{
+    char err[256];
+
+    if (ob_pg_exec(rl->pg, "SET random_page_cost = 1.1", err, sizeof(err)) != 0)
+        ob_log(OB_LOG_WARN, "relay session setup: %s", err);
+}
+
 static int
 relay_init(ob_relay_t *rl, char *err, size_t errlen)
 {
@@ -134,6 +151,7 @@ relay_init(ob_relay_t *rl, char *err, size_t errlen)
     rl->pg = ob_pg_connect(cfg->orders.dsn, app, err, errlen);
     if (rl->pg == NULL)
         return OB_EXIT_RETRY;
+    relay_session_setup(rl);
     rl->next_janitor_ms = ob_now_ms() + RELAY_JANITOR_MS;
     return OB_EXIT_OK;
 }
@@ -251,6 +269,7 @@ relay_claim(ob_relay_t *rl)
             ob_log(OB_LOG_WARN, "%s", err);
             return;
         }
+        relay_session_setup(rl);
     }
     if (rl->cfg->relay.mode == OB_RELAY_SKIP_LOCKED)
         return;     /* row locks, not partition ownership */
@@ -286,7 +305,10 @@ relay_tick(ob_relay_t *rl)
     relay_claim(rl);
     if (rl->pg == NULL)
         return;
-    ob_relay_stats(rl);
+    if (now >= rl->next_stats_ms) {
+        rl->next_stats_ms = now + RELAY_STATS_MS;
+        ob_relay_stats(rl);
+    }
     if (now >= rl->next_janitor_ms) {
         rl->next_janitor_ms = now + RELAY_JANITOR_MS;
         ob_relay_janitor(rl);

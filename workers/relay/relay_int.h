@@ -37,6 +37,7 @@ typedef struct {
     unsigned char   held[OB_SHM_PARTITIONS];      /* advisory lock held on pg */
     int64_t         next_tick_ms;                 /* locks, stats */
     int64_t         next_janitor_ms;
+    int64_t         next_stats_ms;
 
     /* the batch in hand: claimed rows, produced, waiting for delivery reports */
     ob_relay_row_t *rows;
