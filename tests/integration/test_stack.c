@@ -106,38 +106,13 @@ Test(stack, ledger_entries_are_append_only, .init = setup_migrated, .fini = tear
 Test(stack, kafka_round_trip_on_a_topic_of_our_own, .init = setup_plain, .fini = teardown)
 {
     char             err[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_t *conf;
+    const char      *value = "{\"type\":\"order.created\",\"seq\":1}";
+    int64_t          deadline;
 
-    cr_assert_eq(rd_kafka_conf_set(conf, "bootstrap.servers", "127.0.0.1:59092", err, sizeof(err)),
-                 RD_KAFKA_CONF_OK);
-    rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof(err));
-    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
-    cr_assert_not_null(p, "%s", err);
-
-    rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(h.topic, 3, 1, err, sizeof(err));
-    rd_kafka_queue_t    *q = rd_kafka_queue_new(p);
-    rd_kafka_CreateTopics(p, &nt, 1, NULL, q);
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
-    cr_assert_not_null(ev, "CreateTopics timed out");
-    cr_assert_eq(rd_kafka_event_error(ev), 0, "%s", rd_kafka_event_error_string(ev));
-    rd_kafka_event_destroy(ev);
-    rd_kafka_queue_destroy(q);
-    rd_kafka_NewTopic_destroy(nt);
-
-    const char *value = "{\"type\":\"order.created\",\"seq\":1}";
-    rd_kafka_resp_err_t e;
-    int64_t deadline = ob_now_ms() + 15000;
-    /* metadata for a new topic can lag a moment: retry until accepted */
-    do {
-        e = rd_kafka_producev(p, RD_KAFKA_V_TOPIC(h.topic), RD_KAFKA_V_PARTITION(1),
-                              RD_KAFKA_V_KEY("order-1", 7), RD_KAFKA_V_VALUE((void *) value, strlen(value)),
-                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
-        if (e != 0)
-            rd_kafka_poll(p, 100);
-    } while (e != 0 && ob_now_ms() < deadline);
-    cr_assert_eq(e, 0, "produce: %s", rd_kafka_err2str(e));
-    cr_assert_eq(rd_kafka_flush(p, 15000), 0, "flush did not complete");
-    rd_kafka_destroy(p);
+    h.partitions = 3;
+    obh_kafka_create_topic(&h, 0);
+    obh_kafka_produce(&h, 1, "order-1", value, strlen(value), NULL);
 
     conf = rd_kafka_conf_new();
     rd_kafka_conf_set(conf, "bootstrap.servers", "127.0.0.1:59092", err, sizeof(err));
