@@ -20,7 +20,7 @@
 #include <string.h>
 #include <strings.h>
 
-typedef enum { K_STR, K_INT, K_BOOL, K_DURATION, K_RELAY_MODE, K_LOG_FORMAT, K_LOG_LEVEL, K_FORMAT } key_type_t;
+typedef enum { K_STR, K_INT, K_BOOL, K_DURATION, K_RELAY_MODE, K_LOG_FORMAT, K_LOG_LEVEL, K_FORMAT, K_FAULT } key_type_t;
 
 typedef struct {
     const char *section;
@@ -70,6 +70,7 @@ static const key_def_t keys[] = {
     T("log", "format", K_LOG_FORMAT, log.format, 0, 0, 0),
     T("log", "level", K_LOG_LEVEL, log.level, 0, 0, 0),
     S("log", "file", log.file, 0),
+    T("debug", "fault", K_FAULT, debug.fault, 0, 0, 1),
 };
 
 void
@@ -172,6 +173,32 @@ cfg_known_section(const char *section)
     return 0;
 }
 
+/* [debug] fault: refused outside the fault suite, which sets the variable. */
+static int
+cfg_set_fault(int *ip, const char *v, const char **why)
+{
+    const char *allow = getenv("OUTBOXD_UNSAFE_FAULTS");
+
+    if (strcmp(v, "none") == 0) {
+        *ip = OB_FAULT_NONE;
+        return 0;
+    }
+    if (strcmp(v, "relay_mark_before_ack") == 0)
+        *ip = OB_FAULT_RELAY_MARK_BEFORE_ACK;
+    else if (strcmp(v, "consumer_commit_before_apply") == 0)
+        *ip = OB_FAULT_CONSUMER_COMMIT_BEFORE_APPLY;
+    else {
+        *why = "expected none, relay_mark_before_ack or consumer_commit_before_apply";
+        return -1;
+    }
+    if (allow == NULL || strcmp(allow, "1") != 0) {
+        *why = "this mode loses events on purpose (fault-suite negative control); refused unless "
+               "OUTBOXD_UNSAFE_FAULTS=1 is set";
+        return -1;
+    }
+    return 0;
+}
+
 /* Converts one value into its field; on error sets *why. */
 static int
 cfg_set_value(ob_cfg_t *cfg, const key_def_t *k, const char *v, const char **why)
@@ -265,6 +292,8 @@ cfg_set_value(ob_cfg_t *cfg, const key_def_t *k, const char *v, const char **why
         memset(field, 0, 16);
         ob_strlcpy(field, v, 16);
         return 0;
+    case K_FAULT:
+        return cfg_set_fault(ip, v, why);
     }
     *why = "internal: unknown key type";
     return -1;

@@ -15,6 +15,18 @@
 
 typedef enum { OB_RELAY_PARTITIONED, OB_RELAY_SKIP_LOCKED } ob_relay_mode_t;
 
+/*
+ * Deliberately broken modes for the fault suite's negative controls: a
+ * checker that passes a broken system is itself broken. Each loses events
+ * on purpose, so the parser refuses them unless OUTBOXD_UNSAFE_FAULTS=1 is
+ * in the environment.
+ */
+typedef enum {
+    OB_FAULT_NONE,
+    OB_FAULT_RELAY_MARK_BEFORE_ACK,        /* mark rows published whatever Kafka answered */
+    OB_FAULT_CONSUMER_COMMIT_BEFORE_APPLY, /* commit offsets, then apply */
+} ob_fault_t;
+
 typedef struct ob_cfg_s {
     char path[4096];
     struct {
@@ -66,6 +78,9 @@ typedef struct ob_cfg_s {
         int  level;              /* ob_log_level_t */
         char file[4096];
     } log;
+    struct {
+        int fault;               /* ob_fault_t */
+    } debug;
 } ob_cfg_t;
 
 /* Fills every field with its documented default. */

@@ -808,6 +808,9 @@ ob_sup_run(ob_cfg_t *cfg, const ob_overrides_t *ovr, int foreground)
     ob_log(OB_LOG_INFO, "outboxd started: name=%s http=%d relays=%d consumers=%d partitions=%d",
            sup.cfg->supervisor.name, sup.cfg->workers.http, sup.cfg->workers.relays, sup.cfg->workers.consumers,
            sup.cfg->kafka.partitions);
+    if (sup.cfg->debug.fault != OB_FAULT_NONE)
+        ob_log(OB_LOG_ERROR, "[debug] fault is set: this instance loses events ON PURPOSE (fault-suite negative "
+                             "control); never run it against real data");
     sup_launch_missing(&sup);
     if (ready_fd >= 0) {
         if (write(ready_fd, "R", 1) != 1) {

@@ -435,7 +435,10 @@ cons_apply_until_done(ob_cons_t *cs)
 {
     char    err[512];
     int64_t backoff = 100;
+    int     early = cs->cfg->debug.fault == OB_FAULT_CONSUMER_COMMIT_BEFORE_APPLY;
 
+    if (early)
+        cons_commit(cs);    /* the negative control's bug: a crash now loses the batch */
     while (cons_apply(cs, err, sizeof(err)) != 0) {
         for (size_t n = strlen(err); n > 0 && err[n - 1] == '\n'; n--)
             err[n - 1] = '\0';
@@ -452,7 +455,8 @@ cons_apply_until_done(ob_cons_t *cs)
             return;
         backoff = backoff * 2 > CONS_BACKOFF_MAX ? CONS_BACKOFF_MAX : backoff * 2;
     }
-    cons_commit(cs);
+    if (!early)
+        cons_commit(cs);
 }
 
 /* Commits, per partition, the offset after the last applied message. */

@@ -334,6 +334,18 @@ publish_wait(ob_relay_t *rl)
     }
 }
 
+/* The negative control's bug: every row counts as delivered, so rows Kafka
+ * never took are marked published and never sent again. */
+static void
+publish_ignore_acks(ob_relay_t *rl)
+{
+    for (int i = 0; i < rl->nrows; i++)
+        if (rl->rows[i].state != OB_DR_OK) {
+            rl->rows[i].state = OB_DR_OK;
+            rl->rows[i].offset = -1;
+        }
+}
+
 static PGresult *
 publish_exec(PGconn *pg, const char *sql, int n, const char *const *params)
 {
@@ -472,6 +484,8 @@ ob_relay_cycle(ob_relay_t *rl)
         publish_produce(rl, r, i);
     PQclear(r);
     publish_wait(rl);
+    if (rl->cfg->debug.fault == OB_FAULT_RELAY_MARK_BEFORE_ACK)
+        publish_ignore_acks(rl);
     full = publish_full(rl);
     if (!skip_locked && !publish_tx(rl, "BEGIN"))
         return -1;
