@@ -21,14 +21,16 @@ GEN := $(BUILD)/gen/migrations.c
 OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(SRC)) $(BUILD)/obj/gen/migrations.o
 LIB_OBJ := $(filter-out $(BUILD)/obj/supervisor/main.o,$(OBJ))
 
-UNIT_SRC := $(wildcard tests/unit/*.c)
+UNIT_SRC := $(wildcard tests/unit/*.c) tests/fault/checker.c
 INTEG_SRC := $(wildcard tests/integration/*.c) tests/harness.c
+FAULT_SRC := $(wildcard tests/fault/*.c) tests/harness.c
 FUZZ_SRC := $(wildcard tests/fuzz/*.c)
 FUZZ_BIN := $(BUILD)/tests/fuzz_order_req
 UNIT_BIN := $(BUILD)/tests/unit
 INTEG_BIN := $(BUILD)/tests/integration
+FAULT_BIN := $(BUILD)/tests/fault
 
-.PHONY: all deps build asan run test test-unit test-integration stack-up stack-down stack-status migrate clean
+.PHONY: all deps build asan run test chaos test-unit test-integration stack-up stack-down stack-status migrate clean
 
 all: build
 build: $(BUILD)/outboxd
@@ -36,7 +38,7 @@ build: $(BUILD)/outboxd
 $(BUILD)/outboxd: $(OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/obj/%.o: %.c $(wildcard common/*.h shm/*.h supervisor/*.h workers/*/*.h tests/*.h)
+$(BUILD)/obj/%.o: %.c $(wildcard common/*.h shm/*.h supervisor/*.h workers/*/*.h tests/*.h tests/fault/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC  $<"
 	@$(CC) $(CFLAGS) -c -o $@ $<
@@ -62,6 +64,10 @@ $(INTEG_BIN): $(patsubst %.c,$(BUILD)/obj/%.o,$(INTEG_SRC)) $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS)
 
+$(FAULT_BIN): $(patsubst %.c,$(BUILD)/obj/%.o,$(FAULT_SRC)) $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS)
+
 deps:
 	@bash scripts/deps.sh
 
@@ -82,11 +88,23 @@ run: deps build stack-up
 # Unit tests need no stack; integration tests drive $(BUILD)/outboxd against
 # the real PostgreSQL clusters and Kafka, on databases and topics of their own.
 test: deps
-	$(MAKE) build $(UNIT_BIN) $(INTEG_BIN) $(FUZZ_BIN)
+	$(MAKE) build $(UNIT_BIN) $(INTEG_BIN) $(FAULT_BIN) $(FUZZ_BIN)
 	@bash scripts/stack.sh up
 	$(UNIT_BIN) --jobs 2
 	$(FUZZ_BIN) -runs=3000000 -seconds=$(FUZZ_SECONDS) tests/fuzz/corpus
 	$(INTEG_ENV) OB_BIN=$(abspath $(BUILD)/outboxd) $(INTEG_BIN) --jobs 1
+	$(INTEG_ENV) OB_BIN=$(abspath $(BUILD)/outboxd) $(FAULT_BIN) --jobs 1 --filter 'fault/*'
+
+# The whole fault suite with longer loads; a table per scenario goes to
+# var/chaos/report.md, written even when a scenario fails.
+chaos: deps
+	$(MAKE) build $(FAULT_BIN)
+	@bash scripts/stack.sh up
+	@mkdir -p var/chaos && rm -f var/chaos/rows.tsv
+	st=0; OB_CHAOS_LONG=1 OB_CHAOS_REPORT=$(abspath var/chaos/rows.tsv) OB_BIN=$(abspath $(BUILD)/outboxd) \
+	    $(FAULT_BIN) --jobs 1 --verbose || st=$$?; \
+	    bash scripts/chaos_report.sh var/chaos/rows.tsv >var/chaos/report.md; \
+	    cat var/chaos/report.md; exit $$st
 
 test-unit: $(UNIT_BIN)
 	$(UNIT_BIN) --jobs 2

@@ -596,6 +596,22 @@ cmd_status() {
     ((all_up)) || exit 3
 }
 
+# Fast shutdown and start of one cluster: the fault suite's "database
+# restarted mid-batch". Sessions are rolled back, clients see their
+# connections drop, and the cluster comes back on the same port.
+cmd_restart_pg() {
+    local name="$1" t0
+    case "$name" in orders|ledger) ;; *) die "restart-pg: expected orders or ledger, got '$name'" ;; esac
+    t0="$(now_us)"
+    mkdir -p "$RUN"
+    take_lock
+    [[ -n "$(pg_live_pid "$name")" ]] || die "pg-$name: not running; use up"
+    as_pg "$PG_BIN/pg_ctl" -D "$(pg_data "$name")" -l "$(pg_log "$name")" -m fast -w -t 60 restart >/dev/null 9>&- ||
+        die "pg-$name: pg_ctl restart failed; see $(pg_log "$name")"
+    pg_live_pid "$name" >"$(pg_pidfile "$name")"
+    say "pg-$name: restarted in $(seconds_since "$t0") s"
+}
+
 cmd_env() {
     cat <<EOF
 export OB_ORDERS_DSN='$(pg_dsn orders)'
@@ -615,8 +631,9 @@ case "$CMD" in
     down)   cmd_down ;;
     status) cmd_status ;;
     env)    cmd_env ;;
+    restart-pg) cmd_restart_pg "${2:-}" ;;
     *)
-        echo "usage: $0 up|down|status|env" >&2
+        echo "usage: $0 up|down|status|env|restart-pg orders|ledger" >&2
         exit 2
         ;;
 esac

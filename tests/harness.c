@@ -182,6 +182,19 @@ obh_init(obh_t *h, int migrate)
 }
 
 void
+obh_init_twin(obh_t *twin, const obh_t *h)
+{
+    *twin = *h;
+    twin->pid = 0;
+    twin->shm = NULL;
+    snprintf(twin->name, sizeof(twin->name), "%s-b", h->name);
+    snprintf(twin->conf, sizeof(twin->conf), "%s/twin.conf", h->dir);
+    snprintf(twin->log, sizeof(twin->log), "%s/twin.log", h->dir);
+    snprintf(twin->pidfile, sizeof(twin->pidfile), "%s/twin.pid", h->dir);
+    obh_free_ports(&twin->orders_port, &twin->ledger_port, &twin->admin_port);
+}
+
+void
 obh_write_conf(obh_t *h, const char *extra)
 {
     FILE *f = fopen(h->conf, "w");
@@ -372,6 +385,8 @@ obh_poll(int (*cond)(obh_t *, void *), obh_t *h, void *arg, int timeout_ms)
     return cond(h, arg);
 }
 
+int obh_http_timeout_ms = 30000;
+
 int
 obh_http(int port, const char *method, const char *path, const char *extra_headers, const char *req_body,
          char *body, size_t bodylen, char *hdrs, size_t hdrslen)
@@ -381,7 +396,7 @@ obh_http(int port, const char *method, const char *path, const char *extra_heade
     char              *buf = malloc(BUFLEN);
     size_t             used = 0, blen = req_body ? strlen(req_body) : 0;
     int                fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), status = 0, n;
-    struct timeval     tv = { 30, 0 };
+    struct timeval     tv = { obh_http_timeout_ms / 1000, (obh_http_timeout_ms % 1000) * 1000 };
     char               head[2048];
 
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -391,6 +406,7 @@ obh_http(int port, const char *method, const char *path, const char *extra_heade
         return -errno;
     }
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));    /* bounds connect() too */
     if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) != 0) {
         int e = errno;
         close(fd);

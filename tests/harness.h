@@ -34,6 +34,10 @@ typedef struct {
 
 /* Creates databases (migrated when migrate != 0) and picks ports; no process yet. */
 void obh_init(obh_t *h, int migrate);
+/* A second instance (another host's worth of workers) on h's databases,
+ * topic and consumer group: own name, ports, config, log. Stop it with
+ * obh_stop(); h's cleanup drops what they share. */
+void obh_init_twin(obh_t *twin, const obh_t *h);
 /* Writes the config: the harness's keys, then `extra` (INI text) appended. */
 void obh_write_conf(obh_t *h, const char *extra);
 /* Starts `outboxd -f -c conf` plus args (NULL-terminated); waits for its shm header. */
@@ -67,7 +71,9 @@ int obh_alive(pid_t pid);
 /* True if the file exists. */
 int obh_exists(const char *path);
 
-#endif
+
+/* Bounds each obh_http() call's connect, send and every receive. */
+extern int obh_http_timeout_ms;
 
 /* One HTTP/1.1 request on a fresh connection (Connection: close).
  * Returns the status code, or -errno when the connection failed. The body
@@ -116,3 +122,5 @@ int obh_check_log(obh_t *h, const obh_msg_t *m, int n, int expect_events);
 
 /* Produces one message to h->topic (explicit partition, optional content-type header); waits for its ack. */
 void obh_kafka_produce(obh_t *h, int partition, const char *key, const void *value, size_t len, const char *ctype);
+
+#endif

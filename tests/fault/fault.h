@@ -1,0 +1,90 @@
+/*
+ * tests/fault/fault.h: the fault suite's fixture.
+ *
+ * A scenario starts the real build/outboxd on databases and a topic of its
+ * own (tests/harness.h), starts client processes that record every
+ * request's outcome, injects one fault, heals it, waits (bounded) for order
+ * totals and ledger totals to agree, then gathers orderdb, the outbox, the
+ * whole Kafka topic and the ledger and hands them to the checker.
+ */
+#ifndef OB_FAULT_H
+#define OB_FAULT_H
+
+#include "tests/fault/checker.h"
+#include "tests/harness.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define FX_MAX_CLIENTS 8
+
+typedef struct {
+    int clients;
+    int pace_ms;        /* pause between one client's requests */
+    int cancel_pct;     /* share of requests that cancel one of the client's own orders */
+    int max_requests;   /* per client; 0 = until fx_load_stop() */
+    int timeout_ms;     /* per attempt: past it the outcome is unknown */
+    int retries;        /* further attempts, same Idempotency-Key, while unavailable */
+    int port;           /* 0 = the fixture's orders port */
+} fx_load_opts_t;
+
+/* Shared with the client processes. */
+typedef struct {
+    atomic_int  stop;
+    atomic_long acked;
+    atomic_long attempts;
+    atomic_int  done;      /* clients that finished their max_requests */
+} fx_shared_t;
+
+typedef struct {
+    obh_t          h;
+    const char    *scenario;
+    int            long_tier;     /* OB_CHAOS_LONG=1: longer loads, more faults */
+    fx_shared_t   *sh;
+    pid_t          clients[FX_MAX_CLIENTS];
+    int            nclients;
+    int64_t        healed_ms;     /* when the last fault was healed */
+    double         converge_s;    /* heal -> totals agree; negative when they never did */
+    obc_result_t   res;
+} fx_t;
+
+/* Fixture life: databases, topic, config (extra INI appended), start. */
+void fx_setup(fx_t *fx, const char *scenario);
+void fx_start(fx_t *fx, const char *extra);
+void fx_teardown(fx_t *fx);
+
+/* Load: forks the clients; stop asks them to finish and reaps them;
+ * wait_done waits until every client finished its max_requests. */
+void fx_load_start(fx_t *fx, const fx_load_opts_t *o);
+void fx_load_stop(fx_t *fx);
+void fx_load_wait_done(fx_t *fx, int timeout_ms);
+/* Waits until `more` further requests were acknowledged; 1 if they were. */
+int  fx_wait_acked(fx_t *fx, long more, int timeout_ms);
+
+/* Internal to the fixture: the clients' shared counters, and their
+ * history files read back. */
+fx_shared_t *fx_shared_new(void);
+size_t       fx_history(fx_t *fx, obc_req_t **out);
+
+/* Marks the fault healed now. */
+void fx_healed(fx_t *fx);
+/* Scales a count or duration for the long tier. */
+int  fx_n(const fx_t *fx, int short_n, int long_n);
+
+/* Waits (bounded) for totals to agree, gathers everything, runs the
+ * checker, appends the report row, returns the number of faults. */
+long fx_verify(fx_t *fx, int converge_timeout_ms);
+
+/* Asserts a clean run: no faults, no 500s, converged. */
+void fx_assert_clean(fx_t *fx);
+
+/* Negative controls: asserts the checker flagged `count` (> 0) of `what`. */
+void fx_assert_flagged(fx_t *fx, long count, const char *what);
+
+/* Helpers for the faults themselves. */
+pid_t fx_kafka_pid(void);
+void  fx_kafka_restart(void);          /* scripts/stack.sh up: starts what is down */
+void  fx_pg_restart(const char *which); /* fast shutdown and start of one cluster */
+pid_t fx_kill_worker(fx_t *fx, int kind, int index, int sig);   /* returns the pid signalled */
+
+#endif

@@ -1,0 +1,433 @@
+/*
+ * tests/fault/test_fault.c: the fault scenarios (issue 9).
+ *
+ * Suite `fault` is the short tier `make test` runs: scenarios 1, 2, 4, 6, 7
+ * and 10 plus one negative control. Suite `fault_long` holds the rest;
+ * `make chaos` runs both with OB_CHAOS_LONG=1 (longer loads, more faults)
+ * and writes var/chaos/report.md from the rows each scenario appends.
+ *
+ * Sleeps here are fault durations ("the database is down for 10 s"), never
+ * synchronisation: progress is awaited by polling acknowledged requests,
+ * worker slots and database counts.
+ */
+#include "tests/fault/fault.h"
+#include "common/util.h"
+
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static fx_t fx;
+
+static void
+setup(void)
+{
+    fx_setup(&fx, "?");
+}
+
+static void
+teardown(void)
+{
+    fx_teardown(&fx);
+}
+
+/* Four clients, a cancel in five, retries as a careful client would. */
+static const fx_load_opts_t steady = { .clients = 4, .pace_ms = 15, .cancel_pct = 20, .timeout_ms = 5000, .retries = 8 };
+
+static void
+wait_acked(long more)
+{
+    cr_assert(fx_wait_acked(&fx, more, obh_ms(60000)), "%s: %ld more requests not acknowledged in time; log %s",
+              fx.scenario, more, fx.h.log);
+}
+
+static void
+kill_loop(int kind, int workers, int kills)
+{
+    for (int k = 0; k < kills; k++) {
+        int           idx = k % workers;
+        ob_shm_slot_t s;
+        pid_t         old = obh_wait_worker(&fx.h, kind, idx, 0, obh_ms(60000));
+        cr_assert(old > 0, "worker %d/%d not running; log %s", kind, idx, fx.h.log);
+        cr_assert_geq(obh_worker(&fx.h, kind, idx, &s), 0);
+        kill(s.pid, SIGKILL);
+        cr_assert(obh_wait_worker(&fx.h, kind, idx, s.pid, obh_ms(60000)) > 0, "kill %d: no successor; log %s", k,
+                  fx.h.log);
+        wait_acked(20);
+    }
+}
+
+static int
+outbox_drained(obh_t *h, void *arg)
+{
+    (void) arg;
+    return obh_scalar(h->orders_dsn, "SELECT count(*) FROM outbox WHERE NOT published") == 0;
+}
+
+/* ---- short tier --------------------------------------------------------- */
+
+Test(fault, s01_seed_orders_db_flapping, .init = setup, .fini = teardown, .timeout = 600)
+{
+    fx_load_opts_t o = { .clients = 1, .pace_ms = 100, .max_requests = 10, .timeout_ms = 5000, .retries = 60 };
+
+    fx.scenario = "1 seed: 10 orders, orders db flapping";
+    fx_start(&fx, "");
+    fx_load_start(&fx, &o);
+    int64_t until = ob_now_ms() + obh_ms(60000);
+    while (atomic_load(&fx.sh->done) < 1 && ob_now_ms() < until) {
+        obh_db_allow(&fx.h, 0, 0);
+        ob_sleep_ms(300);
+        obh_db_allow(&fx.h, 0, 1);
+        ob_sleep_ms(400);
+    }
+    fx_healed(&fx);
+    fx_load_wait_done(&fx, obh_ms(30000));
+    fx_verify(&fx, obh_ms(5000));
+    fx_assert_clean(&fx);
+    cr_assert_eq(fx.res.acked, 10, "the seed exercise's 10 orders: %ld acknowledged", fx.res.acked);
+    cr_assert_leq(fx.converge_s, obh_ms(5000) / 1000.0, "totals equal after %.1f s", fx.converge_s);
+}
+
+Test(fault, s02_orders_db_down_10s, .init = setup, .fini = teardown, .timeout = 600)
+{
+    fx_load_opts_t o = steady;
+
+    o.retries = 0;    /* every 503 is recorded as such */
+    fx.scenario = "2 orders db down 10 s";
+    fx_start(&fx, "");
+    fx_load_start(&fx, &o);
+    wait_acked(100);
+    obh_db_allow(&fx.h, 0, 0);
+    ob_sleep_ms(fx_n(&fx, 10000, 10000));
+    obh_db_allow(&fx.h, 0, 1);
+    fx_healed(&fx);
+    wait_acked(100);
+    fx_verify(&fx, obh_ms(30000));
+    fx_assert_clean(&fx);
+    cr_assert_gt(fx.res.unavailable, 0, "the outage never reached a client");
+}
+
+Test(fault, s04_kafka_killed_and_restarted, .init = setup, .fini = teardown, .timeout = 600)
+{
+    fx.scenario = "4 kafka kill -9, restart";
+    fx_start(&fx, "");
+    fx_load_start(&fx, &steady);
+    wait_acked(100);
+    pid_t kafka = fx_kafka_pid();
+    kill(kafka, SIGKILL);
+    for (int64_t until = ob_now_ms() + 30000; obh_alive(kafka) && ob_now_ms() < until;)
+        ob_sleep_ms(50);
+    cr_assert(!obh_alive(kafka), "Kafka survived SIGKILL");
+    wait_acked(100);    /* intake goes on without Kafka */
+    ob_sleep_ms(fx_n(&fx, 3000, 15000));
+    fx_kafka_restart();
+    fx_healed(&fx);
+    wait_acked(100);
+    fx_verify(&fx, obh_ms(90000));
+    fx_assert_clean(&fx);
+}
+
+Test(fault, s06_kill_relay_loop, .init = setup, .fini = teardown, .timeout = 900)
+{
+    fx.scenario = "6 kill -9 relay, loop";
+    fx_start(&fx, "[workers]\nrelays = 2\n");
+    fx_load_start(&fx, &steady);
+    wait_acked(50);
+    kill_loop(OB_KIND_RELAY, 2, fx_n(&fx, 8, 20));
+    fx_healed(&fx);
+    fx_verify(&fx, obh_ms(60000));
+    fx_assert_clean(&fx);
+}
+
+Test(fault, s07_kill_consumer_loop, .init = setup, .fini = teardown, .timeout = 900)
+{
+    fx.scenario = "7 kill -9 consumer, loop";
+    fx_start(&fx, "[workers]\nconsumers = 2\n");
+    fx_load_start(&fx, &steady);
+    wait_acked(50);
+    kill_loop(OB_KIND_CONSUMER, 2, fx_n(&fx, 8, 20));
+    fx_healed(&fx);
+    fx_verify(&fx, obh_ms(60000));
+    fx_assert_clean(&fx);
+}
+
+static int
+relays_are(obh_t *h, void *arg)
+{
+    int want = *(int *) arg;
+
+    if (obh_count(h, OB_KIND_RELAY) != want)
+        return 0;
+    for (int i = 0; i < want; i++) {
+        ob_shm_slot_t s;
+        if (obh_worker(h, OB_KIND_RELAY, i, &s) < 0 || s.state != OB_SLOT_RUNNING)
+            return 0;
+    }
+    return 1;
+}
+
+static void
+reload_relays(int n)
+{
+    char extra[64];
+
+    snprintf(extra, sizeof(extra), "[workers]\nrelays = %d\n", n);
+    obh_write_conf(&fx.h, extra);
+    kill(fx.h.pid, SIGHUP);
+    cr_assert(obh_poll(relays_are, &fx.h, &n, obh_ms(60000)), "relays never became %d; log %s", n, fx.h.log);
+    wait_acked(50);
+}
+
+Test(fault, s10_reload_relays_2_4_1, .init = setup, .fini = teardown, .timeout = 600)
+{
+    fx.scenario = "10 SIGHUP relays 2->4->1";
+    fx_start(&fx, "[workers]\nrelays = 2\n");
+    fx_load_start(&fx, &steady);
+    wait_acked(50);
+    for (int round = 0; round < fx_n(&fx, 1, 3); round++) {
+        reload_relays(4);
+        reload_relays(1);
+        reload_relays(2);
+    }
+    fx_healed(&fx);
+    fx_verify(&fx, obh_ms(60000));
+    fx_assert_clean(&fx);
+}
+
+/*
+ * Negative control: the relay marks rows published whatever Kafka said, and
+ * Kafka is stopped for longer than the delivery timeout. The events of that
+ * window are marked published and never sent: the checker must say lost.
+ */
+Test(fault, nc1_relay_marks_without_acks, .init = setup, .fini = teardown, .timeout = 600)
+{
+    fx.scenario = "negative: relay marks without acks, kafka stopped";
+    setenv("OUTBOXD_UNSAFE_FAULTS", "1", 1);
+    fx_start(&fx, "[relay]\ndelivery_timeout_ms = 1500\n[debug]\nfault = relay_mark_before_ack\n");
+    unsetenv("OUTBOXD_UNSAFE_FAULTS");
+    fx_load_start(&fx, &steady);
+    wait_acked(50);
+    pid_t kafka = fx_kafka_pid();
+    kill(kafka, SIGSTOP);
+    wait_acked(100);    /* these events meet a silent broker */
+    ob_sleep_ms(3000);  /* past the delivery timeout */
+    kill(kafka, SIGCONT);
+    fx_healed(&fx);
+    wait_acked(50);
+    fx_verify(&fx, obh_ms(15000));
+    fx_assert_flagged(&fx, fx.res.lost, "lost events");
+    cr_assert_lt(fx.converge_s, 0, "totals converged although events were dropped");
+}
+
+/* ---- long tier (make chaos) ------------------------------------------- */
+
+Test(fault_long, s03_ledger_db_down_20s, .init = setup, .fini = teardown, .timeout = 600)
+{
+    fx.scenario = "3 ledger db down 20 s";
+    fx_start(&fx, "");
+    fx_load_start(&fx, &steady);
+    wait_acked(100);
+    obh_db_allow(&fx.h, 1, 0);
+    ob_sleep_ms(20000);
+    obh_db_allow(&fx.h, 1, 1);
+    fx_healed(&fx);
+    wait_acked(100);
+    fx_verify(&fx, obh_ms(60000));
+    fx_assert_clean(&fx);
+}
+
+Test(fault_long, s05_kafka_stopped_30s, .init = setup, .fini = teardown, .timeout = 600)
+{
+    fx.scenario = "5 kafka unreachable 30 s (SIGSTOP)";
+    fx_start(&fx, "");
+    fx_load_start(&fx, &steady);
+    wait_acked(100);
+    pid_t kafka = fx_kafka_pid();
+    kill(kafka, SIGSTOP);
+    ob_sleep_ms(30000);
+    kill(kafka, SIGCONT);
+    fx_healed(&fx);
+    wait_acked(100);
+    fx_verify(&fx, obh_ms(90000));
+    fx_assert_clean(&fx);
+}
+
+Test(fault_long, s08_kill_http_loop, .init = setup, .fini = teardown, .timeout = 900)
+{
+    fx.scenario = "8 kill -9 HTTP worker under load";
+    fx_start(&fx, "[workers]\nhttp = 2\n");
+    fx_load_start(&fx, &steady);
+    wait_acked(50);
+    kill_loop(OB_KIND_HTTP, 2, fx_n(&fx, 8, 16));
+    fx_healed(&fx);
+    fx_verify(&fx, obh_ms(60000));
+    fx_assert_clean(&fx);
+}
+
+Test(fault_long, s09_relay_stopped_past_watchdog, .init = setup, .fini = teardown, .timeout = 600)
+{
+    fx.scenario = "9 SIGSTOP relay past the watchdog";
+    fx_start(&fx, "[supervisor]\nwatchdog_s = 3\n[workers]\nrelays = 2\n");
+    fx_load_start(&fx, &steady);
+    wait_acked(50);
+    for (int k = 0; k < fx_n(&fx, 1, 3); k++) {
+        ob_shm_slot_t s;
+        cr_assert(obh_wait_worker(&fx.h, OB_KIND_RELAY, 0, 0, obh_ms(60000)) > 0);
+        cr_assert_geq(obh_worker(&fx.h, OB_KIND_RELAY, 0, &s), 0);
+        kill(s.pid, SIGSTOP);
+        /* the watchdog must notice the silence and replace it */
+        cr_assert(obh_wait_worker(&fx.h, OB_KIND_RELAY, 0, s.pid, obh_ms(30000)) > 0, "stopped relay not replaced");
+        wait_acked(50);
+    }
+    fx_healed(&fx);
+    fx_verify(&fx, obh_ms(60000));
+    fx_assert_clean(&fx);
+}
+
+Test(fault_long, s11_supervisor_killed_and_restarted, .init = setup, .fini = teardown, .timeout = 600)
+{
+    fx_load_opts_t o = steady;
+
+    o.retries = 40;    /* clients ride out the gap with the same keys */
+    fx.scenario = "11 kill -9 supervisor, start again";
+    fx_start(&fx, "");
+    fx_load_start(&fx, &o);
+    for (int k = 0; k < fx_n(&fx, 1, 3); k++) {
+        pid_t workers[OB_SHM_SLOTS];
+        int   n = 0;
+        wait_acked(100);
+        for (int i = 0; i < OB_SHM_SLOTS; i++) {
+            pid_t p = fx.h.shm->map->slots[i].pid;
+            if (p > 0)
+                workers[n++] = p;
+        }
+        kill(fx.h.pid, SIGKILL);
+        waitpid(fx.h.pid, NULL, 0);
+        fx.h.pid = 0;
+        for (int i = 0; i < n; i++)
+            for (int64_t until = ob_now_ms() + 10000; obh_alive(workers[i]) && ob_now_ms() < until;)
+                ob_sleep_ms(20);
+        for (int i = 0; i < n; i++)
+            cr_assert(!obh_alive(workers[i]), "worker %d outlived its supervisor", (int) workers[i]);
+        obh_start(&fx.h, NULL);
+    }
+    fx_healed(&fx);
+    wait_acked(100);
+    fx_verify(&fx, obh_ms(60000));
+    fx_assert_clean(&fx);
+}
+
+Test(fault_long, s12_orders_db_restarted, .init = setup, .fini = teardown, .timeout = 600)
+{
+    fx.scenario = "12 orders db fast restart mid-batch";
+    fx_start(&fx, "");
+    fx_load_start(&fx, &steady);
+    for (int k = 0; k < fx_n(&fx, 1, 3); k++) {
+        wait_acked(200);
+        fx_pg_restart("orders");
+    }
+    fx_healed(&fx);
+    wait_acked(100);
+    fx_verify(&fx, obh_ms(60000));
+    fx_assert_clean(&fx);
+}
+
+static int
+quarantined(obh_t *h, void *arg)
+{
+    (void) arg;
+    return obh_scalar(h->orders_dsn, "SELECT count(*) FROM outbox_quarantine") == 1;
+}
+
+Test(fault_long, s13_poison_event, .init = setup, .fini = teardown, .timeout = 600)
+{
+    fx.scenario = "13 poison (oversized) event among traffic";
+    fx_start(&fx, "");
+    cr_assert(obh_wait_worker(&fx.h, OB_KIND_RELAY, 0, 0, obh_ms(20000)) > 0, "no relay (it creates the topic)");
+    obh_kafka_set_max_message_bytes(&fx.h, 4096);
+    fx_load_start(&fx, &steady);
+    wait_acked(50);
+    /* an event too large for the topic, for an order of its own */
+    obh_sql(fx.h.orders_dsn,
+            "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload) "
+            "VALUES (gen_random_uuid(), 'order', gen_random_uuid(), 1, 'order.created', 5, "
+            "decode(repeat('ab', 8000), 'hex'))");
+    cr_assert(obh_poll(quarantined, &fx.h, NULL, obh_ms(60000)), "poison event not quarantined; log %s", fx.h.log);
+    wait_acked(100);    /* traffic in its partition and the others goes on */
+    fx_healed(&fx);
+    fx_verify(&fx, obh_ms(60000));
+    fx_assert_clean(&fx);
+}
+
+/* Partitions held by the relays of one instance, from its shm. */
+static int
+owned(const obh_t *h)
+{
+    int n = 0;
+
+    for (int p = 0; p < h->partitions; p++)
+        n += atomic_load(&h->shm->map->parts[p].owner_slot) >= 0;
+    return n;
+}
+
+static obh_t twin;
+
+static int
+split(obh_t *h, void *arg)
+{
+    (void) arg;
+    return owned(h) > 0 && owned(&twin) > 0 && owned(h) + owned(&twin) == h->partitions;
+}
+
+Test(fault_long, s14_second_instance, .init = setup, .fini = teardown, .timeout = 600)
+{
+    fx_load_opts_t o = steady;
+
+    fx.scenario = "14 second instance, same dbs and topic";
+    fx_start(&fx, "[workers]\nrelays = 2\n");
+    obh_init_twin(&twin, &fx.h);
+    obh_write_conf(&twin, "[workers]\nrelays = 2\n");
+    obh_start(&twin, NULL);
+    o.clients = 2;
+    fx_load_start(&fx, &o);
+    o.port = twin.orders_port;
+    fx_load_start(&fx, &o);
+    cr_assert(obh_poll(split, &fx.h, NULL, obh_ms(60000)), "partitions not split: %d here, %d there", owned(&fx.h),
+              owned(&twin));
+    wait_acked(fx_n(&fx, 300, 1500));
+    cr_assert(obh_stop(&twin, obh_ms(20000)) >= 0, "second instance did not stop");
+    if (twin.shm != NULL)
+        ob_shm_close(twin.shm, 0);
+    fx_healed(&fx);
+    fx_verify(&fx, obh_ms(60000));
+    fx_assert_clean(&fx);
+}
+
+/*
+ * Negative control: the consumer commits offsets before applying. The
+ * ledger goes away, the consumer holds a committed-but-unapplied batch, and
+ * is killed: its successor starts after that batch, which is never booked.
+ */
+Test(fault_long, nc2_consumer_commits_before_apply, .init = setup, .fini = teardown, .timeout = 600)
+{
+    fx.scenario = "negative: consumer commits before apply, killed during ledger outage";
+    setenv("OUTBOXD_UNSAFE_FAULTS", "1", 1);
+    fx_start(&fx, "[workers]\nconsumers = 1\n[debug]\nfault = consumer_commit_before_apply\n");
+    unsetenv("OUTBOXD_UNSAFE_FAULTS");
+    fx_load_start(&fx, &steady);
+    wait_acked(50);
+    obh_db_allow(&fx.h, 1, 0);
+    wait_acked(50);
+    cr_assert(obh_poll(outbox_drained, &fx.h, NULL, obh_ms(30000)), "relay did not publish the outage's events");
+    pid_t old = fx_kill_worker(&fx, OB_KIND_CONSUMER, 0, SIGKILL);
+    cr_assert(obh_wait_worker(&fx.h, OB_KIND_CONSUMER, 0, old, obh_ms(30000)) > 0);
+    obh_db_allow(&fx.h, 1, 1);
+    fx_healed(&fx);
+    wait_acked(50);
+    fx_verify(&fx, obh_ms(15000));
+    fx_assert_flagged(&fx, fx.res.lost, "lost events");
+}
