@@ -337,6 +337,13 @@ cmd_drain(int argc, char **argv)
         json_object_set_new(out, "topic_messages",
                             json_integer(topic_messages(bench_opt_req(argc, argv, "--brokers"), topic,
                                                         (int) bench_opt_long(argc, argv, "--partitions", 12))));
+    /* the relays' own account of where a cycle's time went */
+    double claim = (double) bench_counter_sum(shm, OB_KIND_RELAY, OB_CTR_RELAY_CLAIM_US);
+    double kafka = (double) bench_counter_sum(shm, OB_KIND_RELAY, OB_CTR_RELAY_KAFKA_US);
+    double mark = (double) bench_counter_sum(shm, OB_KIND_RELAY, OB_CTR_RELAY_MARK_US);
+    double cycle = claim + kafka + mark > 0 ? claim + kafka + mark : 1;
+    json_object_set_new(out, "cycle_share", json_pack("{s:f, s:f, s:f}", "claim", claim / cycle, "kafka",
+                                                      kafka / cycle, "mark", mark / cycle));
     json_object_set_new(out, "rss", bench_rss_json(&rss));
     json_object_set_new(out, "cpu", bench_cpu_end(cpu));
     bench_emit(out);

@@ -275,8 +275,12 @@ md_drain(report_t *r)
                    "|---|---:|---:|---:|---:|---:|---|\n");
     for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
         double rate = num(r, runs[i].name, "events_per_s");
-        char   note[256];
+        char   note[512];
         int    n = snprintf(note, sizeof(note), "start-up %s s", fsecs(num(r, runs[i].name, "startup_seconds")));
+        if (!isnan(num(r, runs[i].name, "cycle_share.claim")))
+            n += snprintf(note + n, sizeof(note) - (size_t) n, "; relay time: claim %.0f%%, Kafka %.0f%%, mark %.0f%%",
+                          100 * num(r, runs[i].name, "cycle_share.claim"), 100 * num(r, runs[i].name, "cycle_share.kafka"),
+                          100 * num(r, runs[i].name, "cycle_share.mark"));
         if (flag(r, runs[i].name, "timed_out"))
             n += snprintf(note + n, sizeof(note) - (size_t) n, "; **timed out** with %.0f published: lower bound",
                           num(r, runs[i].name, "published"));

@@ -22,6 +22,7 @@
 
 /* Monotonic milliseconds: system-wide, so heartbeats compare across processes. */
 int64_t ob_now_ms(void);
+int64_t ob_now_us(void);
 /* Wall-clock milliseconds since the epoch, for display only. */
 int64_t ob_wall_ms(void);
 

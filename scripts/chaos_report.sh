@@ -13,10 +13,10 @@ echo "outcome, one fault, heal, wait for order totals = ledger totals, then the 
 echo "over orderdb, the outbox, the whole Kafka topic and the ledger (tests/fault/)."
 echo "Negative controls run deliberately broken modes; there the checker must flag."
 echo
-echo "| scenario | requests | acked | unavailable | unknown resolved (committed/absent) | 5xx other than 503 | lost | phantom | duplicate | order violations | mismatch | convergence s | verdict |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+echo "| scenario | HTTP attempts | requests | acked | unavailable | unknown resolved (committed/absent) | 5xx other than 503 | lost | phantom | duplicate | order violations | mismatch | convergence s | verdict |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 if [[ -s "$rows" ]]; then
     awk -F'\t' '{ printf "| %s |", $1; for (i = 2; i <= NF; i++) printf " %s |", $i; printf "\n" }' "$rows"
 else
-    echo "| (no scenario finished) | | | | | | | | | | | | |"
+    echo "| (no scenario finished) | | | | | | | | | | | | | |"
 fi

@@ -62,6 +62,8 @@ enum {
 #define OB_HTTP_LAT_BUCKETS 12       /* <=1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500 ms, +Inf */
 enum {
     OB_CTR_RELAY_BATCHES = 0, OB_CTR_RELAY_PUBLISHED, OB_CTR_RELAY_ERRORS, OB_CTR_RELAY_LOCKS_HELD,
+    /* where a publish cycle's time goes, microseconds summed over cycles */
+    OB_CTR_RELAY_CLAIM_US, OB_CTR_RELAY_KAFKA_US, OB_CTR_RELAY_MARK_US,
 };
 enum {
     OB_CTR_CONS_APPLIED = 0, OB_CTR_CONS_DUPLICATES, OB_CTR_CONS_PARKED, OB_CTR_CONS_DEAD_LETTERS,

@@ -697,6 +697,18 @@ obh_kafka_produce(obh_t *h, int partition, const char *key, const void *value, s
     rd_kafka_destroy(rk);
 }
 
+pid_t
+obh_kafka_pid(void)
+{
+    FILE *f = fopen("var/run/kafka.pid", "r");
+    int   pid = 0;
+
+    cr_assert_not_null(f, "var/run/kafka.pid: run tests from the repository root with the stack up");
+    cr_assert_eq(fscanf(f, "%d", &pid), 1);
+    fclose(f);
+    return (pid_t) pid;
+}
+
 void
 obh_db_allow(obh_t *h, int ledger, int allow)
 {

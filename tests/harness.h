@@ -80,6 +80,8 @@ extern int obh_http_timeout_ms;
  * (NUL-terminated, truncated to bodylen) goes to body; headers to hdrs if not NULL. */
 int obh_http(int port, const char *method, const char *path, const char *extra_headers, const char *req_body,
              char *body, size_t bodylen, char *hdrs, size_t hdrslen);
+/* The stack's Kafka broker (scripts/stack.sh's pid file), to stop or kill. */
+pid_t obh_kafka_pid(void);
 /* Makes the test's orders (ledger = 0) or ledger database refuse new
  * connections and drops its current ones (allow = 0), or lets them in again. */
 void obh_db_allow(obh_t *h, int ledger, int allow);

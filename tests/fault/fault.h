@@ -82,7 +82,6 @@ void fx_assert_clean(fx_t *fx);
 void fx_assert_flagged(fx_t *fx, long count, const char *what);
 
 /* Helpers for the faults themselves. */
-pid_t fx_kafka_pid(void);
 void  fx_kafka_restart(void);          /* scripts/stack.sh up: starts what is down */
 void  fx_pg_restart(const char *which); /* fast shutdown and start of one cluster */
 pid_t fx_kill_worker(fx_t *fx, int kind, int index, int sig);   /* returns the pid signalled */

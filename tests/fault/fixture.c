@@ -304,11 +304,11 @@ fx_report_row(fx_t *fx, long faults, const char *verdict)
     obc_result_t *r = &fx->res;
 
     fprintf(stderr,
-            "chaos %s: requests=%ld acked=%ld unavailable=%ld (committed %ld, absent %ld) bad=%ld orders=%ld "
+            "chaos %s: attempts=%ld requests=%ld acked=%ld unavailable=%ld (committed %ld, absent %ld) bad=%ld orders=%ld "
             "kafka=%ld resends=%ld entries=%ld lost=%ld phantom=%ld duplicate=%ld violations=%ld mismatch=%ld "
             "quarantined=%ld converged=%.1fs faults=%ld %s%s%s\n",
-            fx->scenario, r->requests, r->acked, r->unavailable, r->unknown_committed, r->unknown_absent,
-            r->bad_status, r->orders, r->kmsgs, r->kafka_resends, r->entries, r->lost, r->phantom, r->duplicate,
+            fx->scenario, atomic_load(&fx->sh->attempts), r->requests, r->acked, r->unavailable,
+            r->unknown_committed, r->unknown_absent, r->bad_status, r->orders, r->kmsgs, r->kafka_resends, r->entries, r->lost, r->phantom, r->duplicate,
             r->violations, r->mismatch, r->quarantined, fx->converge_s, faults, verdict, r->first[0] ? ": " : "",
             r->first);
     if (path == NULL)
@@ -318,8 +318,9 @@ fx_report_row(fx_t *fx, long faults, const char *verdict)
         snprintf(conv, sizeof(conv), "%.1f", fx->converge_s);
     FILE *f = fopen(path, "a");
     cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-    fprintf(f, "%s\t%ld\t%ld\t%ld\t%ld/%ld\t%ld\t%ld\t%ld\t%ld\t%ld\t%ld\t%s\t%s\n", fx->scenario, r->requests,
-            r->acked, r->unavailable, r->unknown_committed, r->unknown_absent, r->bad_status, r->lost, r->phantom,
+    fprintf(f, "%s\t%ld\t%ld\t%ld\t%ld\t%ld/%ld\t%ld\t%ld\t%ld\t%ld\t%ld\t%ld\t%s\t%s\n", fx->scenario,
+            atomic_load(&fx->sh->attempts), r->requests, r->acked, r->unavailable, r->unknown_committed,
+            r->unknown_absent, r->bad_status, r->lost, r->phantom,
             r->duplicate, r->violations, r->mismatch, conv, verdict);
     fclose(f);
 }
@@ -364,18 +365,6 @@ fx_assert_clean(fx_t *fx)
 }
 
 /* ---- fault helpers ---------------------------------------------------------- */
-
-pid_t
-fx_kafka_pid(void)
-{
-    FILE *f = fopen("var/run/kafka.pid", "r");
-    int   pid = 0;
-
-    cr_assert_not_null(f, "var/run/kafka.pid: run from the project root with the stack up");
-    cr_assert_eq(fscanf(f, "%d", &pid), 1);
-    fclose(f);
-    return (pid_t) pid;
-}
 
 static void
 fx_system(const char *cmd)

@@ -38,9 +38,11 @@ teardown(void)
 /* Four clients, a cancel in five, retries as a careful client would. */
 static const fx_load_opts_t steady = { .clients = 4, .pace_ms = 15, .cancel_pct = 20, .timeout_ms = 5000, .retries = 8 };
 
+/* Waits for more acknowledged requests: four times as many in the long tier. */
 static void
 wait_acked(long more)
 {
+    more = fx.long_tier ? more * 4 : more;
     cr_assert(fx_wait_acked(&fx, more, obh_ms(60000)), "%s: %ld more requests not acknowledged in time; log %s",
               fx.scenario, more, fx.h.log);
 }
@@ -59,6 +61,28 @@ kill_loop(int kind, int workers, int kills)
                   fx.h.log);
         wait_acked(20);
     }
+}
+
+/* Scenario start: the instance, the clients, and some traffic through. */
+static void
+begin(const char *scenario, const char *extra, const fx_load_opts_t *o, long acked)
+{
+    fx.scenario = scenario;
+    fx_start(&fx, extra);
+    fx_load_start(&fx, o);
+    wait_acked(acked);
+}
+
+/* Scenario end: the fault is healed now; optionally wait for traffic to flow
+ * again, then converge, check, and require a clean run. */
+static void
+finish(long acked_after, int converge_ms)
+{
+    fx_healed(&fx);
+    if (acked_after > 0)
+        wait_acked(acked_after);
+    fx_verify(&fx, obh_ms(converge_ms));
+    fx_assert_clean(&fx);
 }
 
 static int
@@ -89,6 +113,7 @@ Test(fault, s01_seed_orders_db_flapping, .init = setup, .fini = teardown, .timeo
     fx_verify(&fx, obh_ms(5000));
     fx_assert_clean(&fx);
     cr_assert_eq(fx.res.acked, 10, "the seed exercise's 10 orders: %ld acknowledged", fx.res.acked);
+    cr_assert_gt(atomic_load(&fx.sh->attempts), 10, "no request ever met the failing database");
     cr_assert_leq(fx.converge_s, obh_ms(5000) / 1000.0, "totals equal after %.1f s", fx.converge_s);
 }
 
@@ -97,27 +122,18 @@ Test(fault, s02_orders_db_down_10s, .init = setup, .fini = teardown, .timeout = 
     fx_load_opts_t o = steady;
 
     o.retries = 0;    /* every 503 is recorded as such */
-    fx.scenario = "2 orders db down 10 s";
-    fx_start(&fx, "");
-    fx_load_start(&fx, &o);
-    wait_acked(100);
+    begin("2 orders db down 10 s", "", &o, 100);
     obh_db_allow(&fx.h, 0, 0);
-    ob_sleep_ms(fx_n(&fx, 10000, 10000));
+    ob_sleep_ms(10000);
     obh_db_allow(&fx.h, 0, 1);
-    fx_healed(&fx);
-    wait_acked(100);
-    fx_verify(&fx, obh_ms(30000));
-    fx_assert_clean(&fx);
+    finish(100, 30000);
     cr_assert_gt(fx.res.unavailable, 0, "the outage never reached a client");
 }
 
 Test(fault, s04_kafka_killed_and_restarted, .init = setup, .fini = teardown, .timeout = 600)
 {
-    fx.scenario = "4 kafka kill -9, restart";
-    fx_start(&fx, "");
-    fx_load_start(&fx, &steady);
-    wait_acked(100);
-    pid_t kafka = fx_kafka_pid();
+    begin("4 kafka kill -9, restart", "", &steady, 100);
+    pid_t kafka = obh_kafka_pid();
     kill(kafka, SIGKILL);
     for (int64_t until = ob_now_ms() + 30000; obh_alive(kafka) && ob_now_ms() < until;)
         ob_sleep_ms(50);
@@ -125,34 +141,27 @@ Test(fault, s04_kafka_killed_and_restarted, .init = setup, .fini = teardown, .ti
     wait_acked(100);    /* intake goes on without Kafka */
     ob_sleep_ms(fx_n(&fx, 3000, 15000));
     fx_kafka_restart();
-    fx_healed(&fx);
-    wait_acked(100);
-    fx_verify(&fx, obh_ms(90000));
-    fx_assert_clean(&fx);
+    finish(100, 90000);
 }
 
 Test(fault, s06_kill_relay_loop, .init = setup, .fini = teardown, .timeout = 900)
 {
-    fx.scenario = "6 kill -9 relay, loop";
-    fx_start(&fx, "[workers]\nrelays = 2\n");
-    fx_load_start(&fx, &steady);
-    wait_acked(50);
-    kill_loop(OB_KIND_RELAY, 2, fx_n(&fx, 8, 20));
-    fx_healed(&fx);
-    fx_verify(&fx, obh_ms(60000));
-    fx_assert_clean(&fx);
+    /* more workers in the long tier keep each one's crash backoff short */
+    int n = fx_n(&fx, 2, 4);
+
+    begin("6 kill -9 relay, loop", n == 2 ? "[workers]\nrelays = 2\n" : "[workers]\nrelays = 4\n", &steady, 50);
+    kill_loop(OB_KIND_RELAY, n, fx_n(&fx, 8, 24));
+    finish(0, 60000);
 }
 
 Test(fault, s07_kill_consumer_loop, .init = setup, .fini = teardown, .timeout = 900)
 {
-    fx.scenario = "7 kill -9 consumer, loop";
-    fx_start(&fx, "[workers]\nconsumers = 2\n");
-    fx_load_start(&fx, &steady);
-    wait_acked(50);
-    kill_loop(OB_KIND_CONSUMER, 2, fx_n(&fx, 8, 20));
-    fx_healed(&fx);
-    fx_verify(&fx, obh_ms(60000));
-    fx_assert_clean(&fx);
+    int n = fx_n(&fx, 2, 4);
+
+    begin("7 kill -9 consumer, loop", n == 2 ? "[workers]\nconsumers = 2\n" : "[workers]\nconsumers = 4\n",
+          &steady, 50);
+    kill_loop(OB_KIND_CONSUMER, n, fx_n(&fx, 8, 24));
+    finish(0, 60000);
 }
 
 static int
@@ -184,18 +193,13 @@ reload_relays(int n)
 
 Test(fault, s10_reload_relays_2_4_1, .init = setup, .fini = teardown, .timeout = 600)
 {
-    fx.scenario = "10 SIGHUP relays 2->4->1";
-    fx_start(&fx, "[workers]\nrelays = 2\n");
-    fx_load_start(&fx, &steady);
-    wait_acked(50);
+    begin("10 SIGHUP relays 2->4->1", "[workers]\nrelays = 2\n", &steady, 50);
     for (int round = 0; round < fx_n(&fx, 1, 3); round++) {
         reload_relays(4);
         reload_relays(1);
         reload_relays(2);
     }
-    fx_healed(&fx);
-    fx_verify(&fx, obh_ms(60000));
-    fx_assert_clean(&fx);
+    finish(0, 60000);
 }
 
 /*
@@ -205,13 +209,11 @@ Test(fault, s10_reload_relays_2_4_1, .init = setup, .fini = teardown, .timeout =
  */
 Test(fault, nc1_relay_marks_without_acks, .init = setup, .fini = teardown, .timeout = 600)
 {
-    fx.scenario = "negative: relay marks without acks, kafka stopped";
     setenv("OUTBOXD_UNSAFE_FAULTS", "1", 1);
-    fx_start(&fx, "[relay]\ndelivery_timeout_ms = 1500\n[debug]\nfault = relay_mark_before_ack\n");
+    begin("negative: relay marks without acks, kafka stopped",
+          "[relay]\ndelivery_timeout_ms = 1500\n[debug]\nfault = relay_mark_before_ack\n", &steady, 50);
     unsetenv("OUTBOXD_UNSAFE_FAULTS");
-    fx_load_start(&fx, &steady);
-    wait_acked(50);
-    pid_t kafka = fx_kafka_pid();
+    pid_t kafka = obh_kafka_pid();
     kill(kafka, SIGSTOP);
     wait_acked(100);    /* these events meet a silent broker */
     ob_sleep_ms(3000);  /* past the delivery timeout */
@@ -227,53 +229,33 @@ Test(fault, nc1_relay_marks_without_acks, .init = setup, .fini = teardown, .time
 
 Test(fault_long, s03_ledger_db_down_20s, .init = setup, .fini = teardown, .timeout = 600)
 {
-    fx.scenario = "3 ledger db down 20 s";
-    fx_start(&fx, "");
-    fx_load_start(&fx, &steady);
-    wait_acked(100);
+    begin("3 ledger db down 20 s", "", &steady, 100);
     obh_db_allow(&fx.h, 1, 0);
     ob_sleep_ms(20000);
     obh_db_allow(&fx.h, 1, 1);
-    fx_healed(&fx);
-    wait_acked(100);
-    fx_verify(&fx, obh_ms(60000));
-    fx_assert_clean(&fx);
+    finish(100, 60000);
 }
 
 Test(fault_long, s05_kafka_stopped_30s, .init = setup, .fini = teardown, .timeout = 600)
 {
-    fx.scenario = "5 kafka unreachable 30 s (SIGSTOP)";
-    fx_start(&fx, "");
-    fx_load_start(&fx, &steady);
-    wait_acked(100);
-    pid_t kafka = fx_kafka_pid();
+    begin("5 kafka unreachable 30 s (SIGSTOP)", "", &steady, 100);
+    pid_t kafka = obh_kafka_pid();
     kill(kafka, SIGSTOP);
     ob_sleep_ms(30000);
     kill(kafka, SIGCONT);
-    fx_healed(&fx);
-    wait_acked(100);
-    fx_verify(&fx, obh_ms(90000));
-    fx_assert_clean(&fx);
+    finish(100, 90000);
 }
 
 Test(fault_long, s08_kill_http_loop, .init = setup, .fini = teardown, .timeout = 900)
 {
-    fx.scenario = "8 kill -9 HTTP worker under load";
-    fx_start(&fx, "[workers]\nhttp = 2\n");
-    fx_load_start(&fx, &steady);
-    wait_acked(50);
-    kill_loop(OB_KIND_HTTP, 2, fx_n(&fx, 8, 16));
-    fx_healed(&fx);
-    fx_verify(&fx, obh_ms(60000));
-    fx_assert_clean(&fx);
+    begin("8 kill -9 HTTP worker under load", "[workers]\nhttp = 3\n", &steady, 50);
+    kill_loop(OB_KIND_HTTP, 3, fx_n(&fx, 8, 18));
+    finish(0, 60000);
 }
 
 Test(fault_long, s09_relay_stopped_past_watchdog, .init = setup, .fini = teardown, .timeout = 600)
 {
-    fx.scenario = "9 SIGSTOP relay past the watchdog";
-    fx_start(&fx, "[supervisor]\nwatchdog_s = 3\n[workers]\nrelays = 2\n");
-    fx_load_start(&fx, &steady);
-    wait_acked(50);
+    begin("9 SIGSTOP relay past the watchdog", "[supervisor]\nwatchdog_s = 3\n[workers]\nrelays = 2\n", &steady, 50);
     for (int k = 0; k < fx_n(&fx, 1, 3); k++) {
         ob_shm_slot_t s;
         cr_assert(obh_wait_worker(&fx.h, OB_KIND_RELAY, 0, 0, obh_ms(60000)) > 0);
@@ -283,9 +265,7 @@ Test(fault_long, s09_relay_stopped_past_watchdog, .init = setup, .fini = teardow
         cr_assert(obh_wait_worker(&fx.h, OB_KIND_RELAY, 0, s.pid, obh_ms(30000)) > 0, "stopped relay not replaced");
         wait_acked(50);
     }
-    fx_healed(&fx);
-    fx_verify(&fx, obh_ms(60000));
-    fx_assert_clean(&fx);
+    finish(0, 60000);
 }
 
 Test(fault_long, s11_supervisor_killed_and_restarted, .init = setup, .fini = teardown, .timeout = 600)
@@ -315,10 +295,7 @@ Test(fault_long, s11_supervisor_killed_and_restarted, .init = setup, .fini = tea
             cr_assert(!obh_alive(workers[i]), "worker %d outlived its supervisor", (int) workers[i]);
         obh_start(&fx.h, NULL);
     }
-    fx_healed(&fx);
-    wait_acked(100);
-    fx_verify(&fx, obh_ms(60000));
-    fx_assert_clean(&fx);
+    finish(100, 60000);
 }
 
 Test(fault_long, s12_orders_db_restarted, .init = setup, .fini = teardown, .timeout = 600)
@@ -330,10 +307,7 @@ Test(fault_long, s12_orders_db_restarted, .init = setup, .fini = teardown, .time
         wait_acked(200);
         fx_pg_restart("orders");
     }
-    fx_healed(&fx);
-    wait_acked(100);
-    fx_verify(&fx, obh_ms(60000));
-    fx_assert_clean(&fx);
+    finish(100, 60000);
 }
 
 static int
@@ -358,9 +332,7 @@ Test(fault_long, s13_poison_event, .init = setup, .fini = teardown, .timeout = 6
             "decode(repeat('ab', 8000), 'hex'))");
     cr_assert(obh_poll(quarantined, &fx.h, NULL, obh_ms(60000)), "poison event not quarantined; log %s", fx.h.log);
     wait_acked(100);    /* traffic in its partition and the others goes on */
-    fx_healed(&fx);
-    fx_verify(&fx, obh_ms(60000));
-    fx_assert_clean(&fx);
+    finish(0, 60000);
 }
 
 /* Partitions held by the relays of one instance, from its shm. */
@@ -402,9 +374,42 @@ Test(fault_long, s14_second_instance, .init = setup, .fini = teardown, .timeout 
     cr_assert(obh_stop(&twin, obh_ms(20000)) >= 0, "second instance did not stop");
     if (twin.shm != NULL)
         ob_shm_close(twin.shm, 0);
-    fx_healed(&fx);
-    fx_verify(&fx, obh_ms(60000));
-    fx_assert_clean(&fx);
+    finish(0, 60000);
+}
+
+/* Offsets the ledger group committed, summed over the partitions. */
+static long
+committed_sum(obh_t *h)
+{
+    char             err[256], group[128];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    long             sum = 0;
+
+    snprintf(group, sizeof(group), "ledger-%s", h->tag);
+    rd_kafka_conf_set(conf, "bootstrap.servers", "127.0.0.1:59092", err, sizeof(err));
+    rd_kafka_conf_set(conf, "group.id", group, err, sizeof(err));
+    rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    rd_kafka_topic_partition_list_t *tp = rd_kafka_topic_partition_list_new(h->partitions);
+    for (int p = 0; p < h->partitions; p++)
+        rd_kafka_topic_partition_list_add(tp, h->topic, p);
+    if (rd_kafka_committed(c, tp, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        for (int i = 0; i < tp->cnt; i++)
+            sum += tp->elems[i].offset > 0 ? (long) tp->elems[i].offset : 0;
+    rd_kafka_topic_partition_list_destroy(tp);
+    rd_kafka_destroy(c);
+    return sum;
+}
+
+static int
+committed_ahead(obh_t *h, void *arg)
+{
+    ob_shm_slot_t s;
+
+    (void) arg;
+    if (obh_worker(h, OB_KIND_CONSUMER, 0, &s) < 0)
+        return 0;
+    return committed_sum(h) > (long) atomic_load(&s.counters[OB_CTR_CONS_APPLIED]);
 }
 
 /*
@@ -414,15 +419,15 @@ Test(fault_long, s14_second_instance, .init = setup, .fini = teardown, .timeout 
  */
 Test(fault_long, nc2_consumer_commits_before_apply, .init = setup, .fini = teardown, .timeout = 600)
 {
-    fx.scenario = "negative: consumer commits before apply, killed during ledger outage";
     setenv("OUTBOXD_UNSAFE_FAULTS", "1", 1);
-    fx_start(&fx, "[workers]\nconsumers = 1\n[debug]\nfault = consumer_commit_before_apply\n");
+    begin("negative: consumer commits before apply, killed during ledger outage",
+          "[workers]\nconsumers = 1\n[debug]\nfault = consumer_commit_before_apply\n", &steady, 50);
     unsetenv("OUTBOXD_UNSAFE_FAULTS");
-    fx_load_start(&fx, &steady);
-    wait_acked(50);
     obh_db_allow(&fx.h, 1, 0);
     wait_acked(50);
     cr_assert(obh_poll(outbox_drained, &fx.h, NULL, obh_ms(30000)), "relay did not publish the outage's events");
+    /* the bug's window: offsets committed past what the ledger booked */
+    cr_assert(obh_poll(committed_ahead, &fx.h, NULL, obh_ms(30000)), "consumer never committed ahead of the ledger");
     pid_t old = fx_kill_worker(&fx, OB_KIND_CONSUMER, 0, SIGKILL);
     cr_assert(obh_wait_worker(&fx.h, OB_KIND_CONSUMER, 0, old, obh_ms(30000)) > 0);
     obh_db_allow(&fx.h, 1, 1);

@@ -184,25 +184,13 @@ breaker_state(obh_t *hh, void *arg)
     return 0;
 }
 
-static pid_t
-kafka_pid(void)
-{
-    FILE *f = fopen("var/run/kafka.pid", "r");
-    int   pid = 0;
-
-    cr_assert_not_null(f, "var/run/kafka.pid: run tests from the repository root");
-    cr_assert_eq(fscanf(f, "%d", &pid), 1);
-    fclose(f);
-    return pid;
-}
-
 /* Kafka frozen (SIGSTOP) for 30 s while orders keep coming: breaker opens, nothing quarantined, all delivered. */
 Test(relay, kafka_away_30s_opens_the_breaker_and_loses_nothing, .init = setup, .fini = teardown, .timeout = 240)
 {
     feeder_t  f;
     pthread_t th;
     int       n, open = OB_BREAKER_OPEN, closed = OB_BREAKER_CLOSED;
-    pid_t     kpid = kafka_pid();
+    pid_t     kpid = obh_kafka_pid();
 
     start("[workers]\nhttp = 0\nrelays = 2\nconsumers = 0\n[relay]\ndelivery_timeout_ms = 5000\n", NULL);
     cr_assert_neq(obh_wait_worker(&h, OB_KIND_RELAY, 1, 0, obh_ms(20000)), 0);

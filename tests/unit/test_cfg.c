@@ -175,3 +175,22 @@ Test(log, dsn_passwords_are_masked)
     ob_log_mask_dsn("postgresql://outboxd@127.0.0.1:55432/orderdb", out, sizeof(out));
     cr_assert_str_eq(out, "postgresql://outboxd@127.0.0.1:55432/orderdb");
 }
+
+Test(cfg, fault_modes_need_the_unsafe_variable)
+{
+    ob_cfg_t cfg;
+    char     err[512] = "";
+
+    unsetenv("OUTBOXD_UNSAFE_FAULTS");
+    cr_assert_eq(load("[debug]\nfault = none\n", &cfg, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(cfg.debug.fault, OB_FAULT_NONE);
+    cr_assert_eq(load("[workers]\nhttp = 1\n[debug]\nfault = relay_mark_before_ack\n", &cfg, err, sizeof(err)), -1);
+    cr_assert(strstr(err, ":4: [debug] fault: this mode loses events on purpose") != NULL, "%s", err);
+    cr_assert(strstr(err, "OUTBOXD_UNSAFE_FAULTS=1") != NULL, "%s", err);
+    setenv("OUTBOXD_UNSAFE_FAULTS", "1", 1);
+    cr_assert_eq(load("[debug]\nfault = consumer_commit_before_apply\n", &cfg, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(cfg.debug.fault, OB_FAULT_CONSUMER_COMMIT_BEFORE_APPLY);
+    cr_assert_eq(load("[debug]\nfault = sometimes\n", &cfg, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "expected none, relay_mark_before_ack or consumer_commit_before_apply") != NULL, "%s", err);
+    unsetenv("OUTBOXD_UNSAFE_FAULTS");
+}

@@ -62,6 +62,8 @@ static int  cons_fill(ob_cons_t *cs);
 static int  cons_apply(ob_cons_t *cs, char *err, size_t errlen);
 static void cons_apply_until_done(ob_cons_t *cs);
 static void cons_commit(ob_cons_t *cs);
+static void cons_committed(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *offs,
+                           void *opaque);
 static void cons_release(ob_cons_t *cs);
 static void cons_stats(ob_cons_t *cs);
 
@@ -164,6 +166,7 @@ cons_init(ob_cons_t *cs, char *err, size_t errlen)
         }
     rd_kafka_conf_set_opaque(conf, cs);
     rd_kafka_conf_set_rebalance_cb(conf, cons_rebalance);
+    rd_kafka_conf_set_offset_commit_cb(conf, cons_committed);
     rd_kafka_conf_set_log_cb(conf, cons_log_cb);
     cs->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, errlen);
     if (cs->rk == NULL)
@@ -475,11 +478,26 @@ cons_commit(ob_cons_t *cs)
         if (m->offset + 1 > tp->offset)
             tp->offset = m->offset + 1;
     }
-    e = rd_kafka_commit(cs->rk, offs, 0);
+    /* Asynchronous: the ledger commit already made the batch durable, so a
+     * lost offset commit only means re-reading events that are skipped as
+     * duplicates. Waiting for the broker here added a round trip to every
+     * event's latency, and a hung broker stalled the worker until the
+     * watchdog killed it. */
+    e = rd_kafka_commit(cs->rk, offs, 1);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-        /* applied but not committed: the events come again and are skipped as duplicates */
-        ob_log(OB_LOG_WARN, "offset commit failed (events will be re-read and skipped): %s", rd_kafka_err2str(e));
+        ob_log(OB_LOG_WARN, "offset commit not sent (events will be re-read and skipped): %s", rd_kafka_err2str(e));
     rd_kafka_topic_partition_list_destroy(offs);
+}
+
+/* Result of an asynchronous offset commit, served by consumer_poll. */
+static void
+cons_committed(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *offs, void *opaque)
+{
+    (void) rk;
+    (void) offs;
+    (void) opaque;
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        ob_log(OB_LOG_WARN, "offset commit failed (events will be re-read and skipped): %s", rd_kafka_err2str(err));
 }
 
 static void

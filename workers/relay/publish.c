@@ -459,6 +459,7 @@ ob_relay_cycle(ob_relay_t *rl)
 {
     int       skip_locked = rl->cfg->relay.mode == OB_RELAY_SKIP_LOCKED, nheld = 0, retry = 0, marked, full;
     PGresult *r;
+    int64_t   t0 = ob_now_us(), t1, t2;
 
     rl->more = 0;
     /* Partitioned mode needs no transaction across Kafka: the advisory locks
@@ -479,11 +480,13 @@ ob_relay_cycle(ob_relay_t *rl)
         rl->nrows = 0;
         return skip_locked && !publish_tx(rl, "ROLLBACK") ? -1 : 0;
     }
+    t1 = ob_now_us();
     rl->outstanding = 0;
     for (int i = 0; i < rl->nrows; i++)
         publish_produce(rl, r, i);
     PQclear(r);
     publish_wait(rl);
+    t2 = ob_now_us();
     if (rl->cfg->debug.fault == OB_FAULT_RELAY_MARK_BEFORE_ACK)
         publish_ignore_acks(rl);
     full = publish_full(rl);
@@ -505,6 +508,9 @@ ob_relay_cycle(ob_relay_t *rl)
         if (rl->isolate[k] > 0)
             full = 1;    /* one row per cycle: do not sleep between them */
     }
+    atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_CLAIM_US], (uint64_t) (t1 - t0));
+    atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_KAFKA_US], (uint64_t) (t2 - t1));
+    atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_MARK_US], (uint64_t) (ob_now_us() - t2));
     atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_BATCHES], 1);
     atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_PUBLISHED], (uint64_t) marked);
     if (retry > 0) {

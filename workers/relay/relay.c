@@ -120,13 +120,20 @@ relay_loop(ob_relay_t *rl)
  * filtering NOT published instead of the partial pending index: a claim
  * went from 3 ms to 1.8 s in the bench. SSD-like random I/O costs keep the
  * partial index the cheaper plan whatever the statistics say.
+ *
+ * The relay's own commits (marks, quarantine moves, janitor deletes) need
+ * not wait for the WAL flush: a mark lost in a database crash only turns
+ * its rows pending again, and they are re-sent, which at-least-once
+ * delivery and the consumer's dedupe already absorb. Orders themselves are
+ * written by the HTTP workers with synchronous_commit on (checked there).
  */
 static void
 relay_session_setup(ob_relay_t *rl)
 {
     char err[256];
 
-    if (ob_pg_exec(rl->pg, "SET random_page_cost = 1.1", err, sizeof(err)) != 0)
+    if (ob_pg_exec(rl->pg, "SET random_page_cost = 1.1", err, sizeof(err)) != 0 ||
+        ob_pg_exec(rl->pg, "SET synchronous_commit = off", err, sizeof(err)) != 0)
         ob_log(OB_LOG_WARN, "relay session setup: %s", err);
 }
 
