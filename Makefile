@@ -38,7 +38,7 @@ build: $(BUILD)/outboxd
 $(BUILD)/outboxd: $(OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/obj/%.o: %.c $(wildcard common/*.h shm/*.h supervisor/*.h workers/*/*.h tests/*.h tests/fault/*.h)
+$(BUILD)/obj/%.o: %.c $(wildcard common/*.h shm/*.h supervisor/*.h workers/*/*.h tests/*.h tests/fault/*.h tests/integration/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC  $<"
 	@$(CC) $(CFLAGS) -c -o $@ $<

@@ -100,7 +100,11 @@ ob_cfg_defaults(ob_cfg_t *cfg)
     cfg->relay.batch = 500;
     cfg->relay.poll_interval_ms = 100;
     cfg->relay.retention_s = 24 * 3600;
-    cfg->relay.linger_ms = 1;
+    /* 0: a relay cycle already hands librdkafka its whole batch at once,
+     * and messages queue behind requests in flight; waiting only delayed
+     * each event (commit->Kafka p50 3.9-5.1 ms against 5.3-10.0 ms with 1 ms
+     * in paired bench runs at 1500 req/s). */
+    cfg->relay.linger_ms = 0;
     cfg->relay.delivery_timeout_ms = 10000;
     ob_strlcpy(cfg->admin.listen, "127.0.0.1:9090", sizeof(cfg->admin.listen));
     cfg->log.format = OB_LOG_LOGFMT;

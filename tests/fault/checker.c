@@ -262,6 +262,55 @@ check_orders(const obc_input_t *in, const ledger_agg_t *agg, obc_result_t *res)
     smap_free(&held);
 }
 
+/* An event marked published that the topic lacks: say what the topic holds
+ * at the offset the relay recorded for it, the first clue to why. */
+static void
+check_lost_in_kafka(const obc_input_t *in, const obc_outbox_t *o, obc_result_t *res)
+{
+    const obc_kmsg_t *at = NULL;
+
+    for (size_t k = 0; k < in->nkmsgs && at == NULL; k++)
+        if (in->kmsgs[k].partition == o->partition && in->kmsgs[k].offset == o->offset)
+            at = &in->kmsgs[k];
+    if (at != NULL)
+        note(res, &res->lost,
+             "event %s (order %s seq %d) marked published at %d@%lld, where Kafka holds event %s (order %s seq %d)",
+             o->event_id, o->order, o->seq, o->partition, (long long) o->offset, at->event_id, at->order, at->seq);
+    else
+        note(res, &res->lost, "event %s (order %s seq %d) marked published at %d@%lld, not in Kafka", o->event_id,
+             o->order, o->seq, o->partition, (long long) o->offset);
+}
+
+/*
+ * Every row marked published must be in the topic, and at the offset the
+ * relay recorded for it: a recorded offset that holds another event means
+ * the relay took some other message's acknowledgement for this one.
+ */
+static void
+check_offsets(const obc_input_t *in, const smap_t *events, obc_result_t *res)
+{
+    size_t k;
+
+    for (size_t i = 0; i < in->noutbox; i++) {
+        const obc_outbox_t *o = &in->outbox[i];
+        if (!o->published)
+            continue;
+        if (!smap_get(events, o->event_id, &k)) {
+            check_lost_in_kafka(in, o, res);
+            continue;
+        }
+        if (o->offset < 0)
+            continue;
+        int found = 0;
+        for (size_t j = k; j < in->nkmsgs && !found; j++)    /* kmsgs[k]: its first appearance */
+            found = strcmp(in->kmsgs[j].event_id, o->event_id) == 0 && in->kmsgs[j].partition == o->partition &&
+                    in->kmsgs[j].offset == o->offset;
+        if (!found)
+            note(res, &res->mismatch, "event %s recorded at %d@%lld, but Kafka has it elsewhere", o->event_id,
+                 o->partition, (long long) o->offset);
+    }
+}
+
 /* The topic: partition per order, first appearance of each seq in order,
  * every outbox row marked published present, nothing the outbox never had. */
 static void
@@ -300,10 +349,7 @@ check_kafka(const obc_input_t *in, obc_result_t *res)
         a->seen |= bit;
         a->max_seq = m->seq > a->max_seq ? m->seq : a->max_seq;
     }
-    for (size_t i = 0; i < in->noutbox; i++)
-        if (in->outbox[i].published && !smap_get(&events, in->outbox[i].event_id, NULL))
-            note(res, &res->lost, "event %s (order %s seq %d) marked published, not in Kafka", in->outbox[i].event_id,
-                 in->outbox[i].order, in->outbox[i].seq);
+    check_offsets(in, &events, res);
     smap_free(&orders);
     smap_free(&events);
     smap_free(&outbox);

@@ -45,10 +45,12 @@ typedef struct {
 } obc_order_t;
 
 typedef struct {
-    char event_id[40];
-    char order[40];
-    int  seq;
-    int  published;
+    char    event_id[40];
+    char    order[40];
+    int     seq;
+    int     published;
+    int     partition;
+    int64_t offset;       /* the Kafka offset the relay recorded, -1 when none */
 } obc_outbox_t;
 
 typedef struct {

@@ -173,7 +173,7 @@ fx_gather_orders(fx_t *fx, obc_input_t *in)
     in->norders = (size_t) n;
     PQclear(r);
 
-    r = fx_rows(pg, "SELECT event_id, aggregate_id, seq, published FROM outbox");
+    r = fx_rows(pg, "SELECT event_id, aggregate_id, seq, published, partition, coalesce(kafka_offset, -1) FROM outbox");
     n = PQntuples(r);
     obc_outbox_t *ob = fx_alloc((size_t) n, sizeof(*ob));
     for (int i = 0; i < n; i++) {
@@ -181,6 +181,8 @@ fx_gather_orders(fx_t *fx, obc_input_t *in)
         ob_strlcpy(ob[i].order, PQgetvalue(r, i, 1), sizeof(ob[i].order));
         ob[i].seq = atoi(PQgetvalue(r, i, 2));
         ob[i].published = PQgetvalue(r, i, 3)[0] == 't';
+        ob[i].partition = atoi(PQgetvalue(r, i, 4));
+        ob[i].offset = atoll(PQgetvalue(r, i, 5));
     }
     in->outbox = ob;
     in->noutbox = (size_t) n;

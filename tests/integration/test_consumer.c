@@ -3,7 +3,7 @@
  * events produced by the test where a fault must be staged, by the whole
  * pipeline (HTTP -> outbox -> relay -> Kafka -> consumer) elsewhere.
  */
-#include "tests/harness.h"
+#include "tests/integration/fixture.h"
 #include "common/event.h"
 #include "common/murmur2.h"
 #include "common/util.h"
@@ -17,26 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static obh_t h;
-
-static void
-setup(void)
-{
-    obh_init(&h, 1);
-}
-
-static void
-teardown(void)
-{
-    obh_cleanup(&h);
-}
-
-static void
-start(const char *extra)
-{
-    obh_write_conf(&h, extra);
-    obh_start(&h, NULL);
-}
 
 /* Encodes an event for order `order` and produces it to the order's partition. */
 static void

@@ -2,7 +2,7 @@
  * tests/integration/test_operator.c: what the operator on call sees and runs:
  * the status page in a real headless browser, /metrics, reconcile, replay.
  */
-#include "tests/harness.h"
+#include "tests/integration/fixture.h"
 #include "common/util.h"
 
 #include <criterion/criterion.h>
@@ -13,27 +13,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static obh_t h;
-
-static void
-setup(void)
-{
-    obh_init(&h, 1);
-}
-
-static void
-teardown(void)
-{
-    obh_cleanup(&h);
-}
-
-static void
-start(const char *extra)
-{
-    obh_write_conf(&h, extra);
-    obh_start(&h, NULL);
-    cr_assert_neq(obh_wait_worker(&h, OB_KIND_HTTP, 0, 0, obh_ms(10000)), 0);
-}
 
 static const char *pipeline = "[workers]\nhttp = 2\nrelays = 2\nconsumers = 1\n";
 
@@ -88,7 +67,7 @@ Test(operator, status_page_renders_every_worker_and_partition_even_with_database
 {
     char url[128], want[128], png[256];
 
-    start(pipeline);
+    start_http(pipeline);
     cr_assert_neq(obh_wait_worker(&h, OB_KIND_CONSUMER, 0, 0, obh_ms(20000)), 0);
     cr_assert_neq(obh_wait_worker(&h, OB_KIND_RELAY, 1, 0, obh_ms(20000)), 0);
     post_orders(5, NULL);
@@ -219,7 +198,7 @@ Test(operator, metrics_pass_a_strict_format_check_and_move_with_orders, .init = 
     char        hdrs[1024];
     long long   two = 20;
 
-    start(pipeline);
+    start_http(pipeline);
     cr_assert_neq(obh_wait_worker(&h, OB_KIND_CONSUMER, 0, 0, obh_ms(20000)), 0);
     cr_assert_eq(obh_http(h.admin_port, "GET", "/metrics", NULL, NULL, body, sizeof(body), hdrs, sizeof(hdrs)), 200);
     cr_assert(strstr(hdrs, "text/plain; version=0.0.4") != NULL, "%s", hdrs);
@@ -248,7 +227,7 @@ Test(operator, admin_token_is_required_when_configured, .init = setup, .fini = t
 {
     char body[4096];
 
-    start("[admin]\ntoken = s3cret-token\n[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n");
+    start_http("[admin]\ntoken = s3cret-token\n[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n");
     cr_assert_eq(obh_http(h.admin_port, "GET", "/metrics", NULL, NULL, body, sizeof(body), NULL, 0), 401);
     cr_assert_eq(obh_http(h.admin_port, "GET", "/metrics", "Authorization: Bearer wrong-token!\r\n", NULL, body,
                           sizeof(body), NULL, 0),
@@ -273,7 +252,7 @@ Test(operator, reconcile_reports_exactly_the_injected_faults, .init = setup, .fi
     char        out[16384], sql[512];
     long long   charges = 6;
 
-    start(pipeline);
+    start_http(pipeline);
     post_orders(6, ids);
     cr_assert(obh_poll(ledger_count_is, &h, &charges, obh_ms(30000)), "orders never reached the ledger");
     /* the relay marks after Kafka's ack, which can be after the consumer booked it */
@@ -298,13 +277,13 @@ Test(operator, reconcile_reports_exactly_the_injected_faults, .init = setup, .fi
                           "'charge', 99.00, 'USD')");
     /* the loss: an order whose event was deleted before it was published */
     obh_stop(&h, obh_ms(10000));
-    start("[workers]\nhttp = 1\nrelays = 0\nconsumers = 1\n");
+    start_http("[workers]\nhttp = 1\nrelays = 0\nconsumers = 1\n");
     char lost[1][37];
     post_orders(1, lost);
     snprintf(sql, sizeof(sql), "DELETE FROM outbox WHERE aggregate_id = '%s'", lost[0]);
     obh_sql(h.orders_dsn, sql);
     obh_stop(&h, obh_ms(10000));
-    start(pipeline);
+    start_http(pipeline);
     /* let the replayed event flow through (a duplicate the ledger must skip) */
     cr_assert(obh_poll(ledger_count_is, &h, &(long long) { 7 }, obh_ms(20000)));
     for (int64_t t0 = ob_now_ms(); obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox WHERE NOT published") > 0;
@@ -335,7 +314,7 @@ Test(operator, replay_of_quarantined_events_turns_reconcile_green, .init = setup
     long long three = 3;
 
     obh_kafka_create_topic(&h, 100);    /* every event is larger than this */
-    start(pipeline);
+    start_http(pipeline);
     post_orders(3, NULL);
     for (int64_t t0 = ob_now_ms(); obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox_quarantine") < 1;
          ob_sleep_ms(20))

@@ -1,5 +1,5 @@
 /* tests/integration/test_orders.c: the orders API of the real binary on the real stack. */
-#include "tests/harness.h"
+#include "tests/integration/fixture.h"
 #include "common/murmur2.h"
 #include "common/util.h"
 
@@ -14,27 +14,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static obh_t h;
-
-static void
-setup(void)
-{
-    obh_init(&h, 1);
-}
-
-static void
-teardown(void)
-{
-    obh_cleanup(&h);
-}
-
-static void
-start(const char *extra)
-{
-    obh_write_conf(&h, extra);
-    obh_start(&h, NULL);
-    cr_assert_neq(obh_wait_worker(&h, OB_KIND_HTTP, 0, 0, obh_ms(10000)), 0, "http worker not up; log %s", h.log);
-}
 
 /* POSTs an order; returns status and copies the new id (if any) into id. */
 static int
@@ -83,7 +62,7 @@ Test(orders, create_get_cancel_total, .init = setup, .fini = teardown)
 {
     char id1[37], id2[37], path[128], resp[4096];
 
-    start("[workers]\nhttp = 2\nrelays = 0\nconsumers = 0\n");
+    start_http("[workers]\nhttp = 2\nrelays = 0\nconsumers = 0\n");
     cr_assert_eq(post_order("{\"customerId\":\"c-1\",\"amount\":100,\"currency\":\"USD\"}", NULL, id1), 201);
     cr_assert_eq(post_order("{\"customerId\":\"c-2\",\"amount\":\"0.10\",\"currency\":\"USD\"}", NULL, id2), 201);
     cr_assert_eq(post_order("{\"customerId\":\"c-3\",\"amount\":7,\"currency\":\"JPY\"}", NULL, NULL), 201);
@@ -138,7 +117,7 @@ Test(orders, idempotent_retry_returns_the_first_order, .init = setup, .fini = te
     char a[37], b[37], resp[512];
     const char *body = "{\"customerId\":\"c-9\",\"amount\":\"42.00\",\"currency\":\"EUR\"}";
 
-    start("[workers]\nhttp = 2\nrelays = 0\nconsumers = 0\n");
+    start_http("[workers]\nhttp = 2\nrelays = 0\nconsumers = 0\n");
     cr_assert_eq(post_order(body, "retry-1", a), 201);
     for (int i = 0; i < 5; i++) {
         cr_assert_eq(post_order(body, "retry-1", b), 200);
@@ -158,7 +137,7 @@ Test(orders, bad_requests_are_4xx_json_and_write_nothing, .init = setup, .fini =
 {
     char resp[1024], big[70 * 1024];
 
-    start("[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n");
+    start_http("[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n");
     cr_assert_eq(obh_http(h.orders_port, "POST", "/orders", NULL, "{\"customerId\":\"c\",\"amount\":1.001,\"currency\":\"USD\"}",
                           resp, sizeof(resp), NULL, 0),
                  400);
@@ -182,7 +161,7 @@ Test(orders, database_down_is_503_then_recovers_without_restart, .init = setup, 
     ob_shm_slot_t w0;
     int           created = 0;
 
-    start("[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n");
+    start_http("[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n");
     cr_assert_eq(post_order("{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}", NULL, id), 201);
     created++;
     cr_assert_geq(obh_worker(&h, OB_KIND_HTTP, 0, &w0), 0);
@@ -217,7 +196,7 @@ Test(orders, synchronous_commit_off_refuses_writes_unless_overridden, .init = se
 
     snprintf(sql, sizeof(sql), "ALTER DATABASE %s SET synchronous_commit = off", h.orders_db);
     obh_sql("postgresql://outboxd@127.0.0.1:55432/postgres", sql);
-    start("[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n");
+    start_http("[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n");
     cr_assert_eq(obh_http(h.orders_port, "POST", "/orders", NULL, "{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}",
                           resp, sizeof(resp), NULL, 0),
                  503);
@@ -226,7 +205,7 @@ Test(orders, synchronous_commit_off_refuses_writes_unless_overridden, .init = se
     /* reads still work */
     cr_assert_eq(obh_http(h.orders_port, "GET", "/orders/total", NULL, NULL, resp, sizeof(resp), NULL, 0), 200);
     obh_stop(&h, obh_ms(10000));
-    start("[orders]\nunsafe_async_commit = yes\n[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n");
+    start_http("[orders]\nunsafe_async_commit = yes\n[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n");
     cr_assert_eq(post_order("{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}", NULL, NULL), 201);
 }
 
@@ -236,7 +215,7 @@ Test(orders, commits_bump_partition_counters_and_wake_the_owner, .init = setup, 
     ob_shm_slot_t relay;
     int           n = 30;
 
-    start("[workers]\nhttp = 1\nrelays = 1\nconsumers = 0\n");
+    start_http("[workers]\nhttp = 1\nrelays = 1\nconsumers = 0\n");
     cr_assert_neq(obh_wait_worker(&h, OB_KIND_RELAY, 0, 0, obh_ms(20000)), 0);
     int slot = obh_worker(&h, OB_KIND_RELAY, 0, &relay);
     /* wait until the relay holds its partitions, so commits have an owner to wake */
@@ -287,7 +266,7 @@ Test(orders, killing_one_worker_under_load_fails_only_its_in_flight_requests, .i
     pthread_t     th[CLIENTS];
     ob_shm_slot_t w;
 
-    start("[workers]\nhttp = 2\nrelays = 0\nconsumers = 0\n");
+    start_http("[workers]\nhttp = 2\nrelays = 0\nconsumers = 0\n");
     cr_assert_neq(obh_wait_worker(&h, OB_KIND_HTTP, 1, 0, obh_ms(10000)), 0);
     for (int i = 0; i < CLIENTS; i++)
         pthread_create(&th[i], NULL, load_client, &l);
@@ -317,7 +296,7 @@ Test(orders, slow_client_is_disconnected_after_the_request_timeout, .init = setu
     char               buf[256];
     int                fd = socket(AF_INET, SOCK_STREAM, 0);
 
-    start("[orders]\nrequest_timeout_ms = 1000\n[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n");
+    start_http("[orders]\nrequest_timeout_ms = 1000\n[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n");
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     cr_assert_eq(connect(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
     const char *partial = "POST /orders HTTP/1.1\r\nHost: x\r\n";
@@ -331,4 +310,59 @@ Test(orders, slow_client_is_disconnected_after_the_request_timeout, .init = setu
     close(fd);
     cr_assert_lt(took, obh_ms(4000), "slow client held its thread for %lld ms", (long long) took);
     cr_assert_geq(took, 500, "closed before the timeout (%lld ms)", (long long) took);
+}
+
+static int backlog_status;
+static char backlog_body[1024];
+
+/* POSTs one order with a fresh key; true once the answer is `backlog_status`. */
+static int
+post_answers(obh_t *hh, void *arg)
+{
+    static int n;
+    char       hdr[128];
+
+    (void) arg;
+    snprintf(hdr, sizeof(hdr), "Idempotency-Key: bp-%s-%d\r\n", hh->tag, n++);
+    if (obh_http(hh->orders_port, "POST", "/orders", hdr, "{\"customerId\":\"c\",\"amount\":\"1.00\",\"currency\":\"EUR\"}",
+                 backlog_body, sizeof(backlog_body), NULL, 0) == backlog_status)
+        return 1;
+    ob_sleep_ms(90);    /* a request every ~100 ms is enough to see the switch */
+    return 0;
+}
+
+static int
+none_pending(obh_t *hh, void *arg)
+{
+    (void) arg;
+    return obh_scalar(hh->orders_dsn, "SELECT count(*) FROM outbox WHERE NOT published") == 0;
+}
+
+/* [orders] max_backlog_age: Kafka frozen, the backlog ages past the limit and
+ * POST /orders answers 503 without writing; once events flow again, 201. */
+Test(orders, backlog_older_than_max_backlog_age_refuses_new_orders, .init = setup, .fini = teardown, .timeout = 240)
+{
+    start_http("[orders]\nmax_backlog_age = 3s\n[relay]\ndelivery_timeout_ms = 2000\n"
+          "[workers]\nrelays = 1\nconsumers = 0\n");
+    cr_assert_gt(obh_wait_worker(&h, OB_KIND_RELAY, 0, 0, obh_ms(20000)), 0, "relay not up; log %s", h.log);
+    backlog_status = 201;
+    cr_assert(post_answers(&h, NULL), "first order: %s", backlog_body);
+    cr_assert(obh_poll(none_pending, &h, NULL, obh_ms(20000)), "first order never published; log %s", h.log);
+
+    pid_t kafka = obh_kafka_pid();
+    kill(kafka, SIGSTOP);
+    backlog_status = 503;
+    int refused = obh_poll(post_answers, &h, NULL, obh_ms(60000));
+    long long orders = obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders");
+    /* a refused request wrote nothing: same count after one more refusal */
+    int again = post_answers(&h, NULL);
+    long long after = obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders");
+    kill(kafka, SIGCONT);
+    cr_assert(refused, "never refused while Kafka was frozen; log %s", h.log);
+    cr_assert(strstr(backlog_body, "max_backlog_age 3 s") != NULL, "%s", backlog_body);
+    cr_assert(!again || after == orders, "a refused order was written (%lld -> %lld)", orders, after);
+
+    backlog_status = 201;
+    cr_assert(obh_poll(post_answers, &h, NULL, obh_ms(60000)), "still refused after Kafka came back: %s; log %s",
+              backlog_body, h.log);
 }

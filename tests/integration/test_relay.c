@@ -2,7 +2,7 @@
  * tests/integration/test_relay.c: outbox -> Kafka with the real binary, the
  * real PostgreSQL and the real broker; the log read back and checked.
  */
-#include "tests/harness.h"
+#include "tests/integration/fixture.h"
 #include "common/murmur2.h"
 #include "common/util.h"
 
@@ -14,19 +14,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static obh_t h;
-
-static void
-setup(void)
-{
-    obh_init(&h, 1);
-}
-
-static void
-teardown(void)
-{
-    obh_cleanup(&h);
-}
 
 static int
 all_published(obh_t *hh, void *arg)
@@ -35,20 +22,13 @@ all_published(obh_t *hh, void *arg)
     return obh_scalar(hh->orders_dsn, "SELECT count(*) FROM outbox WHERE NOT published") == 0;
 }
 
-static void
-start(const char *extra, const char *const *args)
-{
-    obh_write_conf(&h, extra);
-    obh_start(&h, args);
-}
-
 Test(relay, ten_thousand_events_in_order_in_their_partitions, .init = setup, .fini = teardown)
 {
     static char ids[200][37];
     int         n;
 
     obh_insert_events(&h, 200, 50, ids);
-    start("[workers]\nhttp = 0\nrelays = 3\nconsumers = 0\n", NULL);
+    start_with("[workers]\nhttp = 0\nrelays = 3\nconsumers = 0\n", NULL);
     cr_assert(obh_poll(all_published, &h, NULL, obh_ms(60000)), "backlog not drained; log %s", h.log);
     obh_msg_t *m = obh_kafka_read_all(&h, 10000, obh_ms(60000), &n);
     int dups = obh_check_log(&h, m, n, 10000);
@@ -149,7 +129,7 @@ Test(relay, kill9_mid_batch_twenty_times_loses_and_reorders_nothing, .init = set
     pthread_t th;
     int       n;
 
-    start("[workers]\nhttp = 0\nrelays = 4\nconsumers = 0\n[relay]\nbatch = 50\n", NULL);
+    start_with("[workers]\nhttp = 0\nrelays = 4\nconsumers = 0\n[relay]\nbatch = 50\n", NULL);
     cr_assert_neq(obh_wait_worker(&h, OB_KIND_RELAY, 0, 0, obh_ms(20000)), 0);
     feeder_start(&f, &th);
     for (int k = 0; k < 20; k++) {
@@ -192,7 +172,7 @@ Test(relay, kafka_away_30s_opens_the_breaker_and_loses_nothing, .init = setup, .
     int       n, open = OB_BREAKER_OPEN, closed = OB_BREAKER_CLOSED;
     pid_t     kpid = obh_kafka_pid();
 
-    start("[workers]\nhttp = 0\nrelays = 2\nconsumers = 0\n[relay]\ndelivery_timeout_ms = 5000\n", NULL);
+    start_with("[workers]\nhttp = 0\nrelays = 2\nconsumers = 0\n[relay]\ndelivery_timeout_ms = 5000\n", NULL);
     cr_assert_neq(obh_wait_worker(&h, OB_KIND_RELAY, 1, 0, obh_ms(20000)), 0);
     feeder_start(&f, &th);
     ob_sleep_ms(500);      /* let some flow first */
@@ -228,7 +208,7 @@ Test(relay, oversized_event_is_quarantined_its_order_parked_and_replay_delivers,
     snprintf(sql, sizeof(sql), "UPDATE outbox SET payload = convert_to(repeat('x', 50000), 'UTF8') "
                                "WHERE aggregate_id = '%s' AND seq = 1", ids[0]);
     obh_sql(h.orders_dsn, sql);
-    start("[workers]\nhttp = 0\nrelays = 2\nconsumers = 0\n", NULL);
+    start_with("[workers]\nhttp = 0\nrelays = 2\nconsumers = 0\n", NULL);
     for (int64_t t0 = ob_now_ms();
          obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox WHERE published") < 38; ob_sleep_ms(20))
         cr_assert_lt(ob_now_ms() - t0, obh_ms(30000), "other orders did not flow");
@@ -257,7 +237,7 @@ Test(relay, reload_two_to_three_relays_under_load_keeps_order, .init = setup, .f
     pthread_t th;
     int       n;
 
-    start("[workers]\nhttp = 0\nrelays = 2\nconsumers = 0\n", NULL);
+    start_with("[workers]\nhttp = 0\nrelays = 2\nconsumers = 0\n", NULL);
     cr_assert_neq(obh_wait_worker(&h, OB_KIND_RELAY, 1, 0, obh_ms(20000)), 0);
     feeder_start(&f, &th);
     ob_sleep_ms(300);
@@ -289,7 +269,7 @@ Test(relay, skip_locked_mode_delivers_everything, .init = setup, .fini = teardow
     int         n;
 
     obh_insert_events(&h, 50, 4, ids);
-    start("[workers]\nhttp = 0\nrelays = 2\nconsumers = 0\n[relay]\nmode = skip_locked\nbatch = 20\n", NULL);
+    start_with("[workers]\nhttp = 0\nrelays = 2\nconsumers = 0\n[relay]\nmode = skip_locked\nbatch = 20\n", NULL);
     cr_assert(obh_poll(all_published, &h, NULL, obh_ms(60000)), "backlog not drained; log %s", h.log);
     obh_msg_t *m = obh_kafka_read_all(&h, 200, obh_ms(30000), &n);
     cr_assert_eq(n, 200);
@@ -303,7 +283,7 @@ Test(relay, janitor_deletes_published_rows_past_retention, .init = setup, .fini 
     static char ids[10][37];
 
     obh_insert_events(&h, 10, 3, ids);
-    start("[workers]\nhttp = 0\nrelays = 1\nconsumers = 0\n[relay]\nretention = 60s\n", NULL);
+    start_with("[workers]\nhttp = 0\nrelays = 1\nconsumers = 0\n[relay]\nretention = 60s\n", NULL);
     cr_assert(obh_poll(all_published, &h, NULL, obh_ms(30000)));
     /* age half of them past retention; the janitor (every 10 s) removes exactly those */
     obh_sql(h.orders_dsn, "UPDATE outbox SET published_at = now() - interval '2 minutes' WHERE seq <= 2");

@@ -2,7 +2,7 @@
  * tests/integration/test_supervisor.c: the real binary, real processes.
  * kill -9 and SIGSTOP its workers, reload it, stop it, kill it.
  */
-#include "tests/harness.h"
+#include "tests/integration/fixture.h"
 #include "common/util.h"
 
 #include <criterion/criterion.h>
@@ -16,26 +16,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static obh_t h;
-
-static void
-setup(void)
-{
-    obh_init(&h, 1);
-}
-
-static void
-teardown(void)
-{
-    obh_cleanup(&h);
-}
-
-static void
-start_with(const char *extra, const char *const *args)
-{
-    obh_write_conf(&h, extra);
-    obh_start(&h, args);
-}
 
 static void
 require_running(int kind, int count)

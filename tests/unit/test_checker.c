@@ -34,7 +34,7 @@ clean(void)
         orders[i] = (obc_order_t) { .amount = 10000 * (i + 1), .cancelled = i == N - 1 };
         strcpy(orders[i].id, id);
         strcpy(orders[i].key, key);
-        outbox[i] = (obc_outbox_t) { .seq = 1, .published = 1 };
+        outbox[i] = (obc_outbox_t) { .seq = 1, .published = 1, .partition = i, .offset = 0 };
         snprintf(outbox[i].event_id, sizeof(outbox[i].event_id), "e-%d-1", i);
         strcpy(outbox[i].order, id);
         kmsgs[i] = (obc_kmsg_t) { .seq = 1, .partition = i, .offset = 0 };
@@ -47,7 +47,7 @@ clean(void)
     /* the cancel of the last order: request, outbox row, message, credit note */
     reqs[N] = (obc_req_t) { .op = OBC_CANCEL, .outcome = OBC_OK, .status = 200 };
     strcpy(reqs[N].order, orders[N - 1].id);
-    outbox[N] = (obc_outbox_t) { .seq = 2, .published = 1 };
+    outbox[N] = (obc_outbox_t) { .seq = 2, .published = 1, .partition = N - 1, .offset = 1 };
     strcpy(outbox[N].event_id, "e-2-2");
     strcpy(outbox[N].order, orders[N - 1].id);
     kmsgs[N] = (obc_kmsg_t) { .seq = 2, .partition = N - 1, .offset = 1 };
@@ -105,6 +105,24 @@ Test(checker, marked_published_but_absent_from_kafka_is_lost, .init = clean)
     obc_result_t r = run();
     cr_assert_eq(r.lost, 1, "%s", r.first);
     cr_assert(strstr(r.first, "not in Kafka") != NULL, "%s", r.first);
+}
+
+Test(checker, lost_event_names_what_kafka_holds_at_its_recorded_offset, .init = clean)
+{
+    kmsgs[N] = kmsgs[0];    /* the cancel's offset holds a re-send of another event */
+    kmsgs[N].partition = N - 1;
+    kmsgs[N].offset = 1;
+    obc_result_t r = run();
+    cr_assert_geq(r.lost, 1, "%s", r.first);
+    cr_assert(strstr(r.first, "marked published at 2@1, where Kafka holds event e-0-1") != NULL, "%s", r.first);
+}
+
+Test(checker, offset_recorded_for_another_message_is_a_mismatch, .init = clean)
+{
+    outbox[0].offset = 5;    /* the relay took some other message's acknowledgement for this one */
+    obc_result_t r = run();
+    cr_assert_eq(r.mismatch, 1, "%s", r.first);
+    cr_assert_eq(r.lost, 0, "%s", r.first);
 }
 
 Test(checker, entry_for_uncommitted_order_is_phantom, .init = clean)

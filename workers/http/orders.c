@@ -136,6 +136,40 @@ orders_replay(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, const char 
     return ob_http_reply(conn, 200, order, NULL);
 }
 
+/*
+ * Age in seconds of the oldest event not yet in Kafka, over all partitions,
+ * from the relays' backlog stats in shm (refreshed every few seconds); 0
+ * when none is pending or no relay has looked yet.
+ */
+static int64_t
+orders_backlog_age_s(const ob_http_t *hw)
+{
+    int64_t now = ob_wall_ms(), oldest = 0;
+
+    for (int p = 0; ob_shm != NULL && p < hw->cfg->kafka.partitions && p < OB_SHM_PARTITIONS; p++) {
+        int64_t o = atomic_load(&ob_shm->map->parts[p].oldest_pending_ms);
+        if (o > 0 && (oldest == 0 || o < oldest))
+            oldest = o;
+    }
+    return oldest > 0 && now > oldest ? (now - oldest) / 1000 : 0;
+}
+
+/* [orders] max_backlog_age: refuse new work nobody can ship. */
+static int
+orders_backpressure(ob_http_t *hw, struct mg_connection *conn)
+{
+    int64_t age = orders_backlog_age_s(hw);
+    char    msg[256];
+
+    if (hw->cfg->orders.max_backlog_age_s <= 0 || age <= hw->cfg->orders.max_backlog_age_s)
+        return 0;
+    snprintf(msg, sizeof(msg),
+             "backlog: the oldest event not yet in Kafka is %lld s old (max_backlog_age %d s); retry later",
+             (long long) age, hw->cfg->orders.max_backlog_age_s);
+    ob_http_reply(conn, 503, json_pack("{s:s}", "error", msg), RETRY_AFTER);
+    return 503;
+}
+
 static int
 orders_create(ob_http_t *hw, struct mg_connection *conn)
 {
@@ -155,6 +189,8 @@ orders_create(ob_http_t *hw, struct mg_connection *conn)
         return ob_http_error(conn, status, msg);
     if (key != NULL && (key[0] == '\0' || strlen(key) > IDEM_KEY_MAX))
         return ob_http_error(conn, 400, "Idempotency-Key: must be 1 to 255 characters");
+    if ((status = orders_backpressure(hw, conn)) != 0)
+        return status;
     pg = ob_http_db(hw, OB_DB_ORDERS, msg, sizeof(msg));
     if (pg == NULL)
         return orders_unavailable(conn, msg);

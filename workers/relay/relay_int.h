@@ -45,6 +45,7 @@ typedef struct {
     int             cap;
     PGresult       *claimed;                      /* payloads point into it while in flight */
     int             outstanding;                  /* delivery reports not yet seen */
+    uint32_t        batch_gen;                    /* which batch a delivery report belongs to */
 
     ob_breaker_t    breaker;
     int64_t         breaker_until_ms;             /* open: no claims before this */
