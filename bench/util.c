@@ -235,7 +235,7 @@ bench_producer(const char *brokers, int idempotent, rd_kafka_conf_t *conf)
     } kv[] = {
         { "bootstrap.servers", brokers },
         { "enable.idempotence", idempotent ? "true" : "false" },
-        { "linger.ms", "0" },                       /* [relay] linger_ms default */
+        { "linger.ms", "1" },                       /* [relay] linger_ms default */
         { "message.timeout.ms", "10000" },          /* [relay] delivery_timeout_ms default */
         { "queue.buffering.max.messages", "1000000" },
         { "batch.num.messages", "10000" },
