@@ -462,7 +462,7 @@ write_facts() {
  "latency_rate": "${BENCH_LATENCY_RATE:-half the whole-pipeline intake}",
  "kafka_partitions": $PARTITIONS, "orders_threads_per_http_worker": 16,
  "relay": "batch 500, poll_interval_ms 100, linger_ms 1, delivery_timeout_ms 10000 (defaults)",
- "consumer": "batch 500, fill 5 ms (consumer.c constants)",
+ "consumer": "batch 500: first poll waits up to 250 ms, then only what is already fetched (consumer.c constants)",
  "databases": "$ORDERS_DB on :$OB_PG_ORDERS_PORT, $LEDGER_DB on :$OB_PG_LEDGER_PORT",
  "topics": "$TOPIC_PREFIX-*", "drain_timeout_s": $BENCH_DRAIN_TIMEOUT_S, "apply_timeout_s": $BENCH_APPLY_TIMEOUT_S}
 EOF
