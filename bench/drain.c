@@ -354,24 +354,6 @@ cmd_drain(int argc, char **argv)
 
 /* ---- reading rows for Kafka ----------------------------------------------- */
 
-static int32_t
-be32(const char *p)
-{
-    uint32_t v;
-
-    memcpy(&v, p, 4);
-    return (int32_t) ntohl(v);
-}
-
-static int64_t
-be64(const char *p)
-{
-    uint64_t v;
-
-    memcpy(&v, p, 8);
-    return (int64_t) be64toh(v);
-}
-
 /* Columns of row_sql results, fetched in binary so payloads come as bytes. */
 enum { COL_ID, COL_PART, COL_SEQ, COL_EVENT, COL_ORDER, COL_TYPE, COL_PAYLOAD };
 
@@ -385,10 +367,10 @@ produce_row(rd_kafka_t *rk, const char *topic, PGresult *r, int i, void *opaque)
     char                seq[16];
     rd_kafka_resp_err_t e;
 
-    snprintf(seq, sizeof(seq), "%d", be32(PQgetvalue(r, i, COL_SEQ)));
+    snprintf(seq, sizeof(seq), "%d", ob_be32(PQgetvalue(r, i, COL_SEQ)));
     for (;;) {
         e = rd_kafka_producev(
-            rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(be32(PQgetvalue(r, i, COL_PART))),
+            rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(ob_be32(PQgetvalue(r, i, COL_PART))),
             RD_KAFKA_V_KEY(PQgetvalue(r, i, COL_ORDER), (size_t) PQgetlength(r, i, COL_ORDER)),
             RD_KAFKA_V_VALUE(PQgetvalue(r, i, COL_PAYLOAD), (size_t) PQgetlength(r, i, COL_PAYLOAD)),
             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(opaque),
@@ -494,7 +476,7 @@ naive_tick(PGconn *pg, rd_kafka_t *rk, const char *topic, const char *limit, lon
         rd_kafka_flush(rk, 10000);       /* `await producer.send(...)` */
         if (*failed == before)
             used += (size_t) snprintf(ids + used, sizeof(ids) - used, "%s%lld", used > 1 ? "," : "",
-                                      (long long) be64(PQgetvalue(r, i, COL_ID)));
+                                      (long long) ob_be64(PQgetvalue(r, i, COL_ID)));
     }
     PQclear(r);
     snprintf(ids + used, sizeof(ids) - used, "}");
@@ -544,7 +526,7 @@ cmd_naive(int argc, char **argv)
     bench_note("naive: %ld events in %.1f s (%d ticks)", published, secs, ticks);
     bench_emit(json_pack("{s:I, s:f, s:f, s:i, s:I, s:I}", "published", (json_int_t) published, "seconds", secs,
                          "events_per_s", (double) published / secs, "ticks", ticks, "failed", (json_int_t) failed,
-                         "stopped_wall_ms", (json_int_t) bench_wall_ms()));
+                         "stopped_wall_ms", (json_int_t) ob_wall_ms()));
     rd_kafka_destroy(rk);
     PQfinish(pg);
     return 0;

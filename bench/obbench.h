@@ -33,7 +33,6 @@ void bench_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Monotonic seconds, and wall-clock milliseconds since the epoch. */
 double  bench_now(void);
-int64_t bench_wall_ms(void);
 void    bench_sleep(double seconds);
 
 /* "--key value" options: the value, or def when absent. */

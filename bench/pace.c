@@ -11,6 +11,7 @@
  * millisecond without spinning a core the server needs.
  */
 #include "bench/obbench.h"
+#include "common/util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -184,7 +185,7 @@ cmd_pace(int argc, char **argv)
         pace_connect(&p, &p.conns[i]);
 
     double  t0 = bench_now() + 0.05;
-    int64_t wall0 = bench_wall_ms() + 50;
+    int64_t wall0 = ob_wall_ms() + 50;
     for (;;) {
         double now = bench_now();
         while (sent < total && t0 + (double) sent / rate <= now) {
@@ -217,7 +218,7 @@ cmd_pace(int argc, char **argv)
                          "http_errors", (json_int_t) p.http_errors, "io_errors", (json_int_t) p.io_errors, "lost",
                          (json_int_t) lost, "late",
                          (json_int_t) p.late, "achieved_rate", (double) p.nlat / secs, "start_wall_ms",
-                         (json_int_t) wall0, "end_wall_ms", (json_int_t) bench_wall_ms(), "latency_ms",
+                         (json_int_t) wall0, "end_wall_ms", (json_int_t) ob_wall_ms(), "latency_ms",
                          bench_pct_json(p.lat_ms, p.nlat)));
     for (int i = 0; i < p.nconns; i++)
         close(p.conns[i].fd);

@@ -8,6 +8,7 @@
  * section skipped or failed) shows as "n/a" rather than stopping the report.
  */
 #include "bench/obbench.h"
+#include "common/util.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -660,7 +661,7 @@ static void
 write_json(report_t *r)
 {
     char    path[1024];
-    json_t *j = json_pack("{s:I, s:O*, s:O*, s:O, s:O, s:O}", "generated_wall_ms", (json_int_t) bench_wall_ms(),
+    json_t *j = json_pack("{s:I, s:O*, s:O*, s:O, s:O, s:O}", "generated_wall_ms", (json_int_t) ob_wall_ms(),
                           "machine", part(r, "machine"), "settings", part(r, "settings"), "summary", r->summary,
                           "targets", r->targets, "results", r->parts);
 

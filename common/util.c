@@ -1,6 +1,8 @@
 /* common/util.c: clocks, strings, digests shared by all processes. */
 #include "util.h"
 
+#include <arpa/inet.h>
+#include <endian.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,4 +88,22 @@ ob_sleep_ms(int64_t ms)
 
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
+}
+
+int32_t
+ob_be32(const char *p)
+{
+    uint32_t v;
+
+    memcpy(&v, p, 4);
+    return (int32_t) ntohl(v);
+}
+
+int64_t
+ob_be64(const char *p)
+{
+    uint64_t v;
+
+    memcpy(&v, p, 8);
+    return (int64_t) be64toh(v);
 }

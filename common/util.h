@@ -26,6 +26,10 @@ int64_t ob_now_us(void);
 /* Wall-clock milliseconds since the epoch, for display only. */
 int64_t ob_wall_ms(void);
 
+/* Integers from PostgreSQL binary results (network byte order). */
+int32_t ob_be32(const char *p);
+int64_t ob_be64(const char *p);
+
 /* Copies at most size-1 bytes and always terminates; returns strlen(src) like BSD. */
 size_t ob_strlcpy(char *dst, const char *src, size_t size);
 

@@ -22,7 +22,6 @@
 
 #define STACK_ORDERS "postgresql://outboxd@127.0.0.1:55432/"
 #define STACK_LEDGER "postgresql://outboxd@127.0.0.1:55433/"
-#define STACK_KAFKA  "127.0.0.1:59092"
 
 static const char *
 obh_bin(void)
@@ -515,7 +514,7 @@ obh_kafka_set_max_message_bytes(obh_t *h, int bytes)
     rd_kafka_destroy(rk);
 }
 
-static void
+void
 obh_header(const rd_kafka_message_t *m, const char *name, char *out, size_t outlen)
 {
     rd_kafka_headers_t *hdrs;

@@ -16,6 +16,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* The local stack's broker (scripts/stack.sh). */
+#define STACK_KAFKA "127.0.0.1:59092"
+
 typedef struct {
     char    tag[48];
     char    name[64];              /* [supervisor] name = shm name */
@@ -121,6 +124,9 @@ void obh_insert_events(obh_t *h, int n, int per_order, char (*ids)[37]);
  * already seen (no loss, no reordering). Returns the number of duplicates.
  */
 int obh_check_log(obh_t *h, const obh_msg_t *m, int n, int expect_events);
+
+/* The header `name` of a message read back, NUL-terminated ("" when absent). */
+void obh_header(const rd_kafka_message_t *m, const char *name, char *out, size_t outlen);
 
 /* Produces one message to h->topic (explicit partition, optional content-type header); waits for its ack. */
 void obh_kafka_produce(obh_t *h, int partition, const char *key, const void *value, size_t len, const char *ctype);

@@ -221,18 +221,6 @@ fx_gather_ledger(fx_t *fx, obc_input_t *in)
     PQfinish(pg);
 }
 
-static void
-fx_header(const rd_kafka_message_t *m, const char *name, char *out, size_t outlen)
-{
-    rd_kafka_headers_t *hs = NULL;
-    const void         *v;
-    size_t              len;
-
-    out[0] = '\0';
-    if (rd_kafka_message_headers(m, &hs) == 0 && rd_kafka_header_get_last(hs, name, &v, &len) == 0)
-        snprintf(out, outlen, "%.*s", (int) len, (const char *) v);
-}
-
 /*
  * The whole topic: each partition read from the beginning up to the high
  * watermark queried first, so the read ends exactly when everything that
@@ -247,7 +235,7 @@ fx_gather_kafka(fx_t *fx, obc_input_t *in)
     rd_kafka_conf_t         *conf = rd_kafka_conf_new();
     int64_t                  deadline = ob_now_ms() + obh_ms(60000);
 
-    rd_kafka_conf_set(conf, "bootstrap.servers", "127.0.0.1:59092", err, sizeof(err));
+    rd_kafka_conf_set(conf, "bootstrap.servers", STACK_KAFKA, err, sizeof(err));
     rd_kafka_conf_set(conf, "group.id", fx->h.tag, err, sizeof(err));
     rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err));
     rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
@@ -283,8 +271,8 @@ fx_gather_kafka(fx_t *fx, obc_input_t *in)
             o->offset = m->offset;
             snprintf(o->order, sizeof(o->order), "%.*s", (int) (m->key_len < 39 ? m->key_len : 39),
                      (const char *) m->key);
-            fx_header(m, "event-id", o->event_id, sizeof(o->event_id));
-            fx_header(m, "aggregate-seq", seq, sizeof(seq));
+            obh_header(m, "event-id", o->event_id, sizeof(o->event_id));
+            obh_header(m, "aggregate-seq", seq, sizeof(seq));
             o->seq = atoi(seq);
         }
         if (m->err == 0)

@@ -169,24 +169,6 @@ ob_relay_producer_new(ob_relay_t *rl, char *err, size_t errlen)
     return rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, errlen);   /* takes conf */
 }
 
-static int64_t
-be64(const char *p)
-{
-    uint64_t v;
-
-    memcpy(&v, p, 8);
-    return (int64_t) be64toh(v);
-}
-
-static int32_t
-be32(const char *p)
-{
-    uint32_t v;
-
-    memcpy(&v, p, 4);
-    return (int32_t) ntohl(v);
-}
-
 /* "{1,4,7}": the held partitions as an int[] literal. */
 static int
 publish_held_array(ob_relay_t *rl, char *out, size_t outlen)
@@ -308,9 +290,9 @@ publish_produce(ob_relay_t *rl, PGresult *r, int i)
     rd_kafka_resp_err_t e;
 
     memset(row, 0, sizeof(*row));
-    row->id = be64(PQgetvalue(r, i, 0));
-    row->partition = be32(PQgetvalue(r, i, 1));
-    row->seq = be32(PQgetvalue(r, i, 2));
+    row->id = ob_be64(PQgetvalue(r, i, 0));
+    row->partition = ob_be32(PQgetvalue(r, i, 1));
+    row->seq = ob_be32(PQgetvalue(r, i, 2));
     publish_copy(row->event_id, sizeof(row->event_id), r, i, 3);
     publish_copy(row->aggregate_id, sizeof(row->aggregate_id), r, i, 4);
     publish_copy(row->event_type, sizeof(row->event_type), r, i, 5);
