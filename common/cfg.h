@@ -13,7 +13,7 @@
 
 #define OB_CFG_STR 512
 
-typedef enum { OB_RELAY_PARTITIONED, OB_RELAY_SKIP_LOCKED } ob_relay_mode_t;
+typedef enum { OB_RELAY_PARTITIONED, OB_RELAY_SKIP_LOCKED, OB_RELAY_WAL } ob_relay_mode_t;
 
 /*
  * Deliberately broken modes for the fault suite's negative controls: a
@@ -68,6 +68,8 @@ typedef struct ob_cfg_s {
         int             retention_s;
         int             linger_ms;
         int             delivery_timeout_ms; /* Kafka's message.timeout.ms for the relay */
+        char            slot_prefix[48];     /* mode wal: slot and publication <prefix>_<i> */
+        int             allow_unbounded_slot; /* mode wal: accept max_slot_wal_keep_size = -1 */
     } relay;
     struct {
         char listen[128];

@@ -6,11 +6,12 @@
 #include <stdio.h>
 #include <string.h>
 
-PGconn *
-ob_pg_connect(const char *dsn, const char *appname, char *err, size_t errlen)
+/* replication: NULL for a normal session, "database" for logical replication. */
+static PGconn *
+pg_connect(const char *dsn, const char *appname, const char *replication, char *err, size_t errlen)
 {
-    const char *keys[] = { "dbname", "application_name", "connect_timeout", NULL };
-    const char *vals[] = { dsn, appname, "5", NULL };
+    const char *keys[] = { "dbname", "application_name", "connect_timeout", replication ? "replication" : NULL, NULL };
+    const char *vals[] = { dsn, appname, "5", replication, NULL };
     PGconn     *pg = PQconnectdbParams(keys, vals, 1);
     char        masked[512];
 
@@ -24,6 +25,18 @@ ob_pg_connect(const char *dsn, const char *appname, char *err, size_t errlen)
         err[--n] = '\0';
     PQfinish(pg);
     return NULL;
+}
+
+PGconn *
+ob_pg_connect(const char *dsn, const char *appname, char *err, size_t errlen)
+{
+    return pg_connect(dsn, appname, NULL, err, errlen);
+}
+
+PGconn *
+ob_pg_connect_replication(const char *dsn, const char *appname, char *err, size_t errlen)
+{
+    return pg_connect(dsn, appname, "database", err, errlen);
 }
 
 int

@@ -12,6 +12,9 @@
  */
 PGconn *ob_pg_connect(const char *dsn, const char *appname, char *err, size_t errlen);
 
+/* The same, as a logical replication connection (replication=database). */
+PGconn *ob_pg_connect_replication(const char *dsn, const char *appname, char *err, size_t errlen);
+
 /* Runs a parameterless command; 0, or -1 with err. */
 int ob_pg_exec(PGconn *pg, const char *sql, char *err, size_t errlen);
 

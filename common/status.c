@@ -72,10 +72,16 @@ status_counters_json(const ob_shm_slot_t *s)
                          (json_int_t) ctr(s, OB_CTR_HTTP_ORDERS_CREATED), "db_errors",
                          (json_int_t) ctr(s, OB_CTR_HTTP_DB_ERRORS));
     case OB_KIND_RELAY:
-        return json_pack("{s:I, s:I, s:I, s:I}", "batches", (json_int_t) ctr(s, OB_CTR_RELAY_BATCHES), "published",
+        return json_pack("{s:I, s:I, s:I, s:I, s:{s:b, s:b, s:I, s:I, s:I, s:I}}", "batches",
+                         (json_int_t) ctr(s, OB_CTR_RELAY_BATCHES), "published",
                          (json_int_t) ctr(s, OB_CTR_RELAY_PUBLISHED), "unacknowledged",
                          (json_int_t) ctr(s, OB_CTR_RELAY_ERRORS), "locks_held",
-                         (json_int_t) ctr(s, OB_CTR_RELAY_LOCKS_HELD));
+                         (json_int_t) ctr(s, OB_CTR_RELAY_LOCKS_HELD), "wal", "streaming",
+                         ctr(s, OB_CTR_RELAY_STREAMING) != 0, "polling_pass", ctr(s, OB_CTR_RELAY_CATCHUP) != 0,
+                         "streamed", (json_int_t) ctr(s, OB_CTR_RELAY_STREAMED), "slot_lag_bytes",
+                         (json_int_t) ctr(s, OB_CTR_RELAY_SLOT_LAG_BYTES), "slot_lag_ms",
+                         (json_int_t) ctr(s, OB_CTR_RELAY_SLOT_LAG_MS), "slot_invalidations",
+                         (json_int_t) ctr(s, OB_CTR_RELAY_SLOT_INVALIDATIONS));
     default:
         return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "applied", (json_int_t) ctr(s, OB_CTR_CONS_APPLIED),
                          "duplicates", (json_int_t) ctr(s, OB_CTR_CONS_DUPLICATES), "parked",
@@ -221,6 +227,18 @@ static const slot_metric_t slot_metrics[] = {
       OB_CTR_RELAY_KAFKA_US, 1 },
     { "relay_mark_microseconds_total", "Time spent marking rows published (transaction included).", OB_KIND_RELAY,
       OB_CTR_RELAY_MARK_US, 1 },
+    { "relay_wal_streaming", "Mode wal: 1 while the replication stream runs.", OB_KIND_RELAY, OB_CTR_RELAY_STREAMING,
+      0 },
+    { "relay_wal_polling_pass", "Mode wal: 1 while a polling pass must finish before streaming.", OB_KIND_RELAY,
+      OB_CTR_RELAY_CATCHUP, 0 },
+    { "relay_wal_streamed_total", "Mode wal: events produced from the replication stream.", OB_KIND_RELAY,
+      OB_CTR_RELAY_STREAMED, 1 },
+    { "relay_slot_lag_bytes", "Mode wal: WAL between the server's position and the slot's confirmed one.",
+      OB_KIND_RELAY, OB_CTR_RELAY_SLOT_LAG_BYTES, 0 },
+    { "relay_slot_lag_milliseconds", "Mode wal: age of the oldest received, unconfirmed commit (or time since "
+      "the stream stopped).", OB_KIND_RELAY, OB_CTR_RELAY_SLOT_LAG_MS, 0 },
+    { "relay_slot_invalidations_total", "Mode wal: slots found invalidated or dropped, then recreated.",
+      OB_KIND_RELAY, OB_CTR_RELAY_SLOT_INVALIDATIONS, 1 },
     { "consumer_applied_total", "Events booked in the ledger.", OB_KIND_CONSUMER, OB_CTR_CONS_APPLIED, 1 },
     { "consumer_duplicates_total", "Events skipped as already applied.", OB_KIND_CONSUMER, OB_CTR_CONS_DUPLICATES,
       1 },

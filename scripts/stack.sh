@@ -212,6 +212,15 @@ EOF
     say "pg-$name: initialised $data"
 }
 
+# Settings added after a cluster may already have been initialised: appended
+# when missing, so an old var/ gets them at its next start. A replication slot
+# must never retain write-ahead log without bound (relay mode wal).
+pg_settings_upgrade() {
+    local conf="$1/postgresql.conf"
+    grep -q '^max_slot_wal_keep_size' "$conf" ||
+        printf 'max_slot_wal_keep_size = 2GB\n' >>"$conf"
+}
+
 # Sets PG_STARTER_<name> to the pid of a background `pg_ctl -w start`, whose
 # exit status tells pg_wait early whether the server died during startup.
 pg_start() {
@@ -222,6 +231,7 @@ pg_start() {
     touch "$log"
     pg_own "$log"
     pg_init "$name"
+    pg_settings_upgrade "$data"
     mkdir -p "$sock"
     chmod 755 "$sock"
     pg_own "$sock"

@@ -64,6 +64,13 @@ enum {
     OB_CTR_RELAY_BATCHES = 0, OB_CTR_RELAY_PUBLISHED, OB_CTR_RELAY_ERRORS, OB_CTR_RELAY_LOCKS_HELD,
     /* where a publish cycle's time goes, microseconds summed over cycles */
     OB_CTR_RELAY_CLAIM_US, OB_CTR_RELAY_KAFKA_US, OB_CTR_RELAY_MARK_US,
+    /* mode wal */
+    OB_CTR_RELAY_STREAMING,          /* 1 while the replication stream runs */
+    OB_CTR_RELAY_CATCHUP,            /* 1 while a polling pass must run before streaming */
+    OB_CTR_RELAY_SLOT_LAG_BYTES,     /* WAL between the server's end and the slot's confirmed position */
+    OB_CTR_RELAY_SLOT_LAG_MS,        /* since the stream was last caught up */
+    OB_CTR_RELAY_SLOT_INVALIDATIONS, /* slots found lost or gone, recreated */
+    OB_CTR_RELAY_STREAMED,           /* events produced from the stream */
 };
 enum {
     OB_CTR_CONS_APPLIED = 0, OB_CTR_CONS_DUPLICATES, OB_CTR_CONS_PARKED, OB_CTR_CONS_DEAD_LETTERS,

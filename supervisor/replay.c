@@ -5,7 +5,8 @@
  * Re-enqueues events: published rows are marked pending again; quarantined
  * rows go back into the outbox under their original ids, so they are sent
  * before the later events of their order that were parked behind them.
- * Safe because consumers apply each event id once. --dry-run does the same
+ * Safe because consumers apply each event id once. Relays in mode wal are
+ * told to run a polling pass (relay_slots.catchup_needed). --dry-run does the same
  * inside a transaction it rolls back, and prints what it would have done.
  */
 #include "cmd.h"
@@ -23,6 +24,8 @@ static const char *unquarantine_sql =
     "   created_at) OVERRIDING SYSTEM VALUE"
     " SELECT id, event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload, created_at"
     " FROM moved";
+
+static const char *catchup_sql = "UPDATE relay_slots SET catchup_needed = true, updated_at = now() WHERE %s";
 
 static const char *repend_sql =
     "UPDATE outbox SET published = false, published_at = NULL, kafka_offset = NULL WHERE published AND %s";
@@ -75,6 +78,9 @@ ob_cmd_replay(const ob_cfg_t *cfg, const char *what, const char *value, int dry_
         (restored = replay_exec(pg, unquarantine_sql, where_q, where_o ? value : NULL, err, sizeof(err))) < 0)
         goto fail;
     if (where_o != NULL && (requeued = replay_exec(pg, repend_sql, where_o, value, err, sizeof(err))) < 0)
+        goto fail;
+    /* relay mode wal streams inserts only: re-pended rows need its polling pass */
+    if (restored + requeued > 0 && replay_exec(pg, catchup_sql, "true", NULL, err, sizeof(err)) < 0)
         goto fail;
     if (ob_pg_exec(pg, dry_run ? "ROLLBACK" : "COMMIT", err, sizeof(err)) != 0)
         goto fail;

@@ -205,9 +205,10 @@ obh_write_conf(obh_t *h, const char *extra)
             "[ledger]\nlisten = 127.0.0.1:%d\ndsn = %s\ngroup = ledger-%s\n"
             "[kafka]\nbrokers = " STACK_KAFKA "\ntopic = %s\npartitions = %d\n"
             "[admin]\nlisten = 127.0.0.1:%d\n"
+            "[relay]\nslot_prefix = ob_%s\n"
             "[log]\nfile = %s\n%s",
             h->name, h->pidfile, h->orders_port, h->orders_dsn, h->ledger_port, h->ledger_dsn, h->tag, h->topic,
-            h->partitions, h->admin_port, h->log, extra);
+            h->partitions, h->admin_port, h->tag, h->log, extra);
     fclose(f);
 }
 
@@ -304,6 +305,29 @@ obh_drop_topic(obh_t *h)
     rd_kafka_destroy(rk);
 }
 
+/* A database with replication slots cannot be dropped, and a slot left behind keeps WAL. */
+void
+obh_drop_slots(obh_t *h)
+{
+    char sql[512];
+
+    snprintf(sql, sizeof(sql),
+             "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = '%s' AND active",
+             h->orders_db);
+    obh_exec(STACK_ORDERS "postgres", sql);
+    for (int tries = 0; tries < 50; tries++) {
+        snprintf(sql, sizeof(sql),
+                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '%s'"
+                 " AND NOT active",
+                 h->orders_db);
+        obh_exec(STACK_ORDERS "postgres", sql);
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM pg_replication_slots WHERE database = '%s'", h->orders_db);
+        if (obh_scalar(STACK_ORDERS "postgres", sql) == 0)
+            return;
+        usleep(100 * 1000);    /* a terminated walsender lets go of its slot within moments */
+    }
+}
+
 void
 obh_cleanup(obh_t *h)
 {
@@ -314,6 +338,7 @@ obh_cleanup(obh_t *h)
         ob_shm_close(h->shm, 0);
         h->shm = NULL;
     }
+    obh_drop_slots(h);
     snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", h->orders_db);
     obh_exec(STACK_ORDERS "postgres", sql);
     snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", h->ledger_db);

@@ -49,6 +49,8 @@ void obh_start(obh_t *h, const char *const *args);
 int  obh_stop(obh_t *h, int timeout_ms);
 /* Stops everything, drops databases and topic. */
 void obh_cleanup(obh_t *h);
+/* Drops the replication slots of the test's orders database (relay mode wal). */
+void obh_drop_slots(obh_t *h);
 
 /* Runs `outboxd ARGS...`, capturing stdout+stderr into out; returns exit status. */
 int obh_run(const char *const *args, char *out, size_t outlen);

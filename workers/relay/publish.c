@@ -60,8 +60,8 @@ static const char *quarantine_sql =
     " FROM moved";
 
 /* Errors that say "this message can never be accepted", not "Kafka is away". */
-static int
-publish_permanent(rd_kafka_resp_err_t e)
+int
+ob_relay_permanent(rd_kafka_resp_err_t e)
 {
     return e == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ||
            e == RD_KAFKA_RESP_ERR_INVALID_MSG || e == RD_KAFKA_RESP_ERR_INVALID_RECORD ||
@@ -78,7 +78,7 @@ publish_record(ob_relay_t *rl, int i, rd_kafka_resp_err_t e, int64_t offset)
         row->offset = offset;
         return;
     }
-    row->state = publish_permanent(e) ? OB_DR_REJECTED : OB_DR_RETRY;
+    row->state = ob_relay_permanent(e) ? OB_DR_REJECTED : OB_DR_RETRY;
     snprintf(row->error, sizeof(row->error), "%s: %s", rd_kafka_err2name(e), rd_kafka_err2str(e));
 }
 
@@ -106,6 +106,10 @@ publish_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     int64_t     i = (int64_t) (v & 0xffffffffu) - 1;
 
     (void) rk;
+    if (v & OB_WAL_OPAQUE_TAG) {
+        ob_wal_dr(rl, v & ~OB_WAL_OPAQUE_TAG, m->err, m->offset);
+        return;
+    }
     if ((uint32_t) (v >> 32) != rl->batch_gen || i < 0 || i >= rl->nrows) {
         /* a batch we gave up on: its rows stayed pending and are sent again */
         ob_log(OB_LOG_DEBUG, "late delivery report (%s) for an abandoned batch ignored", rd_kafka_err2name(m->err));
@@ -191,7 +195,7 @@ publish_scope_array(ob_relay_t *rl, char *out, size_t outlen)
 {
     size_t used = 0;
 
-    if (rl->cfg->relay.mode == OB_RELAY_PARTITIONED)
+    if (rl->cfg->relay.mode != OB_RELAY_SKIP_LOCKED)
         return publish_held_array(rl, out, outlen);
     if (rl->index != 0)
         return 0;
@@ -280,13 +284,39 @@ publish_copy(char *dst, size_t dstlen, PGresult *r, int row, int col)
     dst[n] = '\0';
 }
 
+/*
+ * Produces one event exactly as every relay mode must: the order's
+ * partition, its id as key, the payload as value, the same headers.
+ * Waits (polling delivery reports) while the local queue is full.
+ */
+rd_kafka_resp_err_t
+ob_relay_produce(ob_relay_t *rl, const ob_relay_row_t *row, const void *payload, size_t len, void *opaque)
+{
+    const char         *ctype = strcmp(rl->cfg->kafka.format, "json") == 0 ? "application/json" : "application/msgpack";
+    char                seq[16];
+    rd_kafka_resp_err_t e;
+
+    snprintf(seq, sizeof(seq), "%d", row->seq);
+    for (;;) {
+        e = rd_kafka_producev(
+            rl->rk, RD_KAFKA_V_TOPIC(rl->cfg->kafka.topic), RD_KAFKA_V_PARTITION(row->partition),
+            RD_KAFKA_V_KEY(row->aggregate_id, strlen(row->aggregate_id)), RD_KAFKA_V_VALUE((void *) payload, len),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(opaque),
+            RD_KAFKA_V_HEADER("event-id", row->event_id, -1), RD_KAFKA_V_HEADER("event-type", row->event_type, -1),
+            RD_KAFKA_V_HEADER("aggregate-id", row->aggregate_id, -1), RD_KAFKA_V_HEADER("aggregate-seq", seq, -1),
+            RD_KAFKA_V_HEADER("content-type", ctype, -1), RD_KAFKA_V_END);
+        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            return e;
+        rd_kafka_poll(rl->rk, 100);      /* let delivery reports drain the queue */
+        ob_shm_beat(rl->slot);
+    }
+}
+
 /* Produces row i (binary columns: id, partition, seq, event_id, aggregate_id, event_type, payload). */
 static void
 publish_produce(ob_relay_t *rl, PGresult *r, int i)
 {
     ob_relay_row_t     *row = &rl->rows[i];
-    const char         *ctype = strcmp(rl->cfg->kafka.format, "json") == 0 ? "application/json" : "application/msgpack";
-    char                seq[16];
     rd_kafka_resp_err_t e;
 
     memset(row, 0, sizeof(*row));
@@ -296,21 +326,7 @@ publish_produce(ob_relay_t *rl, PGresult *r, int i)
     publish_copy(row->event_id, sizeof(row->event_id), r, i, 3);
     publish_copy(row->aggregate_id, sizeof(row->aggregate_id), r, i, 4);
     publish_copy(row->event_type, sizeof(row->event_type), r, i, 5);
-    snprintf(seq, sizeof(seq), "%d", row->seq);
-    for (;;) {
-        e = rd_kafka_producev(
-            rl->rk, RD_KAFKA_V_TOPIC(rl->cfg->kafka.topic), RD_KAFKA_V_PARTITION(row->partition),
-            RD_KAFKA_V_KEY(row->aggregate_id, strlen(row->aggregate_id)),
-            RD_KAFKA_V_VALUE(PQgetvalue(r, i, 6), (size_t) PQgetlength(r, i, 6)),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(publish_opaque(rl, i)),
-            RD_KAFKA_V_HEADER("event-id", row->event_id, -1), RD_KAFKA_V_HEADER("event-type", row->event_type, -1),
-            RD_KAFKA_V_HEADER("aggregate-id", row->aggregate_id, -1), RD_KAFKA_V_HEADER("aggregate-seq", seq, -1),
-            RD_KAFKA_V_HEADER("content-type", ctype, -1), RD_KAFKA_V_END);
-        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            break;
-        rd_kafka_poll(rl->rk, 100);      /* let delivery reports drain the queue */
-        ob_shm_beat(rl->slot);
-    }
+    e = ob_relay_produce(rl, row, PQgetvalue(r, i, 6), (size_t) PQgetlength(r, i, 6), publish_opaque(rl, i));
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
         rl->outstanding++;
     else
@@ -364,12 +380,34 @@ publish_ok(PGresult *r, const char *what)
     return ok;
 }
 
-/* Appends "id" and "offset" of an acknowledged row to the two array literals. */
-static void
-publish_append(char **ids, char **offs, size_t *ilen, size_t *olen, int first, const ob_relay_row_t *row)
+/*
+ * Marks rows published with the offsets Kafka gave them, in one UPDATE.
+ * Returns 0, or -1 when the statement failed.
+ */
+int
+ob_relay_mark_rows(ob_relay_t *rl, const int64_t *ids, const int64_t *offs, int n)
 {
-    *ilen += (size_t) sprintf(*ids + *ilen, "%s%lld", first ? "" : ",", (long long) row->id);
-    *olen += (size_t) sprintf(*offs + *olen, "%s%lld", first ? "" : ",", (long long) row->offset);
+    size_t      cap = (size_t) n * 24 + 8, ilen = 1, olen = 1;
+    char       *il = malloc(cap), *ol = malloc(cap);
+    const char *params[2] = { il, ol };
+    int         ok = 0;
+
+    if (n == 0 || il == NULL || ol == NULL) {
+        free(il);
+        free(ol);
+        return n == 0 ? 0 : -1;
+    }
+    il[0] = ol[0] = '{';
+    for (int i = 0; i < n; i++) {
+        ilen += (size_t) sprintf(il + ilen, "%s%lld", i ? "," : "", (long long) ids[i]);
+        olen += (size_t) sprintf(ol + olen, "%s%lld", i ? "," : "", (long long) offs[i]);
+    }
+    strcpy(il + ilen, "}");
+    strcpy(ol + olen, "}");
+    ok = publish_ok(publish_exec(rl->pg, mark_sql, 2, params), "mark published");
+    free(il);
+    free(ol);
+    return ok ? 0 : -1;
 }
 
 /*
@@ -380,9 +418,8 @@ publish_append(char **ids, char **offs, size_t *ilen, size_t *olen, int first, c
 static int
 publish_mark(ob_relay_t *rl, int *retry)
 {
-    size_t ilen = 1, olen = 1, cap = (size_t) rl->nrows * 24 + 8;
-    char  *ids = malloc(cap), *offs = malloc(cap);
-    int    marked = 0, stop_part = -1, ok = 1;
+    int64_t *ids = malloc((size_t) rl->nrows * sizeof(*ids)), *offs = malloc((size_t) rl->nrows * sizeof(*offs));
+    int      marked = 0, stop_part = -1, ok = 1;
 
     *retry = 0;
     if (ids == NULL || offs == NULL) {
@@ -390,17 +427,14 @@ publish_mark(ob_relay_t *rl, int *retry)
         free(offs);
         return -1;
     }
-    ids[0] = offs[0] = '{';
     for (int i = 0; i < rl->nrows && ok; i++) {
         ob_relay_row_t *row = &rl->rows[i];
         if (row->partition == stop_part)
             continue;
         if (row->state == OB_DR_OK) {
-            publish_append(&ids, &offs, &ilen, &olen, marked == 0, row);
-            marked++;
-            ob_shm_part_t *pt = &ob_shm->map->parts[row->partition];
-            atomic_fetch_add(&pt->produced, 1);
-            atomic_store(&pt->last_offset, row->offset);
+            ids[marked] = row->id;
+            offs[marked++] = row->offset;
+            ob_relay_count_produced(row->partition, row->offset);
         } else if (row->state == OB_DR_REJECTED && publish_rows_in(rl, row->partition) > 1) {
             /* the whole request failed: find the culprit one row at a time */
             int k = publish_iso_key(rl, row->partition);
@@ -422,15 +456,21 @@ publish_mark(ob_relay_t *rl, int *retry)
             atomic_fetch_add(&ob_shm->map->parts[row->partition].errors, 1);
         }
     }
-    strcpy(ids + ilen, "}");
-    strcpy(offs + olen, "}");
-    if (ok && marked > 0) {
-        const char *params[2] = { ids, offs };
-        ok = publish_ok(publish_exec(rl->pg, mark_sql, 2, params), "mark published");
-    }
+    if (ok && ob_relay_mark_rows(rl, ids, offs, marked) != 0)
+        ok = 0;
     free(ids);
     free(offs);
     return ok ? marked : -1;
+}
+
+/* Per-partition figures of an acknowledged event, in shm. */
+void
+ob_relay_count_produced(int partition, int64_t offset)
+{
+    ob_shm_part_t *pt = &ob_shm->map->parts[partition];
+
+    atomic_fetch_add(&pt->produced, 1);
+    atomic_store(&pt->last_offset, offset);
 }
 
 static int

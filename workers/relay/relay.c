@@ -74,7 +74,10 @@ ob_relay_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
         return rc;
     }
     ob_log(OB_LOG_INFO, "relay %d of %d (%s) owns %d partition(s)", index, cfg->workers.relays,
-           cfg->relay.mode == OB_RELAY_PARTITIONED ? "partitioned" : "skip_locked", rl.nparts);
+           cfg->relay.mode == OB_RELAY_PARTITIONED ? "partitioned"
+           : cfg->relay.mode == OB_RELAY_WAL     ? "wal"
+                                                 : "skip_locked",
+           rl.nparts);
     relay_loop(&rl);
     return relay_shutdown(&rl);
 }
@@ -101,8 +104,13 @@ relay_loop(ob_relay_t *rl)
                 return;     /* exit 0 would hide it: the caller's shutdown returns, supervisor restarts */
             }
         }
+        if (rl->pg != NULL && relay_breaker_allows(rl) && ob_wal_streams(rl)) {
+            if (ob_wal_step(rl) < 0)
+                relay_lose_connection(rl, PQerrorMessage(rl->pg));
+            continue;     /* the step waited on the stream itself */
+        }
         if (rl->pg != NULL && relay_breaker_allows(rl)) {
-            if (ob_relay_cycle(rl) < 0) {
+            if ((rl->wal ? ob_wal_poll_cycle(rl) : ob_relay_cycle(rl)) < 0) {
                 relay_lose_connection(rl, PQerrorMessage(rl->pg));
                 continue;
             }
@@ -160,6 +168,8 @@ relay_init(ob_relay_t *rl, char *err, size_t errlen)
         return OB_EXIT_RETRY;
     relay_session_setup(rl);
     rl->next_janitor_ms = ob_now_ms() + RELAY_JANITOR_MS;
+    if (cfg->relay.mode == OB_RELAY_WAL)
+        return ob_wal_init(rl, err, errlen);
     return OB_EXIT_OK;
 }
 
@@ -237,6 +247,7 @@ relay_lose_connection(ob_relay_t *rl, const char *why)
     for (size_t n = strlen(msg); n > 0 && msg[n - 1] == '\n'; n--)
         msg[n - 1] = '\0';
     ob_log(OB_LOG_WARN, "orderdb connection lost, partitions released: %s", msg);
+    ob_wal_stop(rl, 0);     /* the stream needs the locks */
     ob_relay_drop_locks(rl);
     PQfinish(rl->pg);
     rl->pg = NULL;
@@ -312,10 +323,12 @@ relay_tick(ob_relay_t *rl)
     relay_claim(rl);
     if (rl->pg == NULL)
         return;
-    if (now >= rl->next_stats_ms) {
+    int stats_due = now >= rl->next_stats_ms;
+    if (stats_due) {
         rl->next_stats_ms = now + RELAY_STATS_MS;
         ob_relay_stats(rl);
     }
+    ob_wal_tick(rl, stats_due);
     if (now >= rl->next_janitor_ms) {
         rl->next_janitor_ms = now + RELAY_JANITOR_MS;
         ob_relay_janitor(rl);
@@ -325,6 +338,8 @@ relay_tick(ob_relay_t *rl)
 static int
 relay_shutdown(ob_relay_t *rl)
 {
+    ob_wal_stop(rl, 1);
+    ob_wal_free(rl);
     ob_relay_drop_locks(rl);
     PQfinish(rl->pg);       /* releases the advisory locks */
     rl->pg = NULL;

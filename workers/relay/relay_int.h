@@ -56,6 +56,7 @@ typedef struct {
      * large, so a rejection in a multi-row batch names no culprit: the
      * partition then sends one row per cycle for this many rows. */
     int             isolate[OB_SHM_PARTITIONS];
+    struct ob_wal_s *wal;                         /* mode wal: the stream's state (wal.c) */
 } ob_relay_t;
 
 /* topic.c: OB_EXIT_OK when the topic has `partitions` partitions (creating
@@ -73,6 +74,35 @@ rd_kafka_t *ob_relay_producer_new(ob_relay_t *rl, char *err, size_t errlen);
 void ob_relay_stats(ob_relay_t *rl);
 /* publish.c: deletes published rows older than retention, a few batches per call. */
 void ob_relay_janitor(ob_relay_t *rl);
+/* publish.c: produces one event (same key, headers, payload in every mode). */
+rd_kafka_resp_err_t ob_relay_produce(ob_relay_t *rl, const ob_relay_row_t *row, const void *payload, size_t len,
+                                     void *opaque);
+/* publish.c: marks rows published with their offsets; 0 or -1. */
+int  ob_relay_mark_rows(ob_relay_t *rl, const int64_t *ids, const int64_t *offs, int n);
+void ob_relay_count_produced(int partition, int64_t offset);
+/* publish.c: a delivery error no retry can cure (too large, invalid). */
+int  ob_relay_permanent(rd_kafka_resp_err_t e);
+
+/*
+ * wal.c: relay mode wal. Delivery reports of streamed events carry
+ * OB_WAL_OPAQUE_TAG in their opaque, so neither engine ever takes the
+ * other's report for its own.
+ */
+#define OB_WAL_OPAQUE_TAG (UINT64_C(1) << 63)
+int  ob_wal_init(ob_relay_t *rl, char *err, size_t errlen);
+void ob_wal_free(ob_relay_t *rl);
+/* Once a tick: publication and slot set up, catch-up flag, slot lag. */
+void ob_wal_tick(ob_relay_t *rl, int stats_due);
+/* Whether the stream runs (or may start now) instead of a polling cycle. */
+int  ob_wal_streams(ob_relay_t *rl);
+/* Runs the stream for up to ~100 ms. -1 when the orderdb session failed. */
+int  ob_wal_step(ob_relay_t *rl);
+/* A polling cycle in mode wal: the catch-up pass ends once one finds nothing. */
+int  ob_wal_poll_cycle(ob_relay_t *rl);
+/* Stops the stream: finish (wait for Kafka, mark, confirm) or drop at once. */
+void ob_wal_stop(ob_relay_t *rl, int finish);
+void ob_wal_dr(ob_relay_t *rl, uint64_t n, rd_kafka_resp_err_t err, int64_t offset);
+
 /* relay.c */
 void ob_relay_drop_locks(ob_relay_t *rl);
 void ob_relay_set_breaker(ob_relay_t *rl, ob_breaker_t b);
