@@ -305,6 +305,21 @@ obh_drop_topic(obh_t *h)
     rd_kafka_destroy(rk);
 }
 
+int
+obh_log_count(obh_t *h, const char *needle)
+{
+    FILE *f = fopen(h->log, "r");
+    char  line[4096];
+    int   n = 0;
+
+    if (f == NULL)
+        return 0;
+    while (fgets(line, sizeof(line), f) != NULL)
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
 /* A database with replication slots cannot be dropped, and a slot left behind keeps WAL. */
 void
 obh_drop_slots(obh_t *h)

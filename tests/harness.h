@@ -51,6 +51,8 @@ int  obh_stop(obh_t *h, int timeout_ms);
 void obh_cleanup(obh_t *h);
 /* Drops the replication slots of the test's orders database (relay mode wal). */
 void obh_drop_slots(obh_t *h);
+/* Lines of the instance's log that contain needle. */
+int obh_log_count(obh_t *h, const char *needle);
 
 /* Runs `outboxd ARGS...`, capturing stdout+stderr into out; returns exit status. */
 int obh_run(const char *const *args, char *out, size_t outlen);

@@ -142,9 +142,10 @@ Test(fault, s02_orders_db_down_10s, .init = setup, .fini = teardown, .timeout = 
     cr_assert_gt(fx.res.unavailable, 0, "the outage never reached a client");
 }
 
-Test(fault, s04_kafka_killed_and_restarted, .init = setup, .fini = teardown, .timeout = 600)
+static void
+scenario_kafka_kill(const char *name, const char *extra)
 {
-    begin("4 kafka kill -9, restart", "", &steady, 100);
+    begin(name, extra, &steady, 100);
     kafka_kill();
     wait_acked(100);    /* intake goes on without Kafka */
     ob_sleep_ms(fx_n(&fx, 3000, 15000));
@@ -152,14 +153,27 @@ Test(fault, s04_kafka_killed_and_restarted, .init = setup, .fini = teardown, .ti
     finish(100, 90000);
 }
 
-Test(fault, s06_kill_relay_loop, .init = setup, .fini = teardown, .timeout = 900)
+Test(fault, s04_kafka_killed_and_restarted, .init = setup, .fini = teardown, .timeout = 600)
+{
+    scenario_kafka_kill("4 kafka kill -9, restart", "");
+}
+
+static void
+scenario_kill_relays(const char *name, const char *extra)
 {
     /* more workers in the long tier keep each one's crash backoff short */
-    int n = fx_n(&fx, 2, 4);
+    int  n = fx_n(&fx, 2, 4);
+    char conf[128];
 
-    begin("6 kill -9 relay, loop", n == 2 ? "[workers]\nrelays = 2\n" : "[workers]\nrelays = 4\n", &steady, 50);
+    snprintf(conf, sizeof(conf), "%s[workers]\nrelays = %d\n", extra, n);
+    begin(name, conf, &steady, 50);
     kill_loop(OB_KIND_RELAY, n, fx_n(&fx, 8, 24));
     finish(0, 60000);
+}
+
+Test(fault, s06_kill_relay_loop, .init = setup, .fini = teardown, .timeout = 900)
+{
+    scenario_kill_relays("6 kill -9 relay, loop", "");
 }
 
 Test(fault, s07_kill_consumer_loop, .init = setup, .fini = teardown, .timeout = 900)
@@ -188,26 +202,35 @@ relays_are(obh_t *h, void *arg)
 }
 
 static void
-reload_relays(int n)
+reload_relays(const char *extra, int n)
 {
-    char extra[64];
+    char conf[128];
 
-    snprintf(extra, sizeof(extra), "[workers]\nrelays = %d\n", n);
-    obh_write_conf(&fx.h, extra);
+    snprintf(conf, sizeof(conf), "%s[workers]\nrelays = %d\n", extra, n);
+    obh_write_conf(&fx.h, conf);
     kill(fx.h.pid, SIGHUP);
     cr_assert(obh_poll(relays_are, &fx.h, &n, obh_ms(60000)), "relays never became %d; log %s", n, fx.h.log);
     wait_acked(50);
 }
 
-Test(fault, s10_reload_relays_2_4_1, .init = setup, .fini = teardown, .timeout = 600)
+static void
+scenario_reload_relays(const char *name, const char *extra)
 {
-    begin("10 SIGHUP relays 2->4->1", "[workers]\nrelays = 2\n", &steady, 50);
+    char conf[128];
+
+    snprintf(conf, sizeof(conf), "%s[workers]\nrelays = 2\n", extra);
+    begin(name, conf, &steady, 50);
     for (int round = 0; round < fx_n(&fx, 1, 3); round++) {
-        reload_relays(4);
-        reload_relays(1);
-        reload_relays(2);
+        reload_relays(extra, 4);
+        reload_relays(extra, 1);
+        reload_relays(extra, 2);
     }
     finish(0, 60000);
+}
+
+Test(fault, s10_reload_relays_2_4_1, .init = setup, .fini = teardown, .timeout = 600)
+{
+    scenario_reload_relays("10 SIGHUP relays 2->4->1", "");
 }
 
 /*
@@ -233,6 +256,71 @@ Test(fault, nc1_relay_marks_without_acks, .init = setup, .fini = teardown, .time
     fx_verify(&fx, obh_ms(15000));
     fx_assert_flagged(&fx, fx.res.lost, "lost events");
     cr_assert_lt(fx.converge_s, 0, "totals converged although events were dropped");
+}
+
+static void
+scenario_orders_db_restart(const char *name, const char *extra)
+{
+    fx.scenario = name;
+    fx_start(&fx, extra);
+    fx_load_start(&fx, &steady);
+    for (int k = 0; k < fx_n(&fx, 1, 3); k++) {
+        wait_acked(200);
+        fx_pg_restart("orders");
+    }
+    finish(100, 60000);
+}
+
+/* ---- the same faults with relay mode wal ---------------------------------- */
+
+#define WAL_MODE "[relay]\nmode = wal\n"
+
+static int
+relays_streaming(obh_t *h, void *arg)
+{
+    int relays = obh_count(h, OB_KIND_RELAY);
+
+    (void) arg;
+    for (int i = 0; i < relays; i++) {
+        ob_shm_slot_t s;
+        if (obh_worker(h, OB_KIND_RELAY, i, &s) < 0 || atomic_load(&s.counters[OB_CTR_RELAY_STREAMING]) == 0)
+            return 0;
+    }
+    return relays > 0;
+}
+
+/* The run used the stream, not only polling passes, and every relay is back on it. */
+static void
+assert_streamed(void)
+{
+    cr_assert_gt(obh_log_count(&fx.h, "wal: streaming from slot"), 0, "%s: no relay ever streamed; log %s",
+                 fx.scenario, fx.h.log);
+    cr_assert(obh_poll(relays_streaming, &fx.h, NULL, obh_ms(30000)), "%s: not every relay streams again; log %s",
+              fx.scenario, fx.h.log);
+}
+
+Test(fault, w04_wal_kafka_killed_and_restarted, .init = setup, .fini = teardown, .timeout = 600)
+{
+    scenario_kafka_kill("wal 4 kafka kill -9, restart", WAL_MODE);
+    assert_streamed();
+}
+
+Test(fault, w06_wal_kill_relay_loop, .init = setup, .fini = teardown, .timeout = 900)
+{
+    scenario_kill_relays("wal 6 kill -9 relay, loop", WAL_MODE);
+    assert_streamed();
+}
+
+Test(fault, w10_wal_reload_relays_2_4_1, .init = setup, .fini = teardown, .timeout = 600)
+{
+    scenario_reload_relays("wal 10 SIGHUP relays 2->4->1", WAL_MODE);
+    assert_streamed();
+}
+
+Test(fault, w12_wal_orders_db_restarted, .init = setup, .fini = teardown, .timeout = 600)
+{
+    scenario_orders_db_restart("wal 12 orders db fast restart mid-stream", WAL_MODE);
+    assert_streamed();
 }
 
 /* ---- long tier (make chaos) ------------------------------------------- */
@@ -310,14 +398,7 @@ Test(fault_long, s11_supervisor_killed_and_restarted, .init = setup, .fini = tea
 
 Test(fault_long, s12_orders_db_restarted, .init = setup, .fini = teardown, .timeout = 600)
 {
-    fx.scenario = "12 orders db fast restart mid-batch";
-    fx_start(&fx, "");
-    fx_load_start(&fx, &steady);
-    for (int k = 0; k < fx_n(&fx, 1, 3); k++) {
-        wait_acked(200);
-        fx_pg_restart("orders");
-    }
-    finish(100, 60000);
+    scenario_orders_db_restart("12 orders db fast restart mid-batch", "");
 }
 
 static int

@@ -157,10 +157,19 @@ ob_relay_producer_new(ob_relay_t *rl, char *err, size_t errlen)
         { "queue.buffering.max.messages", "1000000" },
         { "batch.num.messages", "10000" },
         { "client.id", "outboxd-relay" },
+        /* a broker back from a restart is found within a second, not after librdkafka's 10 s backoff */
+        { "reconnect.backoff.max.ms", "1000" },
     };
 
     snprintf(linger, sizeof(linger), "%d", cfg->relay.linger_ms);
-    snprintf(timeout, sizeof(timeout), "%d", cfg->relay.delivery_timeout_ms);
+    /*
+     * Mode wal produces event by event, so one partition has many requests
+     * in flight; a timeout fails the oldest while a younger one may still
+     * land once Kafka is back, and seq 2 would precede seq 1 in the log
+     * (the fault suite saw it). Messages that never expire keep the order:
+     * the stream stalls (its window is bounded) until Kafka answers.
+     */
+    snprintf(timeout, sizeof(timeout), "%d", cfg->relay.mode == OB_RELAY_WAL ? 0 : cfg->relay.delivery_timeout_ms);
     for (size_t i = 0; i < OB_ARRAY_LEN(kv); i++)
         if (rd_kafka_conf_set(conf, kv[i].k, kv[i].v, err, errlen) != RD_KAFKA_CONF_OK) {
             rd_kafka_conf_destroy(conf);

@@ -109,6 +109,8 @@ struct ob_wal_s {
     int          have_map;
     uint64_t     received, target, confirmed;
     int64_t      last_confirm_ms, next_status_ms;
+    int64_t      last_ack_ms;    /* last acknowledgement, or the stream's start */
+    int          stalled;
 
     int64_t      ids[WAL_MARK_BATCH], offs[WAL_MARK_BATCH];
     int          nmark;
@@ -606,6 +608,7 @@ wal_start(ob_relay_t *rl)
     w->nmark = 0;
     w->received = w->target = w->confirmed = 0;
     w->next_status_ms = ob_now_ms() + WAL_STATUS_MS;
+    w->last_ack_ms = ob_now_ms();
     ob_log(OB_LOG_INFO, "wal: streaming from slot %s (publication %s, %s)", w->slot, w->pub, w->filter);
 }
 
@@ -666,6 +669,7 @@ wal_advance(ob_relay_t *rl)
             return ev->state;
         if (rl->breaker != OB_BREAKER_CLOSED)
             ob_relay_set_breaker(rl, OB_BREAKER_CLOSED);
+        w->last_ack_ms = ob_now_ms();
         if (w->nmark == WAL_MARK_BATCH && wal_flush_marks(rl) != 0)
             return -1;
         if (w->nmark == 0)
@@ -681,6 +685,28 @@ wal_advance(ob_relay_t *rl)
         w->marked = w->done;
     wal_pop_commits(w);
     return 0;
+}
+
+/*
+ * Kafka away is no failure for the stream (its messages never expire): it
+ * stalls. The partitions' breaker field says so on the status page.
+ */
+static void
+wal_show_stall(ob_relay_t *rl)
+{
+    struct ob_wal_s *w = rl->wal;
+    int              stalled = w->done < w->next && ob_now_ms() - w->last_ack_ms > rl->cfg->relay.delivery_timeout_ms;
+
+    if (stalled == w->stalled)
+        return;
+    w->stalled = stalled;
+    if (stalled)
+        ob_log(OB_LOG_WARN, "wal: Kafka has acknowledged nothing for %d ms; the stream waits for it",
+               rl->cfg->relay.delivery_timeout_ms);
+    else
+        ob_log(OB_LOG_INFO, "wal: Kafka acknowledges again; the stream goes on");
+    for (int i = 0; i < rl->nparts; i++)
+        atomic_store(&ob_shm->map->parts[rl->parts[i]].breaker, (int32_t) (stalled ? OB_BREAKER_OPEN : OB_BREAKER_CLOSED));
 }
 
 static int
@@ -746,6 +772,8 @@ wal_insert(ob_relay_t *rl, const ob_pgo_msg_t *m)
     memcpy(ev.event_id, row.event_id, sizeof(ev.event_id));
     memcpy(ev.aggregate_id, row.aggregate_id, sizeof(ev.aggregate_id));
     memcpy(ev.event_type, row.event_type, sizeof(ev.event_type));
+    if (w->done == w->next)
+        w->last_ack_ms = ob_now_ms();     /* the stall clock starts with the first event in flight */
     fl = &w->ring[w->next % WAL_WINDOW];
     *fl = (wal_ev_t) { .id = row.id, .partition = row.partition, .state = EV_PENDING, .offset = -1 };
     e = ob_relay_produce(rl, &ev, row.payload, row.payload_len, (void *) (uintptr_t) (OB_WAL_OPAQUE_TAG | w->next));
@@ -910,6 +938,7 @@ ob_wal_step(ob_relay_t *rl)
             wal_failed(rl, rc);
             break;
         }
+        wal_show_stall(rl);
         if (wal_confirm(rl) != 0) {
             ob_wal_stop(rl, 0);
             break;
