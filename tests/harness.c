@@ -20,7 +20,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define STACK_ORDERS "postgresql://outboxd@127.0.0.1:55432/"
 #define STACK_LEDGER "postgresql://outboxd@127.0.0.1:55433/"
 
 static const char *

@@ -18,6 +18,7 @@
 
 /* The local stack's broker (scripts/stack.sh). */
 #define STACK_KAFKA "127.0.0.1:59092"
+#define STACK_ORDERS "postgresql://outboxd@127.0.0.1:55432/"
 
 typedef struct {
     char    tag[48];
