@@ -405,9 +405,9 @@ static void
 md_memory(report_t *r)
 {
     static const char *const intake[] = { "intake_full_watch", "intake_alone_watch", NULL };
-    static const char *const drain[] = { "drain_r1", "drain_r2", "drain_skip", NULL };
+    static const char *const drain[] = { "drain_r1", "drain_r2", "drain_skip", "drain_wal2", NULL };
     static const char *const apply[] = { "apply_c1", "apply_c2", NULL };
-    static const char *const latency[] = { "latency_watch", NULL };
+    static const char *const latency[] = { "latency_watch", "latency_wal_watch", NULL };
     static const char *const *phases[] = { intake, drain, apply, latency };
     static const char *kinds[] = { "supervisor", "http", "relay", "consumer" };
     char path[64];
@@ -446,8 +446,10 @@ md_cpu(report_t *r)
         { "drain_r1", "drain 1 relay" },        { "drain_r2", "drain 2 relays" },
         { "drain_skip", "drain skip_locked" },  { "apply_c1", "apply 1 cons." },
         { "apply_c2", "apply 2 cons." },        { "latency_watch", "latency" },
+        { "drain_wal2", "drain wal" },          { "latency_wal_watch", "latency wal" },
     };
-    static const char *rows[] = { "http", "relay", "consumer", "supervisor", "pg http", "pg relay", "pg consumer",
+    static const char *rows[] = { "http", "relay", "consumer", "supervisor", "pg http", "pg relay", "pg relay wal",
+                                  "pg consumer",
                                   "pg autovacuum", "pg background", "pg other", "kafka", "others", "machine" };
     char path[64];
 
@@ -472,6 +474,68 @@ md_cpu(report_t *r)
         fprintf(r->md, " |\n");
     }
     fprintf(r->md, "\n");
+}
+
+/* ---- relay mode wal beside partitioned (issue #11) ------------------------------ */
+
+/* CPU seconds the orders cluster spent per 1 000 events during one measured part. */
+static double
+orders_cpu_per_k(report_t *r, const char *name, double events)
+{
+    return num(r, name, "cpu.db_cores.orders") * num(r, name, "cpu.seconds") / events * 1000;
+}
+
+static void
+md_wal_row(report_t *r, const char *what, double poll, double wal, const char *fmt_poll, const char *fmt_wal)
+{
+    fprintf(r->md, "| %s | %s | %s | %s |\n", what, fmt_poll, fmt_wal, fratio(ratio(wal, poll)));
+}
+
+static void
+md_wal(report_t *r)
+{
+    double d_poll = num(r, "drain_r2", "events_per_s"), d_wal = num(r, "drain_wal2", "events_per_s");
+    double c_poll = orders_cpu_per_k(r, "drain_r2", num(r, "drain_r2", "published"));
+    double c_wal = orders_cpu_per_k(r, "drain_wal2", num(r, "drain_wal2", "published"));
+    double l_poll = orders_cpu_per_k(r, "latency_watch", num(r, "latency_pace", "created"));
+    double l_wal = orders_cpu_per_k(r, "latency_wal_watch", num(r, "latency_wal_pace", "created"));
+    double rss_poll = num(r, "drain_r2", "rss.relay.max_kb") / 1024, rss_wal = num(r, "drain_wal2", "rss.relay.max_kb") / 1024;
+    static const char *paths[] = { "kafka_ms.p50", "kafka_ms.p99", "ledger_ms.p50", "ledger_ms.p99" };
+    static const char *labels[] = { "commit → Kafka p50 (ms)", "commit → Kafka p99 (ms)", "commit → ledger p50 (ms)",
+                                    "commit → ledger p99 (ms)" };
+
+    if (!ran(r, "## 7. Relay mode wal beside partitioned", part(r, "drain_wal2") ? "drain_wal2" : "latency_wal_db"))
+        return;
+    fprintf(r->md, "## 7. Relay mode wal beside partitioned\n\n");
+    fprintf(r->md, "Mode wal streams inserts from logical replication slots (pgoutput) instead of polling. Its drain "
+                   "differs in one way, on purpose: the relays are streaming first, then the whole backlog arrives "
+                   "as **one transaction** of %.0f rows (the case that must not blow up memory), and the clock "
+                   "runs from the first published batch after its commit. Orders-database CPU = every process of "
+                   "the orders cluster (backends, WAL senders, autovacuum, background writers), CPU seconds per "
+                   "1 000 events. The paced load is section 4's, same rate, same length.\n\n",
+            num(r, "settings", "rows"));
+    fprintf(r->md, "| measure | partitioned | wal | wal / partitioned |\n|---|---:|---:|---:|\n");
+    md_wal_row(r, "drain, 2 relays (events/s)", d_poll, d_wal, fnum(d_poll, 0), fnum(d_wal, 0));
+    md_wal_row(r, "orders-db CPU s per 1 000 events, drain", c_poll, c_wal, fnum(c_poll, 3), fnum(c_wal, 3));
+    md_wal_row(r, "largest relay RSS during the drain (MB)", rss_poll, rss_wal, fnum(rss_poll, 1), fnum(rss_wal, 1));
+    for (int i = 0; i < 4; i++) {
+        double a = num(r, "latency_db", paths[i]), b = num(r, "latency_wal_db", paths[i]);
+        md_wal_row(r, labels[i], a, b, fms(a), fms(b));
+    }
+    md_wal_row(r, "orders-db CPU s per 1 000 events, paced load", l_poll, l_wal, fnum(l_poll, 3), fnum(l_wal, 3));
+    md_wal_row(r, "orders-db cores busy, paced load", num(r, "latency_watch", "cpu.db_cores.orders"),
+               num(r, "latency_wal_watch", "cpu.db_cores.orders"), fnum(num(r, "latency_watch", "cpu.db_cores.orders"), 2),
+               fnum(num(r, "latency_wal_watch", "cpu.db_cores.orders"), 2));
+    fprintf(r->md, "\n");
+    put(r, "wal", "drain_events_per_s", d_wal);
+    put(r, "wal", "drain_over_partitioned", ratio(d_wal, d_poll));
+    put(r, "wal", "drain_orders_cpu_s_per_1000", c_wal);
+    put(r, "wal", "partitioned_drain_orders_cpu_s_per_1000", c_poll);
+    put(r, "wal", "paced_orders_cpu_s_per_1000", l_wal);
+    put(r, "wal", "partitioned_paced_orders_cpu_s_per_1000", l_poll);
+    put(r, "wal", "relay_rss_max_mb_one_txn", rss_wal);
+    put(r, "wal", "ledger_p50_ms", num(r, "latency_wal_db", "ledger_ms.p50"));
+    put(r, "wal", "ledger_p99_ms", num(r, "latency_wal_db", "ledger_ms.p99"));
 }
 
 /* ---- targets (issue #10) ------------------------------------------------------ */
@@ -691,6 +755,7 @@ cmd_report(int argc, char **argv)
     md_latency(&r);
     md_memory(&r);
     md_cpu(&r);
+    md_wal(&r);
     md_targets(&r);
     md_settings(&r);
     fclose(r.md);

@@ -79,6 +79,7 @@ cleanup() {
     local rc=$? pid t
     trap - EXIT INT TERM
     stop_outboxd || true
+    drop_slots 2>/dev/null || true
     for pid in "$FG_PID" "$WATCH_PID" "$NAIVE_PID"; do     # cleared once reaped, so never a recycled pid
         [[ -z "$pid" ]] || kill -TERM "$pid" 2>/dev/null || true
     done
@@ -134,6 +135,7 @@ relays = $relays
 consumers = $consumers
 [relay]
 mode = $mode
+slot_prefix = $TAG
 [admin]
 listen = 127.0.0.1:$ADMIN_PORT
 [log]
@@ -329,6 +331,33 @@ drain_run() {
     fi
 }
 
+# drain_wal_run RUN RELAYS: relay mode wal, streaming before the backlog
+# arrives as ONE transaction of BENCH_ROWS rows (the memory-bound case); the
+# clock starts at its commit.
+drain_wal_run() {
+    local run="$1" relays="$2" topic conf
+    say "drain: $run ($relays relay(s), wal; the backlog as one transaction)"
+    new_topic "$run"
+    topic="$TOPIC"
+    sql "$ORDERS_DSN" "TRUNCATE outbox"
+    conf="$(write_conf "drain_$run" 0 "$relays" 0 wal "$topic" "$NAME-unused")"
+    start_outboxd "$conf"
+    ready --relays "$relays" --mode wal
+    run "$OBBENCH" fill --dsn "$ORDERS_DSN" --streaming 1
+    run "$OBBENCH" drain --name "$NAME" --pid "$OB_PID" --dsn "$ORDERS_DSN" --rows "$BENCH_ROWS" \
+        --timeout "$BENCH_DRAIN_TIMEOUT_S" --brokers "$BROKERS" --topic "$topic" --partitions "$PARTITIONS" \
+        --kafka-pid "$KAFKA_PID" >"$PARTS/drain_$run.json"
+    stop_outboxd
+    drop_slots
+    say "  drain_$run: $(json_num "$PARTS/drain_$run.json" events_per_s) events/s"
+    drop_topic "$topic"
+}
+
+# Slots of this run's orderdb: a database with slots cannot be dropped.
+drop_slots() {
+    sql "$ORDERS_SERVER" "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '$ORDERS_DB' AND NOT active"
+}
+
 section_drain() {
     local topic
     say "drain: generating a $BENCH_ROWS-event backlog"
@@ -343,6 +372,7 @@ section_drain() {
     drain_run r1 1 partitioned
     drain_run r2 2 partitioned
     drain_run skip 2 skip_locked
+    drain_wal_run wal2 2
 
     say "drain: naive poller for $BENCH_NAIVE_S s"
     run "$OBBENCH" fill --dsn "$ORDERS_DSN"
@@ -392,23 +422,25 @@ latency_rate() {
     fi
 }
 
-latency_ours() {
-    local rate="$1" topic conf
-    say "latency: outboxd whole pipeline at $rate req/s for $BENCH_LATENCY_S s"
+# latency_run RUN MODE RATE: the whole pipeline paced at RATE; parts RUN_*.
+latency_run() {
+    local run="$1" mode="$2" rate="$3" topic conf
+    say "latency: outboxd whole pipeline ($mode) at $rate req/s for $BENCH_LATENCY_S s"
     fresh_orders
     fresh_ledger
-    new_topic latency
+    new_topic "$run"
     topic="$TOPIC"
-    conf="$(write_conf latency 2 2 2 partitioned "$topic" "$NAME-latency")"
+    conf="$(write_conf "$run" 2 2 2 "$mode" "$topic" "$NAME-$run")"
     start_outboxd "$conf"
-    ready --http 2 --relays 2 --consumers 2
-    watch_start latency_watch
+    ready --http 2 --relays 2 --consumers 2 --mode "$mode"
+    watch_start "${run}_watch"
     run "$OBBENCH" pace --port "$ORDERS_PORT" --rate "$rate" --seconds "$BENCH_LATENCY_S" --conns "$PACE_CONNS" \
-        >"$PARTS/latency_pace.json"
-    run "$OBBENCH" settle --orders-dsn "$ORDERS_DSN" --ledger-dsn "$LEDGER_DSN" --timeout 60 >"$PARTS/latency_settle.json"
+        >"$PARTS/${run}_pace.json"
+    run "$OBBENCH" settle --orders-dsn "$ORDERS_DSN" --ledger-dsn "$LEDGER_DSN" --timeout 60 >"$PARTS/${run}_settle.json"
     watch_stop
-    "$OBBENCH" latency --orders-dsn "$ORDERS_DSN" --ledger-dsn "$LEDGER_DSN" >"$PARTS/latency_db.json"
+    "$OBBENCH" latency --orders-dsn "$ORDERS_DSN" --ledger-dsn "$LEDGER_DSN" >"$PARTS/${run}_db.json"
     stop_outboxd
+    drop_slots
     drop_topic "$topic"
 }
 
@@ -437,7 +469,8 @@ latency_naive() {
 section_latency() {
     local rate
     rate="$(latency_rate)"
-    latency_ours "$rate"
+    latency_run latency partitioned "$rate"
+    latency_run latency_wal wal "$rate"
     latency_naive "$rate"
 }
 

@@ -143,7 +143,8 @@ cmd_ready(int argc, char **argv)
     int         pid = (int) bench_opt_long(argc, argv, "--pid", 0);
     int         want[OB_KIND_COUNT] = { 0 };
     int         parts = (int) bench_opt_long(argc, argv, "--partitions", 12);
-    int         partitioned = strcmp(bench_opt(argc, argv, "--mode", "partitioned"), "partitioned") == 0;
+    const char *mode = bench_opt(argc, argv, "--mode", "partitioned");
+    int         partitioned = strcmp(mode, "skip_locked") != 0, wal = strcmp(mode, "wal") == 0;
     double      deadline = bench_now() + bench_opt_double(argc, argv, "--timeout", 60);
     ob_shm_t   *shm;
 
@@ -159,6 +160,8 @@ cmd_ready(int argc, char **argv)
             ok &= bench_running(shm, k) >= want[k];
         if (want[OB_KIND_RELAY] > 0 && partitioned)
             ok &= bench_counter_sum(shm, OB_KIND_RELAY, OB_CTR_RELAY_LOCKS_HELD) >= (uint64_t) parts;
+        if (want[OB_KIND_RELAY] > 0 && wal)    /* slots made, polling pass done: events from now on are streamed */
+            ok &= bench_counter_sum(shm, OB_KIND_RELAY, OB_CTR_RELAY_STREAMING) >= (uint64_t) want[OB_KIND_RELAY];
         if (want[OB_KIND_CONSUMER] > 0)
             ok &= bench_counter_sum(shm, OB_KIND_CONSUMER, OB_CTR_CONS_ASSIGNED) >= (uint64_t) parts;
         if (ok)

@@ -48,9 +48,12 @@ static const char *claim_skip_locked_sql =
     "   AND NOT EXISTS (SELECT 1 FROM outbox_quarantine q WHERE q.aggregate_id = outbox.aggregate_id)"
     " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED";
 
+/* published_at is when Kafka acknowledged, not when the mark ran: mode wal marks
+ * in batches, and commit -> Kafka latency is read from this column. */
 static const char *mark_sql =
-    "UPDATE outbox SET published = true, published_at = now(), kafka_offset = v.off"
-    " FROM unnest($1::bigint[], $2::bigint[]) AS v(id, off) WHERE outbox.id = v.id";
+    "UPDATE outbox SET published = true, kafka_offset = v.off,"
+    "   published_at = timestamptz 'epoch' + v.at * interval '1 millisecond'"
+    " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(id, off, at) WHERE outbox.id = v.id";
 
 static const char *quarantine_sql =
     "WITH moved AS (DELETE FROM outbox WHERE id = $1::bigint RETURNING *)"
@@ -76,6 +79,7 @@ publish_record(ob_relay_t *rl, int i, rd_kafka_resp_err_t e, int64_t offset)
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
         row->state = OB_DR_OK;
         row->offset = offset;
+        row->acked_ms = ob_wall_ms();
         return;
     }
     row->state = ob_relay_permanent(e) ? OB_DR_REJECTED : OB_DR_RETRY;
@@ -369,6 +373,7 @@ publish_ignore_acks(ob_relay_t *rl)
         if (rl->rows[i].state != OB_DR_OK) {
             rl->rows[i].state = OB_DR_OK;
             rl->rows[i].offset = -1;
+            rl->rows[i].acked_ms = ob_wall_ms();
         }
 }
 
@@ -394,29 +399,28 @@ publish_ok(PGresult *r, const char *what)
  * Returns 0, or -1 when the statement failed.
  */
 int
-ob_relay_mark_rows(ob_relay_t *rl, const int64_t *ids, const int64_t *offs, int n)
+ob_relay_mark_rows(ob_relay_t *rl, const ob_relay_mark_t *m, int n)
 {
-    size_t      cap = (size_t) n * 24 + 8, ilen = 1, olen = 1;
-    char       *il = malloc(cap), *ol = malloc(cap);
-    const char *params[2] = { il, ol };
+    size_t      cap = (size_t) n * 24 + 8, len[3] = { 1, 1, 1 };
+    char       *lit[3] = { malloc(cap), malloc(cap), malloc(cap) };
+    const char *params[3] = { lit[0], lit[1], lit[2] };
     int         ok = 0;
 
-    if (n == 0 || il == NULL || ol == NULL) {
-        free(il);
-        free(ol);
-        return n == 0 ? 0 : -1;
+    if (n > 0 && lit[0] && lit[1] && lit[2]) {
+        lit[0][0] = lit[1][0] = lit[2][0] = '{';
+        for (int i = 0; i < n; i++) {
+            const char *sep = i ? "," : "";
+            len[0] += (size_t) sprintf(lit[0] + len[0], "%s%lld", sep, (long long) m[i].id);
+            len[1] += (size_t) sprintf(lit[1] + len[1], "%s%lld", sep, (long long) m[i].offset);
+            len[2] += (size_t) sprintf(lit[2] + len[2], "%s%lld", sep, (long long) m[i].acked_ms);
+        }
+        for (int k = 0; k < 3; k++)
+            strcpy(lit[k] + len[k], "}");
+        ok = publish_ok(publish_exec(rl->pg, mark_sql, 3, params), "mark published");
     }
-    il[0] = ol[0] = '{';
-    for (int i = 0; i < n; i++) {
-        ilen += (size_t) sprintf(il + ilen, "%s%lld", i ? "," : "", (long long) ids[i]);
-        olen += (size_t) sprintf(ol + olen, "%s%lld", i ? "," : "", (long long) offs[i]);
-    }
-    strcpy(il + ilen, "}");
-    strcpy(ol + olen, "}");
-    ok = publish_ok(publish_exec(rl->pg, mark_sql, 2, params), "mark published");
-    free(il);
-    free(ol);
-    return ok ? 0 : -1;
+    for (int k = 0; k < 3; k++)
+        free(lit[k]);
+    return n == 0 || ok ? 0 : -1;
 }
 
 /*
@@ -427,22 +431,18 @@ ob_relay_mark_rows(ob_relay_t *rl, const int64_t *ids, const int64_t *offs, int 
 static int
 publish_mark(ob_relay_t *rl, int *retry)
 {
-    int64_t *ids = malloc((size_t) rl->nrows * sizeof(*ids)), *offs = malloc((size_t) rl->nrows * sizeof(*offs));
-    int      marked = 0, stop_part = -1, ok = 1;
+    ob_relay_mark_t *marks = malloc((size_t) rl->nrows * sizeof(*marks));
+    int              marked = 0, stop_part = -1, ok = 1;
 
     *retry = 0;
-    if (ids == NULL || offs == NULL) {
-        free(ids);
-        free(offs);
+    if (marks == NULL)
         return -1;
-    }
     for (int i = 0; i < rl->nrows && ok; i++) {
         ob_relay_row_t *row = &rl->rows[i];
         if (row->partition == stop_part)
             continue;
         if (row->state == OB_DR_OK) {
-            ids[marked] = row->id;
-            offs[marked++] = row->offset;
+            marks[marked++] = (ob_relay_mark_t) { row->id, row->offset, row->acked_ms };
             ob_relay_count_produced(row->partition, row->offset);
         } else if (row->state == OB_DR_REJECTED && publish_rows_in(rl, row->partition) > 1) {
             /* the whole request failed: find the culprit one row at a time */
@@ -465,10 +465,9 @@ publish_mark(ob_relay_t *rl, int *retry)
             atomic_fetch_add(&ob_shm->map->parts[row->partition].errors, 1);
         }
     }
-    if (ok && ob_relay_mark_rows(rl, ids, offs, marked) != 0)
+    if (ok && ob_relay_mark_rows(rl, marks, marked) != 0)
         ok = 0;
-    free(ids);
-    free(offs);
+    free(marks);
     return ok ? marked : -1;
 }
 

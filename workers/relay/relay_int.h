@@ -20,6 +20,7 @@ typedef struct {
     int32_t      seq;
     ob_dr_state_t state;
     int64_t      offset;
+    int64_t      acked_ms;    /* wall clock of Kafka's acknowledgement */
     char         event_id[37];
     char         aggregate_id[37];
     char         event_type[32];
@@ -77,8 +78,13 @@ void ob_relay_janitor(ob_relay_t *rl);
 /* publish.c: produces one event (same key, headers, payload in every mode). */
 rd_kafka_resp_err_t ob_relay_produce(ob_relay_t *rl, const ob_relay_row_t *row, const void *payload, size_t len,
                                      void *opaque);
-/* publish.c: marks rows published with their offsets; 0 or -1. */
-int  ob_relay_mark_rows(ob_relay_t *rl, const int64_t *ids, const int64_t *offs, int n);
+/* One acknowledged event to mark published. */
+typedef struct {
+    int64_t id, offset, acked_ms;
+} ob_relay_mark_t;
+
+/* publish.c: marks rows published with their offsets and acknowledgement times; 0 or -1. */
+int  ob_relay_mark_rows(ob_relay_t *rl, const ob_relay_mark_t *m, int n);
 void ob_relay_count_produced(int partition, int64_t offset);
 /* publish.c: a delivery error no retry can cure (too large, invalid). */
 int  ob_relay_permanent(rd_kafka_resp_err_t e);

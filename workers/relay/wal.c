@@ -76,6 +76,7 @@ typedef enum { EV_PENDING = 0, EV_OK, EV_RETRY, EV_REJECTED } ev_state_t;
 typedef struct {
     int64_t             id;
     int64_t             offset;
+    int64_t             acked_ms;
     int32_t             partition;
     ev_state_t          state;
     rd_kafka_resp_err_t err;
@@ -112,7 +113,7 @@ struct ob_wal_s {
     int64_t      last_ack_ms;    /* last acknowledgement, or the stream's start */
     int          stalled;
 
-    int64_t      ids[WAL_MARK_BATCH], offs[WAL_MARK_BATCH];
+    ob_relay_mark_t marks[WAL_MARK_BATCH];
     int          nmark;
     int64_t      mark_due_ms;
 
@@ -622,6 +623,7 @@ ob_wal_dr(ob_relay_t *rl, uint64_t n, rd_kafka_resp_err_t err, int64_t offset)
         return;     /* a stream we stopped: its rows are streamed again */
     ev = &w->ring[n % WAL_WINDOW];
     ev->offset = offset;
+    ev->acked_ms = ob_wall_ms();
     ev->err = err;
     ev->state = err == RD_KAFKA_RESP_ERR_NO_ERROR ? EV_OK : ob_relay_permanent(err) ? EV_REJECTED : EV_RETRY;
 }
@@ -634,7 +636,7 @@ wal_flush_marks(ob_relay_t *rl)
 
     if (w->nmark == 0)
         return 0;
-    if (ob_relay_mark_rows(rl, w->ids, w->offs, w->nmark) != 0)
+    if (ob_relay_mark_rows(rl, w->marks, w->nmark) != 0)
         return -1;
     atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_PUBLISHED], (uint64_t) w->nmark);
     atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_MARK_US], (uint64_t) (ob_now_us() - t0));
@@ -674,8 +676,7 @@ wal_advance(ob_relay_t *rl)
             return -1;
         if (w->nmark == 0)
             w->mark_due_ms = ob_now_ms() + WAL_MARK_MS;
-        w->ids[w->nmark] = ev->id;
-        w->offs[w->nmark++] = ev->offset;
+        w->marks[w->nmark++] = (ob_relay_mark_t) { ev->id, ev->offset, ev->acked_ms };
         ob_relay_count_produced(ev->partition, ev->offset);
         w->done++;
     }
