@@ -15,6 +15,33 @@
 #include <stdio.h>
 #include <string.h>
 
+/* Relays in mode wal: stream state and slot safety, loud when a slot was lost. */
+static void
+status_wal(const ob_status_t *v)
+{
+    int header = 0;
+
+    for (int i = 0; i < OB_SHM_SLOTS; i++) {
+        const ob_shm_slot_t *s = &v->slots[i];
+        uint64_t             c[OB_SHM_COUNTERS];
+        if (s->state == OB_SLOT_EMPTY || s->kind != OB_KIND_RELAY)
+            continue;
+        for (int k = 0; k < OB_SHM_COUNTERS; k++)
+            c[k] = atomic_load(&s->counters[k]);
+        if (!c[OB_CTR_RELAY_STREAMING] && !c[OB_CTR_RELAY_CATCHUP] && !c[OB_CTR_RELAY_STREAMED] &&
+            !c[OB_CTR_RELAY_SLOT_INVALIDATIONS])
+            continue;     /* not mode wal */
+        if (!header++)
+            printf("\n# wal streams\n%-7s %-12s %10s %15s %12s %13s  %s\n", "relay", "state", "streamed",
+                   "slot_lag_bytes", "slot_lag_ms", "invalidations", "note");
+        printf("relay%-2d %-12s %10llu %15llu %12llu %13llu  %s\n", s->index,
+               c[OB_CTR_RELAY_STREAMING] ? "streaming" : c[OB_CTR_RELAY_CATCHUP] ? "polling pass" : "waiting",
+               (unsigned long long) c[OB_CTR_RELAY_STREAMED], (unsigned long long) c[OB_CTR_RELAY_SLOT_LAG_BYTES],
+               (unsigned long long) c[OB_CTR_RELAY_SLOT_LAG_MS], (unsigned long long) c[OB_CTR_RELAY_SLOT_INVALIDATIONS],
+               c[OB_CTR_RELAY_SLOT_INVALIDATIONS] ? "SLOT LOST AND RECREATED: see the log" : s->note);
+    }
+}
+
 static void
 status_print_text(const ob_status_t *v)
 {
@@ -39,6 +66,7 @@ status_print_text(const ob_status_t *v)
                ob_slot_state_name(s->state), s->pid ? (long long) ((now - s->started_wall_ms) / 1000) : 0LL,
                s->restarts, ob_status_beat_age(v, s), s->reason);
     }
+    status_wal(v);
     printf("\n# partitions\n%9s %8s %9s %9s %9s %9s\n", "partition", "owner", "committed", "produced", "pending",
            "breaker");
     for (int p = 0; p < v->hdr.partitions && p < OB_SHM_PARTITIONS; p++) {

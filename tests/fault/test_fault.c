@@ -334,14 +334,27 @@ Test(fault_long, s03_ledger_db_down_20s, .init = setup, .fini = teardown, .timeo
     finish(100, 60000);
 }
 
-Test(fault_long, s05_kafka_stopped_30s, .init = setup, .fini = teardown, .timeout = 600)
+static void
+scenario_kafka_stopped(const char *name, const char *extra)
 {
-    begin("5 kafka unreachable 30 s (SIGSTOP)", "", &steady, 100);
+    begin(name, extra, &steady, 100);
     pid_t kafka = obh_kafka_pid();
     kill(kafka, SIGSTOP);
     ob_sleep_ms(30000);
     kill(kafka, SIGCONT);
     finish(100, 90000);
+}
+
+Test(fault_long, s05_kafka_stopped_30s, .init = setup, .fini = teardown, .timeout = 600)
+{
+    scenario_kafka_stopped("5 kafka unreachable 30 s (SIGSTOP)", "");
+}
+
+/* Past the watchdog and past wal_sender_timeout's reach: the stream must stall, not die or lose. */
+Test(fault_long, w05_wal_kafka_stopped_30s, .init = setup, .fini = teardown, .timeout = 600)
+{
+    scenario_kafka_stopped("wal 5 kafka unreachable 30 s (SIGSTOP)", WAL_MODE);
+    assert_streamed();
 }
 
 Test(fault_long, s08_kill_http_loop, .init = setup, .fini = teardown, .timeout = 900)

@@ -87,7 +87,7 @@ Test(cfg, bad_values_are_rejected_with_reason)
         { "[workers]\nhttp = two\n", ":2: [workers] http: not an integer (got \"two\")" },
         { "[kafka]\npartitions = 0\n", ":2: [kafka] partitions: out of range" },
         { "[kafka]\npartitions = 999\n", ":2: [kafka] partitions: out of range" },
-        { "[relay]\nmode = fastest\n", ":2: [relay] mode: expected partitioned or skip_locked" },
+        { "[relay]\nmode = fastest\n", ":2: [relay] mode: expected partitioned, skip_locked or wal" },
         { "[relay]\nretention = 1y\n", ":2: [relay] retention: expected a duration" },
         { "[orders]\nunsafe_async_commit = maybe\n", ":2: [orders] unsafe_async_commit: expected yes or no" },
         { "[log]\nformat = xml\n", ":2: [log] format: expected logfmt or json" },
@@ -110,6 +110,25 @@ Test(cfg, relays_cannot_exceed_partitions)
 
     cr_assert_eq(load("[kafka]\npartitions = 4\n[workers]\nrelays = 5\n", &cfg, err, sizeof(err)), -1);
     cr_assert(strstr(err, "relays = 5 exceeds [kafka] partitions = 4") != NULL, "got: %s", err);
+}
+
+/* Slot and publication names are built from it and go into DDL unquoted. */
+Test(cfg, slot_prefix_must_be_a_plain_lower_case_name)
+{
+    static const char *bad[] = { "Outboxd", "ob-relay", "ob relay", "x;DROP TABLE outbox",
+                                 "a_prefix_much_longer_than_forty_characters_x" };
+    ob_cfg_t           cfg;
+    char               err[512], text[128];
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(text, sizeof(text), "[relay]\nmode = wal\nslot_prefix = %s\n", bad[i]);
+        err[0] = '\0';
+        cr_assert_eq(load(text, &cfg, err, sizeof(err)), -1, "%s accepted", bad[i]);
+        cr_assert(strstr(err, "[relay] slot_prefix: use 1-40 lower-case letters") != NULL, "got: %s", err);
+    }
+    cr_assert_eq(load("[relay]\nmode = wal\nslot_prefix = ob_relay_2\n", &cfg, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(cfg.relay.mode, OB_RELAY_WAL);
+    cr_assert_str_eq(cfg.relay.slot_prefix, "ob_relay_2");
 }
 
 Test(cfg, listeners_must_differ)

@@ -54,6 +54,7 @@
 #include "../../common/pg.h"
 #include "../../common/sig.h"
 #include "../../common/util.h"
+#include "../../common/worker.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -323,6 +324,7 @@ wal_slot_lost(ob_relay_t *rl, const char *how, int drop)
            "recreated",
            w->slot, how);
     atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_SLOT_INVALIDATIONS], 1);
+    ob_worker_note(rl->slot, "slot %s was %s; recreated, its gap sent by polling", w->slot, how);
     r = wal_query(rl,
                   "UPDATE relay_slots SET catchup_needed = true, invalidations = invalidations + 1, updated_at = now()"
                   " WHERE slot_name = $1",
