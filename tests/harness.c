@@ -622,25 +622,37 @@ obh_kafka_read_all(obh_t *h, int want, int timeout_ms, int *n)
 void
 obh_insert_events(obh_t *h, int n, int per_order, char (*ids)[37])
 {
+    obh_insert_events_ex(h, n, per_order, ids, 0, 0);
+}
+
+void
+obh_insert_events_ex(obh_t *h, int n, int per_order, char (*ids)[37], int one_txn, int first_bytes)
+{
     PGconn *pg = obh_pg(h->orders_dsn);
 
+    if (one_txn)
+        PQclear(PQexec(pg, "BEGIN"));
     for (int i = 0; i < n; i++) {
         ob_uuid_t u;
-        char      part[16], per[16];
+        char      part[16], per[16], size[16];
         cr_assert_eq(ob_uuid_v7(&u), 0);
         ob_uuid_format(&u, ids[i]);
         snprintf(part, sizeof(part), "%d", ob_partition_for(ids[i], 36, h->partitions));
         snprintf(per, sizeof(per), "%d", per_order);
-        const char *params[3] = { ids[i], part, per };
+        snprintf(size, sizeof(size), "%d", i == 0 ? first_bytes : 0);
+        const char *params[4] = { ids[i], part, per, size };
         PGresult   *r = PQexecParams(pg,
                                      "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, seq, event_type,"
                                      " partition, payload) SELECT gen_random_uuid(), 'order', $1::uuid, s,"
-                                     " 'order.test', $2::int, convert_to('payload ' || s, 'UTF8')"
+                                     " 'order.test', $2::int, convert_to(CASE WHEN s = 1 AND $4::int > 0"
+                                     "   THEN repeat('x', $4::int) ELSE 'payload ' || s END, 'UTF8')"
                                      " FROM generate_series(1, $3::int) s",
-                                     3, NULL, params, NULL, NULL, 0);
+                                     4, NULL, params, NULL, NULL, 0);
         cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQresultErrorMessage(r));
         PQclear(r);
     }
+    if (one_txn)
+        PQclear(PQexec(pg, "COMMIT"));
     PQfinish(pg);
 }
 

@@ -121,6 +121,8 @@ void obh_kafka_set_max_message_bytes(obh_t *h, int bytes);
 /* Inserts `per_order` events (seq 1..per_order) for each of n order ids into
  * the outbox, partitioned as the HTTP worker would; ids go to ids[n][37]. */
 void obh_insert_events(obh_t *h, int n, int per_order, char (*ids)[37]);
+/* The same, optionally in one transaction, and with order 0's first payload first_bytes long (0 = normal). */
+void obh_insert_events_ex(obh_t *h, int n, int per_order, char (*ids)[37], int one_txn, int first_bytes);
 
 /*
  * Checks a Kafka log against the outbox: every outbox event present; each in

@@ -8,9 +8,7 @@
  */
 #include "tests/integration/fixture.h"
 #include "common/pg.h"
-#include "common/murmur2.h"
 #include "common/util.h"
-#include "common/uuid.h"
 #include "workers/relay/pgoutput.h"
 
 #include <criterion/criterion.h>
@@ -178,44 +176,17 @@ Test(wal, invalidated_slot_falls_back_to_polling_and_loses_nothing, .init = setu
     check_kafka(160);
 }
 
-/* One transaction of n orders, two events each; order 0's first is too large for the topic. */
-static void
-insert_with_poison(int n)
-{
-    PGconn *pg = obh_pg(h.orders_dsn);
-
-    PQclear(PQexec(pg, "BEGIN"));
-    for (int i = 0; i < n; i++) {
-        ob_uuid_t u;
-        char      id[37], part[16], size[16];
-        cr_assert_eq(ob_uuid_v7(&u), 0);
-        ob_uuid_format(&u, id);
-        snprintf(part, sizeof(part), "%d", ob_partition_for(id, 36, h.partitions));
-        snprintf(size, sizeof(size), "%d", i == 0 ? 50000 : 0);
-        const char *params[3] = { id, part, size };
-        PGresult   *r = PQexecParams(pg,
-                                     "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, seq, event_type,"
-                                     " partition, payload) SELECT gen_random_uuid(), 'order', $1::uuid, s, 'order.test',"
-                                     " $2::int, convert_to(CASE WHEN s = 1 AND $3::int > 0 THEN repeat('x', $3::int)"
-                                     "   ELSE 'payload ' || s END, 'UTF8')"
-                                     " FROM generate_series(1, 2) s",
-                                     3, NULL, params, NULL, NULL, 0);
-        cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQresultErrorMessage(r));
-        PQclear(r);
-    }
-    PQclear(PQexec(pg, "COMMIT"));
-    PQfinish(pg);
-}
-
 Test(wal, streamed_oversized_event_is_quarantined_by_a_polling_pass_and_replay_delivers, .init = setup,
      .fini = wal_teardown)
 {
-    char out[1024];
+    static char ids[20][37];
+    char        out[1024];
 
     obh_kafka_create_topic(&h, 20000);
     start(WAL "[workers]\nhttp = 0\nrelays = 2\nconsumers = 0\n");
     wait_streaming(2);
-    insert_with_poison(20);
+    /* one transaction whose order 0 has a first event too large for the topic */
+    obh_insert_events_ex(&h, 20, 2, ids, 1, 50000);
     for (int64_t t0 = ob_now_ms(); obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox_quarantine") < 1;
          ob_sleep_ms(50))
         cr_assert_lt(ob_now_ms() - t0, obh_ms(30000), "nothing quarantined; log %s", h.log);

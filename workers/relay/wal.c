@@ -144,6 +144,18 @@ wal_ok(PGresult *r, const char *what)
     return ok;
 }
 
+/* Runs one statement whose only parameter is the slot's name; 0 or -1 (logged). */
+static int
+wal_slot_sql(ob_relay_t *rl, const char *sql, const char *what)
+{
+    const char *p[1] = { rl->wal->slot };
+    PGresult   *r = wal_query(rl, sql, 1, p);
+    int         ok = wal_ok(r, what);
+
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
 static int
 wal_all_locks(ob_relay_t *rl)
 {
@@ -294,20 +306,12 @@ wal_setup_publication(ob_relay_t *rl)
 static int
 wal_create_slot(ob_relay_t *rl)
 {
-    struct ob_wal_s *w = rl->wal;
-    const char      *p[1] = { w->slot };
-    PGresult        *r;
-    int              ok;
-
     /* the flag first: a crash after the creation must still poll */
-    if (wal_update_flag(rl, 1) != 0)
+    if (wal_update_flag(rl, 1) != 0 ||
+        wal_slot_sql(rl, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", "create replication slot") != 0)
         return -1;
-    r = wal_query(rl, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", 1, p);
-    ok = wal_ok(r, "create replication slot");
-    PQclear(r);
-    if (ok)
-        ob_log(OB_LOG_INFO, "wal: replication slot %s created", w->slot);
-    return ok ? 0 : -1;
+    ob_log(OB_LOG_INFO, "wal: replication slot %s created", rl->wal->slot);
+    return 0;
 }
 
 /* A slot that existed is lost or gone: events may be missing from any stream. */
@@ -315,9 +319,6 @@ static int
 wal_slot_lost(ob_relay_t *rl, const char *how, int drop)
 {
     struct ob_wal_s *w = rl->wal;
-    const char      *p[1] = { w->slot };
-    PGresult        *r;
-    int              ok;
 
     ob_log(OB_LOG_ERROR,
            "wal: replication slot %s was %s; events not yet marked published are sent by polling, then the slot is "
@@ -325,21 +326,13 @@ wal_slot_lost(ob_relay_t *rl, const char *how, int drop)
            w->slot, how);
     atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_SLOT_INVALIDATIONS], 1);
     ob_worker_note(rl->slot, "slot %s was %s; recreated, its gap sent by polling", w->slot, how);
-    r = wal_query(rl,
-                  "UPDATE relay_slots SET catchup_needed = true, invalidations = invalidations + 1, updated_at = now()"
-                  " WHERE slot_name = $1",
-                  1, p);
-    ok = wal_ok(r, "record the lost slot");
-    PQclear(r);
-    if (!ok)
+    if (wal_slot_sql(rl,
+                     "UPDATE relay_slots SET catchup_needed = true, invalidations = invalidations + 1,"
+                     " updated_at = now() WHERE slot_name = $1",
+                     "record the lost slot") != 0)
         return -1;
     w->catchup = 1;
-    if (drop) {
-        r = wal_query(rl, "SELECT pg_drop_replication_slot($1)", 1, p);
-        ok = wal_ok(r, "drop the lost slot");
-        PQclear(r);
-    }
-    return ok ? 0 : -1;
+    return drop ? wal_slot_sql(rl, "SELECT pg_drop_replication_slot($1)", "drop the lost slot") : 0;
 }
 
 /* Makes sure the slot exists and is usable; 1 ready, 0 not now, -1 error. */
