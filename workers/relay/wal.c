@@ -620,7 +620,10 @@ ob_wal_dr(ob_relay_t *rl, uint64_t n, rd_kafka_resp_err_t err, int64_t offset)
     ev->offset = offset;
     ev->acked_ms = ob_wall_ms();
     ev->err = err;
-    ev->state = err == RD_KAFKA_RESP_ERR_NO_ERROR ? EV_OK : ob_relay_permanent(err) ? EV_REJECTED : EV_RETRY;
+    /* no offset: not verifiable (see publish_record), so streamed again */
+    ev->state = err == RD_KAFKA_RESP_ERR_NO_ERROR ? (offset >= 0 ? EV_OK : EV_RETRY)
+                : ob_relay_permanent(err)         ? EV_REJECTED
+                                                  : EV_RETRY;
 }
 
 static int
