@@ -297,6 +297,9 @@ assert_streamed(void)
                  fx.scenario, fx.h.log);
     cr_assert(obh_poll(relays_streaming, &fx.h, NULL, obh_ms(30000)), "%s: not every relay streams again; log %s",
               fx.scenario, fx.h.log);
+    /* marks are asynchronous in mode wal, but every row must end marked */
+    cr_assert(obh_poll(outbox_drained, &fx.h, NULL, obh_ms(30000)), "%s: %lld row(s) never marked published; log %s",
+              fx.scenario, obh_scalar(fx.h.orders_dsn, "SELECT count(*) FROM outbox WHERE NOT published"), fx.h.log);
 }
 
 Test(fault, w04_wal_kafka_killed_and_restarted, .init = setup, .fini = teardown, .timeout = 600)

@@ -53,7 +53,8 @@ static const char *claim_skip_locked_sql =
 static const char *mark_sql =
     "UPDATE outbox SET published = true, kafka_offset = v.off,"
     "   published_at = timestamptz 'epoch' + v.at * interval '1 millisecond'"
-    " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(id, off, at) WHERE outbox.id = v.id";
+    " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(id, off, at) WHERE outbox.id = v.id"
+    " RETURNING outbox.id";
 
 static const char *quarantine_sql =
     "WITH moved AS (DELETE FROM outbox WHERE id = $1::bigint RETURNING *)"
@@ -406,8 +407,32 @@ publish_ok(PGresult *r, const char *what)
  * Marks rows published with the offsets Kafka gave them, in one UPDATE.
  * Returns 0, or -1 when the statement failed.
  */
+static int
+mark_id_cmp(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* missing[i] = 1 for each row the UPDATE did not return. */
+static void
+mark_missing(PGresult *r, const ob_relay_mark_t *m, int n, unsigned char *missing)
+{
+    int      got = PQntuples(r);
+    int64_t *ids = malloc((size_t) (got ? got : 1) * sizeof(*ids));
+
+    for (int i = 0; i < got && ids != NULL; i++)
+        ids[i] = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+    if (ids != NULL)
+        qsort(ids, (size_t) got, sizeof(*ids), mark_id_cmp);
+    for (int i = 0; i < n; i++)
+        missing[i] = ids == NULL || bsearch(&m[i].id, ids, (size_t) got, sizeof(*ids), mark_id_cmp) == NULL;
+    free(ids);
+}
+
 int
-ob_relay_mark_rows(ob_relay_t *rl, const ob_relay_mark_t *m, int n)
+ob_relay_mark_rows(ob_relay_t *rl, const ob_relay_mark_t *m, int n, unsigned char *missing)
 {
     size_t      cap = (size_t) n * 24 + 8, len[3] = { 1, 1, 1 };
     char       *lit[3] = { malloc(cap), malloc(cap), malloc(cap) };
@@ -424,7 +449,11 @@ ob_relay_mark_rows(ob_relay_t *rl, const ob_relay_mark_t *m, int n)
         }
         for (int k = 0; k < 3; k++)
             strcpy(lit[k] + len[k], "}");
-        ok = publish_ok(publish_exec(rl->pg, mark_sql, 3, params), "mark published");
+        PGresult *r = publish_exec(rl->pg, mark_sql, 3, params);
+        ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+        if (ok && missing != NULL)
+            mark_missing(r, m, n, missing);
+        ok = publish_ok(r, "mark published");
     }
     for (int k = 0; k < 3; k++)
         free(lit[k]);
@@ -473,7 +502,7 @@ publish_mark(ob_relay_t *rl, int *retry)
             atomic_fetch_add(&ob_shm->map->parts[row->partition].errors, 1);
         }
     }
-    if (ok && ob_relay_mark_rows(rl, marks, marked) != 0)
+    if (ok && ob_relay_mark_rows(rl, marks, marked, NULL) != 0)
         ok = 0;
     free(marks);
     return ok ? marked : -1;

@@ -83,8 +83,9 @@ typedef struct {
     int64_t id, offset, acked_ms;
 } ob_relay_mark_t;
 
-/* publish.c: marks rows published with their offsets and acknowledgement times; 0 or -1. */
-int  ob_relay_mark_rows(ob_relay_t *rl, const ob_relay_mark_t *m, int n);
+/* publish.c: marks rows published with their offsets and acknowledgement
+ * times; 0 or -1. With missing, sets missing[i] for rows it did not find. */
+int  ob_relay_mark_rows(ob_relay_t *rl, const ob_relay_mark_t *m, int n, unsigned char *missing);
 void ob_relay_count_produced(int partition, int64_t offset);
 /* publish.c: a delivery error no retry can cure (too large, invalid). */
 int  ob_relay_permanent(rd_kafka_resp_err_t e);

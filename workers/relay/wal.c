@@ -67,6 +67,7 @@
 #define WAL_WINDOW     16384     /* events produced and not yet settled */
 #define WAL_MARK_BATCH 5000
 #define WAL_MARK_MS    200
+#define WAL_MARK_TRIES 50        /* x WAL_MARK_MS: how long a row may stay invisible */
 #define WAL_STATUS_MS  1000      /* far inside wal_sender_timeout (60 s by default) */
 #define WAL_CONFIRM_MS 20        /* least gap between two confirmations */
 #define WAL_STEP_MS    100
@@ -115,6 +116,9 @@ struct ob_wal_s {
     int          stalled;
 
     ob_relay_mark_t marks[WAL_MARK_BATCH];
+    uint64_t     mark_n[WAL_MARK_BATCH];      /* each mark's event number (the confirmation gate) */
+    uint8_t      mark_tries[WAL_MARK_BATCH];
+    unsigned char missing[WAL_MARK_BATCH];
     int          nmark;
     int64_t      mark_due_ms;
 
@@ -626,21 +630,45 @@ ob_wal_dr(ob_relay_t *rl, uint64_t n, rd_kafka_resp_err_t err, int64_t offset)
                                                   : EV_RETRY;
 }
 
+/*
+ * A streamed row can be invisible to the mark for a moment: the walsender
+ * sends a transaction once its commit record is flushed, and the committing
+ * backend leaves the proc array (becomes visible) just after. On two busy
+ * cores Kafka's acknowledgement sometimes won that race and the UPDATE
+ * found nothing; since the row was then confirmed it stayed pending for
+ * ever (the bench's settle step caught it). Rows the UPDATE did not find
+ * are kept and tried again, and nothing past them is confirmed.
+ */
 static int
 wal_flush_marks(ob_relay_t *rl)
 {
     struct ob_wal_s *w = rl->wal;
     int64_t          t0 = ob_now_us();
+    int              kept = 0;
 
     if (w->nmark == 0)
         return 0;
-    if (ob_relay_mark_rows(rl, w->marks, w->nmark) != 0)
+    if (ob_relay_mark_rows(rl, w->marks, w->nmark, w->missing) != 0)
         return -1;
-    atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_PUBLISHED], (uint64_t) w->nmark);
+    for (int i = 0; i < w->nmark; i++) {
+        if (!w->missing[i])
+            continue;
+        if (++w->mark_tries[i] > WAL_MARK_TRIES) {
+            /* visible within seconds if it exists: it was deleted (quarantine, janitor) */
+            ob_log(OB_LOG_WARN, "wal: outbox row %lld not found to mark after %d tries; assumed deleted",
+                   (long long) w->marks[i].id, WAL_MARK_TRIES);
+            continue;
+        }
+        w->marks[kept] = w->marks[i];
+        w->mark_n[kept] = w->mark_n[i];
+        w->mark_tries[kept++] = w->mark_tries[i];
+    }
+    atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_PUBLISHED], (uint64_t) (w->nmark - kept));
     atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_MARK_US], (uint64_t) (ob_now_us() - t0));
     atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_BATCHES], 1);
-    w->nmark = 0;
-    w->marked = w->done;
+    w->nmark = kept;
+    w->marked = kept ? w->mark_n[0] : w->done;
+    w->mark_due_ms = ob_now_ms() + WAL_MARK_MS;
     return 0;
 }
 
@@ -672,8 +700,12 @@ wal_advance(ob_relay_t *rl)
         w->last_ack_ms = ob_now_ms();
         if (w->nmark == WAL_MARK_BATCH && wal_flush_marks(rl) != 0)
             return -1;
+        if (w->nmark == WAL_MARK_BATCH)
+            break;     /* all of them waiting to become visible: settle later */
         if (w->nmark == 0)
             w->mark_due_ms = ob_now_ms() + WAL_MARK_MS;
+        w->mark_n[w->nmark] = w->done;
+        w->mark_tries[w->nmark] = 0;
         w->marks[w->nmark++] = (ob_relay_mark_t) { ev->id, ev->offset, ev->acked_ms };
         ob_relay_count_produced(ev->partition, ev->offset);
         w->done++;
