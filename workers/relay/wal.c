@@ -552,7 +552,8 @@ wal_load_quarantine(ob_relay_t *rl)
     w->nquar = w->quar ? n : 0;
     for (int i = 0; i < w->nquar; i++)
         ob_strlcpy(w->quar[i], PQgetvalue(r, i, 0), sizeof(w->quar[i]));
-    qsort(w->quar, (size_t) w->nquar, sizeof(*w->quar), wal_quar_cmp);
+    if (w->nquar > 0)     /* qsort's array must not be NULL, even when empty */
+        qsort(w->quar, (size_t) w->nquar, sizeof(*w->quar), wal_quar_cmp);
     PQclear(r);
     return 0;
 }
