@@ -403,10 +403,6 @@ publish_ok(PGresult *r, const char *what)
     return ok;
 }
 
-/*
- * Marks rows published with the offsets Kafka gave them, in one UPDATE.
- * Returns 0, or -1 when the statement failed.
- */
 static int
 mark_id_cmp(const void *a, const void *b)
 {
@@ -431,6 +427,10 @@ mark_missing(PGresult *r, const ob_relay_mark_t *m, int n, unsigned char *missin
     free(ids);
 }
 
+/*
+ * Marks rows published with the offsets Kafka gave them, in one UPDATE.
+ * Returns 0, or -1 when the statement failed.
+ */
 int
 ob_relay_mark_rows(ob_relay_t *rl, const ob_relay_mark_t *m, int n, unsigned char *missing)
 {

@@ -104,12 +104,13 @@ relay_loop(ob_relay_t *rl)
                 return;     /* exit 0 would hide it: the caller's shutdown returns, supervisor restarts */
             }
         }
-        if (rl->pg != NULL && relay_breaker_allows(rl) && ob_wal_streams(rl)) {
+        int allowed = rl->pg != NULL && relay_breaker_allows(rl);
+        if (allowed && ob_wal_streams(rl)) {
             if (ob_wal_step(rl) < 0)
                 relay_lose_connection(rl, PQerrorMessage(rl->pg));
             continue;     /* the step waited on the stream itself */
         }
-        if (rl->pg != NULL && relay_breaker_allows(rl)) {
+        if (allowed) {
             if ((rl->wal ? ob_wal_poll_cycle(rl) : ob_relay_cycle(rl)) < 0) {
                 relay_lose_connection(rl, PQerrorMessage(rl->pg));
                 continue;
