@@ -8,6 +8,9 @@
 #include <string.h>
 #include <time.h>
 
+/* The envelope nests one object; room for producers that add their own. */
+#define OB_EVENT_JSON_DEPTH_MAX 32
+
 void
 ob_event_timestamp(int64_t wall_ms, char out[32])
 {
@@ -249,10 +252,17 @@ static int
 event_decode_json(const void *buf, size_t len, ob_event_t *ev, char *err, size_t errlen)
 {
     json_error_t je;
-    json_t      *j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je), *data;
+    json_t      *j, *data;
     json_t      *seq;
     int          rc = -1;
 
+    /* A record is a flat envelope with one nested object; deeper text is
+     * nobody's event, and jansson's parser recurses once per level. */
+    if (ob_json_depth(buf, len, OB_EVENT_JSON_DEPTH_MAX) > OB_EVENT_JSON_DEPTH_MAX) {
+        snprintf(err, errlen, "JSON nested deeper than %d levels", OB_EVENT_JSON_DEPTH_MAX);
+        return -1;
+    }
+    j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
     if (j == NULL || !json_is_object(j)) {
         snprintf(err, errlen, "not a JSON object");
         goto done;

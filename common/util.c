@@ -107,3 +107,27 @@ ob_be64(const char *p)
     memcpy(&v, p, 8);
     return (int64_t) be64toh(v);
 }
+
+int
+ob_json_depth(const char *text, size_t len, int limit)
+{
+    int depth = 0, deepest = 0, in_string = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = 0;
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == '{' || c == '[') {
+            if (++depth > deepest && (deepest = depth) > limit)
+                return deepest;
+        } else if ((c == '}' || c == ']') && depth > 0) {
+            depth--;
+        }
+    }
+    return deepest;
+}

@@ -39,6 +39,15 @@ uint64_t ob_fnv1a64(const void *data, size_t len, uint64_t seed);
 /* Parses "host:port" (IPv4 literal or "localhost") into parts; 0 or -1. */
 int ob_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
 
+/*
+ * Deepest nesting of arrays and objects in JSON text, counted without
+ * recursion (brackets inside strings do not count). jansson's parser
+ * recurses once per level, and on a civetweb thread's fixed 100 KiB stack
+ * about 800 levels overflow it: callers refuse deep text before parsing.
+ * Stops counting at limit + 1, so hostile input costs at most one pass.
+ */
+int ob_json_depth(const char *text, size_t len, int limit);
+
 /* Sleeps ms milliseconds, restarting after signals only if the deadline is not reached. */
 void ob_sleep_ms(int64_t ms);
 

@@ -6,9 +6,12 @@
  * -seconds; deterministic for a given -seed. A crash or abort() in the
  * target fails the run (and the sanitizer build reports it).
  *
+ * The target runs on a thread with a civetweb worker's stack size.
+ *
  *   fuzz_order_req [-runs=N] [-seconds=S] [-seed=N] CORPUS_DIR
  */
 #include <dirent.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +22,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_SEEDS 256
 #define MAX_LEN   4096
+/* civetweb 1.15's worker thread stack (Debian build: fixed at compile time). */
+#define FUZZ_STACK (100 * 1024)
 
 static const char *dict[] = {
     "\"amount\":", "\"currency\":", "\"customerId\":", "\"USD\"", "\"JPY\"", "\"KWD\"", "1e5", "-1", "0.001",
@@ -121,18 +126,44 @@ mutate(unsigned char *buf, size_t len)
     return len;
 }
 
+typedef struct {
+    long runs, seconds, done;
+    int  elapsed;
+} fuzz_run_t;
+
+static void *
+fuzz_loop(void *arg)
+{
+    fuzz_run_t   *fr = arg;
+    static unsigned char buf[MAX_LEN * 2];
+
+    for (int s = 0; s < nseeds; s++)
+        LLVMFuzzerTestOneInput(seeds[s], seed_len[s]);
+    time_t start = time(NULL);
+    for (; fr->done < fr->runs && time(NULL) - start < fr->seconds; fr->done++) {
+        int    s = (int) (next() % (uint64_t) nseeds);
+        size_t len = seed_len[s];
+        memcpy(buf, seeds[s], len);
+        len = mutate(buf, len);
+        LLVMFuzzerTestOneInput(buf, len);
+    }
+    fr->elapsed = (int) (time(NULL) - start);
+    return NULL;
+}
+
 int
 main(int argc, char **argv)
 {
-    long          runs = 200000, seconds = 10;
-    const char   *dir = NULL;
-    unsigned char buf[MAX_LEN * 2];
+    fuzz_run_t     fr = { .runs = 200000, .seconds = 10 };
+    const char    *dir = NULL;
+    pthread_attr_t attr;
+    pthread_t      th;
 
     for (int i = 1; i < argc; i++) {
         if (strncmp(argv[i], "-runs=", 6) == 0)
-            runs = atol(argv[i] + 6);
+            fr.runs = atol(argv[i] + 6);
         else if (strncmp(argv[i], "-seconds=", 9) == 0)
-            seconds = atol(argv[i] + 9);
+            fr.seconds = atol(argv[i] + 9);
         else if (strncmp(argv[i], "-seed=", 6) == 0)
             rng = (uint64_t) atoll(argv[i] + 6) | 1;
         else
@@ -147,17 +178,17 @@ main(int argc, char **argv)
         fprintf(stderr, "fuzz: no seeds in %s\n", dir);
         return 2;
     }
-    for (int s = 0; s < nseeds; s++)
-        LLVMFuzzerTestOneInput(seeds[s], seed_len[s]);
-    time_t start = time(NULL);
-    long   done = 0;
-    for (; done < runs && time(NULL) - start < seconds; done++) {
-        int    s = (int) (next() % (uint64_t) nseeds);
-        size_t len = seed_len[s];
-        memcpy(buf, seeds[s], len);
-        len = mutate(buf, len);
-        LLVMFuzzerTestOneInput(buf, len);
+    /* The target runs where the server runs it: on a thread with a civetweb
+     * worker's stack, so a parser that recurses too deep crashes here too
+     * (the 8 MB main-thread stack hid a nesting overflow). */
+    pthread_attr_init(&attr);
+    if (pthread_attr_setstacksize(&attr, FUZZ_STACK) != 0 || pthread_create(&th, &attr, fuzz_loop, &fr) != 0) {
+        fprintf(stderr, "fuzz: cannot start a thread with a %d-byte stack\n", FUZZ_STACK);
+        return 2;
     }
-    printf("fuzz: %ld inputs from %d seeds in %ld s, no crash\n", done, nseeds, (long) (time(NULL) - start));
+    pthread_join(th, NULL);
+    pthread_attr_destroy(&attr);
+    printf("fuzz: %ld inputs from %d seeds in %d s on a %d KiB stack, no crash\n", fr.done, nseeds, fr.elapsed,
+           FUZZ_STACK / 1024);
     return 0;
 }

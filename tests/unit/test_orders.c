@@ -2,17 +2,23 @@
 #include "common/event.h"
 #include "common/money.h"
 #include "common/murmur2.h"
+#include "common/util.h"
 #include "common/uuid.h"
 #include "shm/shm.h"
 #include "workers/http/order_req.h"
 
 #include <criterion/criterion.h>
 #include <librdkafka/rdkafka.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#define CTL                                                                                                    \
+    "customerId: must not contain control characters (U+0000-U+001F, U+007F-U+009F) or line separators (U+2028," \
+    " U+2029)"
 
 static const struct {
     const char *body;
@@ -31,8 +37,18 @@ static const struct {
     { "{\"customerId\":[\"c\"],\"amount\":1,\"currency\":\"USD\"}", "customerId: must be a string" },
     { "{\"customerId\":\"\",\"amount\":1,\"currency\":\"USD\"}", "customerId: must not be empty" },
     { "{\"customerId\":\"a\\u0000b\",\"amount\":1,\"currency\":\"USD\"}", "customerId: must not contain NUL" },
-    { "{\"customerId\":\"a\\nb\",\"amount\":1,\"currency\":\"USD\"}",
-      "customerId: must not contain control characters" },
+    { "{\"customerId\":\"a\\nb\",\"amount\":1,\"currency\":\"USD\"}", CTL },
+    { "{\"customerId\":\"a\\u007fb\",\"amount\":1,\"currency\":\"USD\"}", CTL },
+    { "{\"customerId\":\"a\\u0085b\",\"amount\":1,\"currency\":\"USD\"}", CTL },
+    { "{\"customerId\":\"a\xc2\x9f\",\"amount\":1,\"currency\":\"USD\"}", CTL },
+    { "{\"customerId\":\"a\\u2028b\",\"amount\":1,\"currency\":\"USD\"}", CTL },
+    { "{\"customerId\":\"a\xe2\x80\xa9\",\"amount\":1,\"currency\":\"USD\"}", CTL },
+    { "{\"customerId\":\"c-1\",\"amount\":1,\"currency\":\"USD\\u0000junk\"}", "currency: must not contain NUL" },
+    { "{\"customerId\":\"c-1\",\"amount\":1,\"currency\":\"USD\\u0000\"}", "currency: must not contain NUL" },
+    { "{\"customerId\":\"c-1\",\"amount\":1,\"currency\":\"US\xc2\x85\"}",
+      "currency: \"US??\" is not a supported ISO 4217 code" },
+    { "{\"x\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
+      "body: arrays and objects nested deeper than 32 levels" },
     { "{\"customerId\":\"c-1\",\"amount\":1}", "currency: required" },
     { "{\"customerId\":\"c-1\",\"amount\":1,\"currency\":1}", "currency: must be a string" },
     { "{\"customerId\":\"c-1\",\"amount\":1,\"currency\":\"usd\"}",
@@ -76,6 +92,82 @@ Test(order_req, bad_bodies_get_400_naming_the_field)
         cr_expect_eq(rc, 400, "case %zu (%s) accepted", i, bad_bodies[i].body);
         cr_expect_str_eq(msg, bad_bodies[i].error, "case %zu (%s)", i, bad_bodies[i].body);
     }
+}
+
+/* What a civetweb worker thread has: Debian's civetweb 1.15 fixes it at build time. */
+#define CIVETWEB_STACK (100 * 1024)
+
+typedef struct {
+    const char *body;
+    size_t      len;
+    int         rc;
+    char        msg[256];
+} parse_job_t;
+
+static void *
+parse_on_thread(void *arg)
+{
+    parse_job_t   *job = arg;
+    ob_order_req_t req;
+
+    job->rc = ob_order_req_parse(job->body, job->len, &req, job->msg, sizeof(job->msg));
+    return NULL;
+}
+
+/* Parses body on a thread with the workers' stack size, as the server does. */
+static int
+parse_small_stack(const char *body, size_t len, char *msg, size_t msglen)
+{
+    parse_job_t    job = { .body = body, .len = len };
+    pthread_attr_t attr;
+    pthread_t      th;
+
+    pthread_attr_init(&attr);
+    cr_assert_eq(pthread_attr_setstacksize(&attr, CIVETWEB_STACK), 0);
+    cr_assert_eq(pthread_create(&th, &attr, parse_on_thread, &job), 0);
+    pthread_join(th, NULL);
+    pthread_attr_destroy(&attr);
+    ob_strlcpy(msg, job.msg, msglen);
+    return job.rc;
+}
+
+/* depth levels of arrays and objects mixed, around a valid order. */
+static char *
+nested_body(int depth, size_t *len)
+{
+    size_t cap = (size_t) depth * 16 + 128, n = 0;
+    char  *b = malloc(cap);
+
+    n += (size_t) sprintf(b, "{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\",\"meta\":");
+    for (int i = 1; i < depth; i++)
+        n += (size_t) sprintf(b + n, i % 3 == 0 ? "{\"k\":" : "[");
+    for (int i = depth - 1; i >= 1; i--)
+        b[n++] = i % 3 == 0 ? '}' : ']';
+    b[n++] = '}';
+    b[n] = '\0';
+    *len = n;
+    return b;
+}
+
+/* About 800 levels overflowed a worker thread's stack inside jansson (SIGSEGV). */
+Test(order_req, deep_nesting_is_400_on_a_worker_sized_stack)
+{
+    const int depths[] = { 33, 800, 5000, 200000 };
+    char      msg[256];
+    size_t    len;
+
+    for (size_t i = 0; i < OB_ARRAY_LEN(depths); i++) {
+        char *b = nested_body(depths[i], &len);
+        cr_expect_eq(parse_small_stack(b, len, msg, sizeof(msg)), 400, "depth %d accepted", depths[i]);
+        cr_expect_str_eq(msg, "body: arrays and objects nested deeper than 32 levels", "depth %d", depths[i]);
+        free(b);
+    }
+    char *b = nested_body(32, &len);
+    cr_expect_eq(parse_small_stack(b, len, msg, sizeof(msg)), 0, "depth 32 refused: %s", msg);
+    free(b);
+    /* brackets inside strings are not nesting */
+    const char *s = "{\"customerId\":\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\",\"amount\":1,\"currency\":\"USD\"}";
+    cr_expect_eq(parse_small_stack(s, strlen(s), msg, sizeof(msg)), 0, "%s", msg);
 }
 
 Test(order_req, customer_id_of_128_bytes_is_fine_129_is_not)

@@ -109,26 +109,70 @@ req_fail(char *msg, size_t msglen, const char *fmt, const char *a)
     return 400;
 }
 
+/*
+ * The string value of a member, refusing embedded NULs: jansson keeps
+ * "USD\u0000junk" whole (JSON_ALLOW_NUL, so the refusal can name the field),
+ * and C would read it as "USD".
+ */
+static int
+req_string(json_t *root, const char *name, const char **s, size_t *len, char *msg, size_t msglen)
+{
+    json_t *v = json_object_get(root, name);
+
+    if (v == NULL || json_is_null(v)) {
+        snprintf(msg, msglen, "%s: required", name);
+        return 400;
+    }
+    if (!json_is_string(v)) {
+        snprintf(msg, msglen, "%s: must be a string", name);
+        return 400;
+    }
+    *s = json_string_value(v);
+    *len = json_string_length(v);
+    if (strlen(*s) != *len) {
+        snprintf(msg, msglen, "%s: must not contain NUL", name);
+        return 400;
+    }
+    return 0;
+}
+
+/*
+ * Length of the control or separator character at s, 0 if none. jansson
+ * hands over valid UTF-8 only, so a lead byte says how long it is. C0, DEL
+ * and C1 controls, and U+2028/U+2029 (line breaks to JavaScript and to many
+ * log readers) would let a customer id forge lines in what displays it.
+ */
+static int
+req_control_at(const unsigned char *s)
+{
+    if (s[0] < 0x20 || s[0] == 0x7f)
+        return 1;
+    if (s[0] == 0xc2 && s[1] >= 0x80 && s[1] <= 0x9f)
+        return 2;
+    if (s[0] == 0xe2 && s[1] == 0x80 && (s[2] == 0xa8 || s[2] == 0xa9))
+        return 3;
+    return 0;
+}
+
 static int
 req_customer(json_t *root, ob_order_req_t *req, char *msg, size_t msglen)
 {
-    json_t     *v = json_object_get(root, "customerId");
     const char *s;
+    size_t      len;
+    int         rc = req_string(root, "customerId", &s, &len, msg, msglen);
 
-    if (v == NULL || json_is_null(v))
-        return req_fail(msg, msglen, "customerId: required%s", "");
-    if (!json_is_string(v))
-        return req_fail(msg, msglen, "customerId: must be a string%s", "");
-    s = json_string_value(v);
-    if (json_string_length(v) == 0)
+    if (rc != 0)
+        return rc;
+    if (len == 0)
         return req_fail(msg, msglen, "customerId: must not be empty%s", "");
-    if (json_string_length(v) > OB_CUSTOMER_ID_MAX)
+    if (len > OB_CUSTOMER_ID_MAX)
         return req_fail(msg, msglen, "customerId: longer than 128 bytes%s", "");
-    if (strlen(s) != json_string_length(v))
-        return req_fail(msg, msglen, "customerId: must not contain NUL%s", "");
     for (const unsigned char *c = (const unsigned char *) s; *c; c++)
-        if (*c < 0x20 || *c == 0x7f)
-            return req_fail(msg, msglen, "customerId: must not contain control characters%s", "");
+        if (req_control_at(c) != 0)
+            return req_fail(msg, msglen,
+                            "customerId: must not contain control characters (U+0000-U+001F, U+007F-U+009F)"
+                            " or line separators (U+2028, U+2029)%s",
+                            "");
     ob_strlcpy(req->customer_id, s, sizeof(req->customer_id));
     return 0;
 }
@@ -136,18 +180,18 @@ req_customer(json_t *root, ob_order_req_t *req, char *msg, size_t msglen)
 static int
 req_currency(json_t *root, ob_order_req_t *req, char *msg, size_t msglen)
 {
-    json_t *v = json_object_get(root, "currency");
+    const char *s;
+    size_t      len;
+    int         rc = req_string(root, "currency", &s, &len, msg, msglen);
 
-    if (v == NULL || json_is_null(v))
-        return req_fail(msg, msglen, "currency: required%s", "");
-    if (!json_is_string(v))
-        return req_fail(msg, msglen, "currency: must be a string%s", "");
-    req->cur = ob_currency_find(json_string_value(v));
+    if (rc != 0)
+        return rc;
+    req->cur = ob_currency_find(s);
     if (req->cur == NULL) {
         char code[16];
-        ob_strlcpy(code, json_string_value(v), sizeof(code));
+        ob_strlcpy(code, s, sizeof(code));
         for (char *c = code; *c; c++)
-            if ((unsigned char) *c < 0x20 || *c == '"' || *c == '\\')
+            if ((unsigned char) *c < 0x20 || (unsigned char) *c >= 0x7f || *c == '"' || *c == '\\')
                 *c = '?';
         return req_fail(msg, msglen, "currency: \"%s\" is not a supported ISO 4217 code", code);
     }
@@ -194,6 +238,9 @@ ob_order_req_parse(const char *body, size_t len, ob_order_req_t *req, char *msg,
     memset(req, 0, sizeof(*req));
     if (len == 0)
         return req_fail(msg, msglen, "body: empty; expected a JSON object%s", "");
+    if (ob_json_depth(body, len, OB_ORDER_JSON_DEPTH_MAX) > OB_ORDER_JSON_DEPTH_MAX)
+        return req_fail(msg, msglen, "body: arrays and objects nested deeper than %s levels",
+                        OB_STR(OB_ORDER_JSON_DEPTH_MAX));
     root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     if (root == NULL) {
         snprintf(msg, msglen, "body: invalid JSON at line %d column %d: %s", je.line, je.column, je.text);

@@ -11,6 +11,8 @@
 #include <stdint.h>
 
 #define OB_CUSTOMER_ID_MAX 128
+/* An order is a flat object; room for clients that add nested metadata. */
+#define OB_ORDER_JSON_DEPTH_MAX 32
 
 typedef struct {
     char                 customer_id[OB_CUSTOMER_ID_MAX + 1];
