@@ -58,6 +58,8 @@ enum {
     OB_CTR_HTTP_REQ_2XX = 0, OB_CTR_HTTP_REQ_4XX, OB_CTR_HTTP_REQ_5XX, OB_CTR_HTTP_INFLIGHT,
     OB_CTR_HTTP_ORDERS_CREATED, OB_CTR_HTTP_DB_ERRORS, OB_CTR_HTTP_LAT_SUM_US,
     OB_CTR_HTTP_LAT_BASE = 8,        /* OB_HTTP_LAT_BUCKETS cumulative-free bucket counts */
+    OB_CTR_HTTP_BODY_TIMEOUTS = 20,  /* bodies cut off at request_timeout_ms */
+    OB_CTR_HTTP_BODY_REFUSED,        /* 503: every body slot of the listener was taken */
 };
 #define OB_HTTP_LAT_BUCKETS 12       /* <=1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500 ms, +Inf */
 enum {

@@ -366,3 +366,159 @@ Test(orders, backlog_older_than_max_backlog_age_refuses_new_orders, .init = setu
     cr_assert(obh_poll(post_answers, &h, NULL, obh_ms(60000)), "still refused after Kafka came back: %s; log %s",
               backlog_body, h.log);
 }
+
+/* A connection that sends its headers, then its body one byte at a time. */
+typedef struct {
+    int     fd;
+    int     port;
+    int     sent;
+    int     status;        /* what the server answered, 0 none */
+    int64_t closed_ms;     /* when the server closed it, 0 still open */
+} trickle_t;
+
+static void
+trickle_open(trickle_t *t, int port, const char *path, int content_length)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t) port) };
+    char               head[256];
+
+    memset(t, 0, sizeof(*t));
+    t->port = port;
+    t->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(t->fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+    int n = snprintf(head, sizeof(head), "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", path,
+                     content_length);
+    cr_assert_eq(send(t->fd, head, (size_t) n, MSG_NOSIGNAL), n);
+}
+
+/* One more body byte, and whatever the server answered so far. */
+static void
+trickle_step(trickle_t *t)
+{
+    char buf[1024];
+
+    if (t->closed_ms != 0)
+        return;
+    if (send(t->fd, "{", 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1)
+        t->sent++;
+    for (;;) {
+        ssize_t n = recv(t->fd, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+        if (n > 0) {
+            buf[n] = '\0';
+            if (t->status == 0 && strncmp(buf, "HTTP/1.1 ", 9) == 0)
+                t->status = atoi(buf + 9);
+            continue;
+        }
+        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+            t->closed_ms = ob_now_ms();
+            close(t->fd);
+        }
+        return;
+    }
+}
+
+typedef struct {
+    trickle_t  *t;
+    int         n;
+    atomic_int  stop;
+} trickler_t;
+
+static void *
+trickler(void *arg)
+{
+    trickler_t *tr = arg;
+
+    while (!atomic_load(&tr->stop)) {
+        for (int i = 0; i < tr->n; i++)
+            trickle_step(&tr->t[i]);
+        ob_sleep_ms(500);   /* the attack's pace: one byte per connection every half second */
+    }
+    return NULL;
+}
+
+/* Longest of a GET on port, against the limit; the status must be 200. */
+static int64_t
+timed_get(int port, const char *path)
+{
+    char    resp[8192];
+    int64_t t0 = ob_now_ms();
+    int     st = obh_http(port, "GET", path, NULL, NULL, resp, sizeof(resp), NULL, 0);
+
+    cr_assert_eq(st, 200, "GET :%d%s answered %d while bodies trickled", port, path, st);
+    return ob_now_ms() - t0;
+}
+
+/*
+ * 60 clients send bodies one byte per half second, to the orders, ledger
+ * and admin listeners. Before: civetweb's request_timeout bounded each
+ * read, never the body, so they held every thread of the one pool and
+ * /healthcheck, the ledger API and the status page timed out. Now every
+ * listener has threads of its own, a body must arrive within
+ * request_timeout_ms, and a quarter of a listener's threads never wait on
+ * bodies.
+ */
+Test(orders, slow_bodies_starve_nothing_and_are_cut_at_the_request_timeout, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+    enum { ORDERS = 40, SIDE = 10, TIMEOUT_MS = 2000 };
+    trickle_t  t[ORDERS + 2 * SIDE];
+    trickler_t tr = { .t = t, .n = ORDERS + 2 * SIDE };
+    pthread_t  th;
+    int64_t    worst = 0, t0;
+    char       conf[256];
+    int        prompt = 0;
+
+    snprintf(conf, sizeof(conf), "[orders]\nthreads = 8\nrequest_timeout_ms = %d\n[workers]\nhttp = 1\nrelays = 0\n"
+                                 "consumers = 0\n", TIMEOUT_MS);
+    start_http(conf);
+    for (int i = 0; i < ORDERS; i++)
+        trickle_open(&t[i], h.orders_port, "/orders", 1000);
+    for (int i = 0; i < SIDE; i++) {
+        trickle_open(&t[ORDERS + i], h.ledger_port, "/ledger/total", 1000);
+        trickle_open(&t[ORDERS + SIDE + i], h.admin_port, "/status.json", 1000);
+    }
+    t0 = ob_now_ms();
+    pthread_create(&th, NULL, trickler, &tr);
+    obh_http_timeout_ms = obh_ms(1000);
+    /* three deadlines' worth of probing, while every slow client keeps sending */
+    while (ob_now_ms() - t0 < 3 * TIMEOUT_MS) {
+        int64_t w = timed_get(h.orders_port, "/healthcheck");
+        w = w > worst ? w : worst;
+        worst = w;
+        w = timed_get(h.ledger_port, "/healthcheck");
+        worst = w > worst ? w : worst;
+        w = timed_get(h.admin_port, "/status.json");
+        worst = w > worst ? w : worst;
+        w = timed_get(h.orders_port, "/orders/total");
+        worst = w > worst ? w : worst;
+        int st = post_order("{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}", NULL, NULL);
+        cr_assert_eq(st, 201, "a prompt order was answered %d beside the slow ones", st);
+        prompt++;
+        ob_sleep_ms(50);
+    }
+    obh_http_timeout_ms = 30000;
+    atomic_store(&tr.stop, 1);
+    pthread_join(th, NULL);
+    int cut = 0, refused = 0, open_ = 0;
+    int64_t longest = 0;
+    for (int i = 0; i < ORDERS + 2 * SIDE; i++) {
+        if (t[i].closed_ms == 0) {
+            open_++;
+            close(t[i].fd);
+            continue;
+        }
+        cut += t[i].status == 408;
+        refused += t[i].status == 503;
+        longest = t[i].closed_ms - t0 > longest ? t[i].closed_ms - t0 : longest;
+    }
+    cr_log_info("slow bodies: %d cut with 408, %d refused with 503, %d open; longest held %lld ms; worst probe %lld "
+                "ms; %d prompt orders created",
+                cut, refused, open_, (long long) longest, (long long) worst, prompt);
+    cr_assert_eq(open_, 0, "%d slow bodies still held a thread after %d ms", open_, 3 * TIMEOUT_MS);
+    cr_assert_eq(cut + refused, ORDERS + 2 * SIDE, "every slow body gets 408 or 503");
+    cr_assert_gt(cut, 0);
+    cr_assert_lt(longest, TIMEOUT_MS + obh_ms(1500), "a slow body held its thread for %lld ms", (long long) longest);
+    cr_assert_lt(worst, obh_ms(500), "a probe took %lld ms", (long long) worst);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders"), prompt, "only the prompt orders exist");
+}

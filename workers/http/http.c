@@ -2,14 +2,20 @@
  * workers/http/http.c: HTTP worker (civetweb), one of H.
  *
  * NOTES
- *   What it does: serves the orders API on the orders listener (orders.c),
- *   and /healthcheck on every listener, accepting from the sockets the
- *   supervisor opened (bind.c). The ledger API (issue 7) and admin pages
- *   (issue 8) are routed here by listener. The main thread only heartbeats
- *   and waits for signals; civetweb's threads serve.
+ *   What it does: serves the orders API (orders.c), the ledger API
+ *   (ledger.c) and the status pages (admin.c), and /healthcheck on every
+ *   listener, accepting from the sockets the supervisor opened (bind.c).
+ *   The main thread only heartbeats and waits for signals; civetweb's
+ *   threads serve.
  *
- *   What it owns: a civetweb context and its threads; one orderdb
- *   connection per thread (db.c).
+ *   What it owns: one civetweb context per listener, each with its own
+ *   threads, so one listener's clients cannot starve another's; one
+ *   orderdb and one ledgerdb connection per thread (db.c).
+ *
+ *   Hostile clients: a request body must arrive whole within
+ *   request_timeout_ms (deadline.c), and at most three quarters of a
+ *   listener's threads may wait on bodies at once; the rest answer
+ *   /healthcheck and requests without a body.
  *
  *   Signals: blocked in civetweb's threads, handled by the main thread:
  *   TERM/INT stop accepting and finish in-flight requests (mg_stop), exit 0.
@@ -26,8 +32,19 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
+
+/* A listener's civetweb context (its user data). */
+typedef struct {
+    ob_http_t         *hw;
+    int                listener;      /* OB_LISTEN_* */
+    int                body_max;      /* threads that may wait on bodies at once */
+    atomic_int         body_readers;
+    struct mg_context *mg;
+} http_ctx_t;
 
 static const int lat_bounds_ms[OB_HTTP_LAT_BUCKETS - 1] = { 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500 };
 
@@ -45,7 +62,7 @@ ob_http_reply(struct mg_connection *conn, int status, json_t *body, const char *
                  "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
                  "Cache-Control: no-store\r\n%s%s\r\n",
                  status, mg_get_response_code_text(conn, status), len + 1, extra ? extra : "",
-                 status == 413 ? "Connection: close\r\n" : "");
+                 status == 413 || ob_http_deadline_expired() ? "Connection: close\r\n" : "");
     char *msg = malloc((size_t) n + len + 1);
     if (msg != NULL) {
         memcpy(msg, head, (size_t) n);
@@ -66,41 +83,30 @@ ob_http_error(struct mg_connection *conn, int status, const char *msg)
     return ob_http_reply(conn, status, json_pack("{s:s}", "error", msg), NULL);
 }
 
-int
-ob_http_read_body(struct mg_connection *conn, size_t max, char **body, size_t *len)
-{
-    const struct mg_request_info *ri = mg_get_request_info(conn);
-    size_t                        cap, used = 0;
-    char                         *buf;
+/* This thread's request body, read by http_body_read. */
+static __thread char  *tl_body;
+static __thread size_t tl_body_len;
 
-    *body = NULL;
-    *len = 0;
-    if (ri->content_length > (long long) max)
-        return 413;   /* refused before reading a byte of it */
-    cap = ri->content_length >= 0 ? (size_t) ri->content_length : max + 1;
-    buf = malloc(cap + 1);
-    if (buf == NULL)
-        return 413;
-    for (;;) {
+void
+ob_http_body(const char **body, size_t *len)
+{
+    *body = tl_body;
+    *len = tl_body_len;
+}
+
+/* Reads into buf until cap bytes, the end, or a read that would wait longer than mode allows. */
+static size_t
+http_read_some(struct mg_connection *conn, char *buf, size_t used, size_t cap, int mode)
+{
+    ob_http_deadline_arm(mode);
+    while (used < cap) {
         int n = mg_read(conn, buf + used, cap - used);
-        if (n < 0) {
-            free(buf);
-            return 400;
-        }
-        if (n == 0)
+        if (n <= 0)
             break;
         used += (size_t) n;
-        if (used == cap)
-            break;
     }
-    if (used > max) {      /* chunked body that kept going */
-        free(buf);
-        return 413;
-    }
-    buf[used] = '\0';
-    *body = buf;
-    *len = used;
-    return 0;
+    ob_http_deadline_arm(OB_HTTP_WAIT_ANY);
+    return used;
 }
 
 int
@@ -170,17 +176,108 @@ http_count(ob_http_t *hw, int status, int64_t elapsed_us)
 }
 
 static int
-http_dispatch(ob_http_t *hw, struct mg_connection *conn, const struct mg_request_info *ri)
+http_dispatch(http_ctx_t *hc, struct mg_connection *conn, const struct mg_request_info *ri)
 {
     if (strcmp(ri->local_uri, "/healthcheck") == 0)
         return ob_http_reply(conn, 200, json_pack("{s:s}", "status", "ok"), NULL);
-    if (ri->server_port == hw->port[OB_LISTEN_ORDERS])
-        return ob_orders_route(hw, conn, ri);
-    if (ri->server_port == hw->port[OB_LISTEN_LEDGER])
-        return ob_ledger_route(hw, conn, ri);
-    if (ri->server_port == hw->port[OB_LISTEN_ADMIN])
-        return ob_admin_route(hw, conn, ri);
-    return ob_http_error(conn, 404, "no such route");
+    switch (hc->listener) {
+    case OB_LISTEN_ORDERS:
+        return ob_orders_route(hc->hw, conn, ri);
+    case OB_LISTEN_LEDGER:
+        return ob_ledger_route(hc->hw, conn, ri);
+    case OB_LISTEN_ADMIN:
+        return ob_admin_route(hc->hw, conn, ri);
+    default:
+        return ob_http_error(conn, 404, "no such route");
+    }
+}
+
+/* Set while this thread's request holds one of its listener's body slots. */
+static __thread http_ctx_t *tl_body_slot;
+
+/*
+ * A request whose body has not all arrived may wait on a slow client for up
+ * to request_timeout_ms, so at most body_max of a listener's threads do
+ * that at once; the others stay free for /healthcheck, reads, the status
+ * page and prompt clients, whatever slow clients do with their bodies.
+ */
+static int
+http_take_body_slot(http_ctx_t *hc)
+{
+    int n = atomic_load(&hc->body_readers);
+
+    do {
+        if (n >= hc->body_max)
+            return 0;
+    } while (!atomic_compare_exchange_weak(&hc->body_readers, &n, n + 1));
+    tl_body_slot = hc;
+    return 1;
+}
+
+static int
+http_busy(http_ctx_t *hc, struct mg_connection *conn)
+{
+    char msg[160];
+
+    ob_http_deadline_abandon();      /* reading it would take a thread we are keeping free */
+    atomic_fetch_add(&hc->hw->slot->counters[OB_CTR_HTTP_BODY_REFUSED], 1);
+    snprintf(msg, sizeof(msg), "busy: %d slow request bodies are already being received here; retry later",
+             hc->body_max);
+    return ob_http_reply(conn, 503, json_pack("{s:s}", "error", msg), "Retry-After: 1\r\n");
+}
+
+/*
+ * Reads the whole body before any handler runs: first what has arrived
+ * (a prompt client's body comes with its headers), then, holding a body
+ * slot, the rest until the deadline. With every slot taken, a body that
+ * is right behind its headers still gets a few milliseconds.
+ * Returns 0, or the status it answered with.
+ */
+static int
+http_body_read(http_ctx_t *hc, struct mg_connection *conn, const struct mg_request_info *ri)
+{
+    size_t max = (size_t) hc->hw->cfg->orders.max_body, cap, used = 0;
+    int    chunked = ri->content_length < 0;
+
+    if (ri->content_length > (long long) max) {
+        /* refused unread; civetweb discards it within the deadline, in a slot */
+        if (!http_take_body_slot(hc))
+            return http_busy(hc, conn);
+        return ob_http_error(conn, 413, "body larger than max_body");
+    }
+    cap = chunked ? max + 1 : (size_t) ri->content_length;
+    tl_body = malloc(cap + 1);
+    if (tl_body == NULL)
+        return ob_http_error(conn, 413, "body larger than max_body");
+    /* chunk framing is civetweb's, and a read cut short inside it is not
+     * resumable: chunked bodies always wait in a slot */
+    if (!chunked)
+        used = http_read_some(conn, tl_body, 0, cap, OB_HTTP_WAIT_NOW);
+    if (used < cap) {
+        if (!http_take_body_slot(hc) &&
+            (chunked || (used = http_read_some(conn, tl_body, used, cap, OB_HTTP_WAIT_BRIEF)) < cap))
+            return http_busy(hc, conn);
+        used = http_read_some(conn, tl_body, used, cap, OB_HTTP_WAIT_DEADLINE);
+        if (ob_http_deadline_expired()) {
+            atomic_fetch_add(&hc->hw->slot->counters[OB_CTR_HTTP_BODY_TIMEOUTS], 1);
+            return ob_http_error(conn, 408, "request body not received within request_timeout_ms");
+        }
+        if (used > max)
+            return ob_http_error(conn, 413, "body larger than max_body");
+        if (!chunked && used < cap)
+            return ob_http_error(conn, 400, "request body ended before Content-Length");
+    }
+    tl_body[used] = '\0';
+    tl_body_len = used;
+    return 0;
+}
+
+static int
+http_has_body(struct mg_connection *conn, const struct mg_request_info *ri)
+{
+    const char *te = mg_get_header(conn, "Transfer-Encoding");
+
+    return ri->content_length > 0 || (ri->content_length < 0 && te != NULL && strcasecmp(te, "identity") != 0);
 }
 
 /*
@@ -190,18 +287,39 @@ http_dispatch(ob_http_t *hw, struct mg_connection *conn, const struct mg_request
 static int
 http_handle(struct mg_connection *conn)
 {
-    ob_http_t                    *hw = mg_get_user_data(mg_get_context(conn));
+    http_ctx_t                   *hc = mg_get_user_data(mg_get_context(conn));
+    ob_http_t                    *hw = hc->hw;
     const struct mg_request_info *ri = mg_get_request_info(conn);
     struct timespec               t0, t1;
     int                           status;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    ob_http_deadline_begin(ob_now_ms() + hw->cfg->orders.request_timeout_ms);
     atomic_fetch_add(&hw->slot->counters[OB_CTR_HTTP_INFLIGHT], 1);
-    status = http_dispatch(hw, conn, ri);
+    status = http_has_body(conn, ri) ? http_body_read(hc, conn, ri) : 0;
+    if (status == 0)
+        status = http_dispatch(hc, conn, ri);
+    /* civetweb discards what was not read, within the deadline */
+    ob_http_deadline_arm(OB_HTTP_WAIT_DEADLINE);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     http_count(hw, status, (t1.tv_sec - t0.tv_sec) * 1000000LL + (t1.tv_nsec - t0.tv_nsec) / 1000);
     atomic_fetch_sub(&hw->slot->counters[OB_CTR_HTTP_INFLIGHT], 1);
     return status;
+}
+
+/* civetweb's end_request: after the unread body was discarded. */
+static void
+http_end_request(const struct mg_connection *conn, int status)
+{
+    (void) conn;
+    (void) status;
+    free(tl_body);
+    tl_body = NULL;
+    tl_body_len = 0;
+    if (tl_body_slot != NULL)
+        atomic_fetch_sub(&tl_body_slot->body_readers, 1);
+    tl_body_slot = NULL;
+    ob_http_deadline_end();
 }
 
 static int
@@ -221,40 +339,38 @@ http_exit_thread(const struct mg_context *ctx, int thread_type, void *thread_poi
     ob_http_db_close_thread();
 }
 
-/* "127.0.0.1:3000,127.0.0.1:4000,..." from the listeners the supervisor opened. */
-static void
-http_ports_option(ob_http_t *hw, char *out, size_t outlen)
-{
-    size_t used = 0;
+/*
+ * Threads of the ledger and admin listeners. They have pools of their own,
+ * so nothing order traffic does (slow bodies, idle keep-alives, a flood)
+ * can take the threads that serve the ledger API and the status page.
+ */
+#define HTTP_SIDE_THREADS 4
 
-    out[0] = '\0';
-    for (int i = 0; i < OB_LISTEN_COUNT; i++) {
-        char host[128];
-        if (ob_listeners[i].fd < 0)
-            continue;
-        int n = snprintf(out + used, outlen - used, "%s%s", used ? "," : "", ob_listeners[i].addr);
-        if (n > 0 && used + (size_t) n < outlen)
-            used += (size_t) n;
-        ob_parse_hostport(ob_listeners[i].addr, host, sizeof(host), &hw->port[i]);
-    }
+/* A listener's share of threads that may wait on request bodies; the rest
+ * are kept for requests without one. */
+static int
+http_body_max(int threads)
+{
+    int reserve = threads >= 2 ? (threads / 4 > 1 ? threads / 4 : 1) : 0;
+
+    return threads - reserve;
 }
 
-int
-ob_http_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
+/* One civetweb context serving one listener with its own thread pool. */
+static struct mg_context *
+http_start_listener(http_ctx_t *hc, int threads)
 {
-    ob_http_t           hw = { .cfg = cfg, .slot = slot, .index = index };
     struct mg_callbacks cb;
     struct mg_context  *ctx;
-    char                ports[512], threads[16], timeout[16];
+    char                nthreads[16], timeout[16];
     sigset_t            old;
 
-    http_ports_option(&hw, ports, sizeof(ports));
-    snprintf(threads, sizeof(threads), "%d", cfg->orders.threads);
-    snprintf(timeout, sizeof(timeout), "%d", cfg->orders.request_timeout_ms);
+    snprintf(nthreads, sizeof(nthreads), "%d", threads);
+    snprintf(timeout, sizeof(timeout), "%d", hc->hw->cfg->orders.request_timeout_ms);
     const char *opts[] = {
-        "listening_ports", ports,
-        "num_threads", threads,
-        "request_timeout_ms", timeout,      /* a slowloris client loses its thread after this */
+        "listening_ports", ob_listeners[hc->listener].addr,
+        "num_threads", nthreads,
+        "request_timeout_ms", timeout,      /* each wait for bytes; deadline.c bounds the whole body */
         "enable_keep_alive", "yes",
         "keep_alive_timeout_ms", "5000",
         "max_request_size", "16384",        /* request line + headers */
@@ -264,20 +380,39 @@ ob_http_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
     memset(&cb, 0, sizeof(cb));
     cb.log_message = http_log_message;
     cb.begin_request = http_handle;
+    cb.end_request = http_end_request;
     cb.exit_thread = http_exit_thread;
+    hc->body_max = http_body_max(threads);
+    /* Threads inherit the mask: only the main thread takes TERM/HUP/... */
+    ob_sig_block(&old);
+    ctx = mg_start(&cb, hc, opts);
+    ob_sig_restore(&old);
+    return ctx;
+}
+
+int
+ob_http_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
+{
+    ob_http_t  hw = { .cfg = cfg, .slot = slot, .index = index };
+    http_ctx_t hc[OB_LISTEN_COUNT];
+    int        rc = OB_EXIT_OK;
+
     ob_listen_adopting = 1;
     mg_init_library(0);
-    /* Threads inherit the mask: only this thread takes TERM/HUP/... */
-    ob_sig_block(&old);
-    ctx = mg_start(&cb, &hw, opts);
-    ob_sig_restore(&old);
-    if (ctx == NULL) {
-        ob_worker_note(slot, "civetweb failed to start on %s", ports);
-        ob_log(OB_LOG_ERROR, "civetweb failed to start on %s", ports);
-        return OB_EXIT_RETRY;
+    for (int i = 0; i < OB_LISTEN_COUNT; i++) {
+        hc[i] = (http_ctx_t) { .hw = &hw, .listener = i };
+        if (ob_listeners[i].fd < 0)
+            continue;
+        hc[i].mg = http_start_listener(&hc[i], i == OB_LISTEN_ORDERS ? cfg->orders.threads : HTTP_SIDE_THREADS);
+        if (hc[i].mg == NULL) {
+            ob_worker_note(slot, "civetweb failed to start on %s", ob_listeners[i].addr);
+            ob_log(OB_LOG_ERROR, "civetweb failed to start on %s", ob_listeners[i].addr);
+            rc = OB_EXIT_RETRY;
+            break;
+        }
+        ob_log(OB_LOG_INFO, "http worker %d serving %s", index, ob_listeners[i].addr);
     }
-    ob_log(OB_LOG_INFO, "http worker %d serving %s", index, ports);
-    while (!ob_sig_term && !ob_sig_quit) {
+    while (rc == OB_EXIT_OK && !ob_sig_term && !ob_sig_quit) {
         if (ob_sig_reopen) {
             ob_sig_reopen = 0;
             ob_log_reopen();
@@ -286,7 +421,9 @@ ob_http_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
         ob_shm_beat(slot);
         ob_sig_wait(250);
     }
-    mg_stop(ctx);       /* stops accepting, lets in-flight requests finish */
+    for (int i = 0; i < OB_LISTEN_COUNT; i++)
+        if (hc[i].mg != NULL)
+            mg_stop(hc[i].mg);   /* stops accepting, lets in-flight requests finish */
     mg_exit_library();
-    return OB_EXIT_OK;
+    return rc;
 }

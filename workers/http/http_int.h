@@ -10,6 +10,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef enum { OB_DB_ORDERS = 0, OB_DB_LEDGER, OB_DB_COUNT } ob_db_id_t;
 
@@ -17,18 +18,36 @@ typedef struct {
     const ob_cfg_t *cfg;
     ob_shm_slot_t  *slot;
     int             index;
-    int             port[OB_LISTEN_COUNT];   /* listener port, to route by server_port */
 } ob_http_t;
+
+/*
+ * The whole-request deadline (deadline.c). begin: a request starts, due by
+ * deadline_ms (monotonic). arm(mode) says how civetweb's next reads of
+ * this thread's connection may wait: WAIT_NOW takes what has arrived,
+ * WAIT_BRIEF what arrives within OB_HTTP_BRIEF_MS (a body sent right
+ * behind its headers),
+ * WAIT_DEADLINE waits until the deadline, WAIT_ANY is civetweb's own
+ * behaviour (and libpq's, on the same thread). abandon: read no more of
+ * this body (civetweb then closes the connection). expired: the time ran
+ * out or the body was abandoned. end: request done.
+ */
+enum { OB_HTTP_WAIT_ANY = 0, OB_HTTP_WAIT_DEADLINE, OB_HTTP_WAIT_NOW, OB_HTTP_WAIT_BRIEF };
+#define OB_HTTP_BRIEF_MS 10
+void ob_http_deadline_begin(int64_t deadline_ms);
+void ob_http_deadline_arm(int mode);
+void ob_http_deadline_abandon(void);
+int  ob_http_deadline_expired(void);
+void ob_http_deadline_end(void);
 
 /* Sends body (reference stolen) as JSON with status; extra headers end in \r\n. */
 int ob_http_reply(struct mg_connection *conn, int status, json_t *body, const char *extra);
 /* {"error": msg} with status. */
 int ob_http_error(struct mg_connection *conn, int status, const char *msg);
 /*
- * Reads the request body, refusing more than max bytes. Returns 0 with a
- * malloc'd NUL-terminated *body, or an HTTP status (413, 400) to answer.
+ * The request's body, read before the handler ran (NULL, 0 when it has
+ * none); NUL-terminated, owned by the request, freed when it ends.
  */
-int ob_http_read_body(struct mg_connection *conn, size_t max, char **body, size_t *len);
+void ob_http_body(const char **body, size_t *len);
 
 /* Orders API on the orders listener; returns the status sent. */
 int ob_orders_route(ob_http_t *hw, struct mg_connection *conn, const struct mg_request_info *ri);

@@ -174,17 +174,15 @@ static int
 orders_create(ob_http_t *hw, struct mg_connection *conn)
 {
     ob_order_req_t req;
-    char          *body = NULL, *payload = NULL, msg[512], order_id[37], event_id[37], part[16];
+    const char    *body;
+    char          *payload = NULL, msg[512], order_id[37], event_id[37], part[16];
     size_t         len, plen;
     const char    *key = mg_get_header(conn, "Idempotency-Key");
     int            status, partition;
     PGconn        *pg;
 
-    status = ob_http_read_body(conn, (size_t) hw->cfg->orders.max_body, &body, &len);
-    if (status != 0)
-        return ob_http_error(conn, status, status == 413 ? "body larger than max_body" : "could not read body");
-    status = ob_order_req_parse(body, len, &req, msg, sizeof(msg));
-    free(body);
+    ob_http_body(&body, &len);
+    status = ob_order_req_parse(body ? body : "", len, &req, msg, sizeof(msg));
     if (status != 0)
         return ob_http_error(conn, status, msg);
     if (key != NULL && (key[0] == '\0' || strlen(key) > IDEM_KEY_MAX))
