@@ -52,6 +52,7 @@ static const key_def_t keys[] = {
     S("ledger", "listen", ledger.listen, 1),
     S("ledger", "dsn", ledger.dsn, 0),
     S("ledger", "group", ledger.group, 0),
+    T("ledger", "stall_after", K_DURATION, ledger.stall_after_s, 1, INT_MAX, 0),
     S("kafka", "brokers", kafka.brokers, 0),
     S("kafka", "topic", kafka.topic, 0),
     I("kafka", "partitions", kafka.partitions, 1, 256, 0),
@@ -91,6 +92,7 @@ ob_cfg_defaults(ob_cfg_t *cfg)
     ob_strlcpy(cfg->ledger.listen, "127.0.0.1:4000", sizeof(cfg->ledger.listen));
     ob_strlcpy(cfg->ledger.dsn, "postgresql://outboxd@127.0.0.1:55433/ledgerdb", OB_CFG_STR);
     ob_strlcpy(cfg->ledger.group, "ledger-service", sizeof(cfg->ledger.group));
+    cfg->ledger.stall_after_s = 30;
     ob_strlcpy(cfg->kafka.brokers, "127.0.0.1:59092", OB_CFG_STR);
     ob_strlcpy(cfg->kafka.topic, "outbox-events", sizeof(cfg->kafka.topic));
     cfg->kafka.partitions = 12;
@@ -195,8 +197,10 @@ cfg_set_fault(int *ip, const char *v, const char **why)
         *ip = OB_FAULT_RELAY_MARK_BEFORE_ACK;
     else if (strcmp(v, "consumer_commit_before_apply") == 0)
         *ip = OB_FAULT_CONSUMER_COMMIT_BEFORE_APPLY;
+    else if (strcmp(v, "http_lose_write_reply") == 0)
+        *ip = OB_FAULT_HTTP_LOSE_WRITE_REPLY;
     else {
-        *why = "expected none, relay_mark_before_ack or consumer_commit_before_apply";
+        *why = "expected none, relay_mark_before_ack, consumer_commit_before_apply or http_lose_write_reply";
         return -1;
     }
     if (allow == NULL || strcmp(allow, "1") != 0) {

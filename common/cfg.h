@@ -25,6 +25,7 @@ typedef enum {
     OB_FAULT_NONE,
     OB_FAULT_RELAY_MARK_BEFORE_ACK,        /* mark rows published whatever Kafka answered */
     OB_FAULT_CONSUMER_COMMIT_BEFORE_APPLY, /* commit offsets, then apply */
+    OB_FAULT_HTTP_LOSE_WRITE_REPLY,        /* drop the connection once a write's reply is in (not lossy) */
 } ob_fault_t;
 
 typedef struct ob_cfg_s {
@@ -49,6 +50,7 @@ typedef struct ob_cfg_s {
         char listen[128];
         char dsn[OB_CFG_STR];
         char group[128];         /* Kafka consumer group */
+        int  stall_after_s;      /* events waiting, none applied this long: stalled */
     } ledger;
     struct {
         char brokers[OB_CFG_STR];

@@ -147,6 +147,31 @@ Test(orders, bad_requests_are_4xx_json_and_write_nothing, .init = setup, .fini =
     memset(big, ' ', sizeof(big) - 1);
     big[sizeof(big) - 1] = '\0';
     cr_assert_eq(obh_http(h.orders_port, "POST", "/orders", NULL, big, resp, sizeof(resp), NULL, 0), 413);
+    /* Idempotency-Key: printable ASCII only; bytes that are not UTF-8 were a 500 (PostgreSQL 22021) */
+    const char *bad_keys[] = { "Idempotency-Key: k-\xff\xfe\r\n", "Idempotency-Key: k-\x01\r\n",
+                               "Idempotency-Key: k-\xc3\xa9\r\n" };
+    for (size_t i = 0; i < OB_ARRAY_LEN(bad_keys); i++) {
+        int st = obh_http(h.orders_port, "POST", "/orders", bad_keys[i],
+                          "{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}", resp, sizeof(resp), NULL, 0);
+        cr_assert_eq(st, 400, "key %zu: %d %s", i, st, resp);
+        /* a control byte is refused by civetweb's header parser already, also in JSON */
+        cr_assert(strstr(resp, i == 1 ? "{\"error\":\"" : "\"error\":\"Idempotency-Key: must be 1 to 255 bytes of "
+                                                         "printable ASCII") != NULL,
+                  "%s", resp);
+    }
+    /* JSON nested past the limit is a 400 from a worker that stays up (it was SIGSEGV at about 800 levels) */
+    char deep[4096];
+    int  n = snprintf(deep, sizeof(deep), "{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\",\"x\":");
+    for (int i = 0; i < 1500; i++)
+        deep[n++] = '[';
+    deep[n] = '\0';
+    ob_shm_slot_t w0, w1;
+    cr_assert_geq(obh_worker(&h, OB_KIND_HTTP, 0, &w0), 0);
+    cr_assert_eq(obh_http(h.orders_port, "POST", "/orders", NULL, deep, resp, sizeof(resp), NULL, 0), 400);
+    cr_assert(strstr(resp, "nested deeper than 32 levels") != NULL, "%s", resp);
+    cr_assert_geq(obh_worker(&h, OB_KIND_HTTP, 0, &w1), 0);
+    cr_assert_eq(w1.pid, w0.pid, "the worker was replaced");
+    cr_assert_eq(w1.restarts, 0);
     cr_assert_eq(obh_http(h.orders_port, "DELETE", "/orders", NULL, NULL, resp, sizeof(resp), NULL, 0), 405);
     cr_assert_eq(obh_http(h.orders_port, "GET", "/nope", NULL, NULL, resp, sizeof(resp), NULL, 0), 404);
     cr_assert(strstr(resp, "\"error\"") != NULL, "%s", resp);
@@ -521,4 +546,105 @@ Test(orders, slow_bodies_starve_nothing_and_are_cut_at_the_request_timeout, .ini
     cr_assert_lt(longest, TIMEOUT_MS + obh_ms(1500), "a slow body held its thread for %lld ms", (long long) longest);
     cr_assert_lt(worst, obh_ms(500), "a probe took %lld ms", (long long) worst);
     cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders"), prompt, "only the prompt orders exist");
+}
+
+static int
+http_backends_are(obh_t *hh, void *arg)
+{
+    char sql[256];
+
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM pg_stat_activity WHERE datname = '%s' AND application_name = "
+                               "'outboxd http 0'", hh->orders_db);
+    return obh_scalar(STACK_ORDERS "postgres", sql) == *(int *) arg;
+}
+
+typedef struct {
+    atomic_int ok, unavailable, other, n;
+    const char *path;
+} burst_t;
+
+/* Each client thread sends its share of requests; creates when path is NULL, else GETs. */
+static void *
+burst_client(void *arg)
+{
+    burst_t *b = arg;
+    char     resp[2048];
+
+    for (int i = 0; i < b->n; i++) {
+        int st = b->path ? obh_http(h.orders_port, "GET", b->path, NULL, NULL, resp, sizeof(resp), NULL, 0)
+                         : post_order("{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}", NULL, NULL);
+        atomic_fetch_add(st == 200 || st == 201 ? &b->ok : st == 503 ? &b->unavailable : &b->other, 1);
+    }
+    return NULL;
+}
+
+static void
+burst(burst_t *b, int clients)
+{
+    pthread_t th[8];
+
+    for (int i = 0; i < clients; i++)
+        pthread_create(&th[i], NULL, burst_client, b);
+    for (int i = 0; i < clients; i++)
+        pthread_join(th[i], NULL);
+}
+
+/*
+ * Every thread's pooled connection dies while no request uses it (database
+ * restarted, backends terminated). Before: each thread found out with its
+ * first request afterwards, so clients saw 503s although the database was
+ * back. Now the connection is checked before use and replaced.
+ */
+Test(orders, no_503_once_the_database_accepts_connections_again, .init = setup, .fini = teardown, .timeout = 120)
+{
+    int     four = 4, none = 0;
+    burst_t warm = { .n = 25, .path = "/orders/total" };
+
+    start_http("[orders]\nthreads = 4\n[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n");
+    /* every thread holds a connection: parallel reads until four backends are there */
+    for (int64_t t0 = ob_now_ms(); !http_backends_are(&h, &four); burst(&warm, 8))
+        cr_assert_lt(ob_now_ms() - t0, obh_ms(20000), "the HTTP threads never opened four connections");
+    obh_db_allow(&h, 0, 0);
+    cr_assert(obh_poll(http_backends_are, &h, &none, obh_ms(10000)), "backends not terminated");
+    obh_db_allow(&h, 0, 1);
+    burst_t creates = { .n = 15 }, reads = { .n = 15, .path = "/orders/total" };
+    burst(&creates, 4);
+    burst(&reads, 4);
+    cr_log_info("after the outage: creates %d ok, %d 503; reads %d ok, %d 503", atomic_load(&creates.ok),
+                atomic_load(&creates.unavailable), atomic_load(&reads.ok), atomic_load(&reads.unavailable));
+    cr_assert_eq(atomic_load(&creates.unavailable) + atomic_load(&reads.unavailable), 0, "503s after the database was back");
+    cr_assert_eq(atomic_load(&creates.ok), 60);
+    cr_assert_eq(atomic_load(&reads.ok), 60);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders"), 60);
+    assert_outbox_consistent();
+}
+
+/*
+ * The connection breaks after a write committed and before its reply
+ * ([debug] fault = http_lose_write_reply does that to every first attempt).
+ * The write is retried once on a fresh connection and recognises its own
+ * effect: a create without a key used to hit orders_pkey (500), a cancel
+ * found the order cancelled (409).
+ */
+Test(orders, a_write_whose_reply_was_lost_is_retried_and_finds_its_own_effect, .init = setup, .fini = teardown)
+{
+    char id[37], id2[37], path[128], resp[2048];
+
+    setenv("OUTBOXD_UNSAFE_FAULTS", "1", 1);
+    start_http("[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n[debug]\nfault = http_lose_write_reply\n");
+    unsetenv("OUTBOXD_UNSAFE_FAULTS");
+    cr_assert_eq(post_order("{\"customerId\":\"c-1\",\"amount\":\"5.00\",\"currency\":\"USD\"}", NULL, id), 201);
+    cr_assert_eq(post_order("{\"customerId\":\"c-2\",\"amount\":\"7.00\",\"currency\":\"USD\"}", "lost-1", id2), 201);
+    cr_assert_eq(post_order("{\"customerId\":\"c-2\",\"amount\":\"7.00\",\"currency\":\"USD\"}", "lost-1", NULL), 200,
+                 "the key's replay returns the first order");
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders"), 2);
+    snprintf(path, sizeof(path), "/orders/%s/cancel", id);
+    int st = obh_http(h.orders_port, "POST", path, NULL, NULL, resp, sizeof(resp), NULL, 0);
+    cr_assert_eq(st, 200, "retried cancel: %d %s", st, resp);
+    cr_assert(strstr(resp, "\"status\":\"cancelled\"") != NULL && strstr(resp, "\"version\":2") != NULL, "%s", resp);
+    cr_assert_eq(obh_http(h.orders_port, "POST", path, NULL, NULL, resp, sizeof(resp), NULL, 0), 409,
+                 "a second cancel is still a conflict");
+    cr_assert_geq(obh_log_count(&h, "retrying once"), 3, "the retries are logged");
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox"), 3);
+    assert_outbox_consistent();
 }

@@ -14,8 +14,10 @@
 #include "../../common/pg.h"
 #include "../../common/util.h"
 
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 typedef struct {
     PGconn *pg;
@@ -33,11 +35,13 @@ static const http_stmt_t orders_statements[] = {
       "WITH o AS ("
       "  INSERT INTO orders (id, customer_id, amount, currency, idempotency_key)"
       "  VALUES ($1::uuid, $2, $3::numeric, $4, $5)"
-      "  ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+      "  ON CONFLICT DO NOTHING RETURNING id"
       "), e AS ("
       "  INSERT INTO outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload)"
       "  SELECT $6::uuid, 'order', o.id, 1, 'order.created', $7::int, $8::bytea FROM o RETURNING 1"
       ") SELECT (SELECT count(*) FROM o), (SELECT count(*) FROM e)" },
+    /* after an ambiguous write: did the lost attempt commit this event? */
+    { "event_exists", "SELECT count(*) FROM outbox WHERE event_id = $1::uuid" },
     { "get",
       "SELECT id, customer_id, amount::text, currency, status, version, created_at FROM orders WHERE id = $1::uuid" },
     { "get_by_key",
@@ -115,13 +119,35 @@ db_check_sync_commit(ob_http_t *hw, PGconn *pg)
     return 0;
 }
 
+/*
+ * Whether an idle pooled connection is still there. A server that went
+ * away (restart, pg_terminate_backend, failover) has sent its FATAL and
+ * closed the socket, so the socket is readable: reading it then tells. The
+ * request that would otherwise find out by failing gets a fresh connection
+ * instead, so no client sees a 503 once the database is back. One poll()
+ * of no wait per request.
+ */
+static int
+db_alive(PGconn *pg)
+{
+    struct pollfd p = { .fd = PQsocket(pg), .events = POLLIN | POLLRDHUP };
+
+    if (p.fd < 0)
+        return 0;
+    if (poll(&p, 1, 0) == 0)
+        return 1;
+    if (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL))
+        return 0;
+    return PQconsumeInput(pg) == 1 && PQstatus(pg) == CONNECTION_OK;
+}
+
 PGconn *
 ob_http_db(ob_http_t *hw, ob_db_id_t which, char *err, size_t errlen)
 {
     http_db_t *db = &tl_db[which];
     char       app[48], set[96];
 
-    if (db->pg != NULL && PQstatus(db->pg) == CONNECTION_OK)
+    if (db->pg != NULL && PQstatus(db->pg) == CONNECTION_OK && db_alive(db->pg))
         return db->pg;
     db_close(which);
     snprintf(app, sizeof(app), "outboxd http %d", hw->index);
@@ -167,6 +193,19 @@ ob_http_db_failure(PGconn *pg, PGresult *r, char *err, size_t errlen)
             if (tl_db[i].pg == pg)
                 db_close(i);
     return status;
+}
+
+int
+ob_http_db_lost(ob_http_t *hw, PGconn *pg, PGresult *r, int attempt)
+{
+    if (attempt > 0)
+        return 0;
+    if (hw->cfg->debug.fault == OB_FAULT_HTTP_LOSE_WRITE_REPLY && PQresultStatus(r) != PGRES_FATAL_ERROR) {
+        shutdown(PQsocket(pg), SHUT_RDWR);     /* the reply is in; pretend it never came */
+        return 1;
+    }
+    return PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK &&
+           PQstatus(pg) != CONNECTION_OK;
 }
 
 void

@@ -322,6 +322,25 @@ http_end_request(const struct mg_connection *conn, int status)
     ob_http_deadline_end();
 }
 
+/*
+ * civetweb's own refusals (malformed request line or header, headers too
+ * large, bad URI) are answered before our handler runs: in JSON too, like
+ * every other error of ours, and the connection closed.
+ */
+static int
+http_error_reply(struct mg_connection *conn, int status, const char *errmsg)
+{
+    char msg[200];
+
+    snprintf(msg, sizeof(msg), "%s", errmsg != NULL && errmsg[0] ? errmsg : mg_get_response_code_text(conn, status));
+    for (char *c = msg; *c; c++)
+        if ((unsigned char) *c < 0x20 || (unsigned char) *c > 0x7e)
+            *c = ' ';      /* one line of ASCII, whatever civetweb put in it */
+    ob_http_deadline_abandon();
+    ob_http_reply(conn, status, json_pack("{s:s}", "error", msg), NULL);
+    return 0;
+}
+
 static int
 http_log_message(const struct mg_connection *conn, const char *message)
 {
@@ -381,6 +400,7 @@ http_start_listener(http_ctx_t *hc, int threads)
     cb.log_message = http_log_message;
     cb.begin_request = http_handle;
     cb.end_request = http_end_request;
+    cb.http_error = http_error_reply;
     cb.exit_thread = http_exit_thread;
     hc->body_max = http_body_max(threads);
     /* Threads inherit the mask: only the main thread takes TERM/HUP/... */

@@ -79,6 +79,14 @@ int ob_http_db_writable(void);
 /* After a failed command: 503 for "database unavailable / try again", else 500.
  * Drops the connection when it is broken so the next request reconnects. */
 int ob_http_db_failure(PGconn *pg, PGresult *r, char *err, size_t errlen);
+/*
+ * After a write on pg: 1 when its outcome is unknown and it may be retried
+ * once (attempt 0 only) on a fresh connection: the connection broke before
+ * the reply, so the write may or may not have committed. The retry must
+ * recognise its own effect. [debug] fault = http_lose_write_reply drops
+ * the connection after a reply to exercise this.
+ */
+int ob_http_db_lost(ob_http_t *hw, PGconn *pg, PGresult *r, int attempt);
 /* civetweb exit_thread: closes this thread's connection. */
 void ob_http_db_close_thread(void);
 

@@ -80,20 +80,28 @@ orders_wake_relay(int partition)
         ob_shm_wake(&ob_shm->map->slots[owner]);
 }
 
-/* Builds the event for an order; *payload is malloc'd. */
+/* A fresh UUIDv7 as text into out[37]; -1 without randomness. */
+static int
+orders_new_id(char *out)
+{
+    ob_uuid_t u;
+
+    if (ob_uuid_v7(&u) != 0)
+        return -1;
+    ob_uuid_format(&u, out);
+    return 0;
+}
+
+/* Builds the event event_id for an order; *payload is malloc'd. */
 static int
 orders_event(ob_http_t *hw, const char *type, const char *order_id, int seq, const char *customer,
-             const char *amount, const char *currency, const char *status, char *event_id, char **payload,
+             const char *amount, const char *currency, const char *status, const char *event_id, char **payload,
              size_t *len)
 {
     ob_event_t ev;
-    ob_uuid_t  u;
 
     memset(&ev, 0, sizeof(ev));
-    if (ob_uuid_v7(&u) != 0)
-        return -1;
-    ob_uuid_format(&u, ev.id);
-    ob_strlcpy(event_id, ev.id, 37);
+    ob_strlcpy(ev.id, event_id, sizeof(ev.id));
     ob_strlcpy(ev.type, type, sizeof(ev.type));
     ob_strlcpy(ev.aggregate_type, "order", sizeof(ev.aggregate_type));
     ob_strlcpy(ev.aggregate_id, order_id, sizeof(ev.aggregate_id));
@@ -170,6 +178,103 @@ orders_backpressure(ob_http_t *hw, struct mg_connection *conn)
     return 503;
 }
 
+/* Refuses writes on a connection whose commits are not durable; 0 when it may write. */
+static int
+orders_refuse_async(struct mg_connection *conn)
+{
+    if (ob_http_db_writable())
+        return 0;
+    return ob_http_reply(conn, 503,
+                         json_pack("{s:s}", "error", "synchronous_commit is off on the orders database; writes refused"),
+                         RETRY_AFTER);
+}
+
+/*
+ * Idempotency-Key: 1 to 255 bytes of printable ASCII (space to tilde). Keys
+ * are global, not per customer; PostgreSQL would refuse bytes that are not
+ * UTF-8 with an error of its own (22021), and control bytes have no place
+ * in a header value.
+ */
+static int
+orders_key_invalid(const char *key)
+{
+    size_t n = strlen(key);
+
+    if (n == 0 || n > IDEM_KEY_MAX)
+        return 1;
+    for (const unsigned char *c = (const unsigned char *) key; *c; c++)
+        if (*c < 0x20 || *c > 0x7e)
+            return 1;
+    return 0;
+}
+
+/*
+ * The create statement inserted nothing: 0 when the order is the one a lost
+ * attempt committed, else the status sent (the key's first order, or 422).
+ */
+static int
+orders_create_conflict(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, const char *order_id, const char *key,
+                       const ob_order_req_t *req, int attempt)
+{
+    if (attempt > 0) {
+        const char *params[1] = { order_id };
+        PGresult   *r = PQexecPrepared(pg, "get", 1, params, NULL, NULL, 0);
+        int         status;
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            status = orders_db_error(hw, conn, pg, r);
+            PQclear(r);
+            return status;
+        }
+        status = PQntuples(r);
+        PQclear(r);
+        if (status == 1)
+            return 0;    /* the attempt whose reply was lost committed: it is ours */
+    }
+    if (key == NULL)
+        return orders_unavailable(conn, "create inserted nothing and the order is not there");
+    return orders_replay(hw, conn, pg, key, req);
+}
+
+/*
+ * One autocommitted statement writes the order and its event. When the
+ * connection breaks before the reply, the outcome is unknown: the statement
+ * is sent once more on a fresh connection with the same ids, and finding
+ * the order already there means the first one committed.
+ */
+static int
+orders_create_write(ob_http_t *hw, struct mg_connection *conn, const char *const *params, const int *lens,
+                    const int *fmts, const char *order_id, const char *key, const ob_order_req_t *req)
+{
+    char      err[512];
+    PGconn   *pg;
+    PGresult *r;
+    int       status;
+
+    for (int attempt = 0;; attempt++) {
+        if ((pg = ob_http_db(hw, OB_DB_ORDERS, err, sizeof(err))) == NULL)
+            return orders_unavailable(conn, err);
+        if ((status = orders_refuse_async(conn)) != 0)
+            return status;
+        r = PQexecPrepared(pg, "create", 8, params, lens, fmts, 0);
+        if (ob_http_db_lost(hw, pg, r, attempt)) {
+            ob_log(OB_LOG_WARN, "orders: connection lost during create of %s; retrying once", order_id);
+            PQclear(r);
+            ob_http_db_failure(pg, NULL, err, sizeof(err));
+            continue;
+        }
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            status = orders_db_error(hw, conn, pg, r);
+            PQclear(r);
+            return status;
+        }
+        int inserted = atoi(PQgetvalue(r, 0, 0));
+        PQclear(r);
+        if (!inserted)
+            return orders_create_conflict(hw, conn, pg, order_id, key, req, attempt);
+        return 0;
+    }
+}
+
 static int
 orders_create(ob_http_t *hw, struct mg_connection *conn)
 {
@@ -179,29 +284,17 @@ orders_create(ob_http_t *hw, struct mg_connection *conn)
     size_t         len, plen;
     const char    *key = mg_get_header(conn, "Idempotency-Key");
     int            status, partition;
-    PGconn        *pg;
 
     ob_http_body(&body, &len);
     status = ob_order_req_parse(body ? body : "", len, &req, msg, sizeof(msg));
     if (status != 0)
         return ob_http_error(conn, status, msg);
-    if (key != NULL && (key[0] == '\0' || strlen(key) > IDEM_KEY_MAX))
-        return ob_http_error(conn, 400, "Idempotency-Key: must be 1 to 255 characters");
+    if (key != NULL && orders_key_invalid(key))
+        return ob_http_error(conn, 400, "Idempotency-Key: must be 1 to 255 bytes of printable ASCII (0x20-0x7E)");
     if ((status = orders_backpressure(hw, conn)) != 0)
         return status;
-    pg = ob_http_db(hw, OB_DB_ORDERS, msg, sizeof(msg));
-    if (pg == NULL)
-        return orders_unavailable(conn, msg);
-    if (!ob_http_db_writable())
-        return ob_http_reply(conn, 503,
-                             json_pack("{s:s}", "error",
-                                       "synchronous_commit is off on the orders database; writes refused"),
-                             RETRY_AFTER);
-
-    ob_uuid_t u;
-    if (ob_uuid_v7(&u) != 0)
+    if (orders_new_id(order_id) != 0 || orders_new_id(event_id) != 0)
         return ob_http_error(conn, 500, "no randomness for an order id");
-    ob_uuid_format(&u, order_id);
     partition = ob_partition_for(order_id, strlen(order_id), hw->cfg->kafka.partitions);
     if (orders_event(hw, OB_EVENT_CREATED, order_id, 1, req.customer_id, req.amount, req.cur->code, "created",
                      event_id, &payload, &plen) != 0)
@@ -210,17 +303,10 @@ orders_create(ob_http_t *hw, struct mg_connection *conn)
     const char *params[8] = { order_id, req.customer_id, req.amount, req.cur->code, key, event_id, part, payload };
     int         lens[8] = { 0, 0, 0, 0, 0, 0, 0, (int) plen };
     int         fmts[8] = { 0, 0, 0, 0, 0, 0, 0, 1 };
-    PGresult   *r = PQexecPrepared(pg, "create", 8, params, lens, fmts, 0);
+    status = orders_create_write(hw, conn, params, lens, fmts, order_id, key, &req);
     free(payload);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        status = orders_db_error(hw, conn, pg, r);
-        PQclear(r);
+    if (status != 0)
         return status;
-    }
-    int inserted = atoi(PQgetvalue(r, 0, 0));
-    PQclear(r);
-    if (!inserted)
-        return orders_replay(hw, conn, pg, key, &req);
     orders_wake_relay(partition);
     atomic_fetch_add(&hw->slot->counters[OB_CTR_HTTP_ORDERS_CREATED], 1);
     json_t *out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i}", "id", order_id, "customerId", req.customer_id,
@@ -262,11 +348,22 @@ orders_tx(PGconn *pg, const char *sql)
     return r;
 }
 
-static int
-orders_cancel_fail(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, PGresult *r)
-{
-    int status = orders_db_error(hw, conn, pg, r);
+/* A cancel attempt that must be repeated on a fresh connection (nothing sent to the client). */
+#define CANCEL_RETRY (-1)
 
+static int
+orders_cancel_fail(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, PGresult *r, int attempt)
+{
+    int status;
+
+    /* broken before COMMIT: the transaction died with the connection */
+    if (attempt == 0 && PQstatus(pg) != CONNECTION_OK) {
+        char err[512];
+        PQclear(r);
+        ob_http_db_failure(pg, NULL, err, sizeof(err));
+        return CANCEL_RETRY;
+    }
+    status = orders_db_error(hw, conn, pg, r);
     PQclear(r);
     if (status != 503 || PQstatus(pg) == CONNECTION_OK) {
         PGresult *rb = orders_tx(pg, "ROLLBACK");
@@ -275,51 +372,63 @@ orders_cancel_fail(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, PGresu
     return status;
 }
 
+/* 1 when event_id is in the outbox: a retried cancel finding its own effect. */
+static int
+orders_event_exists(PGconn *pg, const char *event_id)
+{
+    const char *params[1] = { event_id };
+    PGresult   *r = PQexecPrepared(pg, "event_exists", 1, params, NULL, NULL, 0);
+    int         found = PQresultStatus(r) == PGRES_TUPLES_OK && atoi(PQgetvalue(r, 0, 0)) == 1;
+
+    PQclear(r);
+    return found;
+}
+
+/* The locked row is not cancellable: 404, 409, or 200 when it is our own lost attempt's doing. */
+static int
+orders_cancel_done(struct mg_connection *conn, PGconn *pg, PGresult *r, const char *event_id, int attempt)
+{
+    int     missing = PQntuples(r) == 0;
+    json_t *order = missing ? NULL : orders_row_json(r, 0);
+
+    PQclear(r);
+    PQclear(orders_tx(pg, "ROLLBACK"));
+    if (missing)
+        return ob_http_error(conn, 404, "no such order");
+    if (attempt > 0 && orders_event_exists(pg, event_id))
+        return ob_http_reply(conn, 200, order, NULL);
+    json_object_set_new(order, "error", json_string("order is already cancelled"));
+    return ob_http_reply(conn, 409, order, NULL);
+}
+
 /*
- * Cancel: BEGIN; lock the order row; encode order.cancelled with the next
- * version; update the row and insert the event in one statement; COMMIT.
- * The row lock makes event id order and commit order agree per order.
+ * One cancel transaction: BEGIN; lock the order row; encode
+ * order.cancelled with the next version; update the row and insert the
+ * event in one statement; COMMIT. The row lock makes event id order and
+ * commit order agree per order. CANCEL_RETRY when the connection broke.
  */
 static int
-orders_cancel(ob_http_t *hw, struct mg_connection *conn, const char *id)
+orders_cancel_tx(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, const char *id, const char *event_id,
+                 int attempt)
 {
-    const char *params[5] = { id };
-    char        err[512], event_id[37], part[16], seq[16], *payload = NULL;
+    const char *params[1] = { id };
+    char        part[16], seq[16], *payload = NULL;
     size_t      plen;
-    PGconn     *pg = ob_http_db(hw, OB_DB_ORDERS, err, sizeof(err));
     PGresult   *r;
 
-    if (pg == NULL)
-        return orders_unavailable(conn, err);
-    if (!ob_http_db_writable())
-        return ob_http_reply(conn, 503,
-                             json_pack("{s:s}", "error",
-                                       "synchronous_commit is off on the orders database; writes refused"),
-                             RETRY_AFTER);
     if ((r = orders_tx(pg, "BEGIN")) != NULL)
-        return orders_cancel_fail(hw, conn, pg, r);
+        return orders_cancel_fail(hw, conn, pg, r, attempt);
     r = PQexecPrepared(pg, "lock", 1, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        return orders_cancel_fail(hw, conn, pg, r);
-    if (PQntuples(r) == 0 || strcmp(PQgetvalue(r, 0, COL_STATUS), "cancelled") == 0) {
-        int     missing = PQntuples(r) == 0;
-        json_t *order = missing ? NULL : orders_row_json(r, 0);
-        PQclear(r);
-        PQclear(orders_tx(pg, "ROLLBACK"));
-        if (missing)
-            return ob_http_error(conn, 404, "no such order");
-        json_object_set_new(order, "error", json_string("order is already cancelled"));
-        return ob_http_reply(conn, 409, order, NULL);
-    }
+        return orders_cancel_fail(hw, conn, pg, r, attempt);
+    if (PQntuples(r) == 0 || strcmp(PQgetvalue(r, 0, COL_STATUS), "cancelled") == 0)
+        return orders_cancel_done(conn, pg, r, event_id, attempt);
     int version = atoi(PQgetvalue(r, 0, COL_VERSION)) + 1;
     int partition = ob_partition_for(id, strlen(id), hw->cfg->kafka.partitions);
-    const ob_currency_t *cur = ob_currency_find(PQgetvalue(r, 0, COL_CURRENCY));
-    char amount[64];
-    if (cur == NULL || ob_decimal_rescale(PQgetvalue(r, 0, COL_AMOUNT), cur->digits, amount, sizeof(amount)) != 0)
-        ob_strlcpy(amount, PQgetvalue(r, 0, COL_AMOUNT), sizeof(amount));
+    json_t *order = orders_row_json(r, 0);
+    const char *amount = json_string_value(json_object_get(order, "amount"));
     int enc = orders_event(hw, OB_EVENT_CANCELLED, id, version, PQgetvalue(r, 0, COL_CUSTOMER), amount,
                            PQgetvalue(r, 0, COL_CURRENCY), "cancelled", event_id, &payload, &plen);
-    json_t *order = orders_row_json(r, 0);
     PQclear(r);
     if (enc != 0) {
         json_decref(order);
@@ -340,17 +449,49 @@ orders_cancel(ob_http_t *hw, struct mg_connection *conn, const char *id)
             PQclear(orders_tx(pg, "ROLLBACK"));
             return ob_http_error(conn, 409, "order changed while cancelling; retry");
         }
-        return orders_cancel_fail(hw, conn, pg, r);
+        return orders_cancel_fail(hw, conn, pg, r, attempt);
     }
     PQclear(r);
-    if ((r = orders_tx(pg, "COMMIT")) != NULL) {
+    r = PQexec(pg, "COMMIT");
+    if (ob_http_db_lost(hw, pg, r, attempt)) {
+        /* committed or not: the retry's lock tells, by finding this event */
+        char err[512];
         json_decref(order);
-        return orders_cancel_fail(hw, conn, pg, r);
+        PQclear(r);
+        ob_http_db_failure(pg, NULL, err, sizeof(err));
+        return CANCEL_RETRY;
     }
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        json_decref(order);
+        return orders_cancel_fail(hw, conn, pg, r, attempt);
+    }
+    PQclear(r);
     orders_wake_relay(partition);
     json_object_set_new(order, "status", json_string("cancelled"));
     json_object_set_new(order, "version", json_integer(version));
     return ob_http_reply(conn, 200, order, NULL);
+}
+
+/* A cancel whose connection breaks is run once more, with the same event id. */
+static int
+orders_cancel(ob_http_t *hw, struct mg_connection *conn, const char *id)
+{
+    char event_id[37], err[512];
+    int  status = CANCEL_RETRY;
+
+    if (orders_new_id(event_id) != 0)
+        return ob_http_error(conn, 500, "no randomness for an event id");
+    for (int attempt = 0; status == CANCEL_RETRY; attempt++) {
+        PGconn *pg = ob_http_db(hw, OB_DB_ORDERS, err, sizeof(err));
+        if (pg == NULL)
+            return orders_unavailable(conn, err);
+        if ((status = orders_refuse_async(conn)) != 0)
+            return status;
+        if (attempt > 0)
+            ob_log(OB_LOG_WARN, "orders: connection lost while cancelling %s; retrying once", id);
+        status = orders_cancel_tx(hw, conn, pg, id, event_id, attempt);
+    }
+    return status;
 }
 
 static int
