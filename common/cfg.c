@@ -55,7 +55,9 @@ static const key_def_t keys[] = {
     T("ledger", "stall_after", K_DURATION, ledger.stall_after_s, 1, INT_MAX, 0),
     S("kafka", "brokers", kafka.brokers, 0),
     S("kafka", "topic", kafka.topic, 0),
-    I("kafka", "partitions", kafka.partitions, 1, 256, 0),
+    /* restart-only: HTTP workers would write rows for partitions the topic
+     * lacks while the relays go fatal, and reverting strands those rows */
+    I("kafka", "partitions", kafka.partitions, 1, 256, 1),
     T("kafka", "format", K_FORMAT, kafka.format, 0, 0, 0),
     I("workers", "http", workers.http, 0, 64, 0),
     I("workers", "relays", workers.relays, 0, 256, 0),
@@ -459,7 +461,7 @@ ob_cfg_digest(const ob_cfg_t *cfg)
 }
 
 int
-ob_cfg_restart_only_changes(const ob_cfg_t *a, const ob_cfg_t *b, char *out, size_t outlen)
+ob_cfg_keep_restart_only(const ob_cfg_t *running, ob_cfg_t *next, char *out, size_t outlen)
 {
     int    count = 0;
     size_t used = 0;
@@ -468,8 +470,9 @@ ob_cfg_restart_only_changes(const ob_cfg_t *a, const ob_cfg_t *b, char *out, siz
     for (size_t i = 0; i < OB_ARRAY_LEN(keys); i++) {
         const key_def_t *k = &keys[i];
         size_t           sz = k->type == K_STR ? k->size : sizeof(int);
-        if (!k->restart_only || memcmp((const char *) a + k->off, (const char *) b + k->off, sz) == 0)
+        if (!k->restart_only || memcmp((const char *) running + k->off, (const char *) next + k->off, sz) == 0)
             continue;
+        memcpy((char *) next + k->off, (const char *) running + k->off, sz);
         int n = snprintf(out + used, outlen - used, "%s[%s] %s", count ? ", " : "", k->section, k->key);
         if (n > 0 && used + (size_t) n < outlen)
             used += (size_t) n;

@@ -102,8 +102,12 @@ int ob_cfg_validate(const ob_cfg_t *cfg, char *err, size_t errlen);
 /* Digest of everything that matters, shown in status. */
 uint64_t ob_cfg_digest(const ob_cfg_t *cfg);
 
-/* Restart-only keys that differ between a and b, as "a, b" in out; 0 if none. */
-int ob_cfg_restart_only_changes(const ob_cfg_t *a, const ob_cfg_t *b, char *out, size_t outlen);
+/*
+ * Gives every restart-only key of next (a reloaded file) its running value,
+ * naming those that differed as "[s] k, [s] k" in out; returns how many.
+ * The key table says which keys these are, so no caller keeps its own list.
+ */
+int ob_cfg_keep_restart_only(const ob_cfg_t *running, ob_cfg_t *next, char *out, size_t outlen);
 
 /*
  * Reads only [supervisor] name, ignoring every error: `outboxd status` must

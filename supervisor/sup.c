@@ -537,14 +537,9 @@ sup_keep_restart_only(const ob_cfg_t *old, ob_cfg_t *next)
 {
     char changed[512];
 
-    if (ob_cfg_restart_only_changes(old, next, changed, sizeof(changed)) == 0)
+    if (ob_cfg_keep_restart_only(old, next, changed, sizeof(changed)) == 0)
         return;
     ob_log(OB_LOG_WARN, "reload: %s changed; these take effect only after a restart", changed);
-    memcpy(&next->supervisor.name, &old->supervisor.name, sizeof(old->supervisor.name));
-    memcpy(&next->supervisor.pidfile, &old->supervisor.pidfile, sizeof(old->supervisor.pidfile));
-    memcpy(&next->orders.listen, &old->orders.listen, sizeof(old->orders.listen));
-    memcpy(&next->ledger.listen, &old->ledger.listen, sizeof(old->ledger.listen));
-    memcpy(&next->admin.listen, &old->admin.listen, sizeof(old->admin.listen));
 }
 
 static void

@@ -534,6 +534,30 @@ obh_kafka_create_topic(obh_t *h, int max_message_bytes)
 }
 
 void
+obh_kafka_grow_topic(obh_t *h, int partitions)
+{
+    char                     err[256];
+    rd_kafka_t              *rk = obh_kafka_admin();
+    rd_kafka_NewPartitions_t *np = rd_kafka_NewPartitions_new(h->topic, (size_t) partitions, err, sizeof(err));
+    rd_kafka_queue_t        *q = rd_kafka_queue_new(rk);
+
+    cr_assert_not_null(np, "NewPartitions: %s", err);
+    rd_kafka_CreatePartitions(rk, &np, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
+    cr_assert_not_null(ev, "CreatePartitions timed out");
+    size_t                          cnt;
+    const rd_kafka_topic_result_t **tr =
+        rd_kafka_CreatePartitions_result_topics(rd_kafka_event_CreatePartitions_result(ev), &cnt);
+    cr_assert(cnt == 1 && rd_kafka_topic_result_error(tr[0]) == 0, "CreatePartitions: %s",
+              cnt ? rd_kafka_topic_result_error_string(tr[0]) : "no result");
+    rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_NewPartitions_destroy(np);
+    rd_kafka_destroy(rk);
+    h->partitions = partitions;
+}
+
+void
 obh_kafka_set_max_message_bytes(obh_t *h, int bytes)
 {
     char                  v[16];

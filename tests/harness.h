@@ -115,6 +115,8 @@ obh_msg_t *obh_kafka_read_all(obh_t *h, int want, int timeout_ms, int *n);
 
 /* Creates h->topic with h->partitions partitions and optional max.message.bytes (0 = default). */
 void obh_kafka_create_topic(obh_t *h, int max_message_bytes);
+/* Adds partitions to h->topic up to `partitions` in all (and sets h->partitions). */
+void obh_kafka_grow_topic(obh_t *h, int partitions);
 /* Sets the topic's max.message.bytes. */
 void obh_kafka_set_max_message_bytes(obh_t *h, int bytes);
 

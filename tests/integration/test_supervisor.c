@@ -3,9 +3,11 @@
  * kill -9 and SIGSTOP its workers, reload it, stop it, kill it.
  */
 #include "tests/integration/fixture.h"
+#include "common/murmur2.h"
 #include "common/util.h"
 
 #include <criterion/criterion.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -359,11 +361,58 @@ Test(supervisor, exit_2_is_fatal_until_reload, .init = setup, .fini = teardown)
     cr_assert_eq(s.restarts, 0);
     status_text(out, sizeof(out));
     cr_assert(strstr(out, "fatal") != NULL && strstr(out, "has 3 partitions") != NULL, "%s", out);
-    /* the operator fixes the file and reloads: the relay comes back */
-    h.partitions = 3;
-    obh_write_conf(&h, "[workers]\nhttp = 0\nrelays = 1\nconsumers = 0\n");
+    /* the operator fixes the cause (grows the topic to the configured 4) and reloads: the relay comes back */
+    obh_kafka_grow_topic(&h, 4);
     kill(h.pid, SIGHUP);
     cr_assert_neq(obh_wait_worker(&h, OB_KIND_RELAY, 0, 0, obh_ms(15000)), 0, "relay not back after reload");
+}
+
+static int
+partition_of(const char *id)
+{
+    char sql[160];
+
+    snprintf(sql, sizeof(sql), "SELECT partition FROM outbox WHERE aggregate_id = '%s'", id);
+    return (int) obh_scalar(h.orders_dsn, sql);
+}
+
+/*
+ * [kafka] partitions reloaded to a value the topic does not have. Before:
+ * the relays went fatal while HTTP went on writing rows for partitions the
+ * topic lacks, which no relay owned after the value was reverted. Now the
+ * key is restart-only (from the key table): the reload says so and keeps it.
+ */
+Test(supervisor, reload_keeps_kafka_partitions_and_says_it_needs_a_restart, .init = setup, .fini = teardown)
+{
+    char resp[1024], id[37];
+
+    start_with("[workers]\nhttp = 1\nrelays = 1\nconsumers = 0\n", NULL);
+    pid_t relay = obh_wait_worker(&h, OB_KIND_RELAY, 0, 0, obh_ms(15000));
+    cr_assert_neq(relay, 0);
+    int right = h.partitions;
+    h.partitions = right + 5;
+    obh_write_conf(&h, "[workers]\nhttp = 1\nrelays = 1\nconsumers = 0\n");
+    h.partitions = right;
+    kill(h.pid, SIGHUP);
+    for (int64_t t0 = ob_now_ms(); obh_log_count(&h, "[kafka] partitions changed; these take effect only after a "
+                                                     "restart") == 0;
+         ob_sleep_ms(10))
+        cr_assert_lt(ob_now_ms() - t0, obh_ms(10000), "the reload did not say partitions needs a restart");
+    cr_assert_neq(obh_wait_worker(&h, OB_KIND_HTTP, 0, 0, obh_ms(10000)), 0);
+    for (int i = 0; i < 8; i++) {
+        int st = obh_http(h.orders_port, "POST", "/orders", NULL, "{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}",
+                          resp, sizeof(resp), NULL, 0);
+        cr_assert_eq(st, 201, "%d %s", st, resp);
+        json_t *j = json_loads(resp, 0, NULL);
+        ob_strlcpy(id, json_string_value(json_object_get(j, "id")), sizeof(id));
+        json_decref(j);
+        cr_assert_eq(partition_of(id), ob_partition_for(id, 36, right), "order %s written for another partition count",
+                     id);
+    }
+    ob_shm_slot_t s;
+    cr_assert_geq(obh_worker(&h, OB_KIND_RELAY, 0, &s), 0, "relay not running");
+    cr_assert_eq(s.pid, relay, "the relay was restarted or went fatal");
+    cr_assert_eq(obh_log_count(&h, "fatal"), 0);
 }
 
 /* Receives one datagram on the fake NOTIFY_SOCKET, or "" after timeout. */

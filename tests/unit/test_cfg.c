@@ -172,11 +172,17 @@ Test(cfg, restart_only_changes_are_detected_and_digest_moves)
     char     err[512] = "", out[256];
 
     cr_assert_eq(load("[orders]\nlisten = 127.0.0.1:3000\n", &a, err, sizeof(err)), 0, "%s", err);
-    cr_assert_eq(load("[orders]\nlisten = 127.0.0.1:3001\n[workers]\nrelays = 1\n", &b, err, sizeof(err)), 0, "%s",
-                 err);
-    cr_assert_eq(ob_cfg_restart_only_changes(&a, &b, out, sizeof(out)), 1);
-    cr_assert_str_eq(out, "[orders] listen");
+    cr_assert_eq(load("[orders]\nlisten = 127.0.0.1:3001\n[workers]\nrelays = 1\n[kafka]\npartitions = 13\n", &b,
+                      err, sizeof(err)),
+                 0, "%s", err);
     cr_assert_neq(ob_cfg_digest(&a), ob_cfg_digest(&b));
+    /* a reload keeps the running value of each restart-only key, named by the key table */
+    cr_assert_eq(ob_cfg_keep_restart_only(&a, &b, out, sizeof(out)), 2);
+    cr_assert_str_eq(out, "[orders] listen, [kafka] partitions");
+    cr_assert_str_eq(b.orders.listen, "127.0.0.1:3000");
+    cr_assert_eq(b.kafka.partitions, a.kafka.partitions);
+    cr_assert_eq(b.workers.relays, 1, "a reloadable key takes the new value");
+    cr_assert_eq(ob_cfg_keep_restart_only(&a, &b, out, sizeof(out)), 0);
     /* a shorter string over a longer default must not leave stale bytes behind */
     cr_assert_eq(load("[orders]\nlisten = 1.2.3.4:5\n", &a, err, sizeof(err)), 0, "%s", err);
     cr_assert_eq(load("[orders]\nlisten = 1.2.3.4:5\n", &b, err, sizeof(err)), 0, "%s", err);
