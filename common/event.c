@@ -92,12 +92,18 @@ ob_event_encode(const ob_event_t *ev, int json, char **out, size_t *outlen)
     return json ? event_encode_json(ev, out, outlen) : event_encode_msgpack(ev, out, outlen);
 }
 
-/* Copies a msgpack string into a fixed field; -1 if absent, not a string or too long. */
+/*
+ * Copies a msgpack string into a fixed field; -1 if absent, not a string or
+ * too long, -2 if it holds a NUL byte: the C string would silently end
+ * there, so "order.created\0junk" would pass for "order.created".
+ */
 static int
 mp_copy(const msgpack_object *o, char *dst, size_t dstlen)
 {
     if (o == NULL || o->type != MSGPACK_OBJECT_STR || o->via.str.size >= dstlen)
         return -1;
+    if (memchr(o->via.str.ptr, '\0', o->via.str.size) != NULL)
+        return -2;
     memcpy(dst, o->via.str.ptr, o->via.str.size);
     dst[o->via.str.size] = '\0';
     return 0;
@@ -214,22 +220,28 @@ event_decode_msgpack(const void *buf, size_t len, ob_event_t *ev, char *err, siz
     char                 *fields[] = { ev->id, ev->type, ev->aggregate_type, ev->aggregate_id, ev->occurred_at };
     size_t                sizes[] = { sizeof(ev->id), sizeof(ev->type), sizeof(ev->aggregate_type),
                                       sizeof(ev->aggregate_id), sizeof(ev->occurred_at) };
-    for (size_t i = 0; i < OB_ARRAY_LEN(names); i++)
-        if (mp_copy(mp_get(m, names[i]), fields[i], sizes[i]) != 0) {
-            snprintf(err, errlen, "field %s missing or invalid", names[i]);
+    for (size_t i = 0; i < OB_ARRAY_LEN(names); i++) {
+        int c = mp_copy(mp_get(m, names[i]), fields[i], sizes[i]);
+        if (c != 0) {
+            snprintf(err, errlen, "field %s %s", names[i], c == -2 ? "contains a NUL byte" : "missing or invalid");
             goto done;
         }
+    }
     if (seq == NULL || seq->type != MSGPACK_OBJECT_POSITIVE_INTEGER || seq->via.u64 > INT32_MAX) {
         snprintf(err, errlen, "field seq missing or invalid");
         goto done;
     }
     ev->seq = (int32_t) seq->via.u64;
-    if (mp_copy(mp_get(data, "customerId"), ev->customer_id, sizeof(ev->customer_id)) != 0 ||
-        mp_copy(mp_get(data, "amount"), ev->amount, sizeof(ev->amount)) != 0 ||
-        mp_copy(mp_get(data, "currency"), ev->currency, sizeof(ev->currency)) != 0 ||
-        mp_copy(mp_get(data, "status"), ev->status, sizeof(ev->status)) != 0) {
-        snprintf(err, errlen, "data missing or invalid");
-        goto done;
+    static const char *dnames[] = { "customerId", "amount", "currency", "status" };
+    char              *dfields[] = { ev->customer_id, ev->amount, ev->currency, ev->status };
+    size_t             dsizes[] = { sizeof(ev->customer_id), sizeof(ev->amount), sizeof(ev->currency),
+                                    sizeof(ev->status) };
+    for (size_t i = 0; i < OB_ARRAY_LEN(dnames); i++) {
+        int c = mp_copy(mp_get(data, dnames[i]), dfields[i], dsizes[i]);
+        if (c != 0) {
+            snprintf(err, errlen, "data.%s %s", dnames[i], c == -2 ? "contains a NUL byte" : "missing or invalid");
+            goto done;
+        }
     }
     rc = 0;
 done:

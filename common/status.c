@@ -83,13 +83,14 @@ status_counters_json(const ob_shm_slot_t *s)
                          (json_int_t) ctr(s, OB_CTR_RELAY_SLOT_LAG_MS), "slot_invalidations",
                          (json_int_t) ctr(s, OB_CTR_RELAY_SLOT_INVALIDATIONS));
     default:
-        return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "applied", (json_int_t) ctr(s, OB_CTR_CONS_APPLIED),
-                         "duplicates", (json_int_t) ctr(s, OB_CTR_CONS_DUPLICATES), "parked",
-                         (json_int_t) ctr(s, OB_CTR_CONS_PARKED), "dead_letters",
-                         (json_int_t) ctr(s, OB_CTR_CONS_DEAD_LETTERS), "assigned_partitions",
+        return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:I}", "applied",
+                         (json_int_t) ctr(s, OB_CTR_CONS_APPLIED), "duplicates",
+                         (json_int_t) ctr(s, OB_CTR_CONS_DUPLICATES), "parked", (json_int_t) ctr(s, OB_CTR_CONS_PARKED),
+                         "dead_letters", (json_int_t) ctr(s, OB_CTR_CONS_DEAD_LETTERS), "assigned_partitions",
                          (json_int_t) ctr(s, OB_CTR_CONS_ASSIGNED), "lag_messages",
                          (json_int_t) ctr(s, OB_CTR_CONS_LAG), "apply_lag_ms",
-                         (json_int_t) ctr(s, OB_CTR_CONS_APPLY_LAG_MS));
+                         (json_int_t) ctr(s, OB_CTR_CONS_APPLY_LAG_MS), "stalled", ctr(s, OB_CTR_CONS_STALLED) != 0,
+                         "no_progress_ms", (json_int_t) ctr(s, OB_CTR_CONS_NO_PROGRESS_MS));
     }
 }
 
@@ -250,8 +251,12 @@ static const slot_metric_t slot_metrics[] = {
     { "consumer_dead_letters_total", "Events moved to the dead letter table.", OB_KIND_CONSUMER,
       OB_CTR_CONS_DEAD_LETTERS, 1 },
     { "consumer_assigned_partitions", "Kafka partitions assigned.", OB_KIND_CONSUMER, OB_CTR_CONS_ASSIGNED, 0 },
-    { "consumer_lag_messages", "High watermark minus position, summed over assigned partitions.", OB_KIND_CONSUMER,
-      OB_CTR_CONS_LAG, 0 },
+    { "consumer_lag_messages", "Events not applied yet: the batch in hand plus high watermark minus position.",
+      OB_KIND_CONSUMER, OB_CTR_CONS_LAG, 0 },
+    { "consumer_stalled", "1 while events wait and none was applied for [ledger] stall_after.", OB_KIND_CONSUMER,
+      OB_CTR_CONS_STALLED, 0 },
+    { "consumer_no_progress_milliseconds", "Since the consumer last applied a batch or had nothing waiting.",
+      OB_KIND_CONSUMER, OB_CTR_CONS_NO_PROGRESS_MS, 0 },
 };
 
 static void
@@ -433,6 +438,9 @@ html_workers(sbuf_t *b, const ob_status_t *v)
                   s->index, s->pid, ob_slot_state_name(s->state),
                   (long long) (s->pid ? (v->now_wall_ms - s->started_wall_ms) / 1000 : 0), s->restarts,
                   ob_status_beat_age(v, s));
+        if (s->kind == OB_KIND_CONSUMER && s->pid > 0 && ctr(s, OB_CTR_CONS_STALLED))
+            sb_printf(b, "<b class=stalled>STALLED: nothing applied for %llus while events wait; see the log</b> ",
+                      (unsigned long long) (ctr(s, OB_CTR_CONS_NO_PROGRESS_MS) / 1000));
         html_escape(b, s->reason);
         sb_printf(b, "</td></tr>\n");
     }

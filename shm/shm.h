@@ -77,6 +77,8 @@ enum {
 enum {
     OB_CTR_CONS_APPLIED = 0, OB_CTR_CONS_DUPLICATES, OB_CTR_CONS_PARKED, OB_CTR_CONS_DEAD_LETTERS,
     OB_CTR_CONS_ASSIGNED, OB_CTR_CONS_LAG, OB_CTR_CONS_APPLY_LAG_MS,
+    OB_CTR_CONS_STALLED,             /* 1: events wait and none was applied for [ledger] stall_after */
+    OB_CTR_CONS_NO_PROGRESS_MS,      /* since the last applied batch, or since nothing waited */
 };
 
 typedef struct {

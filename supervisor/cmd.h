@@ -14,6 +14,9 @@ int ob_migrate_db(const char *db, const char *dsn, char *err, size_t errlen);
 /* Re-enqueues events; what is order|event|since|quarantined. 0 or 1. */
 int ob_cmd_replay(const ob_cfg_t *cfg, const char *what, const char *value, int dry_run);
 
+/* Re-applies dead letters (id, or all when NULL) through the consumer's apply path. 0 all applied, 1 not. */
+int ob_cmd_replay_dead_letters(const ob_cfg_t *cfg, const char *id, int dry_run);
+
 /* Compares orderdb and ledgerdb; 0 consistent, 1 findings, 2 could not finish. */
 int ob_cmd_reconcile(const ob_cfg_t *cfg, int json, int grace_s);
 

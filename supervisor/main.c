@@ -4,6 +4,9 @@
  *   outboxd [-c FILE] [-t] [-f] [--http-workers N] [--relays N] [--consumers N]
  *   outboxd status  [-c FILE] [--json]
  *   outboxd migrate [-c FILE]
+ *   outboxd reconcile [-c FILE] [--json] [--grace SECONDS]
+ *   outboxd replay [-c FILE] (--order ID | --event ID | --since TS | --quarantined
+ *                             | --dead-letters (--id N | --all)) [--dry-run]
  *
  * Bad usage exits 2 with a sentence; so does a config that does not parse.
  */
@@ -30,6 +33,7 @@ usage(FILE *out)
             "       outboxd migrate [-c FILE]\n"
             "       outboxd reconcile [-c FILE] [--json] [--grace SECONDS]\n"
             "       outboxd replay [-c FILE] (--order ID | --event ID | --since TIMESTAMP | --quarantined) [--dry-run]\n"
+            "       outboxd replay [-c FILE] --dead-letters (--id N | --all) [--dry-run]\n"
             "  -c FILE   config file (default %s)\n"
             "  -t        validate the config and exit (0 valid, 1 invalid)\n"
             "  -f        stay in the foreground\n"
@@ -54,6 +58,22 @@ parse_count(const char *flag, const char *v, int *out)
     return 0;
 }
 
+/* A dead letter id: a whole number above 0. */
+static int
+parse_id(const char *v)
+{
+    char *end;
+    long long n;
+
+    errno = 0;
+    n = strtoll(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0' || n < 1) {
+        fprintf(stderr, "outboxd: --id expects a dead letter id (a whole number above 0), got \"%s\"\n", v);
+        return -1;
+    }
+    return 0;
+}
+
 static int
 load_config(const char *path, ob_cfg_t *cfg)
 {
@@ -75,10 +95,12 @@ run_subcommand(const char *cmd, int argc, char **argv)
         { "event", required_argument, NULL, 'e' }, { "since", required_argument, NULL, 's' },
         { "quarantined", no_argument, NULL, 'q' }, { "dry-run", no_argument, NULL, 'n' },
         { "grace", required_argument, NULL, 'g' },
+        { "dead-letters", no_argument, NULL, 'D' }, { "id", required_argument, NULL, 'i' },
+        { "all", no_argument, NULL, 'a' },
         { NULL, 0, NULL, 0 },
     };
-    const char *path = DEFAULT_CONFIG, *what = NULL, *value = NULL;
-    int         json = 0, dry_run = 0, ch, picks = 0, grace = 10;
+    const char *path = DEFAULT_CONFIG, *what = NULL, *value = NULL, *dl_id = NULL;
+    int         json = 0, dry_run = 0, ch, picks = 0, grace = 10, dl_picks = 0;
     ob_cfg_t   *cfg;
     char        err[1024];
 
@@ -96,10 +118,16 @@ run_subcommand(const char *cmd, int argc, char **argv)
                 return OB_EXIT_FATAL;
             }
         }
-        else if (ch == 'o' || ch == 'e' || ch == 's' || ch == 'q') {
-            what = ch == 'o' ? "order" : ch == 'e' ? "event" : ch == 's' ? "since" : "quarantined";
-            value = ch == 'q' ? NULL : optarg;
+        else if (ch == 'o' || ch == 'e' || ch == 's' || ch == 'q' || ch == 'D') {
+            what = ch == 'o' ? "order" : ch == 'e' ? "event" : ch == 's' ? "since" : ch == 'q' ? "quarantined"
+                                                                                             : "dead-letters";
+            value = ch == 'q' || ch == 'D' ? NULL : optarg;
             picks++;
+        } else if (ch == 'i' || ch == 'a') {
+            if (ch == 'i' && parse_id(optarg) != 0)
+                return OB_EXIT_FATAL;
+            dl_id = ch == 'i' ? optarg : NULL;
+            dl_picks++;
         } else {
             usage(stderr);
             return OB_EXIT_FATAL;
@@ -124,8 +152,14 @@ run_subcommand(const char *cmd, int argc, char **argv)
         rc = ob_cmd_reconcile(cfg, json, grace);
     else if (strcmp(cmd, "replay") == 0) {
         if (picks != 1) {
-            fprintf(stderr, "outboxd: replay needs exactly one of --order, --event, --since, --quarantined\n");
+            fprintf(stderr,
+                    "outboxd: replay needs exactly one of --order, --event, --since, --quarantined, --dead-letters\n");
             rc = OB_EXIT_FATAL;
+        } else if ((strcmp(what, "dead-letters") == 0) != (dl_picks == 1) || dl_picks > 1) {
+            fprintf(stderr, "outboxd: --id N or --all go with --dead-letters, exactly one of them\n");
+            rc = OB_EXIT_FATAL;
+        } else if (strcmp(what, "dead-letters") == 0) {
+            rc = ob_cmd_replay_dead_letters(cfg, dl_id, dry_run);
         } else {
             rc = ob_cmd_replay(cfg, what, value, dry_run);
         }

@@ -42,6 +42,33 @@ status_wal(const ob_status_t *v)
     }
 }
 
+/* Consumers: progress, dead letters, loud when stalled. */
+static void
+status_consumers(const ob_status_t *v)
+{
+    int header = 0;
+
+    for (int i = 0; i < OB_SHM_SLOTS; i++) {
+        const ob_shm_slot_t *s = &v->slots[i];
+        uint64_t             c[OB_SHM_COUNTERS];
+        if (s->state == OB_SLOT_EMPTY || s->kind != OB_KIND_CONSUMER)
+            continue;
+        for (int k = 0; k < OB_SHM_COUNTERS; k++)
+            c[k] = atomic_load(&s->counters[k]);
+        if (!header++)
+            printf("\n# consumers\n%-9s %10s %12s %10s %9s  %s\n", "consumer", "applied", "dead_letters", "lag",
+                   "parked", "progress");
+        printf("consumer%-1d %10llu %12llu %10llu %9llu  ", s->index, (unsigned long long) c[OB_CTR_CONS_APPLIED],
+               (unsigned long long) c[OB_CTR_CONS_DEAD_LETTERS], (unsigned long long) c[OB_CTR_CONS_LAG],
+               (unsigned long long) c[OB_CTR_CONS_PARKED]);
+        if (s->pid > 0 && c[OB_CTR_CONS_STALLED])
+            printf("STALLED: nothing applied for %llu s while events wait; see the log\n",
+                   (unsigned long long) (c[OB_CTR_CONS_NO_PROGRESS_MS] / 1000));
+        else
+            printf("ok\n");
+    }
+}
+
 static void
 status_print_text(const ob_status_t *v)
 {
@@ -67,6 +94,7 @@ status_print_text(const ob_status_t *v)
                s->restarts, ob_status_beat_age(v, s), s->reason);
     }
     status_wal(v);
+    status_consumers(v);
     printf("\n# partitions\n%9s %8s %9s %9s %9s %9s\n", "partition", "owner", "committed", "produced", "pending",
            "breaker");
     for (int p = 0; p < v->hdr.partitions && p < OB_SHM_PARTITIONS; p++) {

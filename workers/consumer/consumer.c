@@ -6,17 +6,25 @@
  *   ledger-service) on the topic, with static membership so a restarted
  *   consumer takes its partitions back without a rebalance, and a short
  *   session timeout so a dead one's partitions move within seconds. Each
- *   poll batch is decoded in C and applied in ONE ledgerdb transaction by
- *   ledger_apply_batch() (sql/ledgerdb/0002): idempotent by event id,
- *   ordered by per-order seq (gaps parked, applied when filled), then the
- *   offsets are committed. An offset is never committed before its event
- *   is durably applied, so a crash anywhere re-delivers and the ledger
- *   skips what it already has. Undecodable values and unknown types go to
- *   ledger_dead_letter and the consumer moves on.
+ *   poll batch is decoded and validated in C, then applied in ONE ledgerdb
+ *   transaction by ledger_apply_events() (apply.c, sql/ledgerdb/0003):
+ *   idempotent by event id, ordered by per-order seq (gaps parked, applied
+ *   when filled), then the offsets are committed. An offset is never
+ *   committed before its event is durably applied, so a crash anywhere
+ *   re-delivers and the ledger skips what it already has. Events that
+ *   cannot be booked go to ledger_dead_letter with their records and the
+ *   consumer moves on.
  *
- *   Ledger database down: the batch in hand is retried with backoff (it is
- *   idempotent) while the group session stays alive; no offset moves until
- *   it is applied. Nothing lost, nothing doubled.
+ *   Failures, by SQLSTATE class (apply.h): the database away, or a
+ *   transient error (serialization, deadlock, disk full, out of memory,
+ *   I/O, cancel): the batch in hand is retried with backoff, it is
+ *   idempotent; nothing is dead-lettered and no offset moves. Any other
+ *   failure of the batch: its events are applied one per transaction, so
+ *   a data error (classes 22, 23, e.g. a constraint checked at COMMIT)
+ *   dead-letters exactly the event that caused it and the rest are booked;
+ *   an event failing with anything but a data error is retried, never
+ *   dead-lettered. While events wait and none was applied for
+ *   [ledger] stall_after, the slot says stalled (status, /metrics).
  *
  *   What it owns: one PGconn, one rdkafka consumer.
  *
@@ -35,6 +43,7 @@
 #include "../../common/util.h"
 #include "../../common/uuid.h"
 #include "../../common/worker.h"
+#include "apply.h"
 
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
@@ -52,14 +61,18 @@ typedef struct {
     int                 index;
     PGconn             *pg;
     rd_kafka_t         *rk;
+    char                instance[160];       /* group.instance.id */
     rd_kafka_message_t *batch[CONS_BATCH];
+    ob_cons_record_t    recs[CONS_BATCH];
+    ob_cons_outcome_t   out[CONS_BATCH];
     int                 n;
+    int                 unapplied;           /* the batch in hand is not in the ledger yet */
     int64_t             next_stats_ms;
+    int64_t             progress_ms;         /* last applied batch, or last moment nothing waited */
 } ob_cons_t;
 
 static int  cons_init(ob_cons_t *cs, char *err, size_t errlen);
 static int  cons_fill(ob_cons_t *cs);
-static int  cons_apply(ob_cons_t *cs, char *err, size_t errlen);
 static void cons_apply_until_done(ob_cons_t *cs);
 static void cons_commit(ob_cons_t *cs);
 static void cons_committed(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *offs,
@@ -70,21 +83,24 @@ static void cons_stats(ob_cons_t *cs);
 int
 ob_cons_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
 {
-    ob_cons_t cs;
-    char      err[512];
-    int       rc;
+    ob_cons_t *cs = calloc(1, sizeof(*cs));     /* ~0.6 MB of batch state: not on the stack */
+    char       err[512];
+    int        rc;
 
-    memset(&cs, 0, sizeof(cs));
-    cs.cfg = cfg;
-    cs.slot = slot;
-    cs.index = index;
+    if (cs == NULL)
+        return OB_EXIT_RETRY;
+    cs->cfg = cfg;
+    cs->slot = slot;
+    cs->index = index;
+    cs->progress_ms = ob_now_ms();
     ob_shm_beat(slot);
-    rc = cons_init(&cs, err, sizeof(err));
+    rc = cons_init(cs, err, sizeof(err));
     if (rc != OB_EXIT_OK) {
         ob_log(OB_LOG_ERROR, "consumer init failed: %s", err);
         ob_worker_note(slot, "%s", err);
-        if (cs.rk != NULL)
-            rd_kafka_destroy(cs.rk);
+        if (cs->rk != NULL)
+            rd_kafka_destroy(cs->rk);
+        free(cs);
         return rc;
     }
     while (!ob_sig_term && !ob_sig_quit) {
@@ -94,16 +110,17 @@ ob_cons_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
         }
         ob_sig_reload = ob_sig_child = 0;
         ob_shm_beat(slot);
-        cons_stats(&cs);
-        if (cons_fill(&cs) > 0) {
-            cons_apply_until_done(&cs);
-            cons_release(&cs);
+        cons_stats(cs);
+        if (cons_fill(cs) > 0) {
+            cons_apply_until_done(cs);
+            cons_release(cs);
         }
     }
     ob_log(OB_LOG_INFO, "consumer %d leaving the group", index);
-    rd_kafka_consumer_close(cs.rk);
-    rd_kafka_destroy(cs.rk);
-    PQfinish(cs.pg);
+    rd_kafka_consumer_close(cs->rk);
+    rd_kafka_destroy(cs->rk);
+    PQfinish(cs->pg);
+    free(cs);
     return OB_EXIT_OK;
 }
 
@@ -137,7 +154,7 @@ cons_init(ob_cons_t *cs, char *err, size_t errlen)
 {
     const ob_cfg_t  *cfg = cs->cfg;
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char             instance[160], app[64];
+    char            *instance = cs->instance, app[64];
     struct {
         const char *k, *v;
     } kv[] = {
@@ -158,7 +175,7 @@ cons_init(ob_cons_t *cs, char *err, size_t errlen)
         { "fetch.max.bytes", "8388608" },
     };
 
-    snprintf(instance, sizeof(instance), "outboxd-%s-consumer-%d", cfg->supervisor.name, cs->index);
+    snprintf(instance, sizeof(cs->instance), "outboxd-%s-consumer-%d", cfg->supervisor.name, cs->index);
     for (size_t i = 0; i < OB_ARRAY_LEN(kv); i++)
         if (rd_kafka_conf_set(conf, kv[i].k, kv[i].v, err, errlen) != RD_KAFKA_CONF_OK) {
             rd_kafka_conf_destroy(conf);
@@ -188,6 +205,35 @@ cons_init(ob_cons_t *cs, char *err, size_t errlen)
     return OB_EXIT_OK;
 }
 
+/* The record view of a message: pointers into it, valid while it lives. */
+static void
+cons_record(ob_cons_record_t *r, const rd_kafka_message_t *m)
+{
+    rd_kafka_headers_t *hdrs;
+    const char         *name;
+    const void         *val;
+    size_t              size;
+
+    r->topic = rd_kafka_topic_name(m->rkt);
+    r->partition = m->partition;
+    r->offset = m->offset;
+    r->key = m->key;
+    r->key_len = m->key_len;
+    r->value = m->payload;
+    r->value_len = m->len;
+    r->nheaders = 0;
+    r->headers_dropped = 0;
+    if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &val, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; i++) {
+        if (r->nheaders == OB_CONS_MAX_HEADERS) {
+            r->headers_dropped = 1;
+            break;
+        }
+        r->headers[r->nheaders++] = (ob_cons_header_t) { name, val, size };
+    }
+}
+
 /*
  * Collects up to CONS_BATCH messages: blocks up to 250 ms for the first,
  * then takes only what is already fetched. Waiting for more would add its
@@ -208,256 +254,205 @@ cons_fill(ob_cons_t *cs)
             rd_kafka_message_destroy(m);
             continue;
         }
+        cons_record(&cs->recs[cs->n], m);
         cs->batch[cs->n++] = m;
     }
     return cs->n;
 }
 
-/* Growing array literal, e.g. {a,b,c}; elements are validated tokens (no quoting needed). */
-typedef struct {
-    char  *s;
-    size_t len, cap;
-} arr_t;
+static ob_cons_class_t
+cons_connect(ob_cons_t *cs, char *err, size_t errlen)
+{
+    char app[64];
+
+    if (cs->pg != NULL && PQstatus(cs->pg) == CONNECTION_OK)
+        return OB_CONS_OK;
+    PQfinish(cs->pg);
+    snprintf(app, sizeof(app), "outboxd consumer %d", cs->index);
+    cs->pg = ob_pg_connect(cs->cfg->ledger.dsn, app, err, errlen);
+    return cs->pg != NULL ? OB_CONS_OK : OB_CONS_AWAY;
+}
 
 static void
-arr_add(arr_t *a, const char *tok)
+cons_rollback(ob_cons_t *cs)
 {
-    size_t need = a->len + strlen(tok) + 3;
+    char ignore[256];
 
-    if (need > a->cap) {
-        a->cap = need * 2 + 256;
-        a->s = realloc(a->s, a->cap);
+    /* a failed COMMIT has already ended the transaction */
+    if (cs->pg != NULL && PQstatus(cs->pg) == CONNECTION_OK && PQtransactionStatus(cs->pg) != PQTRANS_IDLE)
+        ob_cons_exec(cs->pg, "ROLLBACK", NULL, ignore, sizeof(ignore));
+}
+
+/* Applies recs[first .. first+n) in one transaction; OB_CONS_OK or the failure's class, with state and err. */
+static ob_cons_class_t
+cons_txn(ob_cons_t *cs, int first, int n, char *state, char *err, size_t errlen)
+{
+    ob_cons_class_t c;
+
+    state[0] = '\0';
+    if ((c = cons_connect(cs, err, errlen)) != OB_CONS_OK ||
+        (c = ob_cons_exec(cs->pg, "BEGIN", state, err, errlen)) != OB_CONS_OK)
+        return c;
+    c = ob_cons_apply(cs->pg, cs->recs + first, n, 1, cs->out + first, state, err, errlen);
+    if (c == OB_CONS_OK)
+        c = ob_cons_exec(cs->pg, "COMMIT", state, err, errlen);
+    if (c != OB_CONS_OK)
+        cons_rollback(cs);
+    return c;
+}
+
+/* Tallies the outcomes of recs[first .. first+n) into the slot counters. */
+static void
+cons_count(ob_cons_t *cs, int first, int n)
+{
+    int64_t newest = 0;
+
+    for (int i = first; i < first + n; i++) {
+        const ob_cons_outcome_t *o = &cs->out[i];
+        int                      k = o->code > 0 ? OB_CTR_CONS_APPLIED
+                                   : o->code == 0 ? OB_CTR_CONS_PARKED
+                                   : o->code == -1 ? OB_CTR_CONS_DUPLICATES
+                                                   : OB_CTR_CONS_DEAD_LETTERS;
+        atomic_fetch_add(&cs->slot->counters[k], (uint64_t) (o->code > 0 ? o->code : 1));
+        atomic_fetch_add(&cs->slot->counters[OB_CTR_CONS_DEAD_LETTERS], (uint64_t) o->late);
+        if (o->code == -2)
+            ob_log(OB_LOG_WARN, "dead-lettered %s[%d]@%lld%s%s: %s", cs->recs[i].topic, (int) cs->recs[i].partition,
+                   (long long) cs->recs[i].offset, o->state[0] ? " SQLSTATE " : "", o->state, o->why);
+        if (o->occurred_ms > newest)
+            newest = o->occurred_ms;
     }
-    if (a->len == 0)
-        a->s[a->len++] = '{';
-    else
-        a->s[a->len++] = ',';
-    memcpy(a->s + a->len, tok, strlen(tok));
-    a->len += strlen(tok);
-    a->s[a->len] = '\0';
+    if (newest > 0)
+        atomic_store(&cs->slot->counters[OB_CTR_CONS_APPLY_LAG_MS], (uint64_t) (ob_wall_ms() - newest));
 }
 
-static const char *
-arr_done(arr_t *a)
-{
-    if (a->len == 0)
-        arr_add(a, "");
-    a->s[a->len] = '}';
-    a->s[a->len + 1] = '\0';
-    return a->s;
-}
-
-/* Decodes and validates one message; on failure fills why for the dead letter. */
+/*
+ * Waits out *backoff (then doubles it) while heartbeating and keeping the
+ * lag and stall figures current: the wait is exactly when they matter.
+ * -1 when asked to stop.
+ */
 static int
-cons_decode(const rd_kafka_message_t *m, ob_event_t *ev, char *why, size_t whylen)
+cons_backoff(ob_cons_t *cs, int64_t *backoff)
 {
-    rd_kafka_headers_t  *hdrs;
-    const void          *ct = NULL;
-    size_t               ctlen = 0;
-    int                  json;
-    ob_uuid_t            u;
-    const ob_currency_t *cur;
-    char                 amount[48];
+    int64_t until = ob_now_ms() + *backoff;
 
-    json = rd_kafka_message_headers(m, &hdrs) == 0 && rd_kafka_header_get_last(hdrs, "content-type", &ct, &ctlen) == 0 &&
-           ctlen == 16 && memcmp(ct, "application/json", 16) == 0;
-    if (m->payload == NULL || ob_event_decode(m->payload, m->len, json, ev, why, whylen) != 0)
-        return m->payload == NULL ? (snprintf(why, whylen, "empty value"), -1) : -1;
-    if (ob_uuid_parse(ev->id, &u) != 0 || ob_uuid_parse(ev->aggregate_id, &u) != 0) {
-        snprintf(why, whylen, "id or aggregate_id is not a UUID");
-        return -1;
+    /* No consumer_poll here: it would hand us more messages. Group
+     * heartbeats run on librdkafka's own thread, so membership holds
+     * for outages shorter than max.poll.interval.ms. */
+    while (ob_now_ms() < until && !ob_sig_term && !ob_sig_quit) {
+        ob_sig_wait(50);
+        ob_shm_beat(cs->slot);
+        cons_stats(cs);
     }
-    if (strcmp(ev->type, OB_EVENT_CREATED) != 0 && strcmp(ev->type, OB_EVENT_CANCELLED) != 0) {
-        snprintf(why, whylen, "unknown event type \"%.64s\"", ev->type);
+    if (ob_sig_term || ob_sig_quit)
         return -1;
-    }
-    cur = ob_currency_find(ev->currency);
-    if (ev->seq < 1 || cur == NULL || ob_decimal_rescale(ev->amount, cur->digits, amount, sizeof(amount)) != 0 ||
-        amount[0] == '-') {
-        snprintf(why, whylen, "bad seq, amount or currency");
-        return -1;
-    }
+    *backoff = *backoff * 2 > CONS_BACKOFF_MAX ? CONS_BACKOFF_MAX : *backoff * 2;
     return 0;
 }
 
-static int
-cons_dead_letter(ob_cons_t *cs, const rd_kafka_message_t *m, const char *why, char *err, size_t errlen)
+/*
+ * Dead-letters recs[i] in a transaction of its own, after its own
+ * transaction failed with a data error (state, why). If even the record
+ * cannot be stored, its coordinates are, so that the consumer moves on.
+ */
+static ob_cons_class_t
+cons_refuse(ob_cons_t *cs, int i, const char *state, const char *why)
 {
-    char        part[16], off[24];
-    const char *params[6] = { rd_kafka_topic_name(m->rkt), part, off, m->key, m->payload, why };
-    int         lens[6] = { 0, 0, 0, (int) m->key_len, (int) m->len, 0 };
-    int         fmts[6] = { 0, 0, 0, 1, 1, 0 };
-    PGresult   *r;
+    const ob_cons_record_t *r = &cs->recs[i];
+    char                    err[512] = "", st[6], text[1024];
+    ob_cons_class_t         c = OB_CONS_OK;
 
-    snprintf(part, sizeof(part), "%d", (int) m->partition);
-    snprintf(off, sizeof(off), "%lld", (long long) m->offset);
-    r = PQexecParams(cs->pg,
-                     "INSERT INTO ledger_dead_letter (kafka_topic, kafka_partition, kafka_offset, kafka_key,"
-                     " kafka_value, error) VALUES ($1, $2::int, $3::bigint, $4, $5, $6) ON CONFLICT DO NOTHING",
-                     6, NULL, params, lens, fmts, 0);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    if (!ok)
-        snprintf(err, errlen, "%s", PQresultErrorMessage(r));
-    PQclear(r);
-    return ok ? 0 : -1;
-}
-
-typedef struct {
-    arr_t events, orders, seqs, types, amounts, currencies, parts, offsets;
-} apply_arrays_t;
-
-static void
-cons_arrays_free(apply_arrays_t *a)
-{
-    arr_t *all[] = { &a->events, &a->orders, &a->seqs, &a->types, &a->amounts, &a->currencies, &a->parts, &a->offsets };
-
-    for (size_t i = 0; i < OB_ARRAY_LEN(all); i++)
-        free(all[i]->s);
-}
-
-/* Tallies ledger_apply_batch's per-event results into the slot counters. */
-static void
-cons_count(ob_cons_t *cs, PGresult *r, int64_t newest_ms)
-{
-    const char *s = PQgetvalue(r, 0, 0);
-    char       *end;
-
-    for (const char *p = s + 1; *p && *p != '}';) {
-        long v = strtol(p, &end, 10);
-        if (end == p)
-            break;
-        if (v > 0)
-            atomic_fetch_add(&cs->slot->counters[OB_CTR_CONS_APPLIED], (uint64_t) v);
-        else if (v == 0)
-            atomic_fetch_add(&cs->slot->counters[OB_CTR_CONS_PARKED], 1);
-        else if (v == -1)
-            atomic_fetch_add(&cs->slot->counters[OB_CTR_CONS_DUPLICATES], 1);
-        else
-            atomic_fetch_add(&cs->slot->counters[OB_CTR_CONS_DEAD_LETTERS], 1);
-        p = *end == ',' ? end + 1 : end;
-    }
-    if (newest_ms > 0)
-        atomic_store(&cs->slot->counters[OB_CTR_CONS_APPLY_LAG_MS], (uint64_t) (ob_wall_ms() - newest_ms));
-}
-
-/* Milliseconds since the epoch of an event's occurred_at ("...T..:..:..mmmZ"), 0 if unparsable. */
-static int64_t
-cons_occurred_ms(const char *ts)
-{
-    struct tm tm;
-    int       ms = 0;
-
-    memset(&tm, 0, sizeof(tm));
-    if (strptime(ts, "%Y-%m-%dT%H:%M:%S", &tm) == NULL)
-        return 0;
-    sscanf(ts + 19, ".%3dZ", &ms);
-    return (int64_t) timegm(&tm) * 1000 + ms;
-}
-
-/* Applies the batch in one transaction; 0, or -1 with err (nothing applied). */
-static int
-cons_apply(ob_cons_t *cs, char *err, size_t errlen)
-{
-    apply_arrays_t a;
-    ob_event_t     ev;
-    char           why[256], buf[64], app[64];
-    int            dead = 0;
-    int64_t        newest = 0;
-
-    if (cs->pg == NULL || PQstatus(cs->pg) != CONNECTION_OK) {
-        PQfinish(cs->pg);
-        snprintf(app, sizeof(app), "outboxd consumer %d", cs->index);
-        cs->pg = ob_pg_connect(cs->cfg->ledger.dsn, app, err, errlen);
-        if (cs->pg == NULL)
-            return -1;
-    }
-    memset(&a, 0, sizeof(a));
-    if (ob_pg_exec(cs->pg, "BEGIN", err, errlen) != 0)
-        goto fail;
-    for (int i = 0; i < cs->n; i++) {
-        const rd_kafka_message_t *m = cs->batch[i];
-        if (cons_decode(m, &ev, why, sizeof(why)) != 0) {
-            if (cons_dead_letter(cs, m, why, err, errlen) != 0)
-                goto fail;
-            dead++;
-            continue;
+    for (int bare = 0; bare <= 1; bare++) {
+        if (bare)
+            snprintf(text, sizeof(text), "the record could not be stored (%s); it failed with: %s", err, why);
+        if ((c = cons_connect(cs, err, sizeof(err))) != OB_CONS_OK ||
+            (c = ob_cons_exec(cs->pg, "BEGIN", st, err, sizeof(err))) != OB_CONS_OK)
+            return c;
+        c = ob_cons_dead_letter(cs->pg, r, bare ? text : why, state, bare, err, sizeof(err));
+        if (c == OB_CONS_OK)
+            c = ob_cons_exec(cs->pg, "COMMIT", st, err, sizeof(err));
+        if (c == OB_CONS_OK) {
+            cs->out[i].code = -2;
+            ob_strlcpy(cs->out[i].state, state, sizeof(cs->out[i].state));
+            ob_cons_printable(why, strlen(why), cs->out[i].why, sizeof(cs->out[i].why));
+            cs->out[i].late = 0;
+            cons_count(cs, i, 1);
+            return OB_CONS_OK;
         }
-        arr_add(&a.events, ev.id);
-        arr_add(&a.orders, ev.aggregate_id);
-        snprintf(buf, sizeof(buf), "%d", ev.seq);
-        arr_add(&a.seqs, buf);
-        arr_add(&a.types, ev.type);
-        arr_add(&a.amounts, ev.amount);
-        arr_add(&a.currencies, ev.currency);
-        snprintf(buf, sizeof(buf), "%d", (int) m->partition);
-        arr_add(&a.parts, buf);
-        snprintf(buf, sizeof(buf), "%lld", (long long) m->offset);
-        arr_add(&a.offsets, buf);
-        int64_t t = cons_occurred_ms(ev.occurred_at);
-        if (t > newest)
-            newest = t;
+        cons_rollback(cs);
+        if (c != OB_CONS_DATA)
+            return c;
     }
-    const char *params[9] = { arr_done(&a.events), arr_done(&a.orders), arr_done(&a.seqs), arr_done(&a.types),
-                              arr_done(&a.amounts), arr_done(&a.currencies), cs->cfg->kafka.topic,
-                              arr_done(&a.parts), arr_done(&a.offsets) };
-    PGresult *r = PQexecParams(cs->pg,
-                               "SELECT ledger_apply_batch($1::uuid[], $2::uuid[], $3::int[], $4::text[],"
-                               " $5::numeric[], $6::text[], $7, $8::int[], $9::bigint[])",
-                               9, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        snprintf(err, errlen, "%s", PQresultErrorMessage(r));
-        PQclear(r);
-        goto fail;
+    return c;
+}
+
+/*
+ * The batch failed for a reason that is neither the database being away
+ * nor transient: one event per transaction, so a data error is pinned on
+ * exactly one event. An event failing otherwise is retried, never
+ * dead-lettered. -1 when asked to stop (the offsets stay uncommitted; what
+ * was applied is skipped as duplicates when re-read).
+ */
+static int
+cons_apply_singly(ob_cons_t *cs)
+{
+    char    err[512], state[6];
+    int64_t backoff;
+
+    for (int i = 0; i < cs->n; i++) {
+        for (backoff = 100;;) {
+            ob_cons_class_t c = cons_txn(cs, i, 1, state, err, sizeof(err));
+            if (c == OB_CONS_OK) {
+                cons_count(cs, i, 1);
+                break;
+            }
+            if (c == OB_CONS_DATA && (c = cons_refuse(cs, i, state, err)) == OB_CONS_OK)
+                break;
+            ob_log(OB_LOG_WARN, "ledger apply of %s[%d]@%lld failed (%s, SQLSTATE %s), retry in %lld ms: %s",
+                   cs->recs[i].topic, (int) cs->recs[i].partition, (long long) cs->recs[i].offset,
+                   ob_cons_class_name(c), state[0] ? state : "none", (long long) backoff, err);
+            if (cons_backoff(cs, &backoff) != 0)
+                return -1;
+        }
+        cs->progress_ms = ob_now_ms();
     }
-    if (ob_pg_exec(cs->pg, "COMMIT", err, errlen) != 0) {
-        PQclear(r);
-        goto fail;
-    }
-    cons_count(cs, r, newest);
-    PQclear(r);
-    atomic_fetch_add(&cs->slot->counters[OB_CTR_CONS_DEAD_LETTERS], (uint64_t) dead);
-    cons_arrays_free(&a);
     return 0;
-fail:
-    if (PQstatus(cs->pg) == CONNECTION_OK) {
-        char ignore[64];
-        ob_pg_exec(cs->pg, "ROLLBACK", ignore, sizeof(ignore));
-    }
-    cons_arrays_free(&a);
-    return -1;
 }
 
 /*
  * Applies the batch in hand, retrying with backoff while the ledger
- * database is away; the batch is idempotent, so retrying is safe. Offsets
- * are committed only after success. On TERM during an outage it gives up
- * without committing: the next owner of these partitions re-reads them.
+ * database is away or the failure is transient; the batch is idempotent,
+ * so retrying is safe. Offsets are committed only after success. On TERM
+ * during an outage it gives up without committing: the next owner of these
+ * partitions re-reads them.
  */
 static void
 cons_apply_until_done(ob_cons_t *cs)
 {
-    char    err[512];
-    int64_t backoff = 100;
-    int     early = cs->cfg->debug.fault == OB_FAULT_CONSUMER_COMMIT_BEFORE_APPLY;
+    char            err[512], state[6];
+    int64_t         backoff = 100;
+    int             early = cs->cfg->debug.fault == OB_FAULT_CONSUMER_COMMIT_BEFORE_APPLY;
+    ob_cons_class_t c;
 
     if (early)
         cons_commit(cs);    /* the negative control's bug: a crash now loses the batch */
-    while (cons_apply(cs, err, sizeof(err)) != 0) {
-        for (size_t n = strlen(err); n > 0 && err[n - 1] == '\n'; n--)
-            err[n - 1] = '\0';
-        ob_log(OB_LOG_WARN, "ledger apply failed, batch kept, retry in %lld ms: %s", (long long) backoff, err);
-        int64_t until = ob_now_ms() + backoff;
-        /* No consumer_poll here: it would hand us more messages. Group
-         * heartbeats run on librdkafka's own thread, so membership holds
-         * for outages shorter than max.poll.interval.ms. */
-        while (ob_now_ms() < until && !ob_sig_term && !ob_sig_quit) {
-            ob_sig_wait(50);
-            ob_shm_beat(cs->slot);
+    cs->unapplied = 1;
+    while ((c = cons_txn(cs, 0, cs->n, state, err, sizeof(err))) != OB_CONS_OK) {
+        if (c == OB_CONS_DATA || c == OB_CONS_OTHER) {
+            ob_log(OB_LOG_WARN, "ledger batch of %d failed (%s, SQLSTATE %s): %s; applying it one event at a time",
+                   cs->n, ob_cons_class_name(c), state[0] ? state : "none", err);
+            if (cons_apply_singly(cs) != 0)
+                return;
+            break;
         }
-        if (ob_sig_term || ob_sig_quit)
+        ob_log(OB_LOG_WARN, "ledger apply failed (%s, SQLSTATE %s), batch kept, retry in %lld ms: %s",
+               ob_cons_class_name(c), state[0] ? state : "none", (long long) backoff, err);
+        if (cons_backoff(cs, &backoff) != 0)
             return;
-        backoff = backoff * 2 > CONS_BACKOFF_MAX ? CONS_BACKOFF_MAX : backoff * 2;
     }
+    if (c == OB_CONS_OK)
+        cons_count(cs, 0, cs->n);
+    cs->unapplied = 0;
+    cs->progress_ms = ob_now_ms();
     if (!early)
         cons_commit(cs);
 }
@@ -508,25 +503,37 @@ cons_release(ob_cons_t *cs)
     cs->n = 0;
 }
 
-/* Lag (high watermark - committed position) over the assigned partitions, into shm. */
+/*
+ * Lag and stall figures, into shm. Waiting events are the batch in hand
+ * until it is applied, plus high watermark - position over the assigned
+ * partitions: counting only the latter, a consumer stuck on the last batch
+ * of a topic would show no lag at all. Stalled: events wait and nothing
+ * was applied for [ledger] stall_after, whatever the reason.
+ */
 static void
 cons_stats(ob_cons_t *cs)
 {
     rd_kafka_topic_partition_list_t *asg = NULL;
-    int64_t                          now = ob_now_ms(), lag = 0;
+    int64_t                          now = ob_now_ms(), waiting = cs->unapplied ? cs->n : 0, idle;
 
     if (now < cs->next_stats_ms)
         return;
     cs->next_stats_ms = now + CONS_STATS_MS;
-    if (rd_kafka_assignment(cs->rk, &asg) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return;
-    rd_kafka_position(cs->rk, asg);
-    for (int i = 0; i < asg->cnt; i++) {
-        int64_t lo, hi;
-        if (rd_kafka_get_watermark_offsets(cs->rk, asg->elems[i].topic, asg->elems[i].partition, &lo, &hi) == 0 &&
-            asg->elems[i].offset >= 0 && hi > asg->elems[i].offset)
-            lag += hi - asg->elems[i].offset;
+    if (rd_kafka_assignment(cs->rk, &asg) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_position(cs->rk, asg);
+        for (int i = 0; i < asg->cnt; i++) {
+            int64_t lo, hi;
+            if (rd_kafka_get_watermark_offsets(cs->rk, asg->elems[i].topic, asg->elems[i].partition, &lo, &hi) == 0 &&
+                asg->elems[i].offset >= 0 && hi > asg->elems[i].offset)
+                waiting += hi - asg->elems[i].offset;
+        }
+        rd_kafka_topic_partition_list_destroy(asg);
     }
-    atomic_store(&cs->slot->counters[OB_CTR_CONS_LAG], (uint64_t) lag);
-    rd_kafka_topic_partition_list_destroy(asg);
+    if (waiting == 0)
+        cs->progress_ms = now;
+    idle = now - cs->progress_ms;
+    atomic_store(&cs->slot->counters[OB_CTR_CONS_LAG], (uint64_t) waiting);
+    atomic_store(&cs->slot->counters[OB_CTR_CONS_NO_PROGRESS_MS], (uint64_t) idle);
+    atomic_store(&cs->slot->counters[OB_CTR_CONS_STALLED],
+                 (uint64_t) (idle >= (int64_t) cs->cfg->ledger.stall_after_s * 1000));
 }

@@ -1,0 +1,460 @@
+/* workers/consumer/apply.c: see apply.h. */
+#include "apply.h"
+#include "../../common/money.h"
+#include "../../common/util.h"
+#include "../../common/uuid.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ledger_entries.amount and ledger_parked.amount are numeric(20, 4): 16
+ * integer digits and 4 decimals. An amount past either is a data error
+ * raised inside SQL, where version 2 of the schema could not contain it. */
+_Static_assert(OB_MONEY_MAX_MAJOR < 10000000000000000LL, "amounts must fit numeric(20, 4)");
+#define LEDGER_SCALE 4
+
+ob_cons_class_t
+ob_cons_classify(const char *s)
+{
+    static const char *transient[] = {
+        "40", /* serialization failure, deadlock */
+        "53", /* disk full, out of memory, too many connections */
+        "55", /* lock not available, object in use */
+        "57", /* query canceled (statement_timeout); 57P0x handled above */
+        "58", /* I/O error */
+        "72", /* snapshot too old */
+        "XX", /* internal error, data corrupted: never the event's fault */
+    };
+
+    if (s == NULL || strlen(s) != 5)
+        return OB_CONS_AWAY;
+    if (strncmp(s, "22", 2) == 0 || strncmp(s, "23", 2) == 0)
+        return OB_CONS_DATA;
+    if (strncmp(s, "08", 2) == 0 || strcmp(s, "57P01") == 0 || strcmp(s, "57P02") == 0 || strcmp(s, "57P03") == 0)
+        return OB_CONS_AWAY;
+    for (size_t i = 0; i < OB_ARRAY_LEN(transient); i++)
+        if (strncmp(s, transient[i], 2) == 0)
+            return OB_CONS_TRANSIENT;
+    return OB_CONS_OTHER;
+}
+
+const char *
+ob_cons_class_name(ob_cons_class_t c)
+{
+    static const char *names[] = { "ok", "data error", "transient error", "database away", "not a data error" };
+
+    return (unsigned) c < OB_ARRAY_LEN(names) ? names[c] : "?";
+}
+
+int
+ob_cons_utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *) s, *end = p + len;
+
+    while (p < end) {
+        unsigned c = *p++, cp, min;
+        int      n;
+        if (c < 0x80)
+            continue;
+        if (c >= 0xc2 && c <= 0xdf)
+            n = 1, cp = c & 0x1f, min = 0x80;
+        else if (c >= 0xe0 && c <= 0xef)
+            n = 2, cp = c & 0x0f, min = 0x800;
+        else if (c >= 0xf0 && c <= 0xf4)
+            n = 3, cp = c & 0x07, min = 0x10000;
+        else
+            return 0;
+        if (end - p < n)
+            return 0;
+        for (int i = 0; i < n; i++) {
+            if ((p[i] & 0xc0) != 0x80)
+                return 0;
+            cp = cp << 6 | (p[i] & 0x3f);
+        }
+        p += n;
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+    }
+    return 1;
+}
+
+void
+ob_cons_printable(const char *s, size_t len, char *out, size_t outlen)
+{
+    size_t o = 0;
+
+    if (outlen == 0)
+        return;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char) s[i];
+        if (c >= 0x20 && c < 0x7f && c != '\\') {
+            if (o + 1 >= outlen)
+                break;
+            out[o++] = (char) c;
+        } else {
+            /* the backslash too, so an escape in the output is never ambiguous */
+            if (o + 4 >= outlen)
+                break;
+            snprintf(out + o, 5, "\\x%02x", c);
+            o += 4;
+        }
+    }
+    out[o] = '\0';
+}
+
+/* Fills why with fmt, quoting the offending field as printable ASCII. */
+static int
+cons_refuse(char *why, size_t whylen, const char *fmt, const char *field)
+{
+    char shown[100];
+
+    ob_cons_printable(field, strlen(field), shown, sizeof(shown));
+    snprintf(why, whylen, fmt, shown);
+    return -1;
+}
+
+int
+ob_cons_validate(ob_event_t *ev, char *why, size_t whylen)
+{
+    const struct {
+        const char *name, *value;
+    } fields[] = {
+        { "id", ev->id },           { "type", ev->type },           { "aggregate_type", ev->aggregate_type },
+        { "aggregate_id", ev->aggregate_id }, { "occurred_at", ev->occurred_at }, { "customerId", ev->customer_id },
+        { "amount", ev->amount },   { "currency", ev->currency },   { "status", ev->status },
+    };
+    const ob_currency_t *cur;
+    ob_uuid_t            u;
+    int64_t              minor;
+    const char          *bad;
+    int                  created;
+    char                 fmt[96];
+
+    for (size_t i = 0; i < OB_ARRAY_LEN(fields); i++)
+        if (!ob_cons_utf8_valid(fields[i].value, strlen(fields[i].value))) {
+            snprintf(fmt, sizeof(fmt), "field %s is not valid UTF-8: \"%%s\"", fields[i].name);
+            return cons_refuse(why, whylen, fmt, fields[i].value);
+        }
+    if (ob_uuid_parse(ev->id, &u) != 0 || ob_uuid_parse(ev->aggregate_id, &u) != 0) {
+        snprintf(why, whylen, "id or aggregate_id is not a UUID");
+        return -1;
+    }
+    if (strcmp(ev->aggregate_type, "order") != 0)
+        return cons_refuse(why, whylen, "aggregate_type \"%s\" is not \"order\"", ev->aggregate_type);
+    created = strcmp(ev->type, OB_EVENT_CREATED) == 0;
+    if (!created && strcmp(ev->type, OB_EVENT_CANCELLED) != 0)
+        return cons_refuse(why, whylen, "unknown event type \"%s\"", ev->type);
+    /* a create is the order's first version; INT32_MAX is refused so that
+     * the ledger's seq + 1 can never overflow */
+    if (created ? ev->seq != 1 : ev->seq < 2 || ev->seq == INT32_MAX) {
+        snprintf(why, whylen, "seq %d out of range for %s (%s)", (int) ev->seq, ev->type,
+                 created ? "must be 1" : "2 to 2147483646");
+        return -1;
+    }
+    cur = ob_currency_find(ev->currency);
+    if (cur == NULL || cur->digits > LEDGER_SCALE)
+        return cons_refuse(why, whylen, "currency \"%s\" is not one the ledger accepts", ev->currency);
+    if (ob_money_parse(ev->amount, strlen(ev->amount), cur, &minor, &bad) != 0) {
+        snprintf(fmt, sizeof(fmt), "amount \"%%s\" refused: %s", bad);
+        return cons_refuse(why, whylen, fmt, ev->amount);
+    }
+    ob_money_format(minor, cur->digits, ev->amount, sizeof(ev->amount));
+    return 0;
+}
+
+int
+ob_cons_decode(const ob_cons_record_t *r, ob_event_t *ev, char *why, size_t whylen)
+{
+    int json = 0;
+
+    if (r->headers_dropped) {
+        snprintf(why, whylen, "more than %d headers", OB_CONS_MAX_HEADERS);
+        return -1;
+    }
+    for (int i = 0; i < r->nheaders; i++)
+        if (strcmp(r->headers[i].name, "content-type") == 0)
+            json = r->headers[i].value != NULL && r->headers[i].value_len == 16 &&
+                   memcmp(r->headers[i].value, "application/json", 16) == 0;
+    if (r->value == NULL) {
+        snprintf(why, whylen, "empty value");
+        return -1;
+    }
+    if (ob_event_decode(r->value, r->value_len, json, ev, why, whylen) != 0)
+        return -1;
+    return ob_cons_validate(ev, why, whylen);
+}
+
+/* Fills err (one line, primary message) and state from a failed result; returns the class. */
+static ob_cons_class_t
+cons_failed(PGconn *pg, PGresult *r, char *state, char *err, size_t errlen)
+{
+    const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+
+    snprintf(err, errlen, "%s", msg ? msg : r ? PQresultErrorMessage(r) : PQerrorMessage(pg));
+    for (size_t n = strlen(err); n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' '); n--)
+        err[n - 1] = '\0';
+    if (state != NULL)
+        ob_strlcpy(state, st ? st : "", 6);
+    return PQstatus(pg) != CONNECTION_OK ? OB_CONS_AWAY : ob_cons_classify(st);
+}
+
+ob_cons_class_t
+ob_cons_exec(PGconn *pg, const char *sql, char *state, char *err, size_t errlen)
+{
+    PGresult       *r = PQexec(pg, sql);
+    ob_cons_class_t c = OB_CONS_OK;
+
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        c = cons_failed(pg, r, state, err, errlen);
+    PQclear(r);
+    return c;
+}
+
+/* Growing text, e.g. an array literal {a,b,c}. */
+typedef struct {
+    char  *s;
+    size_t len, cap;
+} buf_t;
+
+static void
+buf_put(buf_t *b, const char *s, size_t n)
+{
+    if (b->len + n + 2 > b->cap) {
+        b->cap = (b->len + n + 2) * 2 + 256;
+        b->s = realloc(b->s, b->cap);
+        if (b->s == NULL)
+            abort();      /* the worker restarts; the batch is re-read */
+    }
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = '\0';
+}
+
+/* Adds one element; elements are validated tokens, so no quoting is needed. */
+static void
+arr_add(buf_t *a, const char *tok)
+{
+    buf_put(a, a->len == 0 ? "{" : ",", 1);
+    buf_put(a, tok, strlen(tok));
+}
+
+static const char *
+arr_done(buf_t *a)
+{
+    if (a->len == 0)
+        buf_put(a, "{", 1);
+    buf_put(a, "}", 1);
+    return a->s;
+}
+
+/* The header names (values == 0) or values of r as a bytea[] literal of hex elements. */
+static char *
+cons_bytea_array(const ob_cons_record_t *r, int values)
+{
+    buf_t b = { 0 };
+    char  hex[3];
+
+    buf_put(&b, "{", 1);
+    for (int i = 0; i < r->nheaders; i++) {
+        const ob_cons_header_t *hd = &r->headers[i];
+        const unsigned char    *p = values ? hd->value : (const unsigned char *) hd->name;
+        size_t                  n = values ? hd->value_len : strlen(hd->name);
+        if (i > 0)
+            buf_put(&b, ",", 1);
+        if (p == NULL) {
+            buf_put(&b, "NULL", 4);
+            continue;
+        }
+        buf_put(&b, "\"\\\\x", 4);
+        for (size_t k = 0; k < n; k++) {
+            snprintf(hex, sizeof(hex), "%02x", p[k]);
+            buf_put(&b, hex, 2);
+        }
+        buf_put(&b, "\"", 1);
+    }
+    buf_put(&b, "}", 1);
+    return b.s;
+}
+
+ob_cons_class_t
+ob_cons_dead_letter(PGconn *pg, const ob_cons_record_t *r, const char *why, const char *sqlstate, int bare,
+                    char *err, size_t errlen)
+{
+    char            part[16], off[24], text[512];
+    char           *keys = bare ? NULL : cons_bytea_array(r, 0), *vals = bare ? NULL : cons_bytea_array(r, 1);
+    const char     *params[9] = { r->topic, part, off, bare ? NULL : r->key, bare ? NULL : r->value,
+                                  keys, vals, text, sqlstate ? sqlstate : "" };
+    int             lens[9] = { 0, 0, 0, (int) r->key_len, (int) r->value_len, 0, 0, 0, 0 };
+    int             fmts[9] = { 0, 0, 0, 1, 1, 0, 0, 0, 0 };
+    PGresult       *res;
+    ob_cons_class_t c = OB_CONS_OK;
+
+    /* the reason may quote the record's bytes: only ASCII reaches a text column */
+    ob_cons_printable(why, strlen(why), text, sizeof(text));
+    snprintf(part, sizeof(part), "%d", (int) r->partition);
+    snprintf(off, sizeof(off), "%lld", (long long) r->offset);
+    res = PQexecParams(pg,
+                       "INSERT INTO ledger_dead_letter (kafka_topic, kafka_partition, kafka_offset, kafka_key,"
+                       " kafka_value, kafka_header_keys, kafka_header_values, error, sqlstate)"
+                       " VALUES ($1, $2::int, $3::bigint, $4, $5, $6::bytea[], $7::bytea[], $8, NULLIF($9, ''))"
+                       " ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING",
+                       9, NULL, params, lens, fmts, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        c = cons_failed(pg, res, NULL, err, errlen);
+    PQclear(res);
+    free(keys);
+    free(vals);
+    return c;
+}
+
+/* A parked event keeps its record, so that the ledger can dead-letter it whole if it fails when its turn comes. */
+static ob_cons_class_t
+cons_park_record(PGconn *pg, const ob_cons_record_t *r, const char *event_id, char *state, char *err, size_t errlen)
+{
+    char           *keys = cons_bytea_array(r, 0), *vals = cons_bytea_array(r, 1);
+    const char     *params[5] = { event_id, r->key, r->value, keys, vals };
+    int             lens[5] = { 0, (int) r->key_len, (int) r->value_len, 0, 0 };
+    int             fmts[5] = { 0, 1, 1, 0, 0 };
+    PGresult       *res;
+    ob_cons_class_t c = OB_CONS_OK;
+
+    res = PQexecParams(pg,
+                       "UPDATE ledger_parked SET kafka_key = $2, payload = $3, kafka_header_keys = $4::bytea[],"
+                       " kafka_header_values = $5::bytea[] WHERE event_id = $1::uuid",
+                       5, NULL, params, lens, fmts, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        c = cons_failed(pg, res, state, err, errlen);
+    PQclear(res);
+    free(keys);
+    free(vals);
+    return c;
+}
+
+/* Milliseconds since the epoch of an event's occurred_at ("...T..:..:..mmmZ"), 0 if unparsable. */
+static int64_t
+cons_occurred_ms(const char *ts)
+{
+    struct tm tm;
+    int       ms = 0;
+
+    memset(&tm, 0, sizeof(tm));
+    if (strptime(ts, "%Y-%m-%dT%H:%M:%S", &tm) == NULL)
+        return 0;
+    sscanf(ts + 19, ".%3dZ", &ms);
+    return (int64_t) timegm(&tm) * 1000 + ms;
+}
+
+typedef struct {
+    buf_t events, orders, seqs, types, amounts, currencies, parts, offsets;
+    int  *idx;                 /* index in recs of each valid event */
+    char (*ids)[37];
+    int   n;
+} batch_t;
+
+static void
+batch_add(batch_t *b, int i, const ob_event_t *ev, const ob_cons_record_t *r)
+{
+    char num[24];
+
+    arr_add(&b->events, ev->id);
+    arr_add(&b->orders, ev->aggregate_id);
+    snprintf(num, sizeof(num), "%d", (int) ev->seq);
+    arr_add(&b->seqs, num);
+    arr_add(&b->types, ev->type);
+    arr_add(&b->amounts, ev->amount);
+    arr_add(&b->currencies, ev->currency);
+    snprintf(num, sizeof(num), "%d", (int) r->partition);
+    arr_add(&b->parts, num);
+    snprintf(num, sizeof(num), "%lld", (long long) r->offset);
+    arr_add(&b->offsets, num);
+    memcpy(b->ids[b->n], ev->id, 37);
+    b->idx[b->n++] = i;
+}
+
+static void
+batch_free(batch_t *b)
+{
+    buf_t *all[] = { &b->events, &b->orders, &b->seqs, &b->types, &b->amounts, &b->currencies, &b->parts, &b->offsets };
+
+    for (size_t i = 0; i < OB_ARRAY_LEN(all); i++)
+        free(all[i]->s);
+    free(b->idx);
+    free(b->ids);
+}
+
+/* Reads ledger_apply_events' rows into out[] and acts on them: records of parked events kept, refusals dead-lettered. */
+static ob_cons_class_t
+cons_results(PGconn *pg, PGresult *res, const batch_t *b, const ob_cons_record_t *recs, int dead_letter,
+             ob_cons_outcome_t *out, char *state, char *err, size_t errlen)
+{
+    ob_cons_class_t c = OB_CONS_OK;
+
+    if (PQntuples(res) != b->n) {
+        snprintf(err, errlen, "ledger_apply_events returned %d rows for %d events", PQntuples(res), b->n);
+        return OB_CONS_OTHER;
+    }
+    for (int k = 0; k < b->n && c == OB_CONS_OK; k++) {
+        ob_cons_outcome_t *o = &out[b->idx[k]];
+        o->code = atoi(PQgetvalue(res, k, 0));
+        o->late = atoi(PQgetvalue(res, k, 3));
+        if (o->code == 0)
+            c = cons_park_record(pg, &recs[b->idx[k]], b->ids[k], state, err, errlen);
+        if (o->code != -2)
+            continue;
+        ob_strlcpy(o->state, PQgetvalue(res, k, 1), sizeof(o->state));
+        ob_cons_printable(PQgetvalue(res, k, 2), strlen(PQgetvalue(res, k, 2)), o->why, sizeof(o->why));
+        if (dead_letter)
+            c = ob_cons_dead_letter(pg, &recs[b->idx[k]], o->why, o->state, 0, err, errlen);
+    }
+    return c;
+}
+
+ob_cons_class_t
+ob_cons_apply(PGconn *pg, const ob_cons_record_t *recs, int n, int dead_letter, ob_cons_outcome_t *out,
+              char *state, char *err, size_t errlen)
+{
+    batch_t         b;
+    ob_event_t      ev;
+    ob_cons_class_t c = OB_CONS_OK;
+
+    if (state != NULL)
+        state[0] = '\0';
+    memset(&b, 0, sizeof(b));
+    b.idx = malloc(sizeof(*b.idx) * (size_t) (n > 0 ? n : 1));
+    b.ids = malloc(sizeof(*b.ids) * (size_t) (n > 0 ? n : 1));
+    if (b.idx == NULL || b.ids == NULL)
+        abort();
+    for (int i = 0; i < n && c == OB_CONS_OK; i++) {
+        memset(&out[i], 0, sizeof(out[i]));
+        if (ob_cons_decode(&recs[i], &ev, out[i].why, sizeof(out[i].why)) == 0) {
+            out[i].occurred_ms = cons_occurred_ms(ev.occurred_at);
+            batch_add(&b, i, &ev, &recs[i]);
+            continue;
+        }
+        out[i].code = -2;
+        if (dead_letter)
+            c = ob_cons_dead_letter(pg, &recs[i], out[i].why, "", 0, err, errlen);
+    }
+    if (c == OB_CONS_OK && b.n > 0) {
+        /* one topic per call: the consumer reads one, a replay applies one record at a time */
+        const char *params[9] = { arr_done(&b.events), arr_done(&b.orders), arr_done(&b.seqs), arr_done(&b.types),
+                                  arr_done(&b.amounts), arr_done(&b.currencies), recs[0].topic,
+                                  arr_done(&b.parts), arr_done(&b.offsets) };
+        PGresult   *res = PQexecParams(pg,
+                                       "SELECT code, state, message, late FROM ledger_apply_events($1::uuid[],"
+                                       " $2::uuid[], $3::int[], $4::text[], $5::numeric[], $6::text[], $7,"
+                                       " $8::int[], $9::bigint[])",
+                                       9, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK)
+            c = cons_failed(pg, res, state, err, errlen);
+        else
+            c = cons_results(pg, res, &b, recs, dead_letter, out, state, err, errlen);
+        PQclear(res);
+    }
+    batch_free(&b);
+    return c;
+}
