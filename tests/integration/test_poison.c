@@ -1,6 +1,6 @@
 /*
  * tests/integration/test_poison.c: records the ledger consumer cannot book,
- * and errors it must not mistake for them.
+ * errors it must not mistake for them, and Kafka refusing it for good.
  * Real records are produced to a real topic; the real binary consumes them.
  */
 #include "tests/integration/fixture.h"
@@ -324,4 +324,71 @@ Test(poison, transient_errors_retry_the_batch_never_dead_letter_and_a_stuck_cons
     wait_scalar("SELECT count(*) FROM ledger_entries", 3, 20000);
     cr_assert_eq(obh_scalar(h.ledger_dsn, "SELECT count(*) FROM ledger_dead_letter"), 0);
     cr_assert(obh_poll(is_not_stalled, &h, NULL, obh_ms(10000)), "stalled never cleared after the batch applied");
+}
+
+/* ---- item 13: fatal Kafka errors ---- */
+
+typedef struct {
+    rd_kafka_t *rk;
+} intruder_t;
+
+static int
+consumer_fatal(obh_t *hh, void *arg)
+{
+    intruder_t   *in = arg;
+    ob_shm_slot_t s;
+
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(in->rk, 10);
+    if (m != NULL)
+        rd_kafka_message_destroy(m);
+    for (int i = 0; i < OB_SHM_SLOTS; i++)
+        if (ob_shm_slot_snapshot(&hh->shm->map->slots[i], &s) == 0 && s.kind == OB_KIND_CONSUMER && s.index == 0 &&
+            s.state == OB_SLOT_FATAL)
+            return 1;
+    return 0;
+}
+
+static int
+consumer_assigned(obh_t *hh, void *arg)
+{
+    ob_shm_slot_t s;
+
+    (void) arg;
+    return obh_worker(hh, OB_KIND_CONSUMER, 0, &s) >= 0 && s.counters[OB_CTR_CONS_ASSIGNED] > 0;
+}
+
+Test(poison, a_fenced_consumer_exits_fatal_and_says_which_setting_to_change, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+    char             instance[160], group[128], err[512];
+    intruder_t       in;
+    ob_shm_slot_t    s;
+
+    obh_kafka_create_topic(&h, 0);
+    start("[workers]\nhttp = 0\nrelays = 0\nconsumers = 1\n");
+    cr_assert(obh_poll(consumer_assigned, &h, NULL, obh_ms(30000)), "consumer never assigned; log %s", h.log);
+    /* another host with the same [supervisor] name: the same static member id */
+    snprintf(instance, sizeof(instance), "outboxd-%s-consumer-0", h.name);
+    snprintf(group, sizeof(group), "ledger-%s", h.tag);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    cr_assert_eq(rd_kafka_conf_set(conf, "bootstrap.servers", STACK_KAFKA, err, sizeof(err)), RD_KAFKA_CONF_OK);
+    cr_assert_eq(rd_kafka_conf_set(conf, "group.id", group, err, sizeof(err)), RD_KAFKA_CONF_OK);
+    cr_assert_eq(rd_kafka_conf_set(conf, "group.instance.id", instance, err, sizeof(err)), RD_KAFKA_CONF_OK);
+    cr_assert_eq(rd_kafka_conf_set(conf, "session.timeout.ms", "6000", err, sizeof(err)), RD_KAFKA_CONF_OK);
+    in.rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    cr_assert_not_null(in.rk, "%s", err);
+    rd_kafka_poll_set_consumer(in.rk);
+    rd_kafka_topic_partition_list_t *t = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(t, h.topic, RD_KAFKA_PARTITION_UA);
+    cr_assert_eq(rd_kafka_subscribe(in.rk, t), 0);
+    rd_kafka_topic_partition_list_destroy(t);
+    int fatal = obh_poll(consumer_fatal, &h, &in, obh_ms(30000));
+    rd_kafka_destroy_flags(in.rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    cr_assert(fatal, "the fenced consumer never went fatal; log %s", h.log);
+    for (int i = 0; i < OB_SHM_SLOTS; i++)
+        if (ob_shm_slot_snapshot(&h.shm->map->slots[i], &s) == 0 && s.kind == OB_KIND_CONSUMER && s.index == 0)
+            break;
+    cr_assert(strstr(s.reason, "[supervisor] name") != NULL, "reason: %s", s.reason);
+    cr_assert_gt(obh_log_count(&h, "give each host its own [supervisor] name"), 0, "log %s", h.log);
+    cr_log_info("fenced consumer: %s", s.reason);
 }

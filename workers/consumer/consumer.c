@@ -33,7 +33,9 @@
  *   (leaving the group cleanly), exit 0. USR1 reopens the log.
  *
  *   Exit codes: 0 asked to stop; 1 cannot start the Kafka consumer; 2 a
- *   consumer setting is invalid.
+ *   consumer setting is invalid, or Kafka raised a fatal error (e.g. this
+ *   consumer was fenced by another with the same group.instance.id): the
+ *   log and the slot's note say what to change.
  */
 #include "../../common/event.h"
 #include "../../common/log.h"
@@ -67,6 +69,7 @@ typedef struct {
     ob_cons_outcome_t   out[CONS_BATCH];
     int                 n;
     int                 unapplied;           /* the batch in hand is not in the ledger yet */
+    int                 fatal;
     int64_t             next_stats_ms;
     int64_t             progress_ms;         /* last applied batch, or last moment nothing waited */
 } ob_cons_t;
@@ -79,6 +82,7 @@ static void cons_committed(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_top
                            void *opaque);
 static void cons_release(ob_cons_t *cs);
 static void cons_stats(ob_cons_t *cs);
+static int  cons_fatal(ob_cons_t *cs);
 
 int
 ob_cons_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
@@ -103,7 +107,7 @@ ob_cons_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
         free(cs);
         return rc;
     }
-    while (!ob_sig_term && !ob_sig_quit) {
+    while (!ob_sig_term && !ob_sig_quit && !cons_fatal(cs)) {
         if (ob_sig_reopen) {
             ob_sig_reopen = 0;
             ob_log_reopen();
@@ -116,12 +120,50 @@ ob_cons_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
             cons_release(cs);
         }
     }
-    ob_log(OB_LOG_INFO, "consumer %d leaving the group", index);
-    rd_kafka_consumer_close(cs->rk);
-    rd_kafka_destroy(cs->rk);
+    rc = cs->fatal ? OB_EXIT_FATAL : OB_EXIT_OK;
+    if (cs->fatal) {
+        /* a fatal instance cannot leave the group; closing would only wait */
+        rd_kafka_destroy_flags(cs->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    } else {
+        ob_log(OB_LOG_INFO, "consumer %d leaving the group", index);
+        rd_kafka_consumer_close(cs->rk);
+        rd_kafka_destroy(cs->rk);
+    }
     PQfinish(cs->pg);
     free(cs);
-    return OB_EXIT_OK;
+    return rc;
+}
+
+/*
+ * A fatal librdkafka error leaves the instance unable to consume or commit
+ * for good; polling on would look alive and do nothing. Says what to change.
+ */
+static int
+cons_fatal(ob_cons_t *cs)
+{
+    char                why[512];
+    rd_kafka_resp_err_t e;
+
+    if (cs->fatal)
+        return 1;
+    e = rd_kafka_fatal_error(cs->rk, why, sizeof(why));
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+        return 0;
+    cs->fatal = 1;
+    if (e == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID) {
+        ob_log(OB_LOG_ERROR,
+               "consumer %d fenced by Kafka: another consumer joined group \"%s\" as group.instance.id \"%s\", "
+               "so two outboxd instances share [supervisor] name \"%s\"; give each host its own [supervisor] name "
+               "and restart it (%s)",
+               cs->index, cs->cfg->ledger.group, cs->instance, cs->cfg->supervisor.name, why);
+        ob_worker_note(cs->slot, "fenced: another instance uses [supervisor] name \"%s\"; give each host its own",
+                       cs->cfg->supervisor.name);
+    } else {
+        ob_log(OB_LOG_ERROR, "consumer %d: fatal Kafka error %s: %s; this consumer cannot go on: fix the cause, "
+               "then reload", cs->index, rd_kafka_err2name(e), why);
+        ob_worker_note(cs->slot, "fatal Kafka error %s: %.90s; fix it, then reload", rd_kafka_err2name(e), why);
+    }
+    return 1;
 }
 
 static void
@@ -249,9 +291,11 @@ cons_fill(ob_cons_t *cs)
         if (m == NULL)
             break;
         if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF && m->err != RD_KAFKA_RESP_ERR__FATAL)
                 ob_log(OB_LOG_WARN, "consume: %s", rd_kafka_message_errstr(m));
             rd_kafka_message_destroy(m);
+            if (cons_fatal(cs))
+                break;
             continue;
         }
         cons_record(&cs->recs[cs->n], m);
@@ -328,7 +372,7 @@ cons_count(ob_cons_t *cs, int first, int n)
 /*
  * Waits out *backoff (then doubles it) while heartbeating and keeping the
  * lag and stall figures current: the wait is exactly when they matter.
- * -1 when asked to stop.
+ * -1 when asked to stop or Kafka failed for good.
  */
 static int
 cons_backoff(ob_cons_t *cs, int64_t *backoff)
@@ -342,6 +386,8 @@ cons_backoff(ob_cons_t *cs, int64_t *backoff)
         ob_sig_wait(50);
         ob_shm_beat(cs->slot);
         cons_stats(cs);
+        if (cons_fatal(cs))
+            return -1;
     }
     if (ob_sig_term || ob_sig_quit)
         return -1;
