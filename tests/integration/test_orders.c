@@ -234,6 +234,70 @@ Test(orders, synchronous_commit_off_refuses_writes_unless_overridden, .init = se
     cr_assert_eq(post_order("{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}", NULL, NULL), 201);
 }
 
+/* The orders cluster is shared by every test: put its configuration back whatever the test did. */
+static void
+teardown_server_conf(void)
+{
+    obh_sql(STACK_ORDERS "postgres", "ALTER SYSTEM RESET synchronous_commit");
+    obh_sql(STACK_ORDERS "postgres", "ALTER SYSTEM RESET synchronous_standby_names");
+    obh_sql(STACK_ORDERS "postgres", "SELECT pg_reload_conf()");
+    teardown();
+}
+
+static void
+server_conf(const char *set_sql)
+{
+    obh_sql(STACK_ORDERS "postgres", set_sql);
+    obh_sql(STACK_ORDERS "postgres", "SELECT pg_reload_conf()");
+}
+
+static int
+create_answers(obh_t *hh, void *arg)
+{
+    (void) hh;
+    return post_order("{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}", NULL, NULL) == *(int *) arg;
+}
+
+/*
+ * synchronous_commit turned off by a server reload while the HTTP threads
+ * hold connections. Before: the guard ran only at connect, so those
+ * connections went on acknowledging orders a crash could lose. Now every
+ * write statement reads the setting it commits under; `local` is refused
+ * too once a synchronous standby is named.
+ */
+Test(orders, synchronous_commit_changed_live_is_seen_by_the_next_write, .init = setup, .fini = teardown_server_conf)
+{
+    char id[37], path[128], resp[1024];
+    int  refused = 503, created = 201;
+
+    start_http("[orders]\nthreads = 2\n[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n");
+    for (int i = 0; i < 6; i++)
+        cr_assert_eq(post_order("{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}", NULL, id), 201);
+    long long before = obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders");
+    server_conf("ALTER SYSTEM SET synchronous_commit = off");
+    cr_assert(obh_poll(create_answers, &h, &refused, obh_ms(5000)), "writes still acknowledged with it off");
+    for (int i = 0; i < 6; i++) {
+        int st = obh_http(h.orders_port, "POST", "/orders", NULL, "{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}",
+                          resp, sizeof(resp), NULL, 0);
+        cr_assert_eq(st, 503, "%d %s", st, resp);
+        cr_assert(strstr(resp, "synchronous_commit is off") != NULL, "%s", resp);
+    }
+    snprintf(path, sizeof(path), "/orders/%s/cancel", id);
+    cr_assert_eq(obh_http(h.orders_port, "POST", path, NULL, NULL, resp, sizeof(resp), NULL, 0), 503, "%s", resp);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders"), before, "a refused write was written");
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders WHERE status = 'cancelled'"), 0);
+    /* local is as good as on without a synchronous standby, and lossy with one */
+    server_conf("ALTER SYSTEM SET synchronous_commit = local");
+    cr_assert(obh_poll(create_answers, &h, &created, obh_ms(5000)), "local refused without a synchronous standby");
+    server_conf("ALTER SYSTEM SET synchronous_standby_names = 'nobody'");
+    cr_assert(obh_poll(create_answers, &h, &refused, obh_ms(5000)), "local accepted with a synchronous standby named");
+    server_conf("ALTER SYSTEM RESET synchronous_standby_names");
+    server_conf("ALTER SYSTEM RESET synchronous_commit");
+    cr_assert(obh_poll(create_answers, &h, &created, obh_ms(5000)), "writes not accepted again");
+    cr_assert_eq(obh_http(h.orders_port, "POST", path, NULL, NULL, resp, sizeof(resp), NULL, 0), 200, "%s", resp);
+    assert_outbox_consistent();
+}
+
 Test(orders, commits_bump_partition_counters_and_wake_the_owner, .init = setup, .fini = teardown)
 {
     char          id[37];

@@ -5,9 +5,10 @@
  * statements prepared once and a statement timeout, so a request costs one
  * round trip. A broken connection is dropped and re-opened by the next
  * request: the worker never needs a restart to recover from a database
- * restart. Each connection checks synchronous_commit: with it off, an
- * acknowledged order could vanish in a crash while its event lives on in
- * Kafka, so writes are refused unless [orders] unsafe_async_commit = yes.
+ * restart. Every write statement checks the synchronous_commit it will
+ * commit under (see DURABLE): with it off, an acknowledged order could
+ * vanish in a crash while its event lives on in Kafka, so such writes are
+ * refused unless [orders] unsafe_async_commit = yes.
  */
 #include "http_int.h"
 #include "../../common/log.h"
@@ -21,7 +22,6 @@
 
 typedef struct {
     PGconn *pg;
-    int     writable;
 } http_db_t;
 
 static __thread http_db_t tl_db[OB_DB_COUNT];
@@ -30,16 +30,32 @@ typedef struct {
     const char *name, *sql;
 } http_stmt_t;
 
+/*
+ * Whether this statement's commit will be durable before we answer: read in
+ * the write statement itself, so a server reload that turns
+ * synchronous_commit off (a backend applies it between commands) is seen
+ * by the next write on every pooled connection, at no extra round trip.
+ * `local` does not wait for a configured synchronous standby, so a
+ * failover loses what it acknowledged: refused as well. Nothing is forced
+ * per session, so a stronger server setting (remote_apply) stays in force.
+ * $D is [orders] unsafe_async_commit.
+ */
+#define DURABLE(D)                                                                                              \
+    "d AS (SELECT " D "::boolean OR (current_setting('synchronous_commit') <> 'off' AND"                      \
+    " (current_setting('synchronous_commit') <> 'local' OR current_setting('synchronous_standby_names') = ''))" \
+    " AS ok)"
+
 static const http_stmt_t orders_statements[] = {
+    /* (orders inserted, events inserted, durable) */
     { "create",
-      "WITH o AS ("
+      "WITH " DURABLE("$9") ", o AS ("
       "  INSERT INTO orders (id, customer_id, amount, currency, idempotency_key)"
-      "  VALUES ($1::uuid, $2, $3::numeric, $4, $5)"
+      "  SELECT $1::uuid, $2, $3::numeric, $4, $5 FROM d WHERE d.ok"
       "  ON CONFLICT DO NOTHING RETURNING id"
       "), e AS ("
       "  INSERT INTO outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload)"
       "  SELECT $6::uuid, 'order', o.id, 1, 'order.created', $7::int, $8::bytea FROM o RETURNING 1"
-      ") SELECT (SELECT count(*) FROM o), (SELECT count(*) FROM e)" },
+      ") SELECT (SELECT count(*) FROM o), (SELECT count(*) FROM e), (SELECT ok FROM d)" },
     /* after an ambiguous write: did the lost attempt commit this event? */
     { "event_exists", "SELECT count(*) FROM outbox WHERE event_id = $1::uuid" },
     { "get",
@@ -51,13 +67,16 @@ static const http_stmt_t orders_statements[] = {
     { "lock",
       "SELECT id, customer_id, amount::text, currency, status, version, created_at FROM orders"
       " WHERE id = $1::uuid FOR UPDATE" },
-    /* cancel, step 2: new version and its event in one statement */
+    /* cancel, step 2: new version and its event in one statement; (events inserted, durable) */
     { "cancel",
-      "WITH u AS (UPDATE orders SET status = 'cancelled', version = version + 1, updated_at = now()"
-      "  WHERE id = $1::uuid AND status = 'created' RETURNING id, version)"
-      " INSERT INTO outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload)"
-      " SELECT $2::uuid, 'order', u.id, u.version, 'order.cancelled', $3::int, $4::bytea FROM u"
-      " WHERE u.version = $5::int RETURNING 1" },
+      "WITH " DURABLE("$6") ", u AS (UPDATE orders SET status = 'cancelled', version = version + 1,"
+      "  updated_at = now() WHERE id = $1::uuid AND status = 'created' AND (SELECT ok FROM d)"
+      "  RETURNING id, version"
+      "), e AS ("
+      "  INSERT INTO outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload)"
+      "  SELECT $2::uuid, 'order', u.id, u.version, 'order.cancelled', $3::int, $4::bytea FROM u"
+      "  WHERE u.version = $5::int RETURNING 1"
+      ") SELECT (SELECT count(*) FROM e), (SELECT ok FROM d)" },
     { "total",
       "SELECT currency, sum(amount)::text, count(*) FROM orders WHERE status <> 'cancelled'"
       " GROUP BY ROLLUP (currency) ORDER BY currency NULLS LAST" },
@@ -97,26 +116,6 @@ db_close(int which)
     if (tl_db[which].pg != NULL)
         PQfinish(tl_db[which].pg);
     tl_db[which].pg = NULL;
-    tl_db[which].writable = 0;
-}
-
-/* Whether commits on this connection are durable before we answer 201. */
-static int
-db_check_sync_commit(ob_http_t *hw, PGconn *pg)
-{
-    PGresult *r = PQexec(pg, "SHOW synchronous_commit");
-    int       off = PQresultStatus(r) == PGRES_TUPLES_OK && strcmp(PQgetvalue(r, 0, 0), "off") == 0;
-
-    PQclear(r);
-    if (!off)
-        return 1;
-    if (hw->cfg->orders.unsafe_async_commit) {
-        ob_log(OB_LOG_WARN, "synchronous_commit is off on orderdb; accepting writes (unsafe_async_commit = yes)");
-        return 1;
-    }
-    ob_log(OB_LOG_ERROR, "synchronous_commit is off on orderdb: refusing writes (set [orders] unsafe_async_commit"
-                         " = yes to accept the risk)");
-    return 0;
 }
 
 /*
@@ -161,14 +160,7 @@ ob_http_db(ob_http_t *hw, ob_db_id_t which, char *err, size_t errlen)
         db_close(which);
         return NULL;
     }
-    db->writable = which == OB_DB_ORDERS ? db_check_sync_commit(hw, db->pg) : 0;
     return db->pg;
-}
-
-int
-ob_http_db_writable(void)
-{
-    return tl_db[OB_DB_ORDERS].writable;
 }
 
 int

@@ -74,8 +74,6 @@ PGconn *ob_http_db(ob_http_t *hw, ob_db_id_t which, char *err, size_t errlen);
  * connection it ran on. */
 PGresult *ob_http_read(ob_http_t *hw, ob_db_id_t which, const char *stmt, int nparams, const char *const *params,
                        PGconn **pg, char *err, size_t errlen);
-/* 1 when this thread's connection may take writes (synchronous_commit ok). */
-int ob_http_db_writable(void);
 /* After a failed command: 503 for "database unavailable / try again", else 500.
  * Drops the connection when it is broken so the next request reconnects. */
 int ob_http_db_failure(PGconn *pg, PGresult *r, char *err, size_t errlen);

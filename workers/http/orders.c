@@ -178,15 +178,21 @@ orders_backpressure(ob_http_t *hw, struct mg_connection *conn)
     return 503;
 }
 
-/* Refuses writes on a connection whose commits are not durable; 0 when it may write. */
+/* The write statement found its commit would not be durable, and wrote nothing. */
 static int
 orders_refuse_async(struct mg_connection *conn)
 {
-    if (ob_http_db_writable())
-        return 0;
-    return ob_http_reply(conn, 503,
-                         json_pack("{s:s}", "error", "synchronous_commit is off on the orders database; writes refused"),
-                         RETRY_AFTER);
+    return ob_http_unavailable(conn, "synchronous_commit is off (or local with a synchronous standby) on the orders"
+                                     " database; writes refused",
+                               "set synchronous_commit on the orders database, or [orders] unsafe_async_commit = yes"
+                               " to accept the risk");
+}
+
+/* "t"/"f": the statements' $D parameter of DURABLE. */
+static const char *
+orders_allow_async(const ob_http_t *hw)
+{
+    return hw->cfg->orders.unsafe_async_commit ? "t" : "f";
 }
 
 /*
@@ -253,9 +259,7 @@ orders_create_write(ob_http_t *hw, struct mg_connection *conn, const char *const
     for (int attempt = 0;; attempt++) {
         if ((pg = ob_http_db(hw, OB_DB_ORDERS, err, sizeof(err))) == NULL)
             return orders_unavailable(conn, err);
-        if ((status = orders_refuse_async(conn)) != 0)
-            return status;
-        r = PQexecPrepared(pg, "create", 8, params, lens, fmts, 0);
+        r = PQexecPrepared(pg, "create", 9, params, lens, fmts, 0);
         if (ob_http_db_lost(hw, pg, r, attempt)) {
             ob_log(OB_LOG_WARN, "orders: connection lost during create of %s; retrying once", order_id);
             PQclear(r);
@@ -267,8 +271,10 @@ orders_create_write(ob_http_t *hw, struct mg_connection *conn, const char *const
             PQclear(r);
             return status;
         }
-        int inserted = atoi(PQgetvalue(r, 0, 0));
+        int inserted = atoi(PQgetvalue(r, 0, 0)), durable = strcmp(PQgetvalue(r, 0, 2), "t") == 0;
         PQclear(r);
+        if (!durable)
+            return orders_refuse_async(conn);
         if (!inserted)
             return orders_create_conflict(hw, conn, pg, order_id, key, req, attempt);
         return 0;
@@ -300,9 +306,10 @@ orders_create(ob_http_t *hw, struct mg_connection *conn)
                      event_id, &payload, &plen) != 0)
         return ob_http_error(conn, 500, "could not encode the event");
     snprintf(part, sizeof(part), "%d", partition);
-    const char *params[8] = { order_id, req.customer_id, req.amount, req.cur->code, key, event_id, part, payload };
-    int         lens[8] = { 0, 0, 0, 0, 0, 0, 0, (int) plen };
-    int         fmts[8] = { 0, 0, 0, 0, 0, 0, 0, 1 };
+    const char *params[9] = { order_id, req.customer_id, req.amount, req.cur->code, key, event_id, part, payload,
+                              orders_allow_async(hw) };
+    int         lens[9] = { 0, 0, 0, 0, 0, 0, 0, (int) plen, 0 };
+    int         fmts[9] = { 0, 0, 0, 0, 0, 0, 0, 1, 0 };
     status = orders_create_write(hw, conn, params, lens, fmts, order_id, key, &req);
     free(payload);
     if (status != 0)
@@ -437,21 +444,22 @@ orders_cancel_tx(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, const ch
     }
     snprintf(part, sizeof(part), "%d", partition);
     snprintf(seq, sizeof(seq), "%d", version);
-    const char *cparams[5] = { id, event_id, part, payload, seq };
-    int         lens[5] = { 0, 0, 0, (int) plen, 0 };
-    int         fmts[5] = { 0, 0, 0, 1, 0 };
-    r = PQexecPrepared(pg, "cancel", 5, cparams, lens, fmts, 0);
+    const char *cparams[6] = { id, event_id, part, payload, seq, orders_allow_async(hw) };
+    int         lens[6] = { 0, 0, 0, (int) plen, 0, 0 };
+    int         fmts[6] = { 0, 0, 0, 1, 0, 0 };
+    r = PQexecPrepared(pg, "cancel", 6, cparams, lens, fmts, 0);
     free(payload);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         json_decref(order);
-        if (PQresultStatus(r) == PGRES_TUPLES_OK) {
-            PQclear(r);
-            PQclear(orders_tx(pg, "ROLLBACK"));
-            return ob_http_error(conn, 409, "order changed while cancelling; retry");
-        }
         return orders_cancel_fail(hw, conn, pg, r, attempt);
     }
+    int inserted = atoi(PQgetvalue(r, 0, 0)), durable = strcmp(PQgetvalue(r, 0, 1), "t") == 0;
     PQclear(r);
+    if (!durable || inserted != 1) {
+        json_decref(order);
+        PQclear(orders_tx(pg, "ROLLBACK"));
+        return durable ? ob_http_error(conn, 409, "order changed while cancelling; retry") : orders_refuse_async(conn);
+    }
     r = PQexec(pg, "COMMIT");
     if (ob_http_db_lost(hw, pg, r, attempt)) {
         /* committed or not: the retry's lock tells, by finding this event */
@@ -485,8 +493,6 @@ orders_cancel(ob_http_t *hw, struct mg_connection *conn, const char *id)
         PGconn *pg = ob_http_db(hw, OB_DB_ORDERS, err, sizeof(err));
         if (pg == NULL)
             return orders_unavailable(conn, err);
-        if ((status = orders_refuse_async(conn)) != 0)
-            return status;
         if (attempt > 0)
             ob_log(OB_LOG_WARN, "orders: connection lost while cancelling %s; retrying once", id);
         status = orders_cancel_tx(hw, conn, pg, id, event_id, attempt);
