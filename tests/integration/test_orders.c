@@ -456,6 +456,25 @@ Test(orders, backlog_older_than_max_backlog_age_refuses_new_orders, .init = setu
               backlog_body, h.log);
 }
 
+/*
+ * No relay alive at all. Before: the age came from the relays' statistics
+ * in shm, zero with no relay, so orders were accepted for ever. Now it is
+ * read from the outbox.
+ */
+Test(orders, max_backlog_age_holds_with_every_relay_down, .init = setup, .fini = teardown)
+{
+    start_http("[orders]\nmax_backlog_age = 1s\n[workers]\nrelays = 0\nconsumers = 0\n");
+    backlog_status = 201;
+    cr_assert(post_answers(&h, NULL), "first order: %s", backlog_body);
+    backlog_status = 503;
+    cr_assert(obh_poll(post_answers, &h, NULL, obh_ms(10000)), "orders accepted with nothing shipping the backlog");
+    cr_assert(strstr(backlog_body, "max_backlog_age 1 s") != NULL, "%s", backlog_body);
+    /* shipped by someone (here: marked by hand), the backlog is gone and orders are taken again */
+    obh_sql(h.orders_dsn, "UPDATE outbox SET published = true, published_at = now()");
+    backlog_status = 201;
+    cr_assert(obh_poll(post_answers, &h, NULL, obh_ms(10000)), "still refused with nothing pending: %s", backlog_body);
+}
+
 /* A connection that sends its headers, then its body one byte at a time. */
 typedef struct {
     int     fd;

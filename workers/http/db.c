@@ -56,6 +56,12 @@ static const http_stmt_t orders_statements[] = {
       "  INSERT INTO outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload)"
       "  SELECT $6::uuid, 'order', o.id, 1, 'order.created', $7::int, $8::bytea FROM o RETURNING 1"
       ") SELECT (SELECT count(*) FROM o), (SELECT count(*) FROM e), (SELECT ok FROM d)" },
+    /* [orders] max_backlog_age: the oldest pending event's age in ms (NULL: none), from
+     * the outbox itself (true with every relay down), one index probe per partition */
+    { "backlog_age",
+      "SELECT (EXTRACT(EPOCH FROM now() - min(x.created_at)) * 1000)::bigint"
+      " FROM generate_series(0, $1::int - 1) AS p(n), LATERAL (SELECT created_at FROM outbox"
+      " WHERE NOT published AND partition = p.n ORDER BY id LIMIT 1) AS x" },
     /* after an ambiguous write: did the lost attempt commit this event? */
     { "event_exists", "SELECT count(*) FROM outbox WHERE event_id = $1::uuid" },
     { "get",

@@ -20,6 +20,7 @@
 #include "../../common/util.h"
 #include "../../common/uuid.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,31 +146,51 @@ orders_replay(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, const char 
 }
 
 /*
- * Age in seconds of the oldest event not yet in Kafka, over all partitions,
- * from the relays' backlog stats in shm (refreshed every few seconds); 0
- * when none is pending or no relay has looked yet.
+ * When the oldest pending event was committed, on our monotonic clock (0:
+ * none pending), shared by the worker's threads and read at most once a
+ * second. Kept as a point in time, not an age, so a reading a second old
+ * still ages: every HTTP worker then gives the same answer.
+ */
+static _Atomic int64_t backlog_read_ms = 0;
+static _Atomic int64_t backlog_oldest_ms = 0;
+
+/*
+ * Age in seconds of the oldest event not yet in Kafka, from the outbox
+ * itself. The relays' statistics in shm would do without a query, but they
+ * stop (stale, or zero) exactly when no relay is alive to ship anything,
+ * which is when refusing matters most. The database computes the age with
+ * its own clock, so no clock skew between hosts enters.
  */
 static int64_t
-orders_backlog_age_s(const ob_http_t *hw)
+orders_backlog_age_s(ob_http_t *hw)
 {
-    int64_t now = ob_wall_ms(), oldest = 0;
+    int64_t now = ob_now_ms(), last = atomic_load(&backlog_read_ms), oldest;
+    char    err[256], parts[16];
+    PGconn *pg;
 
-    for (int p = 0; ob_shm != NULL && p < hw->cfg->kafka.partitions && p < OB_SHM_PARTITIONS; p++) {
-        int64_t o = atomic_load(&ob_shm->map->parts[p].oldest_pending_ms);
-        if (o > 0 && (oldest == 0 || o < oldest))
-            oldest = o;
+    if (now - last >= 1000 && atomic_compare_exchange_strong(&backlog_read_ms, &last, now) &&
+        (pg = ob_http_db(hw, OB_DB_ORDERS, err, sizeof(err))) != NULL) {
+        snprintf(parts, sizeof(parts), "%d", hw->cfg->kafka.partitions);
+        const char *params[1] = { parts };
+        PGresult   *r = PQexecPrepared(pg, "backlog_age", 1, params, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+            atomic_store(&backlog_oldest_ms, PQgetisnull(r, 0, 0) ? 0 : now - atoll(PQgetvalue(r, 0, 0)));
+        else
+            ob_http_db_failure(pg, r, err, sizeof(err));     /* the write will find out */
+        PQclear(r);
     }
-    return oldest > 0 && now > oldest ? (now - oldest) / 1000 : 0;
+    oldest = atomic_load(&backlog_oldest_ms);
+    return oldest != 0 && now > oldest ? (now - oldest) / 1000 : 0;
 }
 
 /* [orders] max_backlog_age: refuse new work nobody can ship. */
 static int
 orders_backpressure(ob_http_t *hw, struct mg_connection *conn)
 {
-    int64_t age = orders_backlog_age_s(hw);
+    int64_t age;
     char    msg[256];
 
-    if (hw->cfg->orders.max_backlog_age_s <= 0 || age <= hw->cfg->orders.max_backlog_age_s)
+    if (hw->cfg->orders.max_backlog_age_s <= 0 || (age = orders_backlog_age_s(hw)) <= hw->cfg->orders.max_backlog_age_s)
         return 0;
     snprintf(msg, sizeof(msg),
              "backlog: the oldest event not yet in Kafka is %lld s old (max_backlog_age %d s); retry later",
