@@ -130,33 +130,54 @@ ob_http_ready(ob_http_t *hw, struct mg_connection *conn, ob_db_id_t which)
     return ob_http_reply(conn, 200, json_pack("{s:s}", "status", "ready"), NULL);
 }
 
+/* A NUMERIC text that is zero ("0", "0.0000", "-0.00"). */
+static int
+totals_is_zero(const char *numeric)
+{
+    for (const char *p = numeric + (*numeric == '-'); *p; p++)
+        if (*p != '0' && *p != '.')
+            return 0;
+    return 1;
+}
+
+/*
+ * byCurrency is the contract: one sum per currency, at its own scale. A
+ * sum across currencies means nothing, so "total" (with "currency") is
+ * there only when a single currency is counted, the seed's single-currency
+ * view, and is "0.00" when nothing is. A currency whose rows net to zero
+ * with nothing counted (every ledger charge reversed) is left out, as
+ * /orders/total leaves out a currency whose orders were all cancelled, so
+ * the two endpoints compare directly.
+ */
 json_t *
 ob_http_totals_json(PGresult *r)
 {
-    json_t *by = json_object();
-    json_t *out = json_pack("{s:s, s:i, s:o}", "total", "0.00", "count", 0, "byCurrency", by);
-    char    buf[64];
-    int     digits = 2;
+    json_t     *by = json_object(), *out = json_object();
+    const char *only = NULL;
+    long long   count = 0;
+    char        buf[64];
 
     for (int i = 0; i < PQntuples(r); i++) {
-        if (PQgetisnull(r, i, 0))
+        if (PQgetisnull(r, i, 0)) {
+            count = atoll(PQgetvalue(r, i, 2));    /* the ROLLUP row: every currency together */
+            continue;
+        }
+        if (atoll(PQgetvalue(r, i, 2)) == 0 && totals_is_zero(PQgetvalue(r, i, 1)))
             continue;
         const ob_currency_t *cur = ob_currency_find(PQgetvalue(r, i, 0));
-        int                  d = cur ? cur->digits : 4;
-        if (d > digits)
-            digits = d;
-        if (ob_decimal_rescale(PQgetvalue(r, i, 1), d, buf, sizeof(buf)) != 0)
+        if (ob_decimal_rescale(PQgetvalue(r, i, 1), cur ? cur->digits : 4, buf, sizeof(buf)) != 0)
             ob_strlcpy(buf, PQgetvalue(r, i, 1), sizeof(buf));
         json_object_set_new(by, PQgetvalue(r, i, 0), json_string(buf));
+        only = PQgetvalue(r, i, 0);
     }
-    for (int i = 0; i < PQntuples(r); i++) {
-        if (!PQgetisnull(r, i, 0))
-            continue;    /* the ROLLUP row: every currency together */
-        if (ob_decimal_rescale(PQgetvalue(r, i, 1), digits, buf, sizeof(buf)) != 0)
-            ob_strlcpy(buf, PQgetvalue(r, i, 1), sizeof(buf));
-        json_object_set_new(out, "total", json_string(buf));
-        json_object_set_new(out, "count", json_integer(atoll(PQgetvalue(r, i, 2))));
+    if (json_object_size(by) == 1) {
+        json_object_set(out, "total", json_object_get(by, only));
+        json_object_set_new(out, "currency", json_string(only));
+    } else if (json_object_size(by) == 0) {
+        json_object_set_new(out, "total", json_string("0.00"));
     }
+    json_object_set_new(out, "count", json_integer(count));
+    json_object_set_new(out, "byCurrency", by);
     return out;
 }
 
