@@ -85,25 +85,29 @@ fx_text(const char *dsn, const char *sql, char *out, size_t outlen)
     return rc;
 }
 
-/* Orders, cancellations and money on both sides, nothing pending or parked. */
+/* Orders, cancellations and money per currency on both sides, nothing
+ * pending or parked. One sum over every currency could match by accident. */
 static int
 fx_converged(fx_t *fx)
 {
-    char       o[256], l[256];
+    char       o[1024], l[1024];
     long long  on, oc, pending, ln, lc, parked;
-    char       osum[64], lsum[64];
+    char       osum[512], lsum[512];
     const char *osql = "SELECT count(*) || ' ' || count(*) FILTER (WHERE status = 'cancelled') || ' ' || "
-                       "coalesce(sum(amount), 0) || ' ' || (SELECT count(*) FROM outbox WHERE NOT published) "
-                       "FROM orders";
+                       "coalesce((SELECT string_agg(currency || '=' || s, ',' ORDER BY currency) FROM "
+                       "(SELECT currency, sum(amount) AS s FROM orders GROUP BY currency) t), '-') || ' ' || "
+                       "(SELECT count(*) FROM outbox WHERE NOT published) FROM orders";
     const char *lsql = "SELECT count(*) FILTER (WHERE kind = 'charge') || ' ' || "
                        "count(*) FILTER (WHERE kind = 'credit_note') || ' ' || "
-                       "coalesce(sum(amount) FILTER (WHERE kind = 'charge'), 0) || ' ' || "
+                       "coalesce((SELECT string_agg(currency || '=' || s, ',' ORDER BY currency) FROM "
+                       "(SELECT currency, sum(amount) AS s FROM ledger_entries WHERE kind = 'charge' "
+                       "GROUP BY currency) t), '-') || ' ' || "
                        "(SELECT count(*) FROM ledger_parked) FROM ledger_entries";
 
     if (fx_text(fx->h.orders_dsn, osql, o, sizeof(o)) != 0 || fx_text(fx->h.ledger_dsn, lsql, l, sizeof(l)) != 0)
         return 0;
-    if (sscanf(o, "%lld %lld %63s %lld", &on, &oc, osum, &pending) != 4 ||
-        sscanf(l, "%lld %lld %63s %lld", &ln, &lc, lsum, &parked) != 4)
+    if (sscanf(o, "%lld %lld %511s %lld", &on, &oc, osum, &pending) != 4 ||
+        sscanf(l, "%lld %lld %511s %lld", &ln, &lc, lsum, &parked) != 4)
         return 0;
     return on == ln && oc == lc && strcmp(osum, lsum) == 0 && pending == 0 && parked == 0;
 }
