@@ -107,7 +107,7 @@ ob_cons_printable(const char *s, size_t len, char *out, size_t outlen)
 
 /* Fills why with fmt, quoting the offending field as printable ASCII. */
 static int
-cons_refuse(char *why, size_t whylen, const char *fmt, const char *field)
+refuse_with(char *why, size_t whylen, const char *fmt, const char *field)
 {
     char shown[100];
 
@@ -136,30 +136,30 @@ ob_cons_validate(ob_event_t *ev, char *why, size_t whylen)
     for (size_t i = 0; i < OB_ARRAY_LEN(fields); i++)
         if (!ob_cons_utf8_valid(fields[i].value, strlen(fields[i].value))) {
             snprintf(fmt, sizeof(fmt), "field %s is not valid UTF-8: \"%%s\"", fields[i].name);
-            return cons_refuse(why, whylen, fmt, fields[i].value);
+            return refuse_with(why, whylen, fmt, fields[i].value);
         }
     if (ob_uuid_parse(ev->id, &u) != 0 || ob_uuid_parse(ev->aggregate_id, &u) != 0) {
         snprintf(why, whylen, "id or aggregate_id is not a UUID");
         return -1;
     }
     if (strcmp(ev->aggregate_type, "order") != 0)
-        return cons_refuse(why, whylen, "aggregate_type \"%s\" is not \"order\"", ev->aggregate_type);
+        return refuse_with(why, whylen, "aggregate_type \"%s\" is not \"order\"", ev->aggregate_type);
     created = strcmp(ev->type, OB_EVENT_CREATED) == 0;
     if (!created && strcmp(ev->type, OB_EVENT_CANCELLED) != 0)
-        return cons_refuse(why, whylen, "unknown event type \"%s\"", ev->type);
+        return refuse_with(why, whylen, "unknown event type \"%s\"", ev->type);
     /* a create is the order's first version; INT32_MAX is refused so that
      * the ledger's seq + 1 can never overflow */
-    if (created ? ev->seq != 1 : ev->seq < 2 || ev->seq == INT32_MAX) {
+    if (created ? ev->seq != 1 : (ev->seq < 2 || ev->seq == INT32_MAX)) {
         snprintf(why, whylen, "seq %d out of range for %s (%s)", (int) ev->seq, ev->type,
                  created ? "must be 1" : "2 to 2147483646");
         return -1;
     }
     cur = ob_currency_find(ev->currency);
     if (cur == NULL || cur->digits > LEDGER_SCALE)
-        return cons_refuse(why, whylen, "currency \"%s\" is not one the ledger accepts", ev->currency);
+        return refuse_with(why, whylen, "currency \"%s\" is not one the ledger accepts", ev->currency);
     if (ob_money_parse(ev->amount, strlen(ev->amount), cur, &minor, &bad) != 0) {
         snprintf(fmt, sizeof(fmt), "amount \"%%s\" refused: %s", bad);
-        return cons_refuse(why, whylen, fmt, ev->amount);
+        return refuse_with(why, whylen, fmt, ev->amount);
     }
     ob_money_format(minor, cur->digits, ev->amount, sizeof(ev->amount));
     return 0;

@@ -401,7 +401,7 @@ cons_backoff(ob_cons_t *cs, int64_t *backoff)
  * cannot be stored, its coordinates are, so that the consumer moves on.
  */
 static ob_cons_class_t
-cons_refuse(ob_cons_t *cs, int i, const char *state, const char *why)
+cons_dead_letter_alone(ob_cons_t *cs, int i, const char *state, const char *why)
 {
     const ob_cons_record_t *r = &cs->recs[i];
     char                    err[512] = "", st[6], text[1024];
@@ -451,7 +451,7 @@ cons_apply_singly(ob_cons_t *cs)
                 cons_count(cs, i, 1);
                 break;
             }
-            if (c == OB_CONS_DATA && (c = cons_refuse(cs, i, state, err)) == OB_CONS_OK)
+            if (c == OB_CONS_DATA && (c = cons_dead_letter_alone(cs, i, state, err)) == OB_CONS_OK)
                 break;
             ob_log(OB_LOG_WARN, "ledger apply of %s[%d]@%lld failed (%s, SQLSTATE %s), retry in %lld ms: %s",
                    cs->recs[i].topic, (int) cs->recs[i].partition, (long long) cs->recs[i].offset,
