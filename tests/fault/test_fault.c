@@ -326,6 +326,85 @@ Test(fault, w12_wal_orders_db_restarted, .init = setup, .fini = teardown, .timeo
     assert_streamed();
 }
 
+/*
+ * A rolling change of the relay count: the instance runs with 2 relays, a
+ * second one starts beside it with 3 (same databases, topic and group;
+ * clients on both), is rolled back (stops) and started again, then the
+ * first stops. In mode wal both instances use the same publication names:
+ * the second used to re-filter them under the first one's streams, which
+ * then streamed, and confirmed past, partitions they did not own, so after
+ * the rollback those rows stayed pending for ever.
+ */
+static obh_t rolled;
+
+static void
+rolled_start(const char *extra, fx_load_opts_t *o)
+{
+    char conf[128];
+    int  three = 3;
+
+    snprintf(conf, sizeof(conf), "%s[workers]\nrelays = 3\n", extra);
+    obh_write_conf(&rolled, conf);
+    obh_start(&rolled, NULL);
+    o->port = rolled.orders_port;
+    fx_load_start(&fx, o);
+    cr_assert(obh_poll(relays_are, &rolled, &three, obh_ms(60000)), "second instance's relays not up; log %s",
+              rolled.log);
+    wait_acked(fx_n(&fx, 100, 400));
+}
+
+static void
+scenario_rolling_relay_count(const char *name, const char *extra)
+{
+    fx_load_opts_t o = steady;
+    char           conf[128];
+
+    snprintf(conf, sizeof(conf), "%s[workers]\nrelays = 2\n", extra);
+    o.clients = 2;
+    fx.scenario = name;
+    fx_start(&fx, conf);
+    fx_load_start(&fx, &o);
+    wait_acked(50);
+    obh_init_twin(&rolled, &fx.h);
+    rolled_start(extra, &o);
+    cr_assert(obh_stop(&rolled, obh_ms(20000)) >= 0, "second instance did not stop");   /* rolled back */
+    wait_acked(fx_n(&fx, 100, 400));
+    rolled_start(extra, &o);
+    cr_assert(obh_stop(&fx.h, obh_ms(20000)) >= 0, "first instance did not stop");
+    wait_acked(fx_n(&fx, 100, 400));
+}
+
+/* The second instance owns everything, and in mode wal streams it. */
+static void
+rolled_finish(int wal)
+{
+    finish(0, 60000);
+    if (wal) {
+        cr_assert(obh_poll(relays_streaming, &rolled, NULL, obh_ms(30000)), "%s: the second instance's relays do not "
+                                                                             "all stream; log %s",
+                  fx.scenario, rolled.log);
+        cr_assert_gt(obh_log_count(&rolled, "wal: streaming from slot"), 0);
+    }
+    cr_assert(obh_poll(outbox_drained, &rolled, NULL, obh_ms(30000)), "%s: %lld row(s) left pending; log %s",
+              fx.scenario, obh_scalar(fx.h.orders_dsn, "SELECT count(*) FROM outbox WHERE NOT published"), rolled.log);
+    obh_stop(&rolled, obh_ms(20000));
+    if (rolled.shm != NULL)
+        ob_shm_close(rolled.shm, 0);
+}
+
+Test(fault, s15_rolling_relay_count, .init = setup, .fini = teardown, .timeout = 600)
+{
+    scenario_rolling_relay_count("15 rolling change: relays 2, beside it 3, rolled back, again, the first stops", "");
+    rolled_finish(0);
+}
+
+Test(fault, w15_wal_rolling_relay_count, .init = setup, .fini = teardown, .timeout = 600)
+{
+    scenario_rolling_relay_count("wal 15 rolling change: relays 2, beside it 3, rolled back, again, the first stops",
+                                 WAL_MODE);
+    rolled_finish(1);
+}
+
 /* ---- long tier (make chaos) ------------------------------------------- */
 
 Test(fault_long, s03_ledger_db_down_20s, .init = setup, .fini = teardown, .timeout = 600)

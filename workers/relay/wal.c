@@ -92,9 +92,11 @@ typedef struct {
 
 struct ob_wal_s {
     char         slot[64], pub[64], filter[96];
+    char         foreign_filter[96]; /* relay_slots' filter when another instance set it, else "" */
     int          ready;          /* publication and slot are as configured */
     int          catchup;        /* a polling pass must find nothing before streaming */
     int          slot_busy_logged;
+    int          pub_wait_logged;
     int64_t      retry_at_ms;
     PGconn      *repl;
     int          streaming;
@@ -255,9 +257,42 @@ ob_wal_free(ob_relay_t *rl)
 }
 
 /*
+ * Whether this relay may create or re-filter its publication now. Another
+ * instance with another relay count (a rolling deploy) has the same
+ * publication names: changing the filter under its stream would make it
+ * stream, and confirm past, partitions it does not own. So only a relay
+ * that holds the lock of every partition it owns may do it (no other relay
+ * then streams any of them), and never while the slot is in use.
+ */
+static int
+wal_may_change_publication(ob_relay_t *rl)
+{
+    struct ob_wal_s *w = rl->wal;
+    PGresult        *r;
+    int              active;
+
+    if (!wal_all_locks(rl)) {
+        if (!w->pub_wait_logged++)
+            ob_log(OB_LOG_INFO, "wal: publication %s waits until this relay holds all its partitions", w->pub);
+        return 0;
+    }
+    r = wal_query(rl, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active", 1,
+                  (const char *const[]) { w->slot });
+    active = !wal_ok(r, "read the slot") || strcmp(PQgetvalue(r, 0, 0), "0") != 0;
+    PQclear(r);
+    if (active && !w->pub_wait_logged++)
+        ob_log(OB_LOG_WARN, "wal: slot %s is in use by another process; its publication %s is left as it is", w->slot,
+               w->pub);
+    if (!active)
+        w->pub_wait_logged = 0;
+    return !active;
+}
+
+/*
  * Creates the publication, or changes its row filter when the relay count
  * changed; either way catchup_needed is set in the same transaction, so no
  * crash can leave a changed filter without the polling pass that covers it.
+ * 0 done, 1 not now (see wal_may_change_publication), -1 error.
  */
 static int
 wal_setup_publication(ob_relay_t *rl)
@@ -281,6 +316,11 @@ wal_setup_publication(ob_relay_t *rl)
     ok = ok && wal_ok(r, "read pg_publication");
     exists = ok && PQntuples(r) == 1;
     PQclear(r);
+    if (ok && !(exists && same) && !wal_may_change_publication(rl)) {
+        r = PQexec(rl->pg, "ROLLBACK");
+        PQclear(r);
+        return 1;
+    }
     if (ok && !(exists && same)) {
         /* names come from the validated [a-z0-9_] prefix and numbers: nothing to quote */
         if (exists)
@@ -381,11 +421,15 @@ wal_read_flag(ob_relay_t *rl)
 {
     struct ob_wal_s *w = rl->wal;
     const char      *p[1] = { w->slot };
-    PGresult        *r = wal_query(rl, "SELECT catchup_needed FROM relay_slots WHERE slot_name = $1", 1, p);
+    PGresult        *r = wal_query(rl, "SELECT catchup_needed, row_filter FROM relay_slots WHERE slot_name = $1", 1, p);
     int              ok = wal_ok(r, "read the catch-up flag") && PQntuples(r) == 1;
 
-    if (ok)
+    w->foreign_filter[0] = '\0';
+    if (ok) {
         w->catchup = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+        if (strcmp(PQgetvalue(r, 0, 1), w->filter) != 0)
+            ob_strlcpy(w->foreign_filter, PQgetvalue(r, 0, 1), sizeof(w->foreign_filter));
+    }
     PQclear(r);
     return ok ? 0 : -1;
 }
@@ -476,14 +520,27 @@ ob_wal_tick(ob_relay_t *rl, int stats_due)
     if (w == NULL || rl->pg == NULL)
         return;
     if (!w->ready && !w->streaming && now >= w->retry_at_ms) {
-        int rc = wal_setup_publication(rl) == 0 ? wal_setup_slot(rl) : -1;
+        int rc = wal_setup_publication(rl);
+        rc = rc == 0 ? wal_setup_slot(rl) : rc > 0 ? 0 : -1;
         w->ready = rc == 1;
         if (rc != 1)
             w->retry_at_ms = now + WAL_RETRY_MS;
     }
-    if (w->ready && wal_read_flag(rl) == 0 && w->catchup && w->streaming) {
-        ob_log(OB_LOG_INFO, "wal: a polling pass was asked for (replay?); stream paused");
-        ob_wal_stop(rl, 1);
+    if (w->ready && wal_read_flag(rl) == 0 && w->streaming) {
+        if (w->foreign_filter[0] != '\0') {
+            ob_log(OB_LOG_WARN, "wal: publication %s was set to WHERE (%s), not this relay's (%s), by another "
+                                "instance; stream stopped, polling until it is this relay's again",
+                   w->pub, w->foreign_filter, w->filter);
+            ob_wal_stop(rl, 1);
+            w->ready = 0;
+        } else if (!wal_all_locks(rl)) {
+            ob_log(OB_LOG_WARN, "wal: lost a partition lock; stream stopped, polling what this relay holds");
+            ob_wal_stop(rl, 1);
+            w->ready = 0;
+        } else if (w->catchup) {
+            ob_log(OB_LOG_INFO, "wal: a polling pass was asked for (replay?); stream paused");
+            ob_wal_stop(rl, 1);
+        }
     }
     if (stats_due) {
         wal_slot_stats(rl);
