@@ -70,6 +70,7 @@ static const key_def_t keys[] = {
     I("relay", "delivery_timeout_ms", relay.delivery_timeout_ms, 1000, 300000, 0),
     S("relay", "slot_prefix", relay.slot_prefix, 0),
     T("relay", "allow_unbounded_slot", K_BOOL, relay.allow_unbounded_slot, 0, 1, 0),
+    S("relay", "dsn", relay.dsn, 0),
     S("admin", "listen", admin.listen, 1),
     S("admin", "token", admin.token, 0),
     T("log", "format", K_LOG_FORMAT, log.format, 0, 0, 0),
@@ -77,6 +78,12 @@ static const key_def_t keys[] = {
     S("log", "file", log.file, 0),
     T("debug", "fault", K_FAULT, debug.fault, 0, 0, 1),
 };
+
+const char *
+ob_cfg_relay_dsn(const ob_cfg_t *cfg)
+{
+    return cfg->relay.dsn[0] != '\0' ? cfg->relay.dsn : cfg->orders.dsn;
+}
 
 void
 ob_cfg_defaults(ob_cfg_t *cfg)

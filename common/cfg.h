@@ -72,6 +72,7 @@ typedef struct ob_cfg_s {
         int             delivery_timeout_ms; /* Kafka's message.timeout.ms for the relay */
         char            slot_prefix[48];     /* mode wal: slot and publication <prefix>_<i> */
         int             allow_unbounded_slot; /* mode wal: accept max_slot_wal_keep_size = -1 */
+        char            dsn[OB_CFG_STR];     /* the relay's role on orderdb; "" = [orders] dsn */
     } relay;
     struct {
         char listen[128];
@@ -86,6 +87,9 @@ typedef struct ob_cfg_s {
         int fault;               /* ob_fault_t */
     } debug;
 } ob_cfg_t;
+
+/* The DSN the relays use on orderdb: [relay] dsn, or [orders] dsn when that is empty. */
+const char *ob_cfg_relay_dsn(const ob_cfg_t *cfg);
 
 /* Fills every field with its documented default. */
 void ob_cfg_defaults(ob_cfg_t *cfg);

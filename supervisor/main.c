@@ -3,7 +3,7 @@
  *
  *   outboxd [-c FILE] [-t] [-f] [--http-workers N] [--relays N] [--consumers N]
  *   outboxd status  [-c FILE] [--json]
- *   outboxd migrate [-c FILE]
+ *   outboxd migrate [-c FILE] [--orders-dsn OWNER_DSN] [--ledger-dsn OWNER_DSN]
  *   outboxd reconcile [-c FILE] [--json] [--grace SECONDS]
  *   outboxd replay [-c FILE] (--order ID | --event ID | --since TS | --quarantined
  *                             | --dead-letters (--id N | --all)) [--dry-run]
@@ -30,7 +30,7 @@ usage(FILE *out)
     fprintf(out,
             "usage: outboxd [-c FILE] [-t] [-f] [--http-workers N] [--relays N] [--consumers N]\n"
             "       outboxd status [-c FILE] [--json]\n"
-            "       outboxd migrate [-c FILE]\n"
+            "       outboxd migrate [-c FILE] [--orders-dsn OWNER_DSN] [--ledger-dsn OWNER_DSN]\n"
             "       outboxd reconcile [-c FILE] [--json] [--grace SECONDS]\n"
             "       outboxd replay [-c FILE] (--order ID | --event ID | --since TIMESTAMP | --quarantined) [--dry-run]\n"
             "       outboxd replay [-c FILE] --dead-letters (--id N | --all) [--dry-run]\n"
@@ -97,9 +97,10 @@ run_subcommand(const char *cmd, int argc, char **argv)
         { "grace", required_argument, NULL, 'g' },
         { "dead-letters", no_argument, NULL, 'D' }, { "id", required_argument, NULL, 'i' },
         { "all", no_argument, NULL, 'a' },
+        { "orders-dsn", required_argument, NULL, 'O' }, { "ledger-dsn", required_argument, NULL, 'L' },
         { NULL, 0, NULL, 0 },
     };
-    const char *path = DEFAULT_CONFIG, *what = NULL, *value = NULL, *dl_id = NULL;
+    const char *path = DEFAULT_CONFIG, *what = NULL, *value = NULL, *dl_id = NULL, *owner[2] = { NULL, NULL };
     int         json = 0, dry_run = 0, ch, picks = 0, grace = 10, dl_picks = 0;
     ob_cfg_t   *cfg;
     char        err[1024];
@@ -112,6 +113,8 @@ run_subcommand(const char *cmd, int argc, char **argv)
             json = 1;
         else if (ch == 'n')
             dry_run = 1;
+        else if (ch == 'O' || ch == 'L')
+            owner[ch == 'L'] = optarg;     /* migrate as the schema's owner */
         else if (ch == 'g') {
             if (ob_cfg_parse_duration(optarg, &grace) != 0) {
                 fprintf(stderr, "outboxd: --grace expects seconds (or 90s, 5m), got \"%s\"\n", optarg);
@@ -164,7 +167,7 @@ run_subcommand(const char *cmd, int argc, char **argv)
             rc = ob_cmd_replay(cfg, what, value, dry_run);
         }
     } else
-        rc = ob_cmd_migrate(cfg);
+        rc = ob_cmd_migrate(cfg, owner[0], owner[1]);
     free(cfg);
     return rc;
 }

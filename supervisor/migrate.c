@@ -139,13 +139,20 @@ ob_migrate_db(const char *db, const char *dsn, char *err, size_t errlen)
 }
 
 int
-ob_cmd_migrate(const ob_cfg_t *cfg)
+ob_cmd_migrate(const ob_cfg_t *cfg, const char *orders_owner, const char *ledger_owner)
 {
     char err[1024];
+    int  missing;
 
-    if (ob_migrate_db("orderdb", cfg->orders.dsn, err, sizeof(err)) != 0 ||
-        ob_migrate_db("ledgerdb", cfg->ledger.dsn, err, sizeof(err)) != 0) {
+    if (ob_migrate_db("orderdb", orders_owner ? orders_owner : cfg->orders.dsn, err, sizeof(err)) != 0 ||
+        ob_migrate_db("ledgerdb", ledger_owner ? ledger_owner : cfg->ledger.dsn, err, sizeof(err)) != 0) {
         fprintf(stderr, "outboxd: %s\n", err);
+        return 1;
+    }
+    /* the schema is there: can the roles outboxd runs as use it? */
+    if ((missing = ob_roles_check(cfg)) > 0) {
+        fprintf(stderr, "outboxd: migrated, but %d thing(s) the roles above need are missing; the workers would fail"
+                        " on them\n", missing);
         return 1;
     }
     return 0;

@@ -520,7 +520,7 @@ sup_retire_kind(ob_sup_t *sup, int kind, int from_index)
 static int
 sup_relay_cfg_changed(const ob_cfg_t *a, const ob_cfg_t *b)
 {
-    return a->workers.relays != b->workers.relays || strcmp(a->orders.dsn, b->orders.dsn) != 0 ||
+    return a->workers.relays != b->workers.relays || strcmp(ob_cfg_relay_dsn(a), ob_cfg_relay_dsn(b)) != 0 ||
            memcmp(&a->kafka, &b->kafka, sizeof(a->kafka)) != 0 || memcmp(&a->relay, &b->relay, sizeof(a->relay)) != 0;
 }
 
@@ -672,7 +672,8 @@ sup_check_cfg_mode(const ob_cfg_t *cfg)
     struct stat st;
 
     if (stat(cfg->path, &st) == 0 && (st.st_mode & S_IROTH) &&
-        (sup_dsn_has_password(cfg->orders.dsn) || sup_dsn_has_password(cfg->ledger.dsn) || cfg->admin.token[0]))
+        (sup_dsn_has_password(cfg->orders.dsn) || sup_dsn_has_password(cfg->relay.dsn) ||
+         sup_dsn_has_password(cfg->ledger.dsn) || cfg->admin.token[0]))
         ob_log(OB_LOG_WARN, "%s is world-readable and holds a password or token; chmod o-r it", cfg->path);
 }
 

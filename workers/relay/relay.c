@@ -164,7 +164,7 @@ relay_init(ob_relay_t *rl, char *err, size_t errlen)
         return rc;
     ob_shm_beat(rl->slot);
     snprintf(app, sizeof(app), "outboxd relay %d", rl->index);
-    rl->pg = ob_pg_connect(cfg->orders.dsn, app, err, errlen);
+    rl->pg = ob_pg_connect(ob_cfg_relay_dsn(cfg), app, err, errlen);
     if (rl->pg == NULL)
         return OB_EXIT_RETRY;
     relay_session_setup(rl);
@@ -283,7 +283,7 @@ relay_claim(ob_relay_t *rl)
 
     if (rl->pg == NULL) {
         snprintf(app, sizeof(app), "outboxd relay %d", rl->index);
-        rl->pg = ob_pg_connect(rl->cfg->orders.dsn, app, err, sizeof(err));
+        rl->pg = ob_pg_connect(ob_cfg_relay_dsn(rl->cfg), app, err, sizeof(err));
         if (rl->pg == NULL) {
             ob_log(OB_LOG_WARN, "%s", err);
             return;

@@ -640,7 +640,7 @@ wal_start(ob_relay_t *rl)
     if (wal_load_quarantine(rl) != 0)
         return;
     snprintf(app, sizeof(app), "outboxd relay %d wal", rl->index);
-    w->repl = ob_pg_connect_replication(rl->cfg->orders.dsn, app, err, sizeof(err));
+    w->repl = ob_pg_connect_replication(ob_cfg_relay_dsn(rl->cfg), app, err, sizeof(err));
     if (w->repl == NULL) {
         ob_log(OB_LOG_WARN, "wal: %s", err);
         return;

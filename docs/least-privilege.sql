@@ -1,0 +1,31 @@
+-- outboxd with least privilege: one role per kind of worker, none a superuser.
+--
+-- Run as the owner of the tables `outboxd migrate` created (and, for the
+-- roles themselves, as someone with CREATEROLE: outboxd never creates roles).
+-- psql variables name the roles, e.g.
+--   psql -v http=outboxd_http -v relay=outboxd_relay -v ledger=outboxd_ledger ...
+-- Then point [orders] dsn at :http, [relay] dsn at :relay and [ledger] dsn at
+-- :ledger, and run `outboxd migrate --orders-dsn OWNER --ledger-dsn OWNER`:
+-- after migrating it connects as each role and says what is missing.
+-- (tests/integration/test_roles.c runs this file, so it stays true.)
+
+-- @orderdb
+-- HTTP workers: write an order and its event, read orders and the backlog's age.
+GRANT SELECT, INSERT, UPDATE ON orders TO :"http";
+GRANT SELECT, INSERT ON outbox TO :"http";
+-- Relays: claim and mark events, prune published ones, quarantine rejects.
+GRANT SELECT, UPDATE, DELETE ON outbox TO :"relay";
+GRANT SELECT, INSERT ON outbox_quarantine TO :"relay";
+GRANT SELECT, INSERT, UPDATE, DELETE ON relay_slots TO :"relay";
+-- Relay mode wal also needs, on PostgreSQL 15 (ALTER PUBLICATION ... SET
+-- TABLE is the table owner's), as a superuser and the owner:
+--   ALTER ROLE :"relay" REPLICATION;
+--   ALTER TABLE outbox OWNER TO :"relay";
+--   GRANT CREATE ON DATABASE orderdb TO :"relay";
+
+-- @ledgerdb
+-- Consumers book events; the ledger API reads them.
+GRANT SELECT, INSERT ON ledger_entries TO :"ledger";
+GRANT SELECT, INSERT, UPDATE ON ledger_orders TO :"ledger";
+GRANT SELECT, INSERT, UPDATE, DELETE ON ledger_parked TO :"ledger";
+GRANT SELECT, INSERT ON ledger_dead_letter TO :"ledger";
