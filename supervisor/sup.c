@@ -559,6 +559,9 @@ sup_reload(ob_sup_t *sup)
         return;
     }
     sup_merge_overrides(sup, next);
+    /* before validating: the checks that relate keys (relays <= partitions)
+     * must see the values that will run, not the file's restart-only ones */
+    sup_keep_restart_only(old, next);
     if (ob_cfg_validate(next, err, sizeof(err)) != 0) {
         ob_log(OB_LOG_ERROR, "config not reloaded: %s", err);
         sup_publish_header(sup, 0, err);
@@ -566,7 +569,6 @@ sup_reload(ob_sup_t *sup)
         ob_sd_notify("READY=1");
         return;
     }
-    sup_keep_restart_only(old, next);
     char lerr[256];
     if (ob_log_open(next->log.format, next->log.level, next->log.file, lerr, sizeof(lerr)) != 0)
         ob_log(OB_LOG_ERROR, "reload: log file not changed: %s", lerr);

@@ -474,6 +474,31 @@ Test(orders, max_backlog_age_holds_with_every_relay_down, .init = setup, .fini =
     obh_sql(h.orders_dsn, "UPDATE outbox SET published = true, published_at = now()");
     backlog_status = 201;
     cr_assert(obh_poll(post_answers, &h, NULL, obh_ms(10000)), "still refused with nothing pending: %s", backlog_body);
+    /* an order parked behind a quarantined event is nobody's backlog (found in review: it stopped intake for good) */
+    char id[37], path[128], resp[1024];
+    for (int64_t t0 = ob_now_ms(); post_order("{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}", NULL, id) != 201;
+         ob_sleep_ms(50)) {
+        obh_sql(h.orders_dsn, "UPDATE outbox SET published = true, published_at = now()");
+        cr_assert_lt(ob_now_ms() - t0, obh_ms(5000), "not accepted with nothing pending");
+    }
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "WITH q AS (DELETE FROM outbox WHERE aggregate_id = '%s' RETURNING *) INSERT INTO outbox_quarantine"
+             " (id, event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload, created_at, error)"
+             " SELECT id, event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload, created_at,"
+             " 'test: rejected by Kafka' FROM q", id);
+    obh_sql(h.orders_dsn, sql);
+    snprintf(path, sizeof(path), "/orders/%s/cancel", id);
+    cr_assert_eq(obh_http(h.orders_port, "POST", path, NULL, NULL, resp, sizeof(resp), NULL, 0), 200, "%s", resp);
+    obh_sql(h.orders_dsn, "UPDATE outbox SET published = true, published_at = now(), created_at = now() - interval"
+                          " '1 hour' WHERE seq = 1");
+    obh_sql(h.orders_dsn, "UPDATE outbox SET created_at = now() - interval '1 hour' WHERE seq = 2");
+    /* the orders taken meanwhile are shipped at once (by hand: no relay), the parked event stays an hour old */
+    for (int64_t t0 = ob_now_ms(); ob_now_ms() - t0 < 2500; ob_sleep_ms(100)) {
+        cr_assert_eq(post_order("{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}", NULL, NULL), 201,
+                     "refused because of an event parked behind the quarantine");
+        obh_sql(h.orders_dsn, "UPDATE outbox SET published = true, published_at = now() WHERE seq = 1");
+    }
 }
 
 /* A connection that sends its headers, then its body one byte at a time. */
@@ -731,4 +756,58 @@ Test(orders, a_write_whose_reply_was_lost_is_retried_and_finds_its_own_effect, .
     cr_assert_geq(obh_log_count(&h, "retrying once"), 3, "the retries are logged");
     cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox"), 3);
     assert_outbox_consistent();
+}
+
+/* Sends raw bytes on a fresh connection, optionally half-closes, and reads until the server closes. */
+static void
+send_raw(int port, const char *bytes, int half_close, char *resp, size_t resplen)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t) port) };
+    int                fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct timeval     tv = { 5, 0 };
+    size_t             used = 0;
+    ssize_t            n;
+
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    cr_assert_eq(send(fd, bytes, strlen(bytes), MSG_NOSIGNAL), (ssize_t) strlen(bytes));
+    if (half_close)
+        shutdown(fd, SHUT_WR);
+    while (used + 1 < resplen && (n = recv(fd, resp + used, resplen - used - 1, 0)) > 0)
+        used += (size_t) n;
+    resp[used] = '\0';
+    close(fd);
+}
+
+/*
+ * Requests civetweb itself refuses (bad version, bad Content-Length, a
+ * header cut short) are answered in JSON. Found in review: answering them
+ * left the thread's body deadline expired, so that thread failed every
+ * later connection at once, and a handful of such requests took every
+ * thread of a listener for good.
+ */
+Test(orders, requests_civetweb_refuses_are_json_and_cost_no_thread, .init = setup, .fini = teardown)
+{
+    const char *bad[] = {
+        "GET /healthcheck HTTP/9.9\r\n\r\n",
+        "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n",
+        "GET /healthcheck HTTP/1.1\r\nHost: x\r\n",
+    };
+    char resp[4096];
+
+    start_http("[orders]\nthreads = 2\n[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n");
+    for (int round = 0; round < 4; round++)
+        for (size_t i = 0; i < OB_ARRAY_LEN(bad); i++) {
+            send_raw(h.orders_port, bad[i], i == 2, resp, sizeof(resp));
+            cr_assert(strstr(resp, "HTTP/1.1 4") != NULL || strstr(resp, "HTTP/1.1 5") != NULL, "case %zu: %s", i,
+                      resp);
+            cr_assert(strstr(resp, "{\"error\":\"") != NULL, "case %zu not JSON: %s", i, resp);
+        }
+    obh_http_timeout_ms = obh_ms(2000);
+    for (int i = 0; i < 10; i++)
+        cr_assert_eq(obh_http(h.orders_port, "GET", "/healthcheck", NULL, NULL, resp, sizeof(resp), NULL, 0), 200,
+                     "probe %d after the refusals: %s", i, resp);
+    obh_http_timeout_ms = 30000;
+    cr_assert_eq(post_order("{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}", NULL, NULL), 201);
 }

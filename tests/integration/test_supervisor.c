@@ -413,6 +413,17 @@ Test(supervisor, reload_keeps_kafka_partitions_and_says_it_needs_a_restart, .ini
     cr_assert_geq(obh_worker(&h, OB_KIND_RELAY, 0, &s), 0, "relay not running");
     cr_assert_eq(s.pid, relay, "the relay was restarted or went fatal");
     cr_assert_eq(obh_log_count(&h, "fatal"), 0);
+    /* checks that relate keys see the running partitions: 15 relays for 12 is refused
+     * (found in review: it was validated against the file's 17, then ran with 12) */
+    h.partitions = right + 5;
+    obh_write_conf(&h, "[workers]\nhttp = 1\nrelays = 15\nconsumers = 0\n");
+    h.partitions = right;
+    kill(h.pid, SIGHUP);
+    char refusal[96];
+    snprintf(refusal, sizeof(refusal), "relays = 15 exceeds [kafka] partitions = %d", right);
+    for (int64_t t0 = ob_now_ms(); obh_log_count(&h, refusal) == 0; ob_sleep_ms(10))
+        cr_assert_lt(ob_now_ms() - t0, obh_ms(10000), "a reload to more relays than running partitions was taken");
+    cr_assert_eq(obh_count(&h, OB_KIND_RELAY), 1);
 }
 
 /* Receives one datagram on the fake NOTIFY_SOCKET, or "" after timeout. */

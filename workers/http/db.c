@@ -60,8 +60,10 @@ static const http_stmt_t orders_statements[] = {
      * the outbox itself (true with every relay down), one index probe per partition */
     { "backlog_age",
       "SELECT (EXTRACT(EPOCH FROM now() - min(x.created_at)) * 1000)::bigint"
-      " FROM generate_series(0, $1::int - 1) AS p(n), LATERAL (SELECT created_at FROM outbox"
-      " WHERE NOT published AND partition = p.n ORDER BY id LIMIT 1) AS x" },
+      " FROM generate_series(0, $1::int - 1) AS p(n), LATERAL (SELECT o.created_at FROM outbox o"
+      " WHERE NOT o.published AND o.partition = p.n AND NOT EXISTS (SELECT 1 FROM outbox_quarantine q"
+      "  WHERE q.aggregate_id = o.aggregate_id)"     /* parked behind a quarantined event: not shippable */
+      " ORDER BY o.id LIMIT 1) AS x" },
     /* after an ambiguous write: did the lost attempt commit this event? */
     { "event_exists", "SELECT count(*) FROM outbox WHERE event_id = $1::uuid" },
     { "get",

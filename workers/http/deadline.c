@@ -32,6 +32,15 @@ static __thread int64_t tl_deadline_ms;   /* this request's, monotonic */
 static __thread int     tl_armed;         /* OB_HTTP_WAIT_* */
 static __thread int     tl_expired;       /* time ran out, or the body was abandoned */
 static __thread int64_t tl_brief_ms;      /* end of a WAIT_BRIEF window */
+static __thread int     tl_in_request;    /* between begin and end: nothing acts outside */
+static poll_fn_t        real_poll;
+
+/* Resolved before any thread exists, so no thread ever writes it. */
+__attribute__((constructor)) static void
+deadline_resolve(void)
+{
+    real_poll = (poll_fn_t) dlsym(RTLD_NEXT, "poll");
+}
 
 void
 ob_http_deadline_begin(int64_t deadline_ms)
@@ -39,6 +48,7 @@ ob_http_deadline_begin(int64_t deadline_ms)
     tl_deadline_ms = deadline_ms;
     tl_armed = OB_HTTP_WAIT_ANY;
     tl_expired = 0;
+    tl_in_request = 1;
 }
 
 void
@@ -52,6 +62,8 @@ ob_http_deadline_arm(int mode)
 void
 ob_http_deadline_abandon(void)
 {
+    if (!tl_in_request)
+        return;     /* civetweb's own refusals come before begin and after no end */
     tl_expired = 1;
     tl_armed = OB_HTTP_WAIT_DEADLINE;
 }
@@ -59,7 +71,7 @@ ob_http_deadline_abandon(void)
 int
 ob_http_deadline_expired(void)
 {
-    return tl_expired;
+    return tl_in_request && tl_expired;
 }
 
 void
@@ -68,35 +80,36 @@ ob_http_deadline_end(void)
     tl_armed = OB_HTTP_WAIT_ANY;
     tl_expired = 0;
     tl_deadline_ms = 0;
+    tl_in_request = 0;
 }
 
+/* glibc declares poll()'s fds write-only for its fortify checks, but poll
+ * reads each events field: that is what the warning misreads. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 int
 poll(struct pollfd *fds, nfds_t nfds, int timeout)
 {
-    static poll_fn_t real_poll;
-
-    if (real_poll == NULL)
-        real_poll = (poll_fn_t) dlsym(RTLD_NEXT, "poll");
     if (real_poll == NULL) {
         errno = ENOSYS;
         return -1;
     }
-    if ((tl_armed == OB_HTTP_WAIT_NOW || tl_armed == OB_HTTP_WAIT_BRIEF) && nfds == 1 && (fds[0].events & POLLIN)) {
+    /* only a wait for input on one socket (civetweb reading a request) is ours to bound */
+    if (!tl_in_request || tl_armed == OB_HTTP_WAIT_ANY || nfds != 1 || !(fds[0].events & POLLIN))
+        return real_poll(fds, nfds, timeout);
+    if (tl_armed == OB_HTTP_WAIT_NOW || tl_armed == OB_HTTP_WAIT_BRIEF) {
         int64_t left = tl_armed == OB_HTTP_WAIT_NOW ? 0 : tl_brief_ms - ob_now_ms();
         int     rc = real_poll(fds, nfds, left <= 0 ? 0 : timeout >= 0 && timeout < left ? timeout : (int) left);
         if (rc == 0)
             errno = EAGAIN;     /* not a timeout of the request: the caller decides whether to wait on */
         return rc == 0 ? -1 : rc;
     }
-    if (tl_armed == OB_HTTP_WAIT_DEADLINE && nfds == 1 && (fds[0].events & POLLIN)) {
-        int64_t left = tl_deadline_ms - ob_now_ms();
-        if (tl_expired || left <= 0) {
-            tl_expired = 1;
-            errno = ETIMEDOUT;
-            return -1;
-        }
-        if (timeout < 0 || timeout > left)
-            timeout = (int) left;
+    int64_t left = tl_deadline_ms - ob_now_ms();
+    if (tl_expired || left <= 0) {
+        tl_expired = 1;
+        errno = ETIMEDOUT;
+        return -1;
     }
-    return real_poll(fds, nfds, timeout);
+    return real_poll(fds, nfds, timeout < 0 || timeout > left ? (int) left : timeout);
 }
+#pragma GCC diagnostic pop

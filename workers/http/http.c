@@ -357,8 +357,9 @@ http_error_reply(struct mg_connection *conn, int status, const char *errmsg)
     for (char *c = msg; *c; c++)
         if ((unsigned char) *c < 0x20 || (unsigned char) *c > 0x7e)
             *c = ' ';      /* one line of ASCII, whatever civetweb put in it */
-    ob_http_deadline_abandon();
-    ob_http_reply(conn, status, json_pack("{s:s}", "error", msg), NULL);
+    /* no deadline state here: this comes outside begin/end_request, and
+     * civetweb closes the connection itself */
+    ob_http_reply(conn, status, json_pack("{s:s}", "error", msg), "Connection: close\r\n");
     return 0;
 }
 

@@ -115,6 +115,26 @@ orders_event(ob_http_t *hw, const char *type, const char *order_id, int seq, con
     return ob_event_encode(&ev, strcmp(hw->cfg->kafka.format, "json") == 0, payload, len);
 }
 
+/*
+ * Before acknowledging a write we did not see commit (a lost reply, an
+ * Idempotency-Key replay): a backend cancelled or terminated while it
+ * waited for a synchronous standby has committed locally only, and its row
+ * is visible. Committing a transaction of our own, later in the WAL, waits
+ * for the standby past it under the session's synchronous_commit. 0, or
+ * the status sent.
+ */
+static int
+orders_settle(ob_http_t *hw, struct mg_connection *conn, PGconn *pg)
+{
+    PGresult *r = PQexec(pg, "SELECT pg_current_xact_id()");
+    int       status = 0;
+
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        status = orders_db_error(hw, conn, pg, r);
+    PQclear(r);
+    return status;
+}
+
 /* Answers a replay of an Idempotency-Key with the first order (or 422 if the body differs). */
 static int
 orders_replay(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, const char *key, const ob_order_req_t *req)
@@ -142,6 +162,10 @@ orders_replay(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, const char 
         return ob_http_error(conn, 422, "Idempotency-Key was already used with a different request");
     }
     PQclear(r);
+    if ((status = orders_settle(hw, conn, pg)) != 0) {
+        json_decref(order);
+        return status;
+    }
     return ob_http_reply(conn, 200, order, NULL);
 }
 
@@ -254,8 +278,8 @@ orders_create_conflict(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, co
         }
         status = PQntuples(r);
         PQclear(r);
-        if (status == 1)
-            return 0;    /* the attempt whose reply was lost committed: it is ours */
+        if (status == 1)     /* the attempt whose reply was lost committed: it is ours */
+            return orders_settle(hw, conn, pg);
     }
     if (key == NULL)
         return orders_unavailable(conn, "create inserted nothing and the order is not there");
@@ -391,12 +415,12 @@ orders_cancel_fail(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, PGresu
         ob_http_db_failure(pg, NULL, err, sizeof(err));
         return CANCEL_RETRY;
     }
+    /* read before orders_db_error, which closes (frees) a broken connection */
+    int alive = PQstatus(pg) == CONNECTION_OK;
     status = orders_db_error(hw, conn, pg, r);
     PQclear(r);
-    if (status != 503 || PQstatus(pg) == CONNECTION_OK) {
-        PGresult *rb = orders_tx(pg, "ROLLBACK");
-        PQclear(rb);
-    }
+    if (alive)
+        PQclear(orders_tx(pg, "ROLLBACK"));
     return status;
 }
 
@@ -414,7 +438,8 @@ orders_event_exists(PGconn *pg, const char *event_id)
 
 /* The locked row is not cancellable: 404, 409, or 200 when it is our own lost attempt's doing. */
 static int
-orders_cancel_done(struct mg_connection *conn, PGconn *pg, PGresult *r, const char *event_id, int attempt)
+orders_cancel_done(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, PGresult *r, const char *event_id,
+                   int attempt)
 {
     int     missing = PQntuples(r) == 0;
     json_t *order = missing ? NULL : orders_row_json(r, 0);
@@ -423,8 +448,14 @@ orders_cancel_done(struct mg_connection *conn, PGconn *pg, PGresult *r, const ch
     PQclear(orders_tx(pg, "ROLLBACK"));
     if (missing)
         return ob_http_error(conn, 404, "no such order");
-    if (attempt > 0 && orders_event_exists(pg, event_id))
+    if (attempt > 0 && orders_event_exists(pg, event_id)) {
+        int status = orders_settle(hw, conn, pg);
+        if (status != 0) {
+            json_decref(order);
+            return status;
+        }
         return ob_http_reply(conn, 200, order, NULL);
+    }
     json_object_set_new(order, "error", json_string("order is already cancelled"));
     return ob_http_reply(conn, 409, order, NULL);
 }
@@ -450,7 +481,7 @@ orders_cancel_tx(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, const ch
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         return orders_cancel_fail(hw, conn, pg, r, attempt);
     if (PQntuples(r) == 0 || strcmp(PQgetvalue(r, 0, COL_STATUS), "cancelled") == 0)
-        return orders_cancel_done(conn, pg, r, event_id, attempt);
+        return orders_cancel_done(hw, conn, pg, r, event_id, attempt);
     int version = atoi(PQgetvalue(r, 0, COL_VERSION)) + 1;
     int partition = ob_partition_for(id, strlen(id), hw->cfg->kafka.partitions);
     json_t *order = orders_row_json(r, 0);
