@@ -9,7 +9,7 @@ OPT     ?= -O2
 CFLAGS  := -std=gnu11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Werror -Wno-missing-field-initializers -Wno-format-truncation \
            -I. -I/usr/include/postgresql -pthread $(SAN) $(EXTRA_CFLAGS)
 LDFLAGS := -pthread $(SAN)
-LIBS    := -lpq -lrdkafka -lcivetweb -lmsgpackc -ljansson -linih -ldl
+LIBS    := -lpq -lrdkafka -lcivetweb -lmsgpackc -ljansson -linih -lcrypto -ldl
 TEST_LIBS := $(LIBS) -lcriterion
 
 CONFIG  ?= outboxd.conf

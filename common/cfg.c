@@ -20,7 +20,9 @@
 #include <string.h>
 #include <strings.h>
 
-typedef enum { K_STR, K_INT, K_BOOL, K_DURATION, K_RELAY_MODE, K_LOG_FORMAT, K_LOG_LEVEL, K_FORMAT, K_FAULT } key_type_t;
+typedef enum {
+    K_STR, K_INT, K_BOOL, K_DURATION, K_RELAY_MODE, K_LOG_FORMAT, K_LOG_LEVEL, K_FORMAT, K_FAULT, K_SIGN_KEY, K_SIGN_KEYS
+} key_type_t;
 
 typedef struct {
     const char *section;
@@ -59,6 +61,9 @@ static const key_def_t keys[] = {
      * lacks while the relays go fatal, and reverting strands those rows */
     I("kafka", "partitions", kafka.partitions, 1, 256, 1),
     T("kafka", "format", K_FORMAT, kafka.format, 0, 0, 0),
+    T("kafka", "signing_key", K_SIGN_KEY, kafka.signing_key, 0, 0, 0),
+    T("kafka", "verify_keys", K_SIGN_KEYS, kafka.verify_keys, 0, 0, 0),
+    T("kafka", "require_signature", K_BOOL, kafka.require_signature, 0, 1, 0),
     I("workers", "http", workers.http, 0, 64, 0),
     I("workers", "relays", workers.relays, 0, 256, 0),
     I("workers", "consumers", workers.consumers, 0, 64, 0),
@@ -317,6 +322,11 @@ cfg_set_value(ob_cfg_t *cfg, const key_def_t *k, const char *v, const char **why
         return 0;
     case K_FAULT:
         return cfg_set_fault(ip, v, why);
+    case K_SIGN_KEY:
+        return ob_rsig_parse_key(v, (ob_rsig_key_t *) field, why);
+    case K_SIGN_KEYS:
+        /* cumulative: inih's lines stop at 200 bytes, so keys may take several lines */
+        return ob_rsig_parse_keys(v, (ob_rsig_keyring_t *) field, why);
     }
     *why = "internal: unknown key type";
     return -1;
@@ -362,7 +372,10 @@ cfg_handler(void *user, const char *section, const char *name, const char *value
     }
     if (cfg_set_value(pc->cfg, k, value, &why) != 0) {
         char msg[300];
-        snprintf(msg, sizeof(msg), "%s (got \"%.200s\")", why, value);
+        if (k->type == K_SIGN_KEY || k->type == K_SIGN_KEYS)
+            snprintf(msg, sizeof(msg), "%s (value ***)", why);    /* a secret is never echoed */
+        else
+            snprintf(msg, sizeof(msg), "%s (got \"%.200s\")", why, value);
         cfg_fail(pc, section, name, msg);
         return 0;
     }
@@ -418,6 +431,24 @@ cfg_check_listen(const char *what, const char *v, char *err, size_t errlen)
     return 0;
 }
 
+static int
+cfg_check_signing(const ob_cfg_t *cfg, char *err, size_t errlen)
+{
+    ob_rsig_keyring_t ring;
+
+    if (ob_rsig_ring_merge(&cfg->kafka.verify_keys, &cfg->kafka.signing_key, &ring) != 0) {
+        snprintf(err, errlen, "[kafka] signing_key and verify_keys give key id '%s' different secrets",
+                 cfg->kafka.signing_key.id);
+        return -1;
+    }
+    if (cfg->kafka.require_signature && ring.n == 0) {
+        snprintf(err, errlen, "[kafka] require_signature = yes needs verify_keys or signing_key: "
+                 "no record could be accepted");
+        return -1;
+    }
+    return 0;
+}
+
 int
 ob_cfg_validate(const ob_cfg_t *cfg, char *err, size_t errlen)
 {
@@ -452,6 +483,8 @@ ob_cfg_validate(const ob_cfg_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "[kafka] brokers and topic must not be empty");
         return -1;
     }
+    if (cfg_check_signing(cfg, err, errlen) != 0)
+        return -1;
     if (cfg->orders.dsn[0] == '\0' || cfg->ledger.dsn[0] == '\0') {
         snprintf(err, errlen, "[orders] dsn and [ledger] dsn must not be empty");
         return -1;

@@ -8,6 +8,8 @@
 #ifndef OB_CFG_H
 #define OB_CFG_H
 
+#include "rsig.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -57,6 +59,9 @@ typedef struct ob_cfg_s {
         char topic[256];
         int  partitions;
         char format[16];         /* msgpack | json */
+        ob_rsig_key_t     signing_key;       /* relays sign with it; len 0 = unsigned (secret: never shown) */
+        ob_rsig_keyring_t verify_keys;       /* consumers accept these and signing_key (secrets) */
+        int               require_signature; /* consumers dead-letter unsigned records too */
     } kafka;
     struct {
         int http;

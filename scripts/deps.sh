@@ -19,7 +19,7 @@ die() { printf 'deps: %s\n' "$*" >&2; exit 1; }
 PACKAGES=(
     build-essential pkg-config
     libpq-dev librdkafka-dev libcivetweb-dev libmsgpack-dev libcriterion-dev
-    libjansson-dev libinih-dev
+    libjansson-dev libinih-dev libssl-dev
     postgresql-15 postgresql-contrib
     wrk iptables procps
     chromium            # headless, for the status page test

@@ -151,7 +151,8 @@ dead_say(const char *id, const dead_t *d, const ob_cons_outcome_t *o, int dry_ru
 
 /* Replays row i inside its savepoint; 1 applied, 0 still fails, -1 stop (err set). */
 static int
-dead_replay_one(PGconn *pg, PGresult *res, int i, int dry_run, char *err, size_t errlen)
+dead_replay_one(PGconn *pg, const ob_cons_trust_t *trust, PGresult *res, int i, int dry_run, char *err,
+                size_t errlen)
 {
     const char       *id = PQgetvalue(res, i, 0);
     dead_t            d;
@@ -166,7 +167,7 @@ dead_replay_one(PGconn *pg, PGresult *res, int i, int dry_run, char *err, size_t
         o.code = -2;
         snprintf(o.why, sizeof(o.why), "the stored record is malformed");
     } else {
-        c = ob_cons_apply(pg, &d.r, 1, 0, &o, state, err, errlen);
+        c = ob_cons_apply(pg, trust, &d.r, 1, 0, &o, state, err, errlen);
     }
     if (c == OB_CONS_DATA) {
         /* a statement escaped the ledger's own handler (a constraint, say): undo it, keep the dead letter */
@@ -201,7 +202,9 @@ ob_cmd_replay_dead_letters(const ob_cfg_t *cfg, const char *id, int dry_run)
     PGresult   *res = NULL;
     const char *params[1] = { id };
     PGconn     *pg = ob_pg_connect(cfg->ledger.dsn, "outboxd replay", err, sizeof(err));
+    ob_cons_trust_t trust;      /* a replayed record is judged as the consumer judges it, signature included */
 
+    ob_cons_trust_init(&trust, cfg);
     if (pg == NULL) {
         fprintf(stderr, "outboxd: replay: %s\n", err);
         return 1;
@@ -219,7 +222,7 @@ ob_cmd_replay_dead_letters(const ob_cfg_t *cfg, const char *id, int dry_run)
         goto fail;
     }
     for (int i = 0; i < PQntuples(res); i++) {
-        int rc = dead_replay_one(pg, res, i, dry_run, err, sizeof(err));
+        int rc = dead_replay_one(pg, &trust, res, i, dry_run, err, sizeof(err));
         if (rc < 0)
             goto fail;
         applied += rc;

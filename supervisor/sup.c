@@ -675,8 +675,9 @@ sup_check_cfg_mode(const ob_cfg_t *cfg)
 
     if (stat(cfg->path, &st) == 0 && (st.st_mode & S_IROTH) &&
         (sup_dsn_has_password(cfg->orders.dsn) || sup_dsn_has_password(cfg->relay.dsn) ||
-         sup_dsn_has_password(cfg->ledger.dsn) || cfg->admin.token[0]))
-        ob_log(OB_LOG_WARN, "%s is world-readable and holds a password or token; chmod o-r it", cfg->path);
+         sup_dsn_has_password(cfg->ledger.dsn) || cfg->admin.token[0] || cfg->kafka.signing_key.len > 0 ||
+         cfg->kafka.verify_keys.n > 0))
+        ob_log(OB_LOG_WARN, "%s is world-readable and holds a password, token or key; chmod o-r it", cfg->path);
 }
 
 static void

@@ -187,6 +187,37 @@ ob_cons_decode(const ob_cons_record_t *r, ob_event_t *ev, char *why, size_t whyl
     return ob_cons_validate(ev, why, whylen);
 }
 
+void
+ob_cons_trust_init(ob_cons_trust_t *t, const ob_cfg_t *cfg)
+{
+    memset(t, 0, sizeof(*t));
+    /* ob_cfg_validate refused a signing key whose id verify_keys gives another secret */
+    (void) ob_rsig_ring_merge(&cfg->kafka.verify_keys, &cfg->kafka.signing_key, &t->ring);
+    t->require = cfg->kafka.require_signature;
+}
+
+int
+ob_cons_verify(const ob_cons_trust_t *t, const ob_cons_record_t *r, char *why, size_t whylen)
+{
+    ob_rsig_hdr_t hdrs[OB_CONS_MAX_HEADERS];
+    char         raw[256];
+
+    if (t == NULL || (t->ring.n == 0 && !t->require))
+        return 0;
+    if (r->headers_dropped) {
+        snprintf(why, whylen, "more than %d headers", OB_CONS_MAX_HEADERS);
+        return -1;
+    }
+    for (int i = 0; i < r->nheaders; i++)
+        hdrs[i] = (ob_rsig_hdr_t) { r->headers[i].name, r->headers[i].value, r->headers[i].value_len };
+    if (ob_rsig_verify(&t->ring, t->require, r->key, r->key_len, r->value, r->value_len, hdrs, r->nheaders, raw,
+                      sizeof(raw)) == 0)
+        return 0;
+    /* the reason may quote a key id a foreign producer chose */
+    ob_cons_printable(raw, strlen(raw), why, whylen);
+    return -1;
+}
+
 /* Fills err (one line, primary message) and state from a failed result; returns the class. */
 static ob_cons_class_t
 cons_failed(PGconn *pg, PGresult *r, char *state, char *err, size_t errlen)
@@ -414,7 +445,7 @@ cons_results(PGconn *pg, PGresult *res, const batch_t *b, const ob_cons_record_t
 }
 
 ob_cons_class_t
-ob_cons_apply(PGconn *pg, const ob_cons_record_t *recs, int n, int dead_letter, ob_cons_outcome_t *out,
+ob_cons_apply(PGconn *pg, const ob_cons_trust_t *trust, const ob_cons_record_t *recs, int n, int dead_letter, ob_cons_outcome_t *out,
               char *state, char *err, size_t errlen)
 {
     batch_t         b;
@@ -430,7 +461,8 @@ ob_cons_apply(PGconn *pg, const ob_cons_record_t *recs, int n, int dead_letter, 
         abort();
     for (int i = 0; i < n && c == OB_CONS_OK; i++) {
         memset(&out[i], 0, sizeof(out[i]));
-        if (ob_cons_decode(&recs[i], &ev, out[i].why, sizeof(out[i].why)) == 0) {
+        if (ob_cons_verify(trust, &recs[i], out[i].why, sizeof(out[i].why)) == 0 &&
+            ob_cons_decode(&recs[i], &ev, out[i].why, sizeof(out[i].why)) == 0) {
             out[i].occurred_ms = cons_occurred_ms(ev.occurred_at);
             batch_add(&b, i, &ev, &recs[i]);
             continue;

@@ -12,7 +12,9 @@
 #ifndef OB_CONS_APPLY_H
 #define OB_CONS_APPLY_H
 
+#include "../../common/cfg.h"
 #include "../../common/event.h"
+#include "../../common/rsig.h"
 
 #include <libpq-fe.h>
 #include <stddef.h>
@@ -56,6 +58,18 @@ typedef struct {
     int64_t occurred_ms;     /* the event's occurred_at, 0 if unknown */
 } ob_cons_outcome_t;
 
+/* What a record's signature must be for it to be booked (common/rsig.h). */
+typedef struct {
+    ob_rsig_keyring_t ring;     /* [kafka] verify_keys and signing_key; none: signatures are not checked */
+    int              require;  /* [kafka] require_signature: unsigned records are refused too */
+} ob_cons_trust_t;
+
+/* The trust a config sets up. */
+void ob_cons_trust_init(ob_cons_trust_t *t, const ob_cfg_t *cfg);
+
+/* Judges r's signature by t; 0, or -1 with why. */
+int ob_cons_verify(const ob_cons_trust_t *t, const ob_cons_record_t *r, char *why, size_t whylen);
+
 /* The class of a failed statement's SQLSTATE; NULL or "" (no server answer) is OB_CONS_AWAY. */
 ob_cons_class_t ob_cons_classify(const char *sqlstate);
 const char     *ob_cons_class_name(ob_cons_class_t c);
@@ -80,14 +94,14 @@ int ob_cons_decode(const ob_cons_record_t *r, ob_event_t *ev, char *why, size_t 
 
 /*
  * Applies n records inside the caller's open transaction: refuses invalid
- * ones in C, books the rest with one ledger_apply_events() call, stores
+ * ones in C (a signature trust does not accept among them; trust may be NULL), books the rest with one ledger_apply_events() call, stores
  * the records of parked events, and (dead_letter != 0) dead-letters every
  * refused one with its record. Fills out[n]. Returns OB_CONS_OK, or the
  * class of the statement that failed, with err and its SQLSTATE in state
  * (6 bytes, may be NULL); the transaction is then aborted and the caller
  * rolls back.
  */
-ob_cons_class_t ob_cons_apply(PGconn *pg, const ob_cons_record_t *recs, int n, int dead_letter,
+ob_cons_class_t ob_cons_apply(PGconn *pg, const ob_cons_trust_t *trust, const ob_cons_record_t *recs, int n, int dead_letter,
                               ob_cons_outcome_t *out, char *state, char *err, size_t errlen);
 
 /*

@@ -67,6 +67,7 @@ typedef struct {
     rd_kafka_message_t *batch[CONS_BATCH];
     ob_cons_record_t    recs[CONS_BATCH];
     ob_cons_outcome_t   out[CONS_BATCH];
+    ob_cons_trust_t     trust;               /* which signatures are accepted */
     int                 n;
     int                 unapplied;           /* the batch in hand is not in the ledger yet */
     int                 fatal;
@@ -218,6 +219,10 @@ cons_init(ob_cons_t *cs, char *err, size_t errlen)
     };
 
     snprintf(instance, sizeof(cs->instance), "outboxd-%s-consumer-%d", cfg->supervisor.name, cs->index);
+    ob_cons_trust_init(&cs->trust, cfg);
+    if (cs->trust.ring.n > 0)
+        ob_log(OB_LOG_INFO, "consumer %d: checking record signatures with %d key(s)%s", cs->index, cs->trust.ring.n,
+               cs->trust.require ? ", unsigned records refused" : ", unsigned records accepted");
     for (size_t i = 0; i < OB_ARRAY_LEN(kv); i++)
         if (rd_kafka_conf_set(conf, kv[i].k, kv[i].v, err, errlen) != RD_KAFKA_CONF_OK) {
             rd_kafka_conf_destroy(conf);
@@ -337,7 +342,7 @@ cons_txn(ob_cons_t *cs, int first, int n, char *state, char *err, size_t errlen)
     if ((c = cons_connect(cs, err, errlen)) != OB_CONS_OK ||
         (c = ob_cons_exec(cs->pg, "BEGIN", state, err, errlen)) != OB_CONS_OK)
         return c;
-    c = ob_cons_apply(cs->pg, cs->recs + first, n, 1, cs->out + first, state, err, errlen);
+    c = ob_cons_apply(cs->pg, &cs->trust, cs->recs + first, n, 1, cs->out + first, state, err, errlen);
     if (c == OB_CONS_OK)
         c = ob_cons_exec(cs->pg, "COMMIT", state, err, errlen);
     if (c != OB_CONS_OK)

@@ -22,6 +22,7 @@
 #include "relay_int.h"
 #include "../../common/log.h"
 #include "../../common/pg.h"
+#include "../../common/rsig.h"
 #include "../../common/util.h"
 
 #include <arpa/inet.h>
@@ -307,6 +308,33 @@ publish_copy(char *dst, size_t dstlen, PGresult *r, int row, int col)
 }
 
 /*
+ * Our headers, and with [kafka] signing_key their signature (common/rsig.h)
+ * over the key, the value and the five others; a new list per message,
+ * because librdkafka owns it once a produce succeeds.
+ */
+static rd_kafka_headers_t *
+publish_headers(ob_relay_t *rl, const ob_relay_row_t *row, const void *payload, size_t len, const char *seq)
+{
+    const char         *ctype = strcmp(rl->cfg->kafka.format, "json") == 0 ? "application/json" : "application/msgpack";
+    const char         *vals[OB_RSIG_NCOVERED] = { row->event_id, row->event_type, row->aggregate_id, seq, ctype };
+    ob_rsig_hdr_t        covered[OB_RSIG_NCOVERED];
+    rd_kafka_headers_t *hs = rd_kafka_headers_new(OB_RSIG_NCOVERED + 1);
+    char                sig[OB_RSIG_VALUE_LEN + 1];
+
+    for (int i = 0; i < OB_RSIG_NCOVERED; i++) {
+        covered[i] = (ob_rsig_hdr_t) { ob_rsig_covered[i], vals[i], strlen(vals[i]) };
+        rd_kafka_header_add(hs, ob_rsig_covered[i], -1, vals[i], -1);
+    }
+    if (rl->cfg->kafka.signing_key.len == 0)
+        return hs;
+    if (ob_rsig_sign(&rl->cfg->kafka.signing_key, row->aggregate_id, strlen(row->aggregate_id), payload, len, covered,
+                    sig) != 0)
+        abort();    /* out of memory: the worker restarts, the row stays pending */
+    rd_kafka_header_add(hs, OB_RSIG_HEADER, -1, sig, -1);
+    return hs;
+}
+
+/*
  * Produces one event exactly as every relay mode must: the order's
  * partition, its id as key, the payload as value, the same headers.
  * Waits (polling delivery reports) while the local queue is full.
@@ -314,24 +342,26 @@ publish_copy(char *dst, size_t dstlen, PGresult *r, int row, int col)
 rd_kafka_resp_err_t
 ob_relay_produce(ob_relay_t *rl, const ob_relay_row_t *row, const void *payload, size_t len, void *opaque)
 {
-    const char         *ctype = strcmp(rl->cfg->kafka.format, "json") == 0 ? "application/json" : "application/msgpack";
     char                seq[16];
     rd_kafka_resp_err_t e;
+    rd_kafka_headers_t *hs;
 
     snprintf(seq, sizeof(seq), "%d", row->seq);
+    hs = publish_headers(rl, row, payload, len, seq);
     for (;;) {
         e = rd_kafka_producev(
             rl->rk, RD_KAFKA_V_TOPIC(rl->cfg->kafka.topic), RD_KAFKA_V_PARTITION(row->partition),
             RD_KAFKA_V_KEY(row->aggregate_id, strlen(row->aggregate_id)), RD_KAFKA_V_VALUE((void *) payload, len),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(opaque),
-            RD_KAFKA_V_HEADER("event-id", row->event_id, -1), RD_KAFKA_V_HEADER("event-type", row->event_type, -1),
-            RD_KAFKA_V_HEADER("aggregate-id", row->aggregate_id, -1), RD_KAFKA_V_HEADER("aggregate-seq", seq, -1),
-            RD_KAFKA_V_HEADER("content-type", ctype, -1), RD_KAFKA_V_END);
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_HEADERS(hs),
+            RD_KAFKA_V_END);
         if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            return e;
+            break;
         rd_kafka_poll(rl->rk, 100);      /* let delivery reports drain the queue */
         ob_shm_beat(rl->slot);
     }
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+        rd_kafka_headers_destroy(hs);    /* a refused produce leaves the list with us */
+    return e;
 }
 
 /* Produces row i (binary columns: id, partition, seq, event_id, aggregate_id, event_type, payload). */
