@@ -61,7 +61,7 @@ typedef struct {
 /* What a record's signature must be for it to be booked (common/rsig.h). */
 typedef struct {
     ob_rsig_keyring_t ring;     /* [kafka] verify_keys and signing_key; none: signatures are not checked */
-    int              require;  /* [kafka] require_signature: unsigned records are refused too */
+    int               require;  /* [kafka] require_signature: unsigned records are refused too */
 } ob_cons_trust_t;
 
 /* The trust a config sets up. */
@@ -93,16 +93,17 @@ int ob_cons_validate(ob_event_t *ev, char *why, size_t whylen);
 int ob_cons_decode(const ob_cons_record_t *r, ob_event_t *ev, char *why, size_t whylen);
 
 /*
- * Applies n records inside the caller's open transaction: refuses invalid
- * ones in C (a signature trust does not accept among them; trust may be NULL), books the rest with one ledger_apply_events() call, stores
+ * Applies n records inside the caller's open transaction: refuses in C
+ * invalid ones and those whose signature trust does not accept (trust may
+ * be NULL: none checked), books the rest with one ledger_apply_events() call, stores
  * the records of parked events, and (dead_letter != 0) dead-letters every
  * refused one with its record. Fills out[n]. Returns OB_CONS_OK, or the
  * class of the statement that failed, with err and its SQLSTATE in state
  * (6 bytes, may be NULL); the transaction is then aborted and the caller
  * rolls back.
  */
-ob_cons_class_t ob_cons_apply(PGconn *pg, const ob_cons_trust_t *trust, const ob_cons_record_t *recs, int n, int dead_letter,
-                              ob_cons_outcome_t *out, char *state, char *err, size_t errlen);
+ob_cons_class_t ob_cons_apply(PGconn *pg, const ob_cons_trust_t *trust, const ob_cons_record_t *recs, int n,
+                              int dead_letter, ob_cons_outcome_t *out, char *state, char *err, size_t errlen);
 
 /*
  * Inserts r into ledger_dead_letter with why and sqlstate (may be "").
