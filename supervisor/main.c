@@ -172,6 +172,24 @@ run_subcommand(const char *cmd, int argc, char **argv)
     return rc;
 }
 
+/* Record signing as -t sees it: key ids only, every secret as "***". */
+static void
+print_signing(const ob_cfg_t *cfg)
+{
+    ob_rsig_keyring_t ring;
+    char              ids[(OB_RSIG_MAX_KEYS + 1) * (OB_RSIG_ID_MAX + 2) + 1] = "";
+    size_t            used = 0;
+
+    if (ob_rsig_ring_merge(&cfg->kafka.verify_keys, &cfg->kafka.signing_key, &ring) != 0 || ring.n == 0)
+        return;
+    if (cfg->kafka.signing_key.len > 0)
+        printf("outboxd: record signing: relays sign with key id %s (secret ***)\n", cfg->kafka.signing_key.id);
+    for (int i = 0; i < ring.n; i++)
+        used += (size_t) snprintf(ids + used, sizeof(ids) - used, "%s%s", i ? ", " : "", ring.keys[i].id);
+    printf("outboxd: record signing: consumers accept key ids %s (secrets ***); unsigned records %s\n", ids,
+           cfg->kafka.require_signature ? "refused" : "accepted");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -220,8 +238,10 @@ main(int argc, char **argv)
         rc = ob_cfg_validate(cfg, err, sizeof(err));
         if (rc != 0)
             fprintf(stderr, "outboxd: %s\n", err);
-        else
+        else {
             printf("outboxd: configuration file %s is valid\n", path);
+            print_signing(cfg);
+        }
         free(cfg);
         return rc == 0 ? 0 : 1;
     }

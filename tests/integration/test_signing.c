@@ -264,6 +264,14 @@ Test(signing, signed_orders_flow_forgeries_are_dead_lettered_and_a_rotation_acce
     cr_assert_geq(obh_worker(&h, OB_KIND_CONSUMER, 0, &s), 0);
     snprintf(conf, sizeof(conf), conf_k2, h.tag);
     obh_write_conf(&h, conf);
+    /* -t shows key ids, never a secret */
+    char        out[8192];
+    const char *targs[] = { "-t", "-c", h.conf, NULL };
+    cr_assert_eq(obh_run(targs, out, sizeof(out)), 0, "%s", out);
+    cr_assert(strstr(out, "relays sign with key id k2 (secret ***)") != NULL, "%s", out);
+    cr_assert(strstr(out, "consumers accept key ids k1, k2 (secrets ***); unsigned records refused") != NULL, "%s",
+              out);
+    cr_assert(strstr(out, K1_SECRET) == NULL && strstr(out, K2_SECRET) == NULL, "-t shows a secret: %s", out);
     kill(h.pid, SIGHUP);
     cr_assert_neq(obh_wait_worker(&h, OB_KIND_CONSUMER, 0, s.pid, obh_ms(20000)), 0, "no new consumer; log %s", h.log);
     cr_log_info("signing: new consumer after %lld ms", (long long) (ob_now_ms() - t0));
