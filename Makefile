@@ -117,7 +117,7 @@ test-integration: build $(INTEG_BIN)
 asan:
 	$(MAKE) build BUILD=build/asan OPT=-O1 SAN="$(ASAN_FLAGS)"
 	$(MAKE) test BUILD=build/asan OPT=-O1 SAN="$(ASAN_FLAGS)" \
-	    INTEG_ENV="ASAN_OPTIONS=detect_leaks=0 OB_TEST_SLOW=2"
+	    INTEG_ENV="ASAN_OPTIONS=detect_leaks=0 OB_TEST_SLOW=2 OB_SKIP_KAFKA_SECURE=1"
 
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 

@@ -8,6 +8,7 @@
  * to a default.
  */
 #include "cfg.h"
+#include "kprops.h"
 #include "log.h"
 #include "util.h"
 
@@ -191,6 +192,8 @@ cfg_find_key(const char *section, const char *key)
 static int
 cfg_known_section(const char *section)
 {
+    if (ob_kprops_section(section) >= 0)
+        return 1;
     for (size_t i = 0; i < OB_ARRAY_LEN(keys); i++)
         if (strcmp(keys[i].section, section) == 0)
             return 1;
@@ -344,6 +347,23 @@ cfg_fail(parse_ctx_t *pc, const char *section, const char *key, const char *why)
         snprintf(pc->err, sizeof(pc->err), "[%s]: %s", section, why);
 }
 
+/* A librdkafka property: checked now, so -t finds what a worker would fail on. */
+static int
+cfg_kprop(parse_ctx_t *pc, const char *section, const char *name, const char *value)
+{
+    char why[400];
+
+    if (ob_kprops_check(name, value, why, sizeof(why)) != 0) {
+        cfg_fail(pc, section, name, why);
+        return 0;
+    }
+    if (ob_kprops_put(pc->cfg, ob_kprops_section(section), name, value) != 0) {
+        cfg_fail(pc, section, name, "too many properties, or the key or value is too long");
+        return 0;
+    }
+    return 1;
+}
+
 static int
 cfg_handler(void *user, const char *section, const char *name, const char *value)
 {
@@ -365,6 +385,8 @@ cfg_handler(void *user, const char *section, const char *name, const char *value
         cfg_fail(pc, section, NULL, "unknown section");
         return 0;
     }
+    if (ob_kprops_section(section) >= 0)
+        return cfg_kprop(pc, section, name, value);
     k = cfg_find_key(section, name);
     if (k == NULL) {
         cfg_fail(pc, section, name, "unknown key");

@@ -30,6 +30,19 @@ typedef enum {
     OB_FAULT_HTTP_LOSE_WRITE_REPLY,        /* drop the connection once a write's reply is in (not lossy) */
 } ob_fault_t;
 
+/*
+ * librdkafka properties from [kafka.properties] (every client),
+ * [kafka.producer] (the relay's producer and its topic check) and
+ * [kafka.consumer] (the ledger consumer); common/kprops.c checks and applies them.
+ */
+#define OB_KPROP_MAX 32
+typedef enum { OB_KPROP_ALL, OB_KPROP_PRODUCER, OB_KPROP_CONSUMER } ob_kprop_scope_t;
+typedef struct {
+    char key[128];
+    char value[OB_CFG_STR];
+    int  scope;                 /* ob_kprop_scope_t */
+} ob_kprop_t;
+
 typedef struct ob_cfg_s {
     char path[4096];
     struct {
@@ -59,6 +72,8 @@ typedef struct ob_cfg_s {
         char topic[256];
         int  partitions;
         char format[16];         /* msgpack | json */
+        int  nprops;
+        ob_kprop_t props[OB_KPROP_MAX];
         ob_rsig_key_t     signing_key;       /* relays sign with it; len 0 = unsigned (secret: never shown) */
         ob_rsig_keyring_t verify_keys;       /* consumers accept these and signing_key (secrets) */
         int               require_signature; /* consumers dead-letter unsigned records too */

@@ -13,6 +13,7 @@
 #include "sup.h"
 #include "cmd.h"
 #include "../common/cfg.h"
+#include "../common/kprops.h"
 #include "../common/util.h"
 
 #include <errno.h>
@@ -72,6 +73,20 @@ parse_id(const char *v)
         return -1;
     }
     return 0;
+}
+
+/* What each Kafka client will be given, secrets as "***", so -t shows what runs. */
+static void
+print_kafka_props(const ob_cfg_t *cfg)
+{
+    char line[2048];
+
+    ob_kprops_describe(cfg, OB_KPROP_PRODUCER, line, sizeof(line));
+    if (line[0] != '\0')
+        printf("outboxd: kafka producer properties: %s\n", line);
+    ob_kprops_describe(cfg, OB_KPROP_CONSUMER, line, sizeof(line));
+    if (line[0] != '\0')
+        printf("outboxd: kafka consumer properties: %s\n", line);
 }
 
 static int
@@ -241,6 +256,7 @@ main(int argc, char **argv)
         else {
             printf("outboxd: configuration file %s is valid\n", path);
             print_signing(cfg);
+            print_kafka_props(cfg);
         }
         free(cfg);
         return rc == 0 ? 0 : 1;

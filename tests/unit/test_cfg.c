@@ -1,5 +1,7 @@
 /* tests/unit/test_cfg.c: config parsing, validation, errors with file:line. */
 #include "common/cfg.h"
+#include "common/kprops.h"
+#include "common/util.h"
 #include "common/log.h"
 
 #include <criterion/criterion.h>
@@ -220,4 +222,135 @@ Test(cfg, fault_modes_need_the_unsafe_variable)
                           "http_lose_write_reply") != NULL,
               "%s", err);
     unsetenv("OUTBOXD_UNSAFE_FAULTS");
+}
+
+/* ---- librdkafka properties: [kafka.properties], [kafka.producer], [kafka.consumer] ---- */
+
+Test(cfg, kafka_properties_parse_per_client)
+{
+    ob_cfg_t cfg;
+    char     err[512] = "", shown[1024];
+
+    cr_assert_eq(load("[kafka.properties]\nsecurity.protocol = SASL_PLAINTEXT\nsasl.mechanism = SCRAM-SHA-256\n"
+                      "[kafka.producer]\nsasl.username = relay\n[kafka.consumer]\nsasl.username = ledger\n"
+                      "[kafka.properties]\nsecurity.protocol = SASL_SSL\n",
+                      &cfg, err, sizeof(err)),
+                 0, "%s", err);
+    cr_assert_eq(cfg.kafka.nprops, 4, "a repeated key replaces, it does not add");
+    ob_kprops_describe(&cfg, OB_KPROP_PRODUCER, shown, sizeof(shown));
+    cr_assert_str_eq(shown, "[kafka.properties] security.protocol=SASL_SSL sasl.mechanism=SCRAM-SHA-256 "
+                            "[kafka.producer] sasl.username=relay");
+    ob_kprops_describe(&cfg, OB_KPROP_CONSUMER, shown, sizeof(shown));
+    cr_assert(strstr(shown, "[kafka.consumer] sasl.username=ledger") != NULL, "%s", shown);
+    cr_assert_null(strstr(shown, "relay"), "the producer's section leaks into the consumer: %s", shown);
+}
+
+Test(cfg, kafka_properties_reach_the_client_conf_narrower_section_wins)
+{
+    ob_cfg_t         cfg;
+    char             err[512] = "", v[256];
+    size_t           vlen = sizeof(v);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+
+    cr_assert_eq(load("[kafka.properties]\nclient.id = everyone\nsocket.timeout.ms = 7000\n"
+                      "[kafka.consumer]\nclient.id = ledger-side\n",
+                      &cfg, err, sizeof(err)),
+                 0, "%s", err);
+    cr_assert_eq(ob_kprops_apply(&cfg, OB_KPROP_CONSUMER, conf, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(rd_kafka_conf_get(conf, "client.id", v, &vlen), RD_KAFKA_CONF_OK);
+    cr_assert_str_eq(v, "ledger-side");
+    vlen = sizeof(v);
+    cr_assert_eq(rd_kafka_conf_get(conf, "socket.timeout.ms", v, &vlen), RD_KAFKA_CONF_OK);
+    cr_assert_str_eq(v, "7000");
+    rd_kafka_conf_destroy(conf);
+    conf = rd_kafka_conf_new();
+    cr_assert_eq(ob_kprops_apply(&cfg, OB_KPROP_PRODUCER, conf, err, sizeof(err)), 0, "%s", err);
+    vlen = sizeof(v);
+    cr_assert_eq(rd_kafka_conf_get(conf, "client.id", v, &vlen), RD_KAFKA_CONF_OK);
+    cr_assert_str_eq(v, "everyone");
+    rd_kafka_conf_destroy(conf);
+}
+
+Test(cfg, kafka_property_unknown_or_bad_value_names_file_line_key_and_reason)
+{
+    ob_cfg_t cfg;
+    char     err[512] = "";
+
+    cr_assert_eq(load("[kafka]\nbrokers = x:1\n[kafka.producer]\nsasl.usernmae = relay\n", &cfg, err, sizeof(err)),
+                 -1);
+    cr_assert(strstr(err, ":4: [kafka.producer] sasl.usernmae: No such configuration property") != NULL, "%s", err);
+    cr_assert_eq(load("[kafka.consumer]\n\nsocket.timeout.ms = soon\n", &cfg, err, sizeof(err)), -1);
+    cr_assert(strstr(err, ":3: [kafka.consumer] socket.timeout.ms: Invalid value") != NULL, "%s", err);
+    cr_assert_eq(load("[kafka.properties]\nsecurity.protocol = carrier-pigeon\n", &cfg, err, sizeof(err)), -1);
+    cr_assert(strstr(err, ":2: [kafka.properties] security.protocol: Invalid value") != NULL, "%s", err);
+    cr_assert_eq(load("[kafka.admin]\nclient.id = x\n", &cfg, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "[kafka.admin]: unknown section") != NULL, "%s", err);
+}
+
+Test(cfg, kafka_properties_our_guarantees_rest_on_are_refused)
+{
+    static const char *const keys[] = {
+        "enable.idempotence", "acks", "request.required.acks", "message.timeout.ms", "delivery.timeout.ms",
+        "enable.auto.commit", "enable.auto.offset.store", "bootstrap.servers", "metadata.broker.list", "group.id",
+        "group.instance.id", "isolation.level", "partitioner", "max.in.flight.requests.per.connection",
+        "max.in.flight", "retries", "message.send.max.retries", "queue.buffering.max.ms", "linger.ms",
+        "reconnect.backoff.max.ms", "enable.partition.eof", "auto.offset.reset", "transactional.id",
+        "session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy", "queued.max.messages.kbytes",
+        "queued.min.messages", "fetch.max.bytes", "queue.buffering.max.messages", "batch.num.messages",
+        "enable.gapless.guarantee", "auto.commit.enable", "offset.store.method",
+    };
+    static const char *const sections[] = { "kafka.properties", "kafka.producer", "kafka.consumer" };
+    ob_cfg_t cfg;
+    char     text[256], err[512], want[256];
+
+    for (size_t s = 0; s < OB_ARRAY_LEN(sections); s++)
+        for (size_t i = 0; i < OB_ARRAY_LEN(keys); i++) {
+            snprintf(text, sizeof(text), "[workers]\nhttp = 1\n[%s]\n%s = 1\n", sections[s], keys[i]);
+            err[0] = '\0';
+            cr_assert_eq(load(text, &cfg, err, sizeof(err)), -1, "%s accepted in [%s]", keys[i], sections[s]);
+            snprintf(want, sizeof(want), ":4: [%s] %s: outboxd sets this property itself and refuses an override: ",
+                     sections[s], keys[i]);
+            cr_assert(strstr(err, want) != NULL, "got: %s", err);
+        }
+    cr_assert_eq(load("[kafka.properties]\nlinger.ms = 5\n", &cfg, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "that is [relay] linger_ms") != NULL, "%s", err);
+    cr_assert_eq(load("[kafka.properties]\nbootstrap.servers = a:1\n", &cfg, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "that is [kafka] brokers") != NULL, "%s", err);
+}
+
+Test(cfg, kafka_secrets_are_masked_wherever_shown)
+{
+    static const char *const secret_keys[] = {
+        "sasl.password", "ssl.key.password", "ssl.keystore.password", "ssl.key.pem", "sasl.oauthbearer.config",
+        "ssl.key.location", "ssl.keystore.location",
+    };
+    ob_cfg_t cfg;
+    char     text[4096] = "[kafka.properties]\nsasl.username = relay\n", err[512] = "", shown[2048];
+    size_t   used = strlen(text);
+
+    for (size_t i = 0; i < OB_ARRAY_LEN(secret_keys); i++) {
+        cr_assert(ob_kprops_is_secret(secret_keys[i]), "%s", secret_keys[i]);
+        used += (size_t) snprintf(text + used, sizeof(text) - used, "%s = Hunter2-%zu\n", secret_keys[i], i);
+    }
+    cr_assert(!ob_kprops_is_secret("sasl.username"));
+    cr_assert(!ob_kprops_is_secret("security.protocol"));
+    cr_assert(ob_kprops_is_secret("sasl.jaas.config"));
+    cr_assert_eq(load(text, &cfg, err, sizeof(err)), 0, "%s", err);
+    ob_kprops_describe(&cfg, OB_KPROP_PRODUCER, shown, sizeof(shown));
+    cr_assert_null(strstr(shown, "Hunter2"), "%s", shown);
+    cr_assert(strstr(shown, "sasl.password=***") != NULL, "%s", shown);
+    cr_assert(strstr(shown, "sasl.username=relay") != NULL, "%s", shown);
+}
+
+Test(cfg, kafka_properties_change_the_kafka_section_so_relays_and_consumers_restart)
+{
+    ob_cfg_t a, b;
+    char     err[512] = "";
+
+    cr_assert_eq(load("[kafka.producer]\nsasl.username = relay\n", &a, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(load("[kafka.producer]\nsasl.username = relay2\n", &b, err, sizeof(err)), 0, "%s", err);
+    cr_assert_neq(memcmp(&a.kafka, &b.kafka, sizeof(a.kafka)), 0);
+    cr_assert_neq(ob_cfg_digest(&a), ob_cfg_digest(&b));
+    cr_assert_eq(load("[kafka.producer]\nsasl.username = relay\n", &b, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(memcmp(&a.kafka, &b.kafka, sizeof(a.kafka)), 0);
 }

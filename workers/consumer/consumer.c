@@ -38,6 +38,7 @@
  *   log and the slot's note say what to change.
  */
 #include "../../common/event.h"
+#include "../../common/kprops.h"
 #include "../../common/log.h"
 #include "../../common/money.h"
 #include "../../common/pg.h"
@@ -228,6 +229,10 @@ cons_init(ob_cons_t *cs, char *err, size_t errlen)
             rd_kafka_conf_destroy(conf);
             return OB_EXIT_FATAL;
         }
+    if (ob_kprops_apply(cfg, OB_KPROP_CONSUMER, conf, err, errlen) != 0) {   /* security settings; checked at load */
+        rd_kafka_conf_destroy(conf);
+        return OB_EXIT_FATAL;
+    }
     rd_kafka_conf_set_opaque(conf, cs);
     rd_kafka_conf_set_rebalance_cb(conf, cons_rebalance);
     rd_kafka_conf_set_offset_commit_cb(conf, cons_committed);

@@ -20,6 +20,7 @@
  * of the same order are not claimed while one of its events is quarantined.
  */
 #include "relay_int.h"
+#include "../../common/kprops.h"
 #include "../../common/log.h"
 #include "../../common/pg.h"
 #include "../../common/rsig.h"
@@ -189,6 +190,10 @@ ob_relay_producer_new(ob_relay_t *rl, char *err, size_t errlen)
             rd_kafka_conf_destroy(conf);
             return NULL;
         }
+    if (ob_kprops_apply(cfg, OB_KPROP_PRODUCER, conf, err, errlen) != 0) {   /* security settings; checked at load */
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
     rd_kafka_conf_set_opaque(conf, rl);
     rd_kafka_conf_set_dr_msg_cb(conf, publish_dr);
     rd_kafka_conf_set_error_cb(conf, publish_error_cb);
