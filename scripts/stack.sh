@@ -8,7 +8,7 @@
 #   bash scripts/stack.sh env      shell exports of the DSNs and ports
 #   bash scripts/stack.sh up-secure / down-secure
 #                                  a second Kafka node with SASL/SCRAM and ACLs only
-#                                  (59094), for the Kafka security test
+#                                  (29094), for the Kafka security test
 #
 # Nothing here touches a system-wide service: every process is ours, started
 # from var/ and remembered by pid in var/run/, so several checkouts can run side
@@ -650,8 +650,10 @@ EOF
 # var/kafka-secure/credentials (name password), mode 600.
 # ---------------------------------------------------------------------------
 SKDIR="$VAR/kafka-secure"
-SKAFKA_PORT="${OB_KAFKA_SECURE_PORT:-59094}"
-SKAFKA_CONTROLLER_PORT="${OB_KAFKA_SECURE_CONTROLLER_PORT:-59095}"
+# Below the kernel's ephemeral range (32768-60999): this node starts in the
+# middle of the integration tests, whose client sockets took 59094 once.
+SKAFKA_PORT="${OB_KAFKA_SECURE_PORT:-29094}"
+SKAFKA_CONTROLLER_PORT="${OB_KAFKA_SECURE_CONTROLLER_PORT:-29095}"
 SKAFKA_PIDFILE="$RUN/kafka-secure.pid"
 SKAFKA_DEADLINE_S=60
 SKAFKA_USERS=(admin relay ledger intruder)

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SECURE_KAFKA "127.0.0.1:59094"
+#define SECURE_KAFKA "127.0.0.1:29094"
 #define CREDENTIALS  "var/kafka-secure/credentials"
 
 static obh_t h;
