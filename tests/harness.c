@@ -797,3 +797,35 @@ obh_db_allow(obh_t *h, int ledger, int allow)
         obh_exec(admin, sql);
     }
 }
+
+void
+obh_new_uuid(char id[37])
+{
+    ob_uuid_t u;
+
+    cr_assert_eq(ob_uuid_v7(&u), 0);
+    ob_uuid_format(&u, id);
+}
+
+typedef struct {
+    const char *dsn, *sql;
+    long long   want;
+} obh_scalar_cond_t;
+
+static int
+obh_scalar_is(obh_t *h, void *arg)
+{
+    obh_scalar_cond_t *c = arg;
+
+    (void) h;
+    return obh_scalar(c->dsn, c->sql) == c->want;
+}
+
+void
+obh_wait_scalar(obh_t *h, const char *dsn, const char *sql, long long want, int timeout_ms)
+{
+    obh_scalar_cond_t c = { dsn, sql, want };
+
+    cr_assert(obh_poll(obh_scalar_is, h, &c, obh_ms(timeout_ms)), "never reached %lld for: %s (now %lld); log %s", want,
+              sql, obh_scalar(dsn, sql), h->log);
+}

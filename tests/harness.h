@@ -65,6 +65,11 @@ pid_t obh_wait_worker(obh_t *h, int kind, int index, pid_t not_pid, int timeout_
 /* Number of slots of kind with pid > 0. */
 int obh_count(obh_t *h, int kind);
 
+/* A fresh UUIDv7 as text, for ids a test makes up. */
+void obh_new_uuid(char id[37]);
+/* Asserts that sql (one scalar) on dsn reaches want within timeout_ms (scaled), naming what it was. */
+void obh_wait_scalar(obh_t *h, const char *dsn, const char *sql, long long want, int timeout_ms);
+
 /* Polls cond(arg) every 10 ms until true or timeout; returns 1 when it held. */
 int obh_poll(int (*cond)(obh_t *, void *), obh_t *h, void *arg, int timeout_ms);
 

@@ -46,35 +46,11 @@ produce_event(const char *order, const char *type, int seq, const char *amount, 
         strcpy(event_id_out, ev.id);
 }
 
-static void
-new_order_id(char id[37])
-{
-    ob_uuid_t u;
-
-    cr_assert_eq(ob_uuid_v7(&u), 0);
-    ob_uuid_format(&u, id);
-}
-
-typedef struct {
-    const char *sql;
-    long long   want;
-} ledger_cond_t;
-
-static int
-ledger_has(obh_t *hh, void *arg)
-{
-    ledger_cond_t *c = arg;
-
-    return obh_scalar(hh->ledger_dsn, c->sql) == c->want;
-}
-
+/* Waits until the ledger's sql reaches want. */
 static void
 wait_ledger(const char *sql, long long want, int timeout_ms)
 {
-    ledger_cond_t c = { sql, want };
-
-    cr_assert(obh_poll(ledger_has, &h, &c, obh_ms(timeout_ms)), "ledger never reached %lld for: %s (now %lld); log %s",
-              want, sql, obh_scalar(h.ledger_dsn, sql), h.log);
+    obh_wait_scalar(&h, h.ledger_dsn, sql, want, timeout_ms);
 }
 
 Test(consumer, the_same_event_three_times_books_once, .init = setup, .fini = teardown)
@@ -86,7 +62,7 @@ Test(consumer, the_same_event_three_times_books_once, .init = setup, .fini = tea
     size_t      len;
 
     obh_kafka_create_topic(&h, 0);
-    new_order_id(order);
+    obh_new_uuid(order);
     memset(&ev, 0, sizeof(ev));
     ob_uuid_v7(&u);
     ob_uuid_format(&u, ev.id);
@@ -123,8 +99,8 @@ Test(consumer, garbage_and_unknown_types_are_dead_lettered_and_the_rest_applied,
     char order[37], other[37];
 
     obh_kafka_create_topic(&h, 0);
-    new_order_id(order);
-    new_order_id(other);
+    obh_new_uuid(order);
+    obh_new_uuid(other);
     int p = ob_partition_for(order, 36, h.partitions);
     obh_kafka_produce(&h, p, order, "\xc1\xff garbage", 10, "application/msgpack");
     obh_kafka_produce(&h, p, order, "{\"not\":\"an event\"}", 18, "application/json");
@@ -147,7 +123,7 @@ Test(consumer, cancel_before_create_is_parked_then_both_applied_in_order, .init 
     char order[37], sql[512];
 
     obh_kafka_create_topic(&h, 0);
-    new_order_id(order);
+    obh_new_uuid(order);
     produce_event(order, OB_EVENT_CANCELLED, 2, "12.00", NULL);
     start("[workers]\nhttp = 0\nrelays = 0\nconsumers = 1\n");
     wait_ledger("SELECT count(*) FROM ledger_parked", 1, 30000);

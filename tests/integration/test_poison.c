@@ -81,35 +81,11 @@ produce(const char *type, const char *order, int seq, const char *amount)
     produce_raw(type, strlen(type), order, seq, amount, NULL);
 }
 
-static void
-new_order(char id[37])
-{
-    ob_uuid_t u;
-
-    cr_assert_eq(ob_uuid_v7(&u), 0);
-    ob_uuid_format(&u, id);
-}
-
-typedef struct {
-    const char *sql;
-    long long   want;
-} scalar_cond_t;
-
-static int
-scalar_is(obh_t *hh, void *arg)
-{
-    scalar_cond_t *c = arg;
-
-    return obh_scalar(hh->ledger_dsn, c->sql) == c->want;
-}
-
+/* Waits until the ledger's sql reaches want. */
 static void
 wait_scalar(const char *sql, long long want, int timeout_ms)
 {
-    scalar_cond_t c = { sql, want };
-
-    cr_assert(obh_poll(scalar_is, &h, &c, obh_ms(timeout_ms)), "never reached %lld for: %s (now %lld); log %s", want,
-              sql, obh_scalar(h.ledger_dsn, sql), h.log);
+    obh_wait_scalar(&h, h.ledger_dsn, sql, want, timeout_ms);
 }
 
 static long long
@@ -159,7 +135,7 @@ Test(poison, each_bad_record_is_dead_lettered_with_the_record_the_rest_booked_an
     obh_sql(h.ledger_dsn, deferred_rule);
     char *ids[] = { a, b, c, d, e, f, g, hh, k, j };
     for (size_t i = 0; i < OB_ARRAY_LEN(ids); i++)
-        new_order(ids[i]);
+        obh_new_uuid(ids[i]);
     produce(OB_EVENT_CREATED, a, 1, "10.00");
     produce_raw("order.cancel\xff\xfeled", 17, a, 2, "10.00", hex_utf8);   /* type not UTF-8 */
     produce(OB_EVENT_CANCELLED, b, 2, "99999999999999999999.99");          /* parked, amount past numeric(20,4) */
@@ -300,7 +276,7 @@ Test(poison, transient_errors_retry_the_batch_never_dead_letter_and_a_stuck_cons
     obh_sql(h.ledger_dsn, failing_rule);
     obh_sql(h.ledger_dsn, "INSERT INTO test_fail_with VALUES ('40001')");
     for (int i = 0; i < 3; i++) {
-        new_order(order[i]);
+        obh_new_uuid(order[i]);
         produce(OB_EVENT_CREATED, order[i], 1, "2.00");
     }
     start_http("[ledger]\nstall_after = 1s\n[workers]\nhttp = 1\nrelays = 0\nconsumers = 1\n");

@@ -80,15 +80,6 @@ produce_event(rd_kafka_t *rk, const char *order, const char *amount, const ob_rs
 }
 
 static void
-new_id(char id[37])
-{
-    ob_uuid_t u;
-
-    cr_assert_eq(ob_uuid_v7(&u), 0);
-    ob_uuid_format(&u, id);
-}
-
-static void
 post_orders(int n, const char *amount)
 {
     char body[256], resp[1024];
@@ -99,26 +90,11 @@ post_orders(int n, const char *amount)
                      resp);
 }
 
-typedef struct {
-    const char *sql;
-    long long   want;
-} scalar_cond_t;
-
-static int
-scalar_is(obh_t *hh, void *arg)
-{
-    scalar_cond_t *c = arg;
-
-    return obh_scalar(hh->ledger_dsn, c->sql) == c->want;
-}
-
+/* Waits until the ledger's sql reaches want. */
 static void
 wait_ledger(const char *sql, long long want, int timeout_ms)
 {
-    scalar_cond_t c = { sql, want };
-
-    cr_assert(obh_poll(scalar_is, &h, &c, obh_ms(timeout_ms)), "never reached %lld for: %s (now %lld); log %s", want,
-              sql, obh_scalar(h.ledger_dsn, sql), h.log);
+    obh_wait_scalar(&h, h.ledger_dsn, sql, want, timeout_ms);
 }
 
 static long long
@@ -234,10 +210,10 @@ Test(signing, signed_orders_flow_forgeries_are_dead_lettered_and_a_rotation_acce
     cr_log_info("signing: first %d booked after %lld ms", ORDERS, (long long) (ob_now_ms() - t0));
 
     /* forgeries, and one the test signs properly with k1 so the others fail for their own reason only */
-    new_id(unsigned_id);
-    new_id(bad_id);
-    new_id(unknown_id);
-    new_id(good_id);
+    obh_new_uuid(unsigned_id);
+    obh_new_uuid(bad_id);
+    obh_new_uuid(unknown_id);
+    obh_new_uuid(good_id);
     produce_event(rk, unsigned_id, "1.00", NULL, SIGN_NONE);
     produce_event(rk, bad_id, "2.00", &k1, SIGN_BAD);
     produce_event(rk, unknown_id, "4.00", &k9, SIGN_OK);
@@ -279,7 +255,7 @@ Test(signing, signed_orders_flow_forgeries_are_dead_lettered_and_a_rotation_acce
     cr_assert(obh_poll(rotated_consumer_done, &h, &dups, obh_ms(40000)),
               "the rotated consumer never re-read the topic as duplicates; log %s", h.log);
     cr_log_info("signing: rotated consumer re-read the topic after %lld ms", (long long) (ob_now_ms() - t0));
-    new_id(old_id);
+    obh_new_uuid(old_id);
     produce_event(rk, old_id, "0.50", &k1, SIGN_OK);          /* a producer still on k1 */
     post_orders(ORDERS, "1.00");
     wait_ledger("SELECT count(*) FROM ledger_entries", 2 * ORDERS + 2, 30000);

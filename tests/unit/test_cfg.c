@@ -1,4 +1,5 @@
 /* tests/unit/test_cfg.c: config parsing, validation, errors with file:line. */
+#include "tests/unit/cfg_text.h"
 #include "common/cfg.h"
 #include "common/kprops.h"
 #include "common/util.h"
@@ -10,31 +11,6 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Writes text to a fresh temp file; returns its path (static buffer). */
-static const char *
-write_conf(const char *text)
-{
-    static char path[64];
-    int         fd;
-
-    snprintf(path, sizeof(path), "/tmp/ob-cfg-XXXXXX");
-    fd = mkstemp(path);
-    cr_assert(fd >= 0);
-    cr_assert_eq(write(fd, text, strlen(text)), (ssize_t) strlen(text));
-    close(fd);
-    return path;
-}
-
-/* Loads text; returns rc and leaves the error in err. */
-static int
-load(const char *text, ob_cfg_t *cfg, char *err, size_t errlen)
-{
-    const char *path = write_conf(text);
-    int         rc = ob_cfg_load(cfg, path, err, errlen);
-
-    unlink(path);
-    return rc;
-}
 
 Test(cfg, committed_dev_config_is_valid)
 {
@@ -55,7 +31,7 @@ Test(cfg, defaults_apply_to_missing_keys)
     ob_cfg_t cfg;
     char     err[512] = "";
 
-    cr_assert_eq(load("[workers]\nrelays = 3\n", &cfg, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(obu_load("[workers]\nrelays = 3\n", &cfg, err, sizeof(err)), 0, "%s", err);
     cr_assert_eq(cfg.workers.relays, 3);
     cr_assert_eq(cfg.workers.http, 2);
     cr_assert_eq(cfg.supervisor.watchdog_s, 10);
@@ -68,7 +44,7 @@ Test(cfg, unknown_key_names_file_line_and_key)
     ob_cfg_t cfg;
     char     err[512] = "";
 
-    cr_assert_eq(load("[kafka]\nbrokers = x:1\n\n[relay]\nbatchsize = 10\n", &cfg, err, sizeof(err)), -1);
+    cr_assert_eq(obu_load("[kafka]\nbrokers = x:1\n\n[relay]\nbatchsize = 10\n", &cfg, err, sizeof(err)), -1);
     cr_assert(strstr(err, ":5: [relay] batchsize: unknown key") != NULL, "got: %s", err);
 }
 
@@ -77,7 +53,7 @@ Test(cfg, unknown_section_is_an_error)
     ob_cfg_t cfg;
     char     err[512] = "";
 
-    cr_assert_eq(load("[kafak]\nbrokers = x:1\n", &cfg, err, sizeof(err)), -1);
+    cr_assert_eq(obu_load("[kafak]\nbrokers = x:1\n", &cfg, err, sizeof(err)), -1);
     cr_assert(strstr(err, ":2: [kafak]: unknown section") != NULL, "got: %s", err);
 }
 
@@ -100,7 +76,7 @@ Test(cfg, bad_values_are_rejected_with_reason)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         ob_cfg_t cfg;
         char     err[512] = "";
-        cr_assert_eq(load(cases[i].text, &cfg, err, sizeof(err)), -1, "case %zu accepted", i);
+        cr_assert_eq(obu_load(cases[i].text, &cfg, err, sizeof(err)), -1, "case %zu accepted", i);
         cr_assert(strstr(err, cases[i].want) != NULL, "case %zu: want \"%s\", got \"%s\"", i, cases[i].want, err);
     }
 }
@@ -110,7 +86,7 @@ Test(cfg, relays_cannot_exceed_partitions)
     ob_cfg_t cfg;
     char     err[512] = "";
 
-    cr_assert_eq(load("[kafka]\npartitions = 4\n[workers]\nrelays = 5\n", &cfg, err, sizeof(err)), -1);
+    cr_assert_eq(obu_load("[kafka]\npartitions = 4\n[workers]\nrelays = 5\n", &cfg, err, sizeof(err)), -1);
     cr_assert(strstr(err, "relays = 5 exceeds [kafka] partitions = 4") != NULL, "got: %s", err);
 }
 
@@ -125,10 +101,10 @@ Test(cfg, slot_prefix_must_be_a_plain_lower_case_name)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         snprintf(text, sizeof(text), "[relay]\nmode = wal\nslot_prefix = %s\n", bad[i]);
         err[0] = '\0';
-        cr_assert_eq(load(text, &cfg, err, sizeof(err)), -1, "%s accepted", bad[i]);
+        cr_assert_eq(obu_load(text, &cfg, err, sizeof(err)), -1, "%s accepted", bad[i]);
         cr_assert(strstr(err, "[relay] slot_prefix: use 1-40 lower-case letters") != NULL, "got: %s", err);
     }
-    cr_assert_eq(load("[relay]\nmode = wal\nslot_prefix = ob_relay_2\n", &cfg, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(obu_load("[relay]\nmode = wal\nslot_prefix = ob_relay_2\n", &cfg, err, sizeof(err)), 0, "%s", err);
     cr_assert_eq(cfg.relay.mode, OB_RELAY_WAL);
     cr_assert_str_eq(cfg.relay.slot_prefix, "ob_relay_2");
 }
@@ -138,7 +114,7 @@ Test(cfg, listeners_must_differ)
     ob_cfg_t cfg;
     char     err[512] = "";
 
-    cr_assert_eq(load("[ledger]\nlisten = 127.0.0.1:3000\n", &cfg, err, sizeof(err)), -1);
+    cr_assert_eq(obu_load("[ledger]\nlisten = 127.0.0.1:3000\n", &cfg, err, sizeof(err)), -1);
     cr_assert(strstr(err, "must be different") != NULL, "got: %s", err);
 }
 
@@ -173,8 +149,8 @@ Test(cfg, restart_only_changes_are_detected_and_digest_moves)
     ob_cfg_t a, b;
     char     err[512] = "", out[256];
 
-    cr_assert_eq(load("[orders]\nlisten = 127.0.0.1:3000\n", &a, err, sizeof(err)), 0, "%s", err);
-    cr_assert_eq(load("[orders]\nlisten = 127.0.0.1:3001\n[workers]\nrelays = 1\n[kafka]\npartitions = 13\n", &b,
+    cr_assert_eq(obu_load("[orders]\nlisten = 127.0.0.1:3000\n", &a, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(obu_load("[orders]\nlisten = 127.0.0.1:3001\n[workers]\nrelays = 1\n[kafka]\npartitions = 13\n", &b,
                       err, sizeof(err)),
                  0, "%s", err);
     cr_assert_neq(ob_cfg_digest(&a), ob_cfg_digest(&b));
@@ -186,8 +162,8 @@ Test(cfg, restart_only_changes_are_detected_and_digest_moves)
     cr_assert_eq(b.workers.relays, 1, "a reloadable key takes the new value");
     cr_assert_eq(ob_cfg_keep_restart_only(&a, &b, out, sizeof(out)), 0);
     /* a shorter string over a longer default must not leave stale bytes behind */
-    cr_assert_eq(load("[orders]\nlisten = 1.2.3.4:5\n", &a, err, sizeof(err)), 0, "%s", err);
-    cr_assert_eq(load("[orders]\nlisten = 1.2.3.4:5\n", &b, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(obu_load("[orders]\nlisten = 1.2.3.4:5\n", &a, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(obu_load("[orders]\nlisten = 1.2.3.4:5\n", &b, err, sizeof(err)), 0, "%s", err);
     cr_assert_eq(ob_cfg_digest(&a), ob_cfg_digest(&b));
 }
 
@@ -209,15 +185,15 @@ Test(cfg, fault_modes_need_the_unsafe_variable)
     char     err[512] = "";
 
     unsetenv("OUTBOXD_UNSAFE_FAULTS");
-    cr_assert_eq(load("[debug]\nfault = none\n", &cfg, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(obu_load("[debug]\nfault = none\n", &cfg, err, sizeof(err)), 0, "%s", err);
     cr_assert_eq(cfg.debug.fault, OB_FAULT_NONE);
-    cr_assert_eq(load("[workers]\nhttp = 1\n[debug]\nfault = relay_mark_before_ack\n", &cfg, err, sizeof(err)), -1);
+    cr_assert_eq(obu_load("[workers]\nhttp = 1\n[debug]\nfault = relay_mark_before_ack\n", &cfg, err, sizeof(err)), -1);
     cr_assert(strstr(err, ":4: [debug] fault: this mode loses events on purpose") != NULL, "%s", err);
     cr_assert(strstr(err, "OUTBOXD_UNSAFE_FAULTS=1") != NULL, "%s", err);
     setenv("OUTBOXD_UNSAFE_FAULTS", "1", 1);
-    cr_assert_eq(load("[debug]\nfault = consumer_commit_before_apply\n", &cfg, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(obu_load("[debug]\nfault = consumer_commit_before_apply\n", &cfg, err, sizeof(err)), 0, "%s", err);
     cr_assert_eq(cfg.debug.fault, OB_FAULT_CONSUMER_COMMIT_BEFORE_APPLY);
-    cr_assert_eq(load("[debug]\nfault = sometimes\n", &cfg, err, sizeof(err)), -1);
+    cr_assert_eq(obu_load("[debug]\nfault = sometimes\n", &cfg, err, sizeof(err)), -1);
     cr_assert(strstr(err, "expected none, relay_mark_before_ack, consumer_commit_before_apply or "
                           "http_lose_write_reply") != NULL,
               "%s", err);
@@ -231,7 +207,7 @@ Test(cfg, kafka_properties_parse_per_client)
     ob_cfg_t cfg;
     char     err[512] = "", shown[1024];
 
-    cr_assert_eq(load("[kafka.properties]\nsecurity.protocol = SASL_PLAINTEXT\nsasl.mechanism = SCRAM-SHA-256\n"
+    cr_assert_eq(obu_load("[kafka.properties]\nsecurity.protocol = SASL_PLAINTEXT\nsasl.mechanism = SCRAM-SHA-256\n"
                       "[kafka.producer]\nsasl.username = relay\n[kafka.consumer]\nsasl.username = ledger\n"
                       "[kafka.properties]\nsecurity.protocol = SASL_SSL\n",
                       &cfg, err, sizeof(err)),
@@ -252,7 +228,7 @@ Test(cfg, kafka_properties_reach_the_client_conf_narrower_section_wins)
     size_t           vlen = sizeof(v);
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
 
-    cr_assert_eq(load("[kafka.properties]\nclient.id = everyone\nsocket.timeout.ms = 7000\n"
+    cr_assert_eq(obu_load("[kafka.properties]\nclient.id = everyone\nsocket.timeout.ms = 7000\n"
                       "[kafka.consumer]\nclient.id = ledger-side\n",
                       &cfg, err, sizeof(err)),
                  0, "%s", err);
@@ -276,14 +252,14 @@ Test(cfg, kafka_property_unknown_or_bad_value_names_file_line_key_and_reason)
     ob_cfg_t cfg;
     char     err[512] = "";
 
-    cr_assert_eq(load("[kafka]\nbrokers = x:1\n[kafka.producer]\nsasl.usernmae = relay\n", &cfg, err, sizeof(err)),
+    cr_assert_eq(obu_load("[kafka]\nbrokers = x:1\n[kafka.producer]\nsasl.usernmae = relay\n", &cfg, err, sizeof(err)),
                  -1);
     cr_assert(strstr(err, ":4: [kafka.producer] sasl.usernmae: No such configuration property") != NULL, "%s", err);
-    cr_assert_eq(load("[kafka.consumer]\n\nsocket.timeout.ms = soon\n", &cfg, err, sizeof(err)), -1);
+    cr_assert_eq(obu_load("[kafka.consumer]\n\nsocket.timeout.ms = soon\n", &cfg, err, sizeof(err)), -1);
     cr_assert(strstr(err, ":3: [kafka.consumer] socket.timeout.ms: Invalid value") != NULL, "%s", err);
-    cr_assert_eq(load("[kafka.properties]\nsecurity.protocol = carrier-pigeon\n", &cfg, err, sizeof(err)), -1);
+    cr_assert_eq(obu_load("[kafka.properties]\nsecurity.protocol = carrier-pigeon\n", &cfg, err, sizeof(err)), -1);
     cr_assert(strstr(err, ":2: [kafka.properties] security.protocol: Invalid value") != NULL, "%s", err);
-    cr_assert_eq(load("[kafka.admin]\nclient.id = x\n", &cfg, err, sizeof(err)), -1);
+    cr_assert_eq(obu_load("[kafka.admin]\nclient.id = x\n", &cfg, err, sizeof(err)), -1);
     cr_assert(strstr(err, "[kafka.admin]: unknown section") != NULL, "%s", err);
 }
 
@@ -307,14 +283,14 @@ Test(cfg, kafka_properties_our_guarantees_rest_on_are_refused)
         for (size_t i = 0; i < OB_ARRAY_LEN(keys); i++) {
             snprintf(text, sizeof(text), "[workers]\nhttp = 1\n[%s]\n%s = 1\n", sections[s], keys[i]);
             err[0] = '\0';
-            cr_assert_eq(load(text, &cfg, err, sizeof(err)), -1, "%s accepted in [%s]", keys[i], sections[s]);
+            cr_assert_eq(obu_load(text, &cfg, err, sizeof(err)), -1, "%s accepted in [%s]", keys[i], sections[s]);
             snprintf(want, sizeof(want), ":4: [%s] %s: outboxd sets this property itself and refuses an override: ",
                      sections[s], keys[i]);
             cr_assert(strstr(err, want) != NULL, "got: %s", err);
         }
-    cr_assert_eq(load("[kafka.properties]\nlinger.ms = 5\n", &cfg, err, sizeof(err)), -1);
+    cr_assert_eq(obu_load("[kafka.properties]\nlinger.ms = 5\n", &cfg, err, sizeof(err)), -1);
     cr_assert(strstr(err, "that is [relay] linger_ms") != NULL, "%s", err);
-    cr_assert_eq(load("[kafka.properties]\nbootstrap.servers = a:1\n", &cfg, err, sizeof(err)), -1);
+    cr_assert_eq(obu_load("[kafka.properties]\nbootstrap.servers = a:1\n", &cfg, err, sizeof(err)), -1);
     cr_assert(strstr(err, "that is [kafka] brokers") != NULL, "%s", err);
 }
 
@@ -335,7 +311,7 @@ Test(cfg, kafka_secrets_are_masked_wherever_shown)
     cr_assert(!ob_kprops_is_secret("sasl.username"));
     cr_assert(!ob_kprops_is_secret("security.protocol"));
     cr_assert(ob_kprops_is_secret("sasl.jaas.config"));
-    cr_assert_eq(load(text, &cfg, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(obu_load(text, &cfg, err, sizeof(err)), 0, "%s", err);
     ob_kprops_describe(&cfg, OB_KPROP_PRODUCER, shown, sizeof(shown));
     cr_assert_null(strstr(shown, "Hunter2"), "%s", shown);
     cr_assert(strstr(shown, "sasl.password=***") != NULL, "%s", shown);
@@ -347,10 +323,10 @@ Test(cfg, kafka_properties_change_the_kafka_section_so_relays_and_consumers_rest
     ob_cfg_t a, b;
     char     err[512] = "";
 
-    cr_assert_eq(load("[kafka.producer]\nsasl.username = relay\n", &a, err, sizeof(err)), 0, "%s", err);
-    cr_assert_eq(load("[kafka.producer]\nsasl.username = relay2\n", &b, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(obu_load("[kafka.producer]\nsasl.username = relay\n", &a, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(obu_load("[kafka.producer]\nsasl.username = relay2\n", &b, err, sizeof(err)), 0, "%s", err);
     cr_assert_neq(memcmp(&a.kafka, &b.kafka, sizeof(a.kafka)), 0);
     cr_assert_neq(ob_cfg_digest(&a), ob_cfg_digest(&b));
-    cr_assert_eq(load("[kafka.producer]\nsasl.username = relay\n", &b, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(obu_load("[kafka.producer]\nsasl.username = relay\n", &b, err, sizeof(err)), 0, "%s", err);
     cr_assert_eq(memcmp(&a.kafka, &b.kafka, sizeof(a.kafka)), 0);
 }

@@ -1,4 +1,5 @@
 /* tests/unit/test_rsig.c: record signatures (common/rsig.h) and their config keys. */
+#include "tests/unit/cfg_text.h"
 #include "common/cfg.h"
 #include "common/rsig.h"
 
@@ -187,29 +188,6 @@ Test(rsig, unsigned_and_unknown_key_ids_and_rotation)
     cr_assert_eq(ob_rsig_ring_merge(&old, &fake, &both), -1);
 }
 
-static const char *
-write_conf(const char *text)
-{
-    static char path[64];
-    int         fd;
-
-    snprintf(path, sizeof(path), "/tmp/ob-rsig-XXXXXX");
-    fd = mkstemp(path);
-    cr_assert(fd >= 0);
-    cr_assert_eq(write(fd, text, strlen(text)), (ssize_t) strlen(text));
-    close(fd);
-    return path;
-}
-
-static int
-load(const char *text, ob_cfg_t *cfg, char *err, size_t errlen)
-{
-    const char *path = write_conf(text);
-    int         rc = ob_cfg_load(cfg, path, err, errlen);
-
-    unlink(path);
-    return rc;
-}
 
 Test(rsig, config_keys_parse_and_errors_name_file_line_without_the_secret)
 {
@@ -230,7 +208,7 @@ Test(rsig, config_keys_parse_and_errors_name_file_line_without_the_secret)
     };
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        cr_assert_eq(load(bad[i].text, &cfg, err, sizeof(err)), -1, "accepted: %s", bad[i].text);
+        cr_assert_eq(obu_load(bad[i].text, &cfg, err, sizeof(err)), -1, "accepted: %s", bad[i].text);
         cr_assert(strstr(err, bad[i].want) != NULL, "%s: %s", bad[i].text, err);
         cr_assert(strstr(err, ":2: [kafka] ") != NULL || strstr(err, ":3: [kafka] ") != NULL, "no file:line: %s",
                   err);
@@ -238,13 +216,13 @@ Test(rsig, config_keys_parse_and_errors_name_file_line_without_the_secret)
                   "the secret is echoed: %s", err);
     }
     /* cross-key checks */
-    cr_assert_eq(load("[kafka]\nrequire_signature = yes\n", &cfg, err, sizeof(err)), -1);
+    cr_assert_eq(obu_load("[kafka]\nrequire_signature = yes\n", &cfg, err, sizeof(err)), -1);
     cr_assert(strstr(err, "require_signature = yes needs verify_keys or signing_key") != NULL, "%s", err);
-    cr_assert_eq(load("[kafka]\nsigning_key = k1:hex:" HEX32 "\nverify_keys = k1:base64:"
+    cr_assert_eq(obu_load("[kafka]\nsigning_key = k1:hex:" HEX32 "\nverify_keys = k1:base64:"
                       "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n", &cfg, err, sizeof(err)), -1);
     cr_assert(strstr(err, "key id 'k1' different secrets") != NULL, "%s", err);
     /* a rotation: several keys over continuation lines and repeated lines */
-    cr_assert_eq(load("[kafka]\nsigning_key = k3:hex:" HEX32 "\nverify_keys = k1:hex:" HEX32 ",\n"
+    cr_assert_eq(obu_load("[kafka]\nsigning_key = k3:hex:" HEX32 "\nverify_keys = k1:hex:" HEX32 ",\n"
                       "  k2:base64:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\nverify_keys = k3:hex:" HEX32 "\n"
                       "require_signature = yes\n", &cfg, err, sizeof(err)), 0, "%s", err);
     cr_assert_str_eq(cfg.kafka.signing_key.id, "k3");
@@ -252,7 +230,7 @@ Test(rsig, config_keys_parse_and_errors_name_file_line_without_the_secret)
     cr_assert_str_eq(cfg.kafka.verify_keys.keys[1].id, "k2");
     cr_assert_eq(cfg.kafka.require_signature, 1);
     /* off by default */
-    cr_assert_eq(load("[kafka]\ntopic = t\n", &cfg, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(obu_load("[kafka]\ntopic = t\n", &cfg, err, sizeof(err)), 0, "%s", err);
     cr_assert_eq(cfg.kafka.signing_key.len, 0);
     cr_assert_eq(cfg.kafka.verify_keys.n, 0);
     cr_assert_eq(cfg.kafka.require_signature, 0);
