@@ -3,7 +3,6 @@
  * wakeups. See shm.h for who writes what.
  */
 #include "shm.h"
-#include "../common/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +16,19 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+
+/* shm/ sits below common/ (common/status.c reads the segment), so it keeps
+ * its own clock read rather than include common/util.h. The heartbeat clock
+ * must stay CLOCK_MONOTONIC: the supervisor's watchdog compares it with
+ * ob_now_ms(). */
+static int64_t
+shm_clock_ms(clockid_t clock)
+{
+    struct timespec ts;
+
+    clock_gettime(clock, &ts);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 ob_shm_t *ob_shm;
 
@@ -37,8 +49,8 @@ shm_init_layout(ob_shm_layout_t *map, const char *name)
     map->hdr.npartitions = OB_SHM_PARTITIONS;
     map->hdr.reload_ok = -1;
     atomic_store(&map->hdr.sup_pid, (int32_t) getpid());
-    map->hdr.start_wall_ms = ob_wall_ms();
-    ob_strlcpy(map->hdr.name, name, sizeof(map->hdr.name));
+    map->hdr.start_wall_ms = shm_clock_ms(CLOCK_REALTIME);
+    snprintf(map->hdr.name, sizeof(map->hdr.name), "%s", name);
     for (int i = 0; i < OB_SHM_SLOTS; i++) {
         map->slots[i].last_status = -1;
     }
@@ -88,7 +100,7 @@ shm_map(int fd, const char *segname, int writable, char *err, size_t errlen)
     shm->map = p;
     shm->size = sizeof(ob_shm_layout_t);
     shm->writable = writable;
-    ob_strlcpy(shm->name, segname, sizeof(shm->name));
+    snprintf(shm->name, sizeof(shm->name), "%s", segname);
     return shm;
 }
 
@@ -255,7 +267,7 @@ ob_shm_hdr_snapshot(ob_shm_hdr_t *hdr, ob_shm_hdr_t *out)
 void
 ob_shm_beat(ob_shm_slot_t *slot)
 {
-    atomic_store_explicit(&slot->heartbeat_ms, ob_now_ms(), memory_order_release);
+    atomic_store_explicit(&slot->heartbeat_ms, shm_clock_ms(CLOCK_MONOTONIC), memory_order_release);
 }
 
 void

@@ -1,5 +1,5 @@
 /* tests/unit/test_reconcile.c: reconcile's verdict on one order, every disagreement fed in. */
-#include "supervisor/reconcile.h"
+#include "cli/reconcile.h"
 
 #include <criterion/criterion.h>
 #include <string.h>

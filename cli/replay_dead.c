@@ -1,5 +1,5 @@
 /*
- * supervisor/replay_dead.c: `outboxd replay --dead-letters (--id N | --all)
+ * cli/replay_dead.c: `outboxd replay --dead-letters (--id N | --all)
  * [--dry-run]`.
  *
  * Re-applies stored dead letters, once their cause is fixed, through the

@@ -1,5 +1,5 @@
 /*
- * supervisor/replay.c: `outboxd replay (--order ID | --event ID | --since TS
+ * cli/replay.c: `outboxd replay (--order ID | --event ID | --since TS
  * | --quarantined) [--dry-run]`.
  *
  * Re-enqueues events: published rows are marked pending again; quarantined

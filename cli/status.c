@@ -1,5 +1,5 @@
 /*
- * supervisor/status.c: `outboxd status [--json]`, read-only from shm.
+ * cli/status.c: `outboxd status [--json]`, read-only from shm.
  *
  * Reads nothing but the segment, so it answers while PostgreSQL and Kafka
  * are down. Snapshots are taken under the seqlocks and never block writers.

@@ -1,4 +1,4 @@
-/* supervisor/migrations.h: migrations compiled into the binary from sql/. */
+/* cli/migrations.h: migrations compiled into the binary from sql/. */
 #ifndef OB_MIGRATIONS_H
 #define OB_MIGRATIONS_H
 

@@ -1,5 +1,5 @@
 /*
- * supervisor/main.c: command line of the one outboxd binary.
+ * cli/main.c: command line of the one outboxd binary.
  *
  *   outboxd [-c FILE] [-t] [-f] [--http-workers N] [--relays N] [--consumers N]
  *   outboxd status  [-c FILE] [--json]
@@ -10,7 +10,7 @@
  *
  * Bad usage exits 2 with a sentence; so does a config that does not parse.
  */
-#include "sup.h"
+#include "../supervisor/sup.h"
 #include "cmd.h"
 #include "../common/cfg.h"
 #include "../common/kprops.h"
@@ -101,7 +101,7 @@ load_config(const char *path, ob_cfg_t *cfg)
     return 0;
 }
 
-/* `outboxd status|migrate ...`: -c and --json only. */
+/* `outboxd status|migrate|reconcile|replay ...`: -c and each one's own options. */
 static int
 run_subcommand(const char *cmd, int argc, char **argv)
 {

@@ -1,4 +1,4 @@
-/* supervisor/cmd.h: the operator subcommands of the outboxd binary. */
+/* cli/cmd.h: the operator subcommands of the outboxd binary. */
 #ifndef OB_CMD_H
 #define OB_CMD_H
 

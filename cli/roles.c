@@ -1,5 +1,5 @@
 /*
- * supervisor/roles.c: `outboxd migrate` checks the roles outboxd runs as.
+ * cli/roles.c: `outboxd migrate` checks the roles outboxd runs as.
  *
  * Least privilege: the HTTP workers ([orders] dsn) write orders and outbox
  * rows; the relays ([relay] dsn) read, mark and prune the outbox; the

@@ -1,5 +1,5 @@
 /*
- * supervisor/migrate.c: `outboxd migrate`.
+ * cli/migrate.c: `outboxd migrate`.
  *
  * Applies the migrations compiled into the binary (sql/<db>/NNNN_*.sql), in
  * version order, each in its own transaction together with its row in

@@ -1,5 +1,5 @@
 /*
- * supervisor/reconcile.h: the per-order verdict of `outboxd reconcile`,
+ * cli/reconcile.h: the per-order verdict of `outboxd reconcile`,
  * apart from the databases so unit tests can feed it every disagreement.
  */
 #ifndef OB_RECONCILE_H

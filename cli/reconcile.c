@@ -1,5 +1,5 @@
 /*
- * supervisor/reconcile.c: `outboxd reconcile [--json] [--grace SECONDS]`.
+ * cli/reconcile.c: `outboxd reconcile [--json] [--grace SECONDS]`.
  *
  * Proves, with one command, that every order reached the ledger and
  * nothing else did, and says so truthfully while traffic runs.
