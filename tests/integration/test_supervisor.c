@@ -426,6 +426,40 @@ Test(supervisor, reload_keeps_kafka_partitions_and_says_it_needs_a_restart, .ini
     cr_assert_eq(obh_count(&h, OB_KIND_RELAY), 1);
 }
 
+/*
+ * [debug] fault reloaded in. It is restart-only, so the reload says so and
+ * the workers it starts, and any respawned after a crash, keep the running
+ * value: here, HTTP workers still answer their writes.
+ */
+Test(supervisor, reload_keeps_debug_fault_for_respawned_workers, .init = setup, .fini = teardown)
+{
+    const char *order = "{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}";
+    char        resp[1024];
+
+    setenv("OUTBOXD_UNSAFE_FAULTS", "1", 1);
+    start_with("[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n", NULL);
+    pid_t http = obh_wait_worker(&h, OB_KIND_HTTP, 0, 0, obh_ms(15000));
+    cr_assert_neq(http, 0);
+    obh_write_conf(&h, "[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n[debug]\nfault = http_lose_write_reply\n");
+    kill(h.pid, SIGHUP);
+    for (int64_t t0 = ob_now_ms(); obh_log_count(&h, "[debug] fault changed; these take effect only after a restart") == 0;
+         ob_sleep_ms(10))
+        cr_assert_lt(ob_now_ms() - t0, obh_ms(10000), "the reload did not say [debug] fault needs a restart");
+    /* the reload replaces HTTP workers; then a crash makes another */
+    pid_t next = obh_wait_worker(&h, OB_KIND_HTTP, 0, http, obh_ms(15000));
+    cr_assert_neq(next, 0, "the reload did not replace the HTTP worker");
+    cr_assert_eq(obh_http(h.orders_port, "POST", "/orders", NULL, order, resp, sizeof(resp), NULL, 0), 201,
+                 "%s", resp);
+    /* the fault loses the database's reply and the worker retries: a 201 alone would not show it */
+    cr_assert_eq(obh_log_count(&h, "connection lost during create"), 0, "the reloaded worker took the restart-only fault");
+    kill(next, SIGKILL);
+    cr_assert_neq(obh_wait_worker(&h, OB_KIND_HTTP, 0, next, obh_ms(15000)), 0);
+    cr_assert_eq(obh_http(h.orders_port, "POST", "/orders", NULL, order, resp, sizeof(resp), NULL, 0), 201,
+                 "%s", resp);
+    cr_assert_eq(obh_log_count(&h, "connection lost during create"), 0, "the respawned worker took the restart-only fault");
+    unsetenv("OUTBOXD_UNSAFE_FAULTS");
+}
+
 /* Receives one datagram on the fake NOTIFY_SOCKET, or "" after timeout. */
 static void
 notify_recv(int fd, char *buf, size_t len, int timeout_ms)
