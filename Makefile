@@ -30,7 +30,7 @@ UNIT_BIN := $(BUILD)/tests/unit
 INTEG_BIN := $(BUILD)/tests/integration
 FAULT_BIN := $(BUILD)/tests/fault
 
-.PHONY: all deps build asan run test chaos check-structure test-unit test-integration stack-up stack-down stack-status migrate clean
+.PHONY: all deps build asan run test chaos check-structure docs test-unit test-integration stack-up stack-down stack-status migrate clean
 
 all: build
 build: $(BUILD)/outboxd
@@ -107,6 +107,12 @@ check-structure: build
 	@bash scripts/callcircles.sh calls $(OBJ:.o=.ci)
 	@bash scripts/callcircles.sh includes $(wildcard $(SRC) common/*.h shm/*.h supervisor/*.h cli/*.h workers/*/*.h) && echo "structure: no call circle between files, no include circle between folders"
 	bash tests/structure/planted_circle.sh
+	@$(BUILD)/outboxd config-reference | diff -u docs/CONFIG.md - >/dev/null || \
+	    { echo "docs/CONFIG.md is stale: run make docs"; $(BUILD)/outboxd config-reference | diff -u docs/CONFIG.md -; exit 1; }
+
+# docs/CONFIG.md is written from the config key table (common/cfg.c), never by hand.
+docs: build
+	$(BUILD)/outboxd config-reference >docs/CONFIG.md
 
 # The whole fault suite with longer loads; a table per scenario goes to
 # var/chaos/report.md, written even when a scenario fails.

@@ -4,6 +4,8 @@
 
 #include "../common/cfg.h"
 
+#include <stdio.h>
+
 /* Prints workers and partitions from the shm segment; 1 when no instance runs. */
 int ob_cmd_status(const ob_cfg_t *cfg, int json);
 /*
@@ -25,5 +27,8 @@ int ob_cmd_replay_dead_letters(const ob_cfg_t *cfg, const char *id, int dry_run)
 
 /* Compares orderdb and ledgerdb; 0 consistent, 1 findings, 2 could not finish. */
 int ob_cmd_reconcile(const ob_cfg_t *cfg, int json, int grace_s);
+
+/* Writes the configuration reference (docs/CONFIG.md) from the key table; 0, or 1 on a write error. */
+int ob_cmd_config_reference(FILE *out);
 
 #endif

@@ -7,6 +7,7 @@
  *   outboxd reconcile [-c FILE] [--json] [--grace SECONDS]
  *   outboxd replay [-c FILE] (--order ID | --event ID | --since TS | --quarantined
  *                             | --dead-letters (--id N | --all)) [--dry-run]
+ *   outboxd config-reference
  *
  * Bad usage exits 2 with a sentence; so does a config that does not parse.
  */
@@ -35,6 +36,7 @@ usage(FILE *out)
             "       outboxd reconcile [-c FILE] [--json] [--grace SECONDS]\n"
             "       outboxd replay [-c FILE] (--order ID | --event ID | --since TIMESTAMP | --quarantined) [--dry-run]\n"
             "       outboxd replay [-c FILE] --dead-letters (--id N | --all) [--dry-run]\n"
+            "       outboxd config-reference   (every config key, its default and reload rule, as Markdown)\n"
             "  -c FILE   config file (default %s)\n"
             "  -t        validate the config and exit (0 valid, 1 invalid)\n"
             "  -f        stay in the foreground\n"
@@ -221,6 +223,8 @@ main(int argc, char **argv)
     ob_cfg_t      *cfg;
     char           err[1024];
 
+    if (argc == 2 && strcmp(argv[1], "config-reference") == 0)
+        return ob_cmd_config_reference(stdout);
     if (argc > 1 && (strcmp(argv[1], "status") == 0 || strcmp(argv[1], "migrate") == 0 ||
                      strcmp(argv[1], "replay") == 0 || strcmp(argv[1], "reconcile") == 0))
         return run_subcommand(argv[1], argc - 1, argv + 1);

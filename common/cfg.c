@@ -21,68 +21,123 @@
 #include <string.h>
 #include <strings.h>
 
-typedef enum {
-    K_STR, K_INT, K_BOOL, K_DURATION, K_RELAY_MODE, K_LOG_FORMAT, K_LOG_LEVEL, K_FORMAT, K_FAULT, K_SIGN_KEY, K_SIGN_KEYS
-} key_type_t;
+typedef enum { K_STR, K_INT, K_BOOL, K_DURATION, K_ENUM, K_STR_ENUM, K_FAULT, K_SIGN_KEY, K_SIGN_KEYS } key_type_t;
 
+/*
+ * One row per key: how to parse it, its default, how a reload applies it
+ * and why a user would change it. Everything that describes a key lives
+ * here: the parser, the defaults, the supervisor's reload and the generated
+ * docs/CONFIG.md all read this table, so none of them can drift.
+ */
 typedef struct {
-    const char *section;
-    const char *key;
-    key_type_t  type;
-    size_t      off;
-    size_t      size;        /* for K_STR */
-    long        min, max;    /* for K_INT / K_DURATION */
-    int         restart_only;
+    const char        *section;
+    const char        *key;
+    key_type_t         type;
+    size_t             off;
+    size_t             size;
+    long               min, max;  /* K_INT, K_DURATION */
+    const char *const *names;     /* K_ENUM, K_STR_ENUM, K_FAULT: value i is spelled names[i] */
+    const char        *def;       /* the default as a file spells it; NULL = empty */
+    unsigned           reload;    /* OB_CFG_RESTART_ONLY, or the OB_CFG_RESTARTS_* kinds a change restarts */
+    const char        *why;
 } key_def_t;
 
-#define S(sec, k, field, ro) { sec, k, K_STR, offsetof(ob_cfg_t, field), sizeof(((ob_cfg_t *) 0)->field), 0, 0, ro }
-#define I(sec, k, field, lo, hi, ro) { sec, k, K_INT, offsetof(ob_cfg_t, field), 0, lo, hi, ro }
-#define T(sec, k, type, field, lo, hi, ro) { sec, k, type, offsetof(ob_cfg_t, field), 0, lo, hi, ro }
+#define FIELD(field) offsetof(ob_cfg_t, field), sizeof(((ob_cfg_t *) 0)->field)
+#define S(sec, k, field, def, rl, why) { sec, k, K_STR, FIELD(field), 0, 0, NULL, def, rl, why }
+#define I(sec, k, field, lo, hi, def, rl, why) { sec, k, K_INT, FIELD(field), lo, hi, NULL, def, rl, why }
+#define D(sec, k, field, lo, def, rl, why) { sec, k, K_DURATION, FIELD(field), lo, INT_MAX, NULL, def, rl, why }
+#define B(sec, k, field, def, rl, why) { sec, k, K_BOOL, FIELD(field), 0, 1, NULL, def, rl, why }
+#define E(sec, k, type, field, names, def, rl, why) { sec, k, type, FIELD(field), 0, 0, names, def, rl, why }
+
+#define RESTART OB_CFG_RESTART_ONLY
+#define RELAYS OB_CFG_RESTARTS_RELAYS
+#define CONSUMERS OB_CFG_RESTARTS_CONSUMERS
+#define KAFKA (OB_CFG_RESTARTS_RELAYS | OB_CFG_RESTARTS_CONSUMERS)
+
+/* In the order of the enums they fill (ob_relay_mode_t, ob_log_*_t, ob_fault_t). */
+static const char *const relay_modes[] = { "partitioned", "skip_locked", "wal", NULL };
+static const char *const log_formats[] = { "logfmt", "json", NULL };
+static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
+static const char *const kafka_formats[] = { "msgpack", "json", NULL };
+static const char *const faults[] = { "none", "relay_mark_before_ack", "consumer_commit_before_apply",
+                                      "http_lose_write_reply", NULL };
 
 static const key_def_t keys[] = {
-    S("supervisor", "name", supervisor.name, 1),
-    S("supervisor", "pidfile", supervisor.pidfile, 1),
-    I("supervisor", "watchdog_s", supervisor.watchdog_s, 1, 3600, 0),
-    I("supervisor", "shutdown_timeout_s", supervisor.shutdown_timeout_s, 1, 3600, 0),
-    S("orders", "listen", orders.listen, 1),
-    S("orders", "dsn", orders.dsn, 0),
-    T("orders", "unsafe_async_commit", K_BOOL, orders.unsafe_async_commit, 0, 1, 0),
-    I("orders", "max_body", orders.max_body, 256, 16 * 1024 * 1024, 0),
-    I("orders", "statement_timeout_ms", orders.statement_timeout_ms, 10, 600000, 0),
-    T("orders", "max_backlog_age", K_DURATION, orders.max_backlog_age_s, 0, INT_MAX, 0),
-    I("orders", "threads", orders.threads, 1, 512, 0),
-    I("orders", "request_timeout_ms", orders.request_timeout_ms, 100, 600000, 0),
-    S("ledger", "listen", ledger.listen, 1),
-    S("ledger", "dsn", ledger.dsn, 0),
-    S("ledger", "group", ledger.group, 0),
-    T("ledger", "stall_after", K_DURATION, ledger.stall_after_s, 1, INT_MAX, 0),
-    S("kafka", "brokers", kafka.brokers, 0),
-    S("kafka", "topic", kafka.topic, 0),
+    S("supervisor", "name", supervisor.name, "default", RESTART,
+      "names the shm segment, the default pidfile and the consumers' instance ids: give two instances on one host different names"),
+    S("supervisor", "pidfile", supervisor.pidfile, NULL, RESTART,
+      "where the supervisor writes its pid; empty = /run/outboxd-<name>.pid (or /tmp when /run is not writable)"),
+    I("supervisor", "watchdog_s", supervisor.watchdog_s, 1, 3600, "10", 0,
+      "a worker whose heartbeat is older than this is killed and respawned; raise it if a legitimate stall trips it"),
+    I("supervisor", "shutdown_timeout_s", supervisor.shutdown_timeout_s, 1, 3600, "10", 0,
+      "how long a graceful stop waits for workers to finish before SIGKILL"),
+    S("orders", "listen", orders.listen, "127.0.0.1:3000", RESTART, "host:port of the order API; empty disables it"),
+    S("orders", "dsn", orders.dsn, "postgresql://outboxd@127.0.0.1:55432/orderdb", RELAYS,
+      "orderdb for the HTTP workers, and for the relays when [relay] dsn is empty (so a change restarts them)"),
+    B("orders", "unsafe_async_commit", orders.unsafe_async_commit, "no", 0,
+      "accept orders while orderdb runs synchronous_commit off: a database crash can then lose acknowledged orders; benchmarks only"),
+    I("orders", "max_body", orders.max_body, 256, 16 * 1024 * 1024, "65536", 0,
+      "largest request body in bytes; a larger one gets 413"),
+    I("orders", "statement_timeout_ms", orders.statement_timeout_ms, 10, 600000, "5000", 0,
+      "PostgreSQL statement_timeout of the order service's statements"),
+    D("orders", "max_backlog_age", orders.max_backlog_age_s, 0, "0", 0,
+      "refuse new orders (503) while the oldest unpublished event is older than this, so an outage of Kafka cannot grow the outbox without bound; 0 = off"),
+    I("orders", "threads", orders.threads, 1, 512, "16", 0, "threads per HTTP worker for the order API"),
+    I("orders", "request_timeout_ms", orders.request_timeout_ms, 100, 600000, "5000", 0,
+      "a client must send its whole request body within this, or gets 408"),
+    S("ledger", "listen", ledger.listen, "127.0.0.1:4000", RESTART, "host:port of the ledger API; empty disables it"),
+    S("ledger", "dsn", ledger.dsn, "postgresql://outboxd@127.0.0.1:55433/ledgerdb", CONSUMERS,
+      "ledgerdb for the consumers and the ledger API"),
+    S("ledger", "group", ledger.group, "ledger-service", CONSUMERS, "Kafka consumer group of the ledger consumers"),
+    D("ledger", "stall_after", ledger.stall_after_s, 1, "30s", 0,
+      "status reports the ledger stalled when events wait and none was applied for this long"),
+    S("kafka", "brokers", kafka.brokers, "127.0.0.1:59092", KAFKA, "bootstrap brokers, host:port[,host:port...]"),
+    S("kafka", "topic", kafka.topic, "outbox-events", KAFKA, "the topic relays publish to and consumers read"),
     /* restart-only: HTTP workers would write rows for partitions the topic
      * lacks while the relays go fatal, and reverting strands those rows */
-    I("kafka", "partitions", kafka.partitions, 1, 256, 1),
-    T("kafka", "format", K_FORMAT, kafka.format, 0, 0, 0),
-    T("kafka", "signing_key", K_SIGN_KEY, kafka.signing_key, 0, 0, 0),
-    T("kafka", "verify_keys", K_SIGN_KEYS, kafka.verify_keys, 0, 0, 0),
-    T("kafka", "require_signature", K_BOOL, kafka.require_signature, 0, 1, 0),
-    I("workers", "http", workers.http, 0, 64, 0),
-    I("workers", "relays", workers.relays, 0, 256, 0),
-    I("workers", "consumers", workers.consumers, 0, 64, 0),
-    T("relay", "mode", K_RELAY_MODE, relay.mode, 0, 0, 0),
-    I("relay", "batch", relay.batch, 1, 100000, 0),
-    I("relay", "poll_interval_ms", relay.poll_interval_ms, 1, 60000, 0),
-    T("relay", "retention", K_DURATION, relay.retention_s, 60, INT_MAX, 0),
-    I("relay", "linger_ms", relay.linger_ms, 0, 1000, 0),
-    I("relay", "delivery_timeout_ms", relay.delivery_timeout_ms, 1000, 300000, 0),
-    S("relay", "slot_prefix", relay.slot_prefix, 0),
-    T("relay", "allow_unbounded_slot", K_BOOL, relay.allow_unbounded_slot, 0, 1, 0),
-    S("relay", "dsn", relay.dsn, 0),
-    S("admin", "listen", admin.listen, 1),
-    S("admin", "token", admin.token, 0),
-    T("log", "format", K_LOG_FORMAT, log.format, 0, 0, 0),
-    T("log", "level", K_LOG_LEVEL, log.level, 0, 0, 0),
-    S("log", "file", log.file, 0),
-    T("debug", "fault", K_FAULT, debug.fault, 0, 0, 1),
+    I("kafka", "partitions", kafka.partitions, 1, 256, "12", RESTART,
+      "the topic's partition count, which the hash of an order id picks from; must match the topic"),
+    E("kafka", "format", K_STR_ENUM, kafka.format, kafka_formats, "msgpack", KAFKA,
+      "record encoding: msgpack is compact, json is readable by any tool"),
+    E("kafka", "signing_key", K_SIGN_KEY, kafka.signing_key, NULL, NULL, KAFKA,
+      "id:secret the relays sign every record with (HMAC-SHA256); empty = unsigned; never shown"),
+    E("kafka", "verify_keys", K_SIGN_KEYS, kafka.verify_keys, NULL, NULL, KAFKA,
+      "id:secret list the consumers accept besides signing_key, for key rotation; never shown"),
+    B("kafka", "require_signature", kafka.require_signature, "no", KAFKA,
+      "consumers dead-letter unsigned records too, so another producer on the topic cannot book"),
+    I("workers", "http", workers.http, 0, 64, "2", 0, "HTTP worker processes (all listeners)"),
+    I("workers", "relays", workers.relays, 0, 256, "2", RELAYS,
+      "relay processes; relay i owns the partitions p with p mod relays = i; at most [kafka] partitions"),
+    I("workers", "consumers", workers.consumers, 0, 64, "2", 0, "consumer processes, members of the Kafka group"),
+    E("relay", "mode", K_ENUM, relay.mode, relay_modes, "partitioned", RELAYS,
+      "partitioned polls per partition; wal streams by logical replication; skip_locked is the classic poller, kept for comparison"),
+    I("relay", "batch", relay.batch, 1, 100000, "500", RELAYS, "rows a relay claims per cycle"),
+    I("relay", "poll_interval_ms", relay.poll_interval_ms, 1, 60000, "100", RELAYS,
+      "how often a relay polls without a wakeup (events written by other services wake nobody)"),
+    D("relay", "retention", relay.retention_s, 60, "24h", RELAYS, "published rows are deleted after this"),
+    /* 1, not 0: with 0 a cycle's rows of one partition can leave in several
+     * produce requests, and when Kafka rejects one record for its size the
+     * requests after it still land, so a later event of the same order
+     * overtakes the quarantined one in the log (seen in the relay test).
+     * 0 measured commit->Kafka p50 about 1-5 ms lower at 1500 req/s. */
+    I("relay", "linger_ms", relay.linger_ms, 0, 1000, "1", RELAYS,
+      "librdkafka linger.ms; 1 keeps a cycle's rows of one partition in one produce request"),
+    I("relay", "delivery_timeout_ms", relay.delivery_timeout_ms, 1000, 300000, "10000", RELAYS,
+      "how long Kafka may take to acknowledge a record before its row is retried"),
+    S("relay", "slot_prefix", relay.slot_prefix, "outboxd_relay", RELAYS,
+      "mode wal: replication slots and publications are named <prefix>_<relay index>"),
+    B("relay", "allow_unbounded_slot", relay.allow_unbounded_slot, "no", RELAYS,
+      "mode wal: run although max_slot_wal_keep_size = -1, where a stuck slot can fill orderdb's disk"),
+    S("relay", "dsn", relay.dsn, NULL, RELAYS,
+      "orderdb for the relays, as a role of their own (docs/least-privilege.sql); empty = [orders] dsn"),
+    S("admin", "listen", admin.listen, "127.0.0.1:9090", RESTART,
+      "host:port of the status page and metrics; empty disables it"),
+    S("admin", "token", admin.token, NULL, 0, "when set, the admin listener wants Authorization: Bearer <token>"),
+    E("log", "format", K_ENUM, log.format, log_formats, "logfmt", 0, "logfmt or json lines"),
+    E("log", "level", K_ENUM, log.level, log_levels, "info", 0, "the least severe level written"),
+    S("log", "file", log.file, NULL, 0, "append to this file, reopened on SIGUSR1 for log rotation; empty = stderr"),
+    E("debug", "fault", K_FAULT, debug.fault, faults, "none", RESTART,
+      "the fault suite's negative controls, which break a guarantee on purpose; refused unless OUTBOXD_UNSAFE_FAULTS=1"),
 };
 
 const char *
@@ -91,45 +146,21 @@ ob_cfg_relay_dsn(const ob_cfg_t *cfg)
     return cfg->relay.dsn[0] != '\0' ? cfg->relay.dsn : cfg->orders.dsn;
 }
 
+static int cfg_set_value(ob_cfg_t *cfg, const key_def_t *k, const char *v, char *why, size_t whylen);
+
 void
 ob_cfg_defaults(ob_cfg_t *cfg)
 {
-    memset(cfg, 0, sizeof(*cfg));
-    ob_strlcpy(cfg->supervisor.name, "default", sizeof(cfg->supervisor.name));
-    cfg->supervisor.watchdog_s = 10;
-    cfg->supervisor.shutdown_timeout_s = 10;
-    ob_strlcpy(cfg->orders.listen, "127.0.0.1:3000", sizeof(cfg->orders.listen));
-    ob_strlcpy(cfg->orders.dsn, "postgresql://outboxd@127.0.0.1:55432/orderdb", OB_CFG_STR);
-    cfg->orders.max_body = 64 * 1024;
-    cfg->orders.statement_timeout_ms = 5000;
-    cfg->orders.threads = 16;
-    cfg->orders.request_timeout_ms = 5000;
-    ob_strlcpy(cfg->ledger.listen, "127.0.0.1:4000", sizeof(cfg->ledger.listen));
-    ob_strlcpy(cfg->ledger.dsn, "postgresql://outboxd@127.0.0.1:55433/ledgerdb", OB_CFG_STR);
-    ob_strlcpy(cfg->ledger.group, "ledger-service", sizeof(cfg->ledger.group));
-    cfg->ledger.stall_after_s = 30;
-    ob_strlcpy(cfg->kafka.brokers, "127.0.0.1:59092", OB_CFG_STR);
-    ob_strlcpy(cfg->kafka.topic, "outbox-events", sizeof(cfg->kafka.topic));
-    cfg->kafka.partitions = 12;
-    ob_strlcpy(cfg->kafka.format, "msgpack", sizeof(cfg->kafka.format));
-    cfg->workers.http = 2;
-    cfg->workers.relays = 2;
-    cfg->workers.consumers = 2;
-    cfg->relay.mode = OB_RELAY_PARTITIONED;
-    cfg->relay.batch = 500;
-    cfg->relay.poll_interval_ms = 100;
-    cfg->relay.retention_s = 24 * 3600;
-    /* 1, not 0: with 0 a cycle's rows of one partition can leave in several
-     * produce requests, and when Kafka rejects one record for its size the
-     * requests after it still land, so a later event of the same order
-     * overtakes the quarantined one in the log (seen in the relay test).
-     * 0 measured commit->Kafka p50 about 1-5 ms lower at 1500 req/s. */
-    cfg->relay.linger_ms = 1;
-    cfg->relay.delivery_timeout_ms = 10000;
-    ob_strlcpy(cfg->relay.slot_prefix, "outboxd_relay", sizeof(cfg->relay.slot_prefix));
-    ob_strlcpy(cfg->admin.listen, "127.0.0.1:9090", sizeof(cfg->admin.listen));
-    cfg->log.format = OB_LOG_LOGFMT;
-    cfg->log.level = OB_LOG_INFO;
+    char why[256];
+
+    memset(cfg, 0, sizeof(*cfg));   /* digests and change checks compare whole fields, padding included */
+    for (size_t i = 0; i < OB_ARRAY_LEN(keys); i++) {
+        /* the table's own defaults; a unit test parses each, so a failure here is a build of broken code */
+        if (keys[i].def != NULL && cfg_set_value(cfg, &keys[i], keys[i].def, why, sizeof(why)) != 0) {
+            fprintf(stderr, "outboxd: internal: default of [%s] %s: %s\n", keys[i].section, keys[i].key, why);
+            abort();
+        }
+    }
 }
 
 int
@@ -200,139 +231,168 @@ cfg_known_section(const char *section)
     return 0;
 }
 
-/* [debug] fault: refused outside the fault suite, which sets the variable. */
-static int
-cfg_set_fault(int *ip, const char *v, const char **why)
+/* "expected a, b or c", from a names list. */
+static void
+cfg_expected(const char *const *names, char *why, size_t whylen)
 {
-    const char *allow = getenv("OUTBOXD_UNSAFE_FAULTS");
+    size_t used = (size_t) snprintf(why, whylen, "expected");
 
-    if (strcmp(v, "none") == 0) {
-        *ip = OB_FAULT_NONE;
-        return 0;
-    }
-    if (strcmp(v, "relay_mark_before_ack") == 0)
-        *ip = OB_FAULT_RELAY_MARK_BEFORE_ACK;
-    else if (strcmp(v, "consumer_commit_before_apply") == 0)
-        *ip = OB_FAULT_CONSUMER_COMMIT_BEFORE_APPLY;
-    else if (strcmp(v, "http_lose_write_reply") == 0)
-        *ip = OB_FAULT_HTTP_LOSE_WRITE_REPLY;
-    else {
-        *why = "expected none, relay_mark_before_ack, consumer_commit_before_apply or http_lose_write_reply";
+    for (int i = 0; names[i] != NULL && used < whylen; i++)
+        used += (size_t) snprintf(why + used, whylen - used, "%s %s", i == 0 ? "" : names[i + 1] ? "," : " or",
+                                  names[i]);
+}
+
+static int
+cfg_name_index(const char *const *names, const char *v)
+{
+    for (int i = 0; names[i] != NULL; i++)
+        if (strcmp(names[i], v) == 0)
+            return i;
+    return -1;
+}
+
+static int
+set_str(const key_def_t *k, void *field, const char *v, char *why, size_t whylen)
+{
+    if (strlen(v) >= k->size) {
+        snprintf(why, whylen, "value too long");
         return -1;
     }
-    if (allow == NULL || strcmp(allow, "1") != 0) {
-        *why = "this mode loses events on purpose (fault-suite negative control); refused unless "
-               "OUTBOXD_UNSAFE_FAULTS=1 is set";
+    memset(field, 0, k->size);   /* digest and change checks compare whole fields */
+    memcpy(field, v, strlen(v));
+    return 0;
+}
+
+static int
+set_int(const key_def_t *k, void *field, const char *v, char *why, size_t whylen)
+{
+    char *end;
+    long  n;
+
+    errno = 0;
+    n = strtol(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0') {
+        snprintf(why, whylen, "not an integer");
+        return -1;
+    }
+    if (n < k->min || n > k->max) {
+        snprintf(why, whylen, "out of range");
+        return -1;
+    }
+    *(int *) field = (int) n;
+    return 0;
+}
+
+static int
+set_bool(const key_def_t *k, void *field, const char *v, char *why, size_t whylen)
+{
+    static const char *const yes[] = { "yes", "true", "1", "on" }, *const no[] = { "no", "false", "0", "off" };
+
+    (void) k;
+    for (size_t i = 0; i < OB_ARRAY_LEN(yes); i++) {
+        if (strcasecmp(v, yes[i]) == 0 || strcasecmp(v, no[i]) == 0) {
+            *(int *) field = strcasecmp(v, yes[i]) == 0;
+            return 0;
+        }
+    }
+    snprintf(why, whylen, "expected yes or no");
+    return -1;
+}
+
+static int
+set_duration(const key_def_t *k, void *field, const char *v, char *why, size_t whylen)
+{
+    int *ip = field;
+
+    if (ob_cfg_parse_duration(v, ip) != 0) {
+        snprintf(why, whylen, "expected a duration such as 90s, 15m, 24h or 2d");
+        return -1;
+    }
+    if (*ip < k->min || *ip > k->max) {
+        snprintf(why, whylen, "out of range");
         return -1;
     }
     return 0;
 }
 
-/* Converts one value into its field; on error sets *why. */
 static int
-cfg_set_value(ob_cfg_t *cfg, const key_def_t *k, const char *v, const char **why)
+set_enum(const key_def_t *k, void *field, const char *v, char *why, size_t whylen)
 {
-    char *field = (char *) cfg + k->off;
-    int  *ip = (int *) field;
-    char *end;
-    long  n;
+    int i = cfg_name_index(k->names, v);
 
-    switch (k->type) {
-    case K_STR:
-        if (strlen(v) >= k->size) {
-            *why = "value too long";
-            return -1;
-        }
-        memset(field, 0, k->size);   /* digest and change checks compare whole fields */
-        ob_strlcpy(field, v, k->size);
-        return 0;
-    case K_INT:
-        errno = 0;
-        n = strtol(v, &end, 10);
-        if (errno != 0 || end == v || *end != '\0') {
-            *why = "not an integer";
-            return -1;
-        }
-        if (n < k->min || n > k->max) {
-            *why = "out of range";
-            return -1;
-        }
-        *ip = (int) n;
-        return 0;
-    case K_BOOL:
-        if (strcasecmp(v, "yes") == 0 || strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0 || strcasecmp(v, "on") == 0)
-            *ip = 1;
-        else if (strcasecmp(v, "no") == 0 || strcasecmp(v, "false") == 0 || strcmp(v, "0") == 0 || strcasecmp(v, "off") == 0)
-            *ip = 0;
-        else {
-            *why = "expected yes or no";
-            return -1;
-        }
-        return 0;
-    case K_DURATION:
-        if (ob_cfg_parse_duration(v, ip) != 0) {
-            *why = "expected a duration such as 90s, 15m, 24h or 2d";
-            return -1;
-        }
-        if (*ip < k->min || *ip > k->max) {
-            *why = "out of range";
-            return -1;
-        }
-        return 0;
-    case K_RELAY_MODE:
-        if (strcmp(v, "partitioned") == 0)
-            *ip = OB_RELAY_PARTITIONED;
-        else if (strcmp(v, "skip_locked") == 0)
-            *ip = OB_RELAY_SKIP_LOCKED;
-        else if (strcmp(v, "wal") == 0)
-            *ip = OB_RELAY_WAL;
-        else {
-            *why = "expected partitioned, skip_locked or wal";
-            return -1;
-        }
-        return 0;
-    case K_LOG_FORMAT:
-        if (strcmp(v, "logfmt") == 0)
-            *ip = OB_LOG_LOGFMT;
-        else if (strcmp(v, "json") == 0)
-            *ip = OB_LOG_JSON;
-        else {
-            *why = "expected logfmt or json";
-            return -1;
-        }
-        return 0;
-    case K_LOG_LEVEL:
-        if (strcmp(v, "debug") == 0)
-            *ip = OB_LOG_DEBUG;
-        else if (strcmp(v, "info") == 0)
-            *ip = OB_LOG_INFO;
-        else if (strcmp(v, "warn") == 0)
-            *ip = OB_LOG_WARN;
-        else if (strcmp(v, "error") == 0)
-            *ip = OB_LOG_ERROR;
-        else {
-            *why = "expected debug, info, warn or error";
-            return -1;
-        }
-        return 0;
-    case K_FORMAT:
-        if (strcmp(v, "msgpack") != 0 && strcmp(v, "json") != 0) {
-            *why = "expected msgpack or json";
-            return -1;
-        }
-        memset(field, 0, 16);
-        ob_strlcpy(field, v, 16);
-        return 0;
-    case K_FAULT:
-        return cfg_set_fault(ip, v, why);
-    case K_SIGN_KEY:
-        return ob_rsig_parse_key(v, (ob_rsig_key_t *) field, why);
-    case K_SIGN_KEYS:
-        /* cumulative: inih's lines stop at 200 bytes, so keys may take several lines */
-        return ob_rsig_parse_keys(v, (ob_rsig_keyring_t *) field, why);
+    if (i < 0) {
+        cfg_expected(k->names, why, whylen);
+        return -1;
     }
-    *why = "internal: unknown key type";
+    *(int *) field = i;
+    return 0;
+}
+
+/* An enum kept as its name, for the code that compares it as a string. */
+static int
+set_str_enum(const key_def_t *k, void *field, const char *v, char *why, size_t whylen)
+{
+    if (cfg_name_index(k->names, v) < 0) {
+        cfg_expected(k->names, why, whylen);
+        return -1;
+    }
+    return set_str(k, field, v, why, whylen);
+}
+
+/* [debug] fault: refused outside the fault suite, which sets the variable. */
+static int
+set_fault(const key_def_t *k, void *field, const char *v, char *why, size_t whylen)
+{
+    const char *allow = getenv("OUTBOXD_UNSAFE_FAULTS");
+
+    if (set_enum(k, field, v, why, whylen) != 0)
+        return -1;
+    if (*(int *) field != OB_FAULT_NONE && (allow == NULL || strcmp(allow, "1") != 0)) {
+        snprintf(why, whylen, "this mode loses events on purpose (fault-suite negative control); refused unless "
+                              "OUTBOXD_UNSAFE_FAULTS=1 is set");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+set_sign_key(const key_def_t *k, void *field, const char *v, char *why, size_t whylen)
+{
+    const char *w = NULL;
+
+    (void) k;
+    if (ob_rsig_parse_key(v, field, &w) == 0)
+        return 0;
+    snprintf(why, whylen, "%s", w);
     return -1;
+}
+
+/* Cumulative: inih's lines stop at 200 bytes, so keys may take several lines. */
+static int
+set_sign_keys(const key_def_t *k, void *field, const char *v, char *why, size_t whylen)
+{
+    const char *w = NULL;
+
+    (void) k;
+    if (ob_rsig_parse_keys(v, field, &w) == 0)
+        return 0;
+    snprintf(why, whylen, "%s", w);
+    return -1;
+}
+
+typedef int (*key_setter_t)(const key_def_t *k, void *field, const char *v, char *why, size_t whylen);
+
+static const key_setter_t setters[] = {
+    [K_STR] = set_str,           [K_INT] = set_int,   [K_BOOL] = set_bool,
+    [K_DURATION] = set_duration, [K_ENUM] = set_enum, [K_STR_ENUM] = set_str_enum,
+    [K_FAULT] = set_fault,       [K_SIGN_KEY] = set_sign_key, [K_SIGN_KEYS] = set_sign_keys,
+};
+
+/* Converts one value into its field; on error writes why. */
+static int
+cfg_set_value(ob_cfg_t *cfg, const key_def_t *k, const char *v, char *why, size_t whylen)
+{
+    return setters[k->type](k, (char *) cfg + k->off, v, why, whylen);
 }
 
 static void
@@ -369,7 +429,7 @@ cfg_handler(void *user, const char *section, const char *name, const char *value
 {
     parse_ctx_t     *pc = user;
     const key_def_t *k;
-    const char      *why = NULL;
+    char             why[256];
 
     if (name == NULL) {
         /* section header alone (INI_CALL_HANDLER_ON_NEW_SECTION); nothing to set */
@@ -392,7 +452,7 @@ cfg_handler(void *user, const char *section, const char *name, const char *value
         cfg_fail(pc, section, name, "unknown key");
         return 0;
     }
-    if (cfg_set_value(pc->cfg, k, value, &why) != 0) {
+    if (cfg_set_value(pc->cfg, k, value, why, sizeof(why)) != 0) {
         char msg[300];
         if (k->type == K_SIGN_KEY || k->type == K_SIGN_KEYS)
             snprintf(msg, sizeof(msg), "%s (value ***)", why);    /* a secret is never echoed */
@@ -522,6 +582,27 @@ ob_cfg_digest(const ob_cfg_t *cfg)
     return ob_fnv1a64((const char *) cfg + sizeof(cfg->path), sizeof(*cfg) - sizeof(cfg->path), 0);
 }
 
+static int
+cfg_key_differs(const key_def_t *k, const ob_cfg_t *a, const ob_cfg_t *b)
+{
+    return memcmp((const char *) a + k->off, (const char *) b + k->off, k->size) != 0;
+}
+
+unsigned
+ob_cfg_restarts(const ob_cfg_t *running, const ob_cfg_t *next)
+{
+    unsigned kinds = 0;
+
+    for (size_t i = 0; i < OB_ARRAY_LEN(keys); i++)
+        if (cfg_key_differs(&keys[i], running, next))
+            kinds |= keys[i].reload & ~OB_CFG_RESTART_ONLY;
+    /* the librdkafka passthrough sections are not keys of the table; every client reads them */
+    if (running->kafka.nprops != next->kafka.nprops ||
+        memcmp(running->kafka.props, next->kafka.props, sizeof(next->kafka.props)) != 0)
+        kinds |= OB_CFG_RESTARTS_RELAYS | OB_CFG_RESTARTS_CONSUMERS;
+    return kinds;
+}
+
 int
 ob_cfg_keep_restart_only(const ob_cfg_t *running, ob_cfg_t *next, char *out, size_t outlen)
 {
@@ -531,16 +612,35 @@ ob_cfg_keep_restart_only(const ob_cfg_t *running, ob_cfg_t *next, char *out, siz
     out[0] = '\0';
     for (size_t i = 0; i < OB_ARRAY_LEN(keys); i++) {
         const key_def_t *k = &keys[i];
-        size_t           sz = k->type == K_STR ? k->size : sizeof(int);
-        if (!k->restart_only || memcmp((const char *) running + k->off, (const char *) next + k->off, sz) == 0)
+        if (!(k->reload & OB_CFG_RESTART_ONLY) || !cfg_key_differs(k, running, next))
             continue;
-        memcpy((char *) next + k->off, (const char *) running + k->off, sz);
+        memcpy((char *) next + k->off, (const char *) running + k->off, k->size);
         int n = snprintf(out + used, outlen - used, "%s[%s] %s", count ? ", " : "", k->section, k->key);
         if (n > 0 && used + (size_t) n < outlen)
             used += (size_t) n;
         count++;
     }
     return count;
+}
+
+size_t
+ob_cfg_key_count(void)
+{
+    return OB_ARRAY_LEN(keys);
+}
+
+void
+ob_cfg_key_info(size_t i, ob_cfg_key_info_t *out)
+{
+    static const char *const types[] = {
+        [K_STR] = "string", [K_INT] = "integer",  [K_BOOL] = "yes/no",  [K_DURATION] = "duration",
+        [K_ENUM] = "one of", [K_STR_ENUM] = "one of", [K_FAULT] = "one of", [K_SIGN_KEY] = "id:secret",
+        [K_SIGN_KEYS] = "id:secret list",
+    };
+    const key_def_t *k = &keys[i];
+
+    *out = (ob_cfg_key_info_t) { k->section, k->key, types[k->type], k->def, k->min, k->max, k->names, k->reload,
+                                 k->why };
 }
 
 static int

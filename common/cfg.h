@@ -3,7 +3,8 @@
  *
  * A config is parsed into a fresh ob_cfg_t and validated whole; the caller
  * swaps pointers only when that succeeds, so a bad reload never leaves a
- * half-applied config. Every key is tagged reloadable or restart-only.
+ * half-applied config. The key table in cfg.c says, for every key, its
+ * default and how a reload applies it (docs/CONFIG.md is generated from it).
  */
 #ifndef OB_CFG_H
 #define OB_CFG_H
@@ -125,6 +126,33 @@ int ob_cfg_validate(const ob_cfg_t *cfg, char *err, size_t errlen);
 
 /* Digest of everything that matters, shown in status. */
 uint64_t ob_cfg_digest(const ob_cfg_t *cfg);
+
+/*
+ * How a reload applies a key, from the key table. HTTP workers are replaced
+ * (rolling) on every reload, so no bit names them; a key with none of these
+ * bits takes effect in the supervisor at once and in other workers at their
+ * next start.
+ */
+#define OB_CFG_RESTART_ONLY       1u  /* keeps its running value until the supervisor restarts */
+#define OB_CFG_RESTARTS_RELAYS    2u  /* a change restarts every relay */
+#define OB_CFG_RESTARTS_CONSUMERS 4u  /* a change restarts every consumer */
+
+/* The OB_CFG_RESTARTS_* kinds whose keys differ between running and next. */
+unsigned ob_cfg_restarts(const ob_cfg_t *running, const ob_cfg_t *next);
+
+/* One key as the generated reference (docs/CONFIG.md, man pages) shows it. */
+typedef struct {
+    const char        *section, *key;
+    const char        *type;     /* "string", "integer", "yes/no", "duration", "one of", "key" */
+    const char        *def;      /* NULL = empty */
+    long               min, max; /* meaningful for integers and durations */
+    const char *const *names;    /* the choices of "one of", else NULL */
+    unsigned           reload;
+    const char        *why;
+} ob_cfg_key_info_t;
+
+size_t ob_cfg_key_count(void);
+void   ob_cfg_key_info(size_t i, ob_cfg_key_info_t *out);
 
 /*
  * Gives every restart-only key of next (a reloaded file) its running value,

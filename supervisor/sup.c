@@ -517,20 +517,6 @@ sup_retire_kind(ob_sup_t *sup, int kind, int from_index)
     }
 }
 
-static int
-sup_relay_cfg_changed(const ob_cfg_t *a, const ob_cfg_t *b)
-{
-    return a->workers.relays != b->workers.relays || strcmp(ob_cfg_relay_dsn(a), ob_cfg_relay_dsn(b)) != 0 ||
-           memcmp(&a->kafka, &b->kafka, sizeof(a->kafka)) != 0 || memcmp(&a->relay, &b->relay, sizeof(a->relay)) != 0;
-}
-
-static int
-sup_cons_cfg_changed(const ob_cfg_t *a, const ob_cfg_t *b)
-{
-    return strcmp(a->ledger.dsn, b->ledger.dsn) != 0 || strcmp(a->ledger.group, b->ledger.group) != 0 ||
-           memcmp(&a->kafka, &b->kafka, sizeof(a->kafka)) != 0;
-}
-
 /* Restart-only keys keep their running values; the operator is told. */
 static void
 sup_keep_restart_only(const ob_cfg_t *old, ob_cfg_t *next)
@@ -574,8 +560,9 @@ sup_reload(ob_sup_t *sup)
         ob_log(OB_LOG_ERROR, "reload: log file not changed: %s", lerr);
 
     /* Decide what to replace by comparing old and new before the swap. */
-    int relays_restart = sup_relay_cfg_changed(old, next);
-    int cons_restart = sup_cons_cfg_changed(old, next);
+    unsigned restarts = ob_cfg_restarts(old, next);
+    int      relays_restart = (restarts & OB_CFG_RESTARTS_RELAYS) != 0;
+    int      cons_restart = (restarts & OB_CFG_RESTARTS_CONSUMERS) != 0;
 
     sup->cfg = next;
     atomic_fetch_add(&sup->shm->map->hdr.generation, 1);

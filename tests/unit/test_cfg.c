@@ -167,6 +167,59 @@ Test(cfg, restart_only_changes_are_detected_and_digest_moves)
     cr_assert_eq(ob_cfg_digest(&a), ob_cfg_digest(&b));
 }
 
+/* Which workers a reload restarts comes from the key table, one row per key. */
+Test(cfg, reload_restarts_the_kinds_the_key_table_names)
+{
+    static const struct {
+        const char *text;
+        unsigned    want;
+    } cases[] = {
+        { "[orders]\nthreads = 3\n", 0 },
+        { "[ledger]\nstall_after = 5s\n", 0 },
+        { "[workers]\nconsumers = 5\n", 0 },
+        { "[relay]\nbatch = 7\n", OB_CFG_RESTARTS_RELAYS },
+        { "[workers]\nrelays = 1\n", OB_CFG_RESTARTS_RELAYS },
+        { "[relay]\ndsn = postgresql://relay@h/orderdb\n", OB_CFG_RESTARTS_RELAYS },
+        { "[orders]\ndsn = postgresql://other@h/orderdb\n", OB_CFG_RESTARTS_RELAYS },
+        { "[ledger]\ngroup = g2\n", OB_CFG_RESTARTS_CONSUMERS },
+        { "[ledger]\ndsn = postgresql://l@h/ledgerdb\n", OB_CFG_RESTARTS_CONSUMERS },
+        { "[kafka]\nbrokers = b:1\n", OB_CFG_RESTARTS_RELAYS | OB_CFG_RESTARTS_CONSUMERS },
+        { "[kafka]\nrequire_signature = yes\nverify_keys = k1:hex:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n",
+          OB_CFG_RESTARTS_RELAYS | OB_CFG_RESTARTS_CONSUMERS },
+        { "[kafka.consumer]\nclient.id = x\n", OB_CFG_RESTARTS_RELAYS | OB_CFG_RESTARTS_CONSUMERS },
+    };
+    ob_cfg_t base, next;
+    char     err[512];
+
+    ob_cfg_defaults(&base);
+    for (size_t i = 0; i < OB_ARRAY_LEN(cases); i++) {
+        cr_assert_eq(obu_load(cases[i].text, &next, err, sizeof(err)), 0, "%s", err);
+        next.path[0] = '\0';
+        cr_expect_eq(ob_cfg_restarts(&base, &next), cases[i].want, "%s: restarts %u, want %u", cases[i].text,
+                     ob_cfg_restarts(&base, &next), cases[i].want);
+    }
+    cr_assert_eq(ob_cfg_restarts(&base, &base), 0);
+}
+
+/* Every default in the table parses as a file would (ob_cfg_defaults aborts otherwise) and lies in range. */
+Test(cfg, every_default_is_a_valid_value)
+{
+    ob_cfg_t          cfg;
+    ob_cfg_key_info_t k;
+    char              err[512], text[1024];
+
+    ob_cfg_defaults(&cfg);
+    cr_assert_eq(ob_cfg_validate(&cfg, err, sizeof(err)), 0, "%s", err);
+    for (size_t i = 0; i < ob_cfg_key_count(); i++) {
+        ob_cfg_key_info(i, &k);
+        cr_assert(k.why != NULL && k.why[0] != '\0', "[%s] %s has no reason to change it", k.section, k.key);
+        if (k.def == NULL)
+            continue;
+        snprintf(text, sizeof(text), "[%s]\n%s = %s\n", k.section, k.key, k.def);
+        cr_assert_eq(obu_load(text, &cfg, err, sizeof(err)), 0, "[%s] %s = %s: %s", k.section, k.key, k.def, err);
+    }
+}
+
 Test(log, dsn_passwords_are_masked)
 {
     char out[256];
