@@ -1,7 +1,6 @@
 /*
- * common/worker.h: what every worker process does first, and the entry
- * points the supervisor forks into. Each worker kind lives in
- * workers/<kind>/ and exports only its main function.
+ * common/worker.h: what every worker process does first. The entry points
+ * the supervisor forks into are each worker's own (workers/<kind>/<kind>.h).
  */
 #ifndef OB_WORKER_H
 #define OB_WORKER_H
@@ -23,9 +22,5 @@ int ob_worker_parent_alive(pid_t sup_pid);
 
 /* Writes the reason for a fatal exit where the supervisor and status can see it. */
 void ob_worker_note(ob_shm_slot_t *slot, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-int ob_http_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index);
-int ob_relay_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index);
-int ob_cons_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index);
 
 #endif

@@ -25,8 +25,12 @@
 #include "../common/sig.h"
 #include "../common/util.h"
 #include "../common/worker.h"
+#include "../workers/consumer/consumer.h"
+#include "../workers/http/http.h"
+#include "../workers/relay/relay.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -67,18 +71,31 @@ ob_sup_apply_overrides(ob_cfg_t *cfg, const ob_overrides_t *ovr)
         cfg->workers.consumers = ovr->consumers;
 }
 
+/*
+ * The kinds of worker, the shape of PostgreSQL's table of child processes:
+ * adding a kind is a row here and its folder under workers/, not a case in
+ * every switch of the supervisor.
+ */
+typedef struct {
+    int    (*main)(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index);
+    size_t wanted;     /* offset in ob_cfg_t of how many to run */
+    int    accepts;    /* keeps the listening sockets: only HTTP workers accept connections */
+    /* Two relays must never own one partition: a new relay set waits until
+     * every retiring relay has exited (advisory locks back this). */
+    int    exclusive;
+    int    rolling;    /* replaced one by one on reload, a successor up before its predecessor stops */
+} sup_kind_t;
+
+static const sup_kind_t kinds[OB_KIND_COUNT] = {
+    [OB_KIND_HTTP] = { ob_http_main, offsetof(ob_cfg_t, workers.http), 1, 0, 1 },
+    [OB_KIND_RELAY] = { ob_relay_main, offsetof(ob_cfg_t, workers.relays), 0, 1, 0 },
+    [OB_KIND_CONSUMER] = { ob_cons_main, offsetof(ob_cfg_t, workers.consumers), 0, 0, 0 },
+};
+
 static int
 sup_wanted(const ob_cfg_t *cfg, int kind)
 {
-    switch (kind) {
-    case OB_KIND_HTTP:
-        return cfg->workers.http;
-    case OB_KIND_RELAY:
-        return cfg->workers.relays;
-    case OB_KIND_CONSUMER:
-        return cfg->workers.consumers;
-    }
-    return 0;
+    return kinds[kind].main != NULL ? *(const int *) ((const char *) cfg + kinds[kind].wanted) : 0;
 }
 
 static ob_shm_slot_t *
@@ -180,21 +197,11 @@ sup_child_main(ob_sup_t *sup, ob_child_t *c, pid_t sup_pid)
 
     if (ob_worker_enter(c->kind, c->index, sup_pid) != 0)
         _exit(OB_EXIT_OK);
-    if (c->kind != OB_KIND_HTTP)
-        ob_listen_close_all();   /* only HTTP workers accept connections */
-    switch (c->kind) {
-    case OB_KIND_HTTP:
-        rc = ob_http_main(sup->cfg, s, c->index);
-        break;
-    case OB_KIND_RELAY:
-        rc = ob_relay_main(sup->cfg, s, c->index);
-        break;
-    case OB_KIND_CONSUMER:
-        rc = ob_cons_main(sup->cfg, s, c->index);
-        break;
-    default:
-        rc = OB_EXIT_FATAL;
-    }
+    if (c->kind <= OB_KIND_NONE || c->kind >= OB_KIND_COUNT || kinds[c->kind].main == NULL)
+        exit(OB_EXIT_FATAL);
+    if (!kinds[c->kind].accepts)
+        ob_listen_close_all();
+    rc = kinds[c->kind].main(sup->cfg, s, c->index);
     exit(rc);
 }
 
@@ -258,13 +265,13 @@ sup_ready(ob_sup_t *sup, const ob_child_t *c)
  * always accepting: no refused connection during a reload.
  */
 static int
-sup_http_may_start(ob_sup_t *sup)
+sup_rolling_may_start(ob_sup_t *sup, int kind)
 {
     int replacing = 0, starting = 0;
 
     for (int i = 0; i < OB_SHM_SLOTS; i++) {
         ob_child_t *c = &sup->ch[i];
-        if (!c->in_use || c->kind != OB_KIND_HTTP)
+        if (!c->in_use || c->kind != kind)
             continue;
         if (c->replace)
             replacing = 1;
@@ -298,9 +305,7 @@ sup_launch_missing(ob_sup_t *sup)
 
     sup_retire_replaced_http(sup);
     for (int kind = OB_KIND_HTTP; kind < OB_KIND_COUNT; kind++) {
-        /* Two relays must never own one partition: a new relay set waits
-         * until every retiring relay has exited (advisory locks back this). */
-        if (kind == OB_KIND_RELAY && sup_count_alive(sup, OB_KIND_RELAY, 1) > 0)
+        if (kinds[kind].exclusive && sup_count_alive(sup, kind, 1) > 0)
             continue;
         for (int idx = 0; idx < sup_wanted(sup->cfg, kind); idx++) {
             ob_child_t *c = sup_find(sup, kind, idx, 0);
@@ -308,7 +313,7 @@ sup_launch_missing(ob_sup_t *sup)
                 return;
             if (c->pid != 0 || c->fatal || now < c->next_start_ms)
                 continue;
-            if (kind == OB_KIND_HTTP && !sup_http_may_start(sup))
+            if (kinds[kind].rolling && !sup_rolling_may_start(sup, kind))
                 continue;
             sup_spawn(sup, c);
         }
@@ -574,7 +579,7 @@ sup_reload(ob_sup_t *sup)
             c->next_start_ms = ob_now_ms();
             sup_publish(sup, c, OB_SLOT_BACKOFF, "");
         }
-        if (c->in_use && c->kind == OB_KIND_HTTP && !c->retiring && !c->replace)
+        if (c->in_use && kinds[c->kind].rolling && !c->retiring && !c->replace)
             c->replace = 1;
     }
     if (relays_restart)

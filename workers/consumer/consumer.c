@@ -46,6 +46,7 @@
 #include "../../common/util.h"
 #include "../../common/uuid.h"
 #include "../../common/worker.h"
+#include "consumer.h"
 #include "apply.h"
 
 #include <librdkafka/rdkafka.h>

@@ -29,6 +29,7 @@
 #include "../../common/sig.h"
 #include "../../common/util.h"
 #include "../../common/worker.h"
+#include "http.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -34,6 +34,7 @@
 #include "../../common/sig.h"
 #include "../../common/util.h"
 #include "../../common/worker.h"
+#include "relay.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,0 +1,14 @@
+/*
+ * workers/consumer/consumer.h: the consumer worker: applies Kafka records to the ledger.
+ * The supervisor forks into its main function (supervisor/sup.c, its table of kinds).
+ */
+#ifndef OB_WORKER_CONSUMER_H
+#define OB_WORKER_CONSUMER_H
+
+#include "../../common/cfg.h"
+#include "../../shm/shm.h"
+
+/* Runs the worker in slot until told to stop; returns its exit code (OB_EXIT_*). */
+int ob_cons_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index);
+
+#endif
