@@ -9,6 +9,7 @@
 #include "cmd.h"
 #include "migrations.h"
 #include "../common/log.h"
+#include "../common/pg.h"
 #include "../common/util.h"
 
 #include <libpq-fe.h>
@@ -17,18 +18,6 @@
 #include <string.h>
 
 #define MIGRATE_LOCK_KEY "7411020001"   /* pg_advisory_xact_lock key: "outboxd migrate" */
-
-static int
-migrate_exec(PGconn *pg, const char *sql, char *err, size_t errlen)
-{
-    PGresult *r = PQexec(pg, sql);
-    int       ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-
-    if (!ok)
-        snprintf(err, errlen, "%s", PQresultErrorMessage(r));
-    PQclear(r);
-    return ok ? 0 : -1;
-}
 
 static int
 migrate_applied(PGconn *pg, int version, int *applied, char *err, size_t errlen)
@@ -58,17 +47,17 @@ migrate_one(PGconn *pg, const ob_migration_t *m, int *did, char *err, size_t err
     PGresult   *r;
 
     *did = 0;
-    if (migrate_exec(pg, "BEGIN", err, errlen) != 0)
+    if (ob_pg_exec(pg, "BEGIN", err, errlen) != 0)
         return -1;
     /* Transaction-scoped lock: released by COMMIT/ROLLBACK or a dropped connection. */
-    if (migrate_exec(pg, "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ")", err, errlen) != 0 ||
+    if (ob_pg_exec(pg, "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ")", err, errlen) != 0 ||
         migrate_applied(pg, m->version, &applied, err, errlen) != 0)
         goto fail;
     if (applied) {
-        migrate_exec(pg, "ROLLBACK", err, errlen);
+        ob_pg_exec(pg, "ROLLBACK", err, errlen);
         return 0;
     }
-    if (migrate_exec(pg, m->sql, err, errlen) != 0)
+    if (ob_pg_exec(pg, m->sql, err, errlen) != 0)
         goto fail;
     snprintf(v, sizeof(v), "%d", m->version);
     r = PQexecParams(pg, "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", 2, NULL, params, NULL,
@@ -79,14 +68,14 @@ migrate_one(PGconn *pg, const ob_migration_t *m, int *did, char *err, size_t err
         goto fail;
     }
     PQclear(r);
-    if (migrate_exec(pg, "COMMIT", err, errlen) != 0)
+    if (ob_pg_exec(pg, "COMMIT", err, errlen) != 0)
         return -1;
     *did = 1;
     return 0;
 fail:
     {
         char ignore[8];
-        migrate_exec(pg, "ROLLBACK", ignore, sizeof(ignore));
+        ob_pg_exec(pg, "ROLLBACK", ignore, sizeof(ignore));
     }
     return -1;
 }
@@ -105,8 +94,8 @@ ob_migrate_db(const char *db, const char *dsn, char *err, size_t errlen)
         PQfinish(pg);
         return -1;
     }
-    if (migrate_exec(pg, "SET client_min_messages = warning", err, errlen) != 0 ||
-        migrate_exec(pg,
+    if (ob_pg_exec(pg, "SET client_min_messages = warning", err, errlen) != 0 ||
+        ob_pg_exec(pg,
                      "CREATE TABLE IF NOT EXISTS schema_migrations ("
                      " version integer PRIMARY KEY, name text NOT NULL,"
                      " applied_at timestamptz NOT NULL DEFAULT now())",

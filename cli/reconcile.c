@@ -32,6 +32,7 @@
 #include "reconcile.h"
 #include "../common/money.h"
 #include "../common/pg.h"
+#include "../common/pgarr.h"
 #include "../common/util.h"
 
 #include <jansson.h>
@@ -127,88 +128,33 @@ recon_count(recon_t *rc, ob_recon_kind_t kind, const char *order, const char *de
 static PGresult *
 recon_query(PGconn *pg, const char *sql, int n, const char *const *params)
 {
-    PGresult *r = PQexecParams(pg, sql, n, NULL, params, NULL, NULL, 0);
+    char      err[512];
+    PGresult *r = ob_pg_query(pg, sql, n, params, NULL, err, sizeof(err));
 
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        fprintf(stderr, "outboxd: reconcile: %s", PQresultErrorMessage(r));
-        PQclear(r);
-        return NULL;
-    }
+    if (r == NULL)
+        fprintf(stderr, "outboxd: reconcile: %s\n", err);
     return r;
 }
 
 static int
 recon_command(PGconn *pg, const char *sql)
 {
-    PGresult *r = PQexec(pg, sql);
-    int       ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    char err[512];
 
-    if (!ok)
-        fprintf(stderr, "outboxd: reconcile: %s", PQresultErrorMessage(r));
-    PQclear(r);
-    return ok ? 0 : -1;
-}
-
-/* A PostgreSQL array literal, built up element by element; elements are
- * quoted, so ledger text of any shape stays one element. */
-typedef struct {
-    char  *s;
-    size_t len, cap;
-    int    n, failed;
-} recon_array_t;
-
-static void
-array_add(recon_array_t *a, const char *elem)
-{
-    size_t need = a->len + 2 * strlen(elem) + 8;
-
-    if (a->failed)
-        return;
-    if (need > a->cap) {
-        size_t cap = need * 2 + 256;
-        char  *s = realloc(a->s, cap);
-        if (s == NULL) {
-            a->failed = 1;
-            return;
-        }
-        a->s = s, a->cap = cap;
-    }
-    a->s[a->len++] = a->n++ ? ',' : '{';
-    a->s[a->len++] = '"';
-    for (const char *p = elem; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            a->s[a->len++] = '\\';
-        a->s[a->len++] = *p;
-    }
-    a->s[a->len++] = '"';
-    a->s[a->len] = '\0';
-}
-
-/* The literal, or NULL when memory ran out; the caller frees it. */
-static char *
-array_end(recon_array_t *a)
-{
-    if (a->n == 0 && !a->failed) {
-        free(a->s);
-        return strdup("{}");
-    }
-    if (a->failed) {
-        free(a->s);
-        return NULL;
-    }
-    a->s[a->len++] = '}';
-    a->s[a->len] = '\0';
-    return a->s;
+    if (ob_pg_exec(pg, sql, err, sizeof(err)) == 0)
+        return 0;
+    fprintf(stderr, "outboxd: reconcile: %s\n", err);
+    return -1;
 }
 
 static char *
 recon_column(PGresult *r, int col)
 {
-    recon_array_t a = { 0 };
+    ob_pgarr_t a = { 0 };
 
     for (int i = 0; r != NULL && i < PQntuples(r); i++)
-        array_add(&a, PQgetvalue(r, i, col));
-    return array_end(&a);
+        ob_pgarr_add(&a, PQgetvalue(r, i, col));
+    return ob_pgarr_end(&a);
 }
 
 /* Shared by the orders page and the order totals: when each event was written. */
@@ -253,9 +199,9 @@ recon_ledger_rows(PGresult *l)
 /* Credit notes the cut cannot explain: phantoms unless orderdb shows the
  * order cancelled now, read after the ledger was. */
 static int
-recon_recheck(recon_t *rc, recon_array_t *ids)
+recon_recheck(recon_t *rc, ob_pgarr_t *ids)
 {
-    char *lit = array_end(ids);
+    char *lit = ob_pgarr_end(ids);
 
     if (lit == NULL)
         return -1;
@@ -278,7 +224,7 @@ static int
 recon_judge_page(recon_t *rc, PGresult *o, PGresult *l)
 {
     ledger_row_t      *rows = recon_ledger_rows(l);
-    recon_array_t      again = { 0 };
+    ob_pgarr_t      again = { 0 };
     ob_recon_finding_t f[OB_RECON_MAX_FINDINGS];
 
     if (rows == NULL)
@@ -296,7 +242,7 @@ recon_judge_page(recon_t *rc, PGresult *o, PGresult *l)
         for (int k = 0; k < n; k++)
             recon_count(rc, f[k].kind, ord.id, f[k].detail);
         if (recheck)
-            array_add(&again, ord.id);
+            ob_pgarr_add(&again, ord.id);
     }
     free(rows);
     if (again.n == 0) {
@@ -336,15 +282,15 @@ recon_ledger_totals(recon_t *rc, const char *ids, const char *seqs)
 static int
 recon_due_events(recon_t *rc, PGresult *o)
 {
-    recon_array_t ids = { 0 }, seqs = { 0 };
+    ob_pgarr_t ids = { 0 }, seqs = { 0 };
 
     for (int i = 0; i < PQntuples(o); i++) {
         if (strcmp(PQgetvalue(o, i, 5), "t") == 0)
-            array_add(&ids, PQgetvalue(o, i, 0)), array_add(&seqs, "1");
+            ob_pgarr_add(&ids, PQgetvalue(o, i, 0)), ob_pgarr_add(&seqs, "1");
         if (strcmp(PQgetvalue(o, i, 6), "t") == 0)
-            array_add(&ids, PQgetvalue(o, i, 0)), array_add(&seqs, PQgetvalue(o, i, 4));
+            ob_pgarr_add(&ids, PQgetvalue(o, i, 0)), ob_pgarr_add(&seqs, PQgetvalue(o, i, 4));
     }
-    char *a = array_end(&ids), *b = array_end(&seqs);
+    char *a = ob_pgarr_end(&ids), *b = ob_pgarr_end(&seqs);
     int   rv = a && b ? recon_ledger_totals(rc, a, b) : -1;
 
     free(a);
@@ -371,10 +317,10 @@ recon_orders_page(recon_t *rc, char *after)
         PQclear(o);
         return 0;
     }
-    recon_array_t vs = { 0 };
+    ob_pgarr_t vs = { 0 };
     for (int i = 0; i < n; i++)
-        array_add(&vs, PQgetvalue(o, i, 4));
-    char       *ids = recon_column(o, 0), *versions = array_end(&vs);
+        ob_pgarr_add(&vs, PQgetvalue(o, i, 4));
+    char       *ids = recon_column(o, 0), *versions = ob_pgarr_end(&vs);
     const char *p2[2] = { ids, versions };
     l = ids && versions
             ? recon_query(rc->ledger,

@@ -36,19 +36,9 @@ replay_exec(PGconn *pg, const char *fmt, const char *where, const char *param, c
 {
     char        sql[1024];
     const char *params[1] = { param };
-    PGresult   *r;
-    long        n;
 
     snprintf(sql, sizeof(sql), fmt, where);
-    r = PQexecParams(pg, sql, param ? 1 : 0, NULL, param ? params : NULL, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        snprintf(err, errlen, "%s", PQresultErrorMessage(r));
-        PQclear(r);
-        return -1;
-    }
-    n = atol(PQcmdTuples(r));
-    PQclear(r);
-    return n;
+    return ob_pg_command(pg, sql, param ? 1 : 0, param ? params : NULL, NULL, err, errlen);
 }
 
 int

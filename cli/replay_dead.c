@@ -122,16 +122,11 @@ static const char *dead_sql =
 static ob_cons_class_t
 dead_exec(PGconn *pg, const char *sql, int n, const char *const *params, char *err, size_t errlen)
 {
-    PGresult       *r = PQexecParams(pg, sql, n, NULL, params, NULL, NULL, 0);
-    ob_cons_class_t c = OB_CONS_OK;
+    char state[6];
 
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-        snprintf(err, errlen, "%s", PQresultErrorMessage(r));
-        c = PQstatus(pg) != CONNECTION_OK ? OB_CONS_AWAY : ob_cons_classify(st);
-    }
-    PQclear(r);
-    return c;
+    if (ob_pg_command(pg, sql, n, params, state, err, errlen) >= 0)
+        return OB_CONS_OK;
+    return PQstatus(pg) != CONNECTION_OK ? OB_CONS_AWAY : ob_cons_classify(state);
 }
 
 /* What became of one dead letter, for the operator. */

@@ -4,6 +4,7 @@
 #include "util.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* replication: NULL for a normal session, "database" for logical replication. */
@@ -39,18 +40,56 @@ ob_pg_connect_replication(const char *dsn, const char *appname, char *err, size_
     return pg_connect(dsn, appname, "database", err, errlen);
 }
 
+PGresult *
+ob_pg_check(PGconn *pg, PGresult *r, char *state, char *err, size_t errlen)
+{
+    ExecStatusType st = PQresultStatus(r);
+    const char    *code, *msg;
+
+    if (r != NULL && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)) {
+        if (state != NULL)
+            state[0] = '\0';
+        return r;
+    }
+    code = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    snprintf(err, errlen, "%s", msg ? msg : r ? PQresultErrorMessage(r) : PQerrorMessage(pg));
+    for (size_t n = strlen(err); n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' '); n--)
+        err[n - 1] = '\0';
+    if (err[0] == '\0')
+        snprintf(err, errlen, "%s", PQstatus(pg) != CONNECTION_OK ? "connection lost" : "statement failed");
+    if (state != NULL)
+        snprintf(state, 6, "%s", code ? code : "");
+    PQclear(r);
+    return NULL;
+}
+
+PGresult *
+ob_pg_query(PGconn *pg, const char *sql, int n, const char *const *params, char *state, char *err, size_t errlen)
+{
+    return ob_pg_check(pg, PQexecParams(pg, sql, n, NULL, params, NULL, NULL, 0), state, err, errlen);
+}
+
+long
+ob_pg_command(PGconn *pg, const char *sql, int n, const char *const *params, char *state, char *err, size_t errlen)
+{
+    PGresult *r = ob_pg_query(pg, sql, n, params, state, err, errlen);
+    long      rows;
+
+    if (r == NULL)
+        return -1;
+    rows = atol(PQcmdTuples(r));    /* "" for a statement that names no rows: 0 */
+    PQclear(r);
+    return rows;
+}
+
 int
 ob_pg_exec(PGconn *pg, const char *sql, char *err, size_t errlen)
 {
-    PGresult *r = PQexec(pg, sql);
-    int       ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+    PGresult *r = ob_pg_check(pg, PQexec(pg, sql), NULL, err, errlen);
 
-    if (!ok) {
-        snprintf(err, errlen, "%s", PQresultErrorMessage(r));
-        size_t n = strlen(err);
-        while (n > 0 && err[n - 1] == '\n')
-            err[--n] = '\0';
-    }
+    if (r == NULL)
+        return -1;
     PQclear(r);
-    return ok ? 0 : -1;
+    return 0;
 }

@@ -1,5 +1,7 @@
 /* workers/consumer/apply.c: see apply.h. */
 #include "apply.h"
+#include "../../common/pg.h"
+#include "../../common/pgarr.h"
 #include "../../common/money.h"
 #include "../../common/util.h"
 #include "../../common/uuid.h"
@@ -218,97 +220,61 @@ ob_cons_verify(const ob_cons_trust_t *t, const ob_cons_record_t *r, char *why, s
     return -1;
 }
 
-/* Fills err (one line, primary message) and state from a failed result; returns the class. */
+/* The class of a statement that failed (ob_pg_check wrote err and state). */
 static ob_cons_class_t
-cons_failed(PGconn *pg, PGresult *r, char *state, char *err, size_t errlen)
+cons_failed(PGconn *pg, const char *state)
 {
-    const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    return PQstatus(pg) != CONNECTION_OK ? OB_CONS_AWAY : ob_cons_classify(state);
+}
 
-    snprintf(err, errlen, "%s", msg ? msg : r ? PQresultErrorMessage(r) : PQerrorMessage(pg));
-    for (size_t n = strlen(err); n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' '); n--)
-        err[n - 1] = '\0';
-    if (state != NULL)
-        ob_strlcpy(state, st ? st : "", 6);
-    return PQstatus(pg) != CONNECTION_OK ? OB_CONS_AWAY : ob_cons_classify(st);
+/* Checks a result whose rows are not read; state is written only when it failed. */
+static ob_cons_class_t
+cons_command(PGconn *pg, PGresult *r, char *state, char *err, size_t errlen)
+{
+    char st[6];
+
+    r = ob_pg_check(pg, r, st, err, errlen);
+    if (r == NULL) {
+        if (state != NULL)
+            memcpy(state, st, sizeof(st));
+        return cons_failed(pg, st);
+    }
+    PQclear(r);
+    return OB_CONS_OK;
 }
 
 ob_cons_class_t
 ob_cons_exec(PGconn *pg, const char *sql, char *state, char *err, size_t errlen)
 {
-    PGresult       *r = PQexec(pg, sql);
-    ob_cons_class_t c = OB_CONS_OK;
-
-    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
-        c = cons_failed(pg, r, state, err, errlen);
-    PQclear(r);
-    return c;
+    return cons_command(pg, PQexec(pg, sql), state, err, errlen);
 }
 
-/* Growing text, e.g. an array literal {a,b,c}. */
-typedef struct {
-    char  *s;
-    size_t len, cap;
-} buf_t;
-
-static void
-buf_put(buf_t *b, const char *s, size_t n)
+/* A literal the statement cannot go without: out of memory, the worker
+ * restarts and the batch is re-read from Kafka. */
+static char *
+cons_literal(ob_pgarr_t *a)
 {
-    if (b->len + n + 2 > b->cap) {
-        b->cap = (b->len + n + 2) * 2 + 256;
-        b->s = realloc(b->s, b->cap);
-        if (b->s == NULL)
-            abort();      /* the worker restarts; the batch is re-read */
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
+    char *s = ob_pgarr_end(a);
 
-/* Adds one element; elements are validated tokens, so no quoting is needed. */
-static void
-arr_add(buf_t *a, const char *tok)
-{
-    buf_put(a, a->len == 0 ? "{" : ",", 1);
-    buf_put(a, tok, strlen(tok));
-}
-
-static const char *
-arr_done(buf_t *a)
-{
-    if (a->len == 0)
-        buf_put(a, "{", 1);
-    buf_put(a, "}", 1);
-    return a->s;
+    if (s == NULL)
+        abort();
+    return s;
 }
 
 /* The header names (values == 0) or values of r as a bytea[] literal of hex elements. */
 static char *
 cons_bytea_array(const ob_cons_record_t *r, int values)
 {
-    buf_t b = { 0 };
-    char  hex[3];
+    ob_pgarr_t a = { 0 };
 
-    buf_put(&b, "{", 1);
     for (int i = 0; i < r->nheaders; i++) {
         const ob_cons_header_t *hd = &r->headers[i];
-        const unsigned char    *p = values ? hd->value : (const unsigned char *) hd->name;
-        size_t                  n = values ? hd->value_len : strlen(hd->name);
-        if (i > 0)
-            buf_put(&b, ",", 1);
-        if (p == NULL) {
-            buf_put(&b, "NULL", 4);
-            continue;
-        }
-        buf_put(&b, "\"\\\\x", 4);
-        for (size_t k = 0; k < n; k++) {
-            snprintf(hex, sizeof(hex), "%02x", p[k]);
-            buf_put(&b, hex, 2);
-        }
-        buf_put(&b, "\"", 1);
+        if (values)
+            ob_pgarr_add_bytea(&a, hd->value, hd->value_len);
+        else
+            ob_pgarr_add_bytea(&a, hd->name, strlen(hd->name));
     }
-    buf_put(&b, "}", 1);
-    return b.s;
+    return cons_literal(&a);
 }
 
 ob_cons_class_t
@@ -334,9 +300,7 @@ ob_cons_dead_letter(PGconn *pg, const ob_cons_record_t *r, const char *why, cons
                        " VALUES ($1, $2::int, $3::bigint, $4, $5, $6::bytea[], $7::bytea[], $8, NULLIF($9, ''))"
                        " ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING",
                        9, NULL, params, lens, fmts, 0);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        c = cons_failed(pg, res, NULL, err, errlen);
-    PQclear(res);
+    c = cons_command(pg, res, NULL, err, errlen);
     free(keys);
     free(vals);
     return c;
@@ -357,9 +321,7 @@ cons_park_record(PGconn *pg, const ob_cons_record_t *r, const char *event_id, ch
                        "UPDATE ledger_parked SET kafka_key = $2, payload = $3, kafka_header_keys = $4::bytea[],"
                        " kafka_header_values = $5::bytea[] WHERE event_id = $1::uuid",
                        5, NULL, params, lens, fmts, 0);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        c = cons_failed(pg, res, state, err, errlen);
-    PQclear(res);
+    c = cons_command(pg, res, state, err, errlen);
     free(keys);
     free(vals);
     return c;
@@ -380,7 +342,7 @@ cons_occurred_ms(const char *ts)
 }
 
 typedef struct {
-    buf_t events, orders, seqs, types, amounts, currencies, parts, offsets;
+    ob_pgarr_t events, orders, seqs, types, amounts, currencies, parts, offsets;
     int  *idx;                 /* index in recs of each valid event */
     char (*ids)[37];
     int   n;
@@ -391,17 +353,17 @@ batch_add(batch_t *b, int i, const ob_event_t *ev, const ob_cons_record_t *r)
 {
     char num[24];
 
-    arr_add(&b->events, ev->id);
-    arr_add(&b->orders, ev->aggregate_id);
+    ob_pgarr_add(&b->events, ev->id);
+    ob_pgarr_add(&b->orders, ev->aggregate_id);
     snprintf(num, sizeof(num), "%d", (int) ev->seq);
-    arr_add(&b->seqs, num);
-    arr_add(&b->types, ev->type);
-    arr_add(&b->amounts, ev->amount);
-    arr_add(&b->currencies, ev->currency);
+    ob_pgarr_add(&b->seqs, num);
+    ob_pgarr_add(&b->types, ev->type);
+    ob_pgarr_add(&b->amounts, ev->amount);
+    ob_pgarr_add(&b->currencies, ev->currency);
     snprintf(num, sizeof(num), "%d", (int) r->partition);
-    arr_add(&b->parts, num);
+    ob_pgarr_add(&b->parts, num);
     snprintf(num, sizeof(num), "%lld", (long long) r->offset);
-    arr_add(&b->offsets, num);
+    ob_pgarr_add(&b->offsets, num);
     memcpy(b->ids[b->n], ev->id, 37);
     b->idx[b->n++] = i;
 }
@@ -409,10 +371,11 @@ batch_add(batch_t *b, int i, const ob_event_t *ev, const ob_cons_record_t *r)
 static void
 batch_free(batch_t *b)
 {
-    buf_t *all[] = { &b->events, &b->orders, &b->seqs, &b->types, &b->amounts, &b->currencies, &b->parts, &b->offsets };
+    ob_pgarr_t *all[] = { &b->events, &b->orders, &b->seqs, &b->types, &b->amounts, &b->currencies, &b->parts,
+                          &b->offsets };
 
     for (size_t i = 0; i < OB_ARRAY_LEN(all); i++)
-        free(all[i]->s);
+        free(ob_pgarr_end(all[i]));
     free(b->idx);
     free(b->ids);
 }
@@ -444,6 +407,40 @@ cons_results(PGconn *pg, PGresult *res, const batch_t *b, const ob_cons_record_t
     return c;
 }
 
+/* The batch's valid events in one call of ledger_apply_events: one round trip, one transaction. */
+static ob_cons_class_t
+cons_apply_batch(PGconn *pg, batch_t *b, const ob_cons_record_t *recs, int dead_letter, ob_cons_outcome_t *out,
+                 char *state, char *err, size_t errlen)
+{
+    /* one topic per call: the consumer reads one, a replay applies one record at a time */
+    ob_pgarr_t     *cols[9] = { &b->events, &b->orders, &b->seqs, &b->types, &b->amounts, &b->currencies, NULL,
+                                &b->parts, &b->offsets };
+    char           *lit[9] = { NULL }, st[6];
+    const char     *params[9];
+    ob_cons_class_t c;
+
+    for (int i = 0; i < 9; i++)
+        params[i] = cols[i] != NULL ? (lit[i] = cons_literal(cols[i])) : recs[0].topic;
+    PGresult *res = ob_pg_check(pg,
+                                PQexecParams(pg,
+                                             "SELECT code, state, message, late FROM ledger_apply_events("
+                                             "$1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::numeric[],"
+                                             " $6::text[], $7, $8::int[], $9::bigint[])",
+                                             9, NULL, params, NULL, NULL, 0),
+                                st, err, errlen);
+    if (res == NULL) {
+        if (state != NULL)
+            memcpy(state, st, sizeof(st));
+        c = cons_failed(pg, st);
+    } else {
+        c = cons_results(pg, res, b, recs, dead_letter, out, state, err, errlen);
+        PQclear(res);
+    }
+    for (int i = 0; i < 9; i++)
+        free(lit[i]);
+    return c;
+}
+
 ob_cons_class_t
 ob_cons_apply(PGconn *pg, const ob_cons_trust_t *trust, const ob_cons_record_t *recs, int n, int dead_letter, ob_cons_outcome_t *out,
               char *state, char *err, size_t errlen)
@@ -471,22 +468,8 @@ ob_cons_apply(PGconn *pg, const ob_cons_trust_t *trust, const ob_cons_record_t *
         if (dead_letter)
             c = ob_cons_dead_letter(pg, &recs[i], out[i].why, "", 0, err, errlen);
     }
-    if (c == OB_CONS_OK && b.n > 0) {
-        /* one topic per call: the consumer reads one, a replay applies one record at a time */
-        const char *params[9] = { arr_done(&b.events), arr_done(&b.orders), arr_done(&b.seqs), arr_done(&b.types),
-                                  arr_done(&b.amounts), arr_done(&b.currencies), recs[0].topic,
-                                  arr_done(&b.parts), arr_done(&b.offsets) };
-        PGresult   *res = PQexecParams(pg,
-                                       "SELECT code, state, message, late FROM ledger_apply_events($1::uuid[],"
-                                       " $2::uuid[], $3::int[], $4::text[], $5::numeric[], $6::text[], $7,"
-                                       " $8::int[], $9::bigint[])",
-                                       9, NULL, params, NULL, NULL, 0);
-        if (PQresultStatus(res) != PGRES_TUPLES_OK)
-            c = cons_failed(pg, res, state, err, errlen);
-        else
-            c = cons_results(pg, res, &b, recs, dead_letter, out, state, err, errlen);
-        PQclear(res);
-    }
+    if (c == OB_CONS_OK && b.n > 0)
+        c = cons_apply_batch(pg, &b, recs, dead_letter, out, state, err, errlen);
     batch_free(&b);
     return c;
 }
