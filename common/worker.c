@@ -43,3 +43,17 @@ ob_worker_note(ob_shm_slot_t *slot, const char *fmt, ...)
     vsnprintf(slot->note, sizeof(slot->note), fmt, ap);
     va_end(ap);
 }
+
+int
+ob_worker_tick(ob_shm_slot_t *slot)
+{
+    if (ob_sig_term || ob_sig_quit)
+        return 0;
+    if (ob_sig_reopen) {
+        ob_sig_reopen = 0;
+        ob_log_reopen();
+    }
+    ob_sig_reload = ob_sig_child = 0;
+    ob_shm_beat(slot);
+    return 1;
+}

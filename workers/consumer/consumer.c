@@ -110,13 +110,7 @@ ob_cons_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
         free(cs);
         return rc;
     }
-    while (!ob_sig_term && !ob_sig_quit && !cons_fatal(cs)) {
-        if (ob_sig_reopen) {
-            ob_sig_reopen = 0;
-            ob_log_reopen();
-        }
-        ob_sig_reload = ob_sig_child = 0;
-        ob_shm_beat(slot);
+    while (!cons_fatal(cs) && ob_worker_tick(slot)) {
         cons_stats(cs);
         if (cons_fill(cs) > 0) {
             cons_apply_until_done(cs);
