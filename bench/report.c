@@ -476,7 +476,7 @@ md_cpu(report_t *r)
     fprintf(r->md, "\n");
 }
 
-/* ---- relay mode wal beside partitioned (issue #11) ------------------------------ */
+/* ---- relay mode wal beside partitioned ------------------------------------------ */
 
 /* CPU seconds the orders cluster spent per 1 000 events during one measured part. */
 static double
@@ -538,7 +538,7 @@ md_wal(report_t *r)
     put(r, "wal", "ledger_p99_ms", num(r, "latency_wal_db", "ledger_ms.p99"));
 }
 
-/* ---- targets (issue #10) ------------------------------------------------------ */
+/* ---- targets: what outboxd must reach beside its baselines ------------------- */
 
 static void
 target(report_t *r, const char *what, double v, double limit, int at_least, const char *fmt_v)
@@ -566,7 +566,7 @@ md_targets(report_t *r)
         if (json_is_number(v) && (isnan(growth) || json_number_value(v) > growth))
             growth = json_number_value(v);
     }
-    fprintf(r->md, "## Targets (issue #10)\n\n| target | measured | wanted | |\n|---|---:|---:|---|\n");
+    fprintf(r->md, "## Targets\n\n| target | measured | wanted | |\n|---|---:|---:|---|\n");
     target(r, "intake: whole pipeline / intake alone", ratio(full, num(r, "intake_alone", "rps")), 0.80, 1,
            fratio(ratio(full, num(r, "intake_alone", "rps"))));
     target(r, "intake: whole pipeline / pgbench", ratio(full, num(r, "intake_pgbench", "tps")), 0.35, 1,

@@ -34,7 +34,7 @@ BENCH_SECTIONS="${BENCH_SECTIONS:-intake drain apply latency}"
 BENCH_DRAIN_TIMEOUT_S="${BENCH_DRAIN_TIMEOUT_S:-200}"
 BENCH_APPLY_TIMEOUT_S="${BENCH_APPLY_TIMEOUT_S:-150}"
 
-# Fixed by the issue: the same concurrency for wrk and pgbench.
+# The same concurrency for wrk and pgbench, or the intake ratio compares different loads.
 INTAKE_THREADS=2
 INTAKE_CONNS=32
 # 16 = the civetweb threads of ONE http worker: with more keep-alive
