@@ -103,9 +103,48 @@ load_config(const char *path, ob_cfg_t *cfg)
     return 0;
 }
 
-/* `outboxd status|migrate|reconcile|replay ...`: -c and each one's own options. */
+/* What a subcommand's options said. */
+typedef struct {
+    const char *path, *what, *value, *dl_id, *owner[2];
+    int         json, dry_run, picks, dl_picks, grace;
+} cli_opts_t;
+
+/* One option of a subcommand into o; 0, or -1 after saying why. */
 static int
-run_subcommand(const char *cmd, int argc, char **argv)
+cli_option(int ch, cli_opts_t *o)
+{
+    if (ch == 'c')
+        o->path = optarg;
+    else if (ch == 'j')
+        o->json = 1;
+    else if (ch == 'n')
+        o->dry_run = 1;
+    else if (ch == 'O' || ch == 'L')
+        o->owner[ch == 'L'] = optarg;     /* migrate as the schema's owner */
+    else if (ch == 'g') {
+        if (ob_cfg_parse_duration(optarg, &o->grace) != 0) {
+            fprintf(stderr, "outboxd: --grace expects seconds (or 90s, 5m), got \"%s\"\n", optarg);
+            return -1;
+        }
+    } else if (ch == 'o' || ch == 'e' || ch == 's' || ch == 'q' || ch == 'D') {
+        o->what = ch == 'o' ? "order" : ch == 'e' ? "event" : ch == 's' ? "since" : ch == 'q' ? "quarantined"
+                                                                                         : "dead-letters";
+        o->value = ch == 'q' || ch == 'D' ? NULL : optarg;
+        o->picks++;
+    } else if (ch == 'i' || ch == 'a') {
+        if (ch == 'i' && parse_id(optarg) != 0)
+            return -1;
+        o->dl_id = ch == 'i' ? optarg : NULL;
+        o->dl_picks++;
+    } else {
+        usage(stderr);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+cli_parse(int argc, char **argv, cli_opts_t *o)
 {
     static const struct option opts[] = {
         { "json", no_argument, NULL, 'j' },       { "order", required_argument, NULL, 'o' },
@@ -117,74 +156,85 @@ run_subcommand(const char *cmd, int argc, char **argv)
         { "orders-dsn", required_argument, NULL, 'O' }, { "ledger-dsn", required_argument, NULL, 'L' },
         { NULL, 0, NULL, 0 },
     };
-    const char *path = DEFAULT_CONFIG, *what = NULL, *value = NULL, *dl_id = NULL, *owner[2] = { NULL, NULL };
-    int         json = 0, dry_run = 0, ch, picks = 0, grace = 10, dl_picks = 0;
-    ob_cfg_t   *cfg;
-    char        err[1024];
+    int ch;
 
+    *o = (cli_opts_t) { .path = DEFAULT_CONFIG, .grace = 10 };
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "c:", opts, NULL)) != -1) {
-        if (ch == 'c')
-            path = optarg;
-        else if (ch == 'j')
-            json = 1;
-        else if (ch == 'n')
-            dry_run = 1;
-        else if (ch == 'O' || ch == 'L')
-            owner[ch == 'L'] = optarg;     /* migrate as the schema's owner */
-        else if (ch == 'g') {
-            if (ob_cfg_parse_duration(optarg, &grace) != 0) {
-                fprintf(stderr, "outboxd: --grace expects seconds (or 90s, 5m), got \"%s\"\n", optarg);
-                return OB_EXIT_FATAL;
-            }
-        }
-        else if (ch == 'o' || ch == 'e' || ch == 's' || ch == 'q' || ch == 'D') {
-            what = ch == 'o' ? "order" : ch == 'e' ? "event" : ch == 's' ? "since" : ch == 'q' ? "quarantined"
-                                                                                             : "dead-letters";
-            value = ch == 'q' || ch == 'D' ? NULL : optarg;
-            picks++;
-        } else if (ch == 'i' || ch == 'a') {
-            if (ch == 'i' && parse_id(optarg) != 0)
-                return OB_EXIT_FATAL;
-            dl_id = ch == 'i' ? optarg : NULL;
-            dl_picks++;
-        } else {
-            usage(stderr);
-            return OB_EXIT_FATAL;
-        }
+    while ((ch = getopt_long(argc, argv, "c:", opts, NULL)) != -1)
+        if (cli_option(ch, o) != 0)
+            return -1;
+    return 0;
+}
+
+static int
+cli_status(const ob_cfg_t *cfg, const cli_opts_t *o)
+{
+    return ob_cmd_status(cfg, o->json);
+}
+
+static int
+cli_migrate(const ob_cfg_t *cfg, const cli_opts_t *o)
+{
+    return ob_cmd_migrate(cfg, o->owner[0], o->owner[1]);
+}
+
+static int
+cli_reconcile(const ob_cfg_t *cfg, const cli_opts_t *o)
+{
+    return ob_cmd_reconcile(cfg, o->json, o->grace);
+}
+
+static int
+cli_replay(const ob_cfg_t *cfg, const cli_opts_t *o)
+{
+    if (o->picks != 1) {
+        fprintf(stderr, "outboxd: replay needs exactly one of --order, --event, --since, --quarantined, --dead-letters\n");
+        return OB_EXIT_FATAL;
     }
+    int dead = strcmp(o->what, "dead-letters") == 0;
+    if (dead != (o->dl_picks == 1) || o->dl_picks > 1) {
+        fprintf(stderr, "outboxd: --id N or --all go with --dead-letters, exactly one of them\n");
+        return OB_EXIT_FATAL;
+    }
+    return dead ? ob_cmd_replay_dead_letters(cfg, o->dl_id, o->dry_run) : ob_cmd_replay(cfg, o->what, o->value,
+                                                                                         o->dry_run);
+}
+
+/* The operator subcommands. status alone runs on a broken file: the running
+ * instance may predate the breakage, and it is found by name. */
+static const struct {
+    const char *name;
+    int (*run)(const ob_cfg_t *cfg, const cli_opts_t *o);
+    int         lenient;
+} commands[] = {
+    { "status", cli_status, 1 },
+    { "migrate", cli_migrate, 0 },
+    { "reconcile", cli_reconcile, 0 },
+    { "replay", cli_replay, 0 },
+};
+
+static int
+run_subcommand(int which, int argc, char **argv)
+{
+    cli_opts_t o;
+    ob_cfg_t  *cfg;
+    char       err[1024];
+    int        rc;
+
+    if (cli_parse(argc, argv, &o) != 0)
+        return OB_EXIT_FATAL;
     cfg = malloc(sizeof(*cfg));
     if (cfg == NULL)
         return OB_EXIT_RETRY;
-    if (strcmp(cmd, "status") == 0 && ob_cfg_load(cfg, path, err, sizeof(err)) != 0) {
-        /* the running instance may predate the breakage: find it by name */
+    if (commands[which].lenient && ob_cfg_load(cfg, o.path, err, sizeof(err)) != 0) {
         fprintf(stderr, "outboxd: warning: %s\n", err);
         ob_cfg_defaults(cfg);
-        ob_cfg_peek_name(path, cfg->supervisor.name, sizeof(cfg->supervisor.name));
-    } else if (strcmp(cmd, "status") != 0 && load_config(path, cfg) != 0) {
+        ob_cfg_peek_name(o.path, cfg->supervisor.name, sizeof(cfg->supervisor.name));
+    } else if (!commands[which].lenient && load_config(o.path, cfg) != 0) {
         free(cfg);
         return OB_EXIT_FATAL;
     }
-    int rc;
-    if (strcmp(cmd, "status") == 0)
-        rc = ob_cmd_status(cfg, json);
-    else if (strcmp(cmd, "reconcile") == 0)
-        rc = ob_cmd_reconcile(cfg, json, grace);
-    else if (strcmp(cmd, "replay") == 0) {
-        if (picks != 1) {
-            fprintf(stderr,
-                    "outboxd: replay needs exactly one of --order, --event, --since, --quarantined, --dead-letters\n");
-            rc = OB_EXIT_FATAL;
-        } else if ((strcmp(what, "dead-letters") == 0) != (dl_picks == 1) || dl_picks > 1) {
-            fprintf(stderr, "outboxd: --id N or --all go with --dead-letters, exactly one of them\n");
-            rc = OB_EXIT_FATAL;
-        } else if (strcmp(what, "dead-letters") == 0) {
-            rc = ob_cmd_replay_dead_letters(cfg, dl_id, dry_run);
-        } else {
-            rc = ob_cmd_replay(cfg, what, value, dry_run);
-        }
-    } else
-        rc = ob_cmd_migrate(cfg, owner[0], owner[1]);
+    rc = commands[which].run(cfg, &o);
     free(cfg);
     return rc;
 }
@@ -225,9 +275,9 @@ main(int argc, char **argv)
 
     if (argc == 2 && strcmp(argv[1], "config-reference") == 0)
         return ob_cmd_config_reference(stdout);
-    if (argc > 1 && (strcmp(argv[1], "status") == 0 || strcmp(argv[1], "migrate") == 0 ||
-                     strcmp(argv[1], "replay") == 0 || strcmp(argv[1], "reconcile") == 0))
-        return run_subcommand(argv[1], argc - 1, argv + 1);
+    for (size_t i = 0; argc > 1 && i < OB_ARRAY_LEN(commands); i++)
+        if (strcmp(argv[1], commands[i].name) == 0)
+            return run_subcommand((int) i, argc - 1, argv + 1);
     while ((ch = getopt_long(argc, argv, "c:tfh", opts, NULL)) != -1) {
         switch (ch) {
         case 'c': path = optarg; break;
