@@ -743,57 +743,88 @@ sup_daemonize(int *ready_fd)
     return 0;
 }
 
-int
-ob_sup_run(ob_cfg_t *cfg, const ob_overrides_t *ovr, int foreground)
+/* Before any child exists: config in force, log, listeners, daemon; an exit code, or -1 to go on. */
+static int
+sup_prepare(ob_sup_t *sup, const ob_cfg_t *cfg, const ob_overrides_t *ovr, int foreground, int *ready_fd)
 {
-    static ob_sup_t sup;   /* large (child table); static keeps it off the stack */
-    char            err[1024];
-    int             ready_fd = -1;
+    char err[1024];
 
-    memset(&sup, 0, sizeof(sup));
-    sup.boot_file = *cfg;
-    sup.ovr = *ovr;
-    sup.cfg = malloc(sizeof(*sup.cfg));
-    if (sup.cfg == NULL)
+    sup->boot_file = *cfg;
+    sup->ovr = *ovr;
+    sup->cfg = malloc(sizeof(*sup->cfg));
+    if (sup->cfg == NULL)
         return OB_EXIT_RETRY;
-    *sup.cfg = *cfg;
-    ob_sup_apply_overrides(sup.cfg, ovr);
-    if (ob_cfg_validate(sup.cfg, err, sizeof(err)) != 0) {
+    *sup->cfg = *cfg;
+    ob_sup_apply_overrides(sup->cfg, ovr);
+    if (ob_cfg_validate(sup->cfg, err, sizeof(err)) != 0 ||
+        ob_log_open(sup->cfg->log.format, sup->cfg->log.level, sup->cfg->log.file, err, sizeof(err)) != 0) {
         fprintf(stderr, "outboxd: %s\n", err);
         return OB_EXIT_FATAL;
     }
-    if (ob_log_open(sup.cfg->log.format, sup.cfg->log.level, sup.cfg->log.file, err, sizeof(err)) != 0) {
-        fprintf(stderr, "outboxd: %s\n", err);
-        return OB_EXIT_FATAL;
-    }
-    sup_check_cfg_mode(sup.cfg);
-    if (sup_open_listeners(sup.cfg, err, sizeof(err)) != 0) {
+    sup_check_cfg_mode(sup->cfg);
+    if (sup_open_listeners(sup->cfg, err, sizeof(err)) != 0) {
         ob_log(OB_LOG_ERROR, "cannot listen: %s", err);
         fprintf(stderr, "outboxd: cannot listen: %s\n", err);
         return OB_EXIT_FATAL;
     }
-    if (!foreground && sup_daemonize(&ready_fd) != 0) {
+    if (!foreground && sup_daemonize(ready_fd) != 0) {
         fprintf(stderr, "outboxd: cannot daemonize: %s\n", strerror(errno));
         return OB_EXIT_RETRY;
     }
-    sup.shm = ob_shm_create(sup.cfg->supervisor.name, err, sizeof(err));
-    if (sup.shm == NULL) {
+    return -1;
+}
+
+/* The instance's own resources: shm segment, pidfile, signal handlers; an exit code, or -1 to go on. */
+static int
+sup_claim(ob_sup_t *sup)
+{
+    char err[1024];
+
+    sup->shm = ob_shm_create(sup->cfg->supervisor.name, err, sizeof(err));
+    if (sup->shm == NULL) {
         ob_log(OB_LOG_ERROR, "%s", err);
         fprintf(stderr, "outboxd: %s\n", err);
         return OB_EXIT_FATAL;
     }
-    ob_shm = sup.shm;
-    if (sup_write_pidfile(&sup, err, sizeof(err)) != 0) {
+    ob_shm = sup->shm;
+    if (sup_write_pidfile(sup, err, sizeof(err)) != 0) {
         ob_log(OB_LOG_ERROR, "%s", err);
         fprintf(stderr, "outboxd: %s\n", err);
-        ob_shm_close(sup.shm, 1);
+        ob_shm_close(sup->shm, 1);
         return OB_EXIT_FATAL;
     }
     if (ob_sig_install() != 0) {
         ob_log(OB_LOG_ERROR, "cannot install signal handlers: %s", strerror(errno));
-        ob_shm_close(sup.shm, 1);
-        unlink(sup.pidfile);
+        ob_shm_close(sup->shm, 1);
+        unlink(sup->pidfile);
         return OB_EXIT_RETRY;
+    }
+    return -1;
+}
+
+/* Tells whoever waits for the start: the parent of a daemon, systemd. */
+static void
+sup_announce_ready(int ready_fd)
+{
+    if (ready_fd >= 0) {
+        if (write(ready_fd, "R", 1) != 1) {
+            /* parent gone: nothing to tell */
+        }
+        close(ready_fd);
+    }
+    ob_sd_notify("READY=1");
+}
+
+int
+ob_sup_run(ob_cfg_t *cfg, const ob_overrides_t *ovr, int foreground)
+{
+    static ob_sup_t sup;   /* large (child table); static keeps it off the stack */
+    int             ready_fd = -1, rc;
+
+    memset(&sup, 0, sizeof(sup));
+    if ((rc = sup_prepare(&sup, cfg, ovr, foreground, &ready_fd)) >= 0 || (rc = sup_claim(&sup)) >= 0) {
+        free(sup.cfg);
+        return rc;
     }
     sup_publish_header(&sup, -1, NULL);
     ob_log(OB_LOG_INFO, "outboxd started: name=%s http=%d relays=%d consumers=%d partitions=%d",
@@ -803,13 +834,7 @@ ob_sup_run(ob_cfg_t *cfg, const ob_overrides_t *ovr, int foreground)
         ob_log(OB_LOG_ERROR, "[debug] fault is set: this instance loses events ON PURPOSE (fault-suite negative "
                              "control); never run it against real data");
     sup_launch_missing(&sup);
-    if (ready_fd >= 0) {
-        if (write(ready_fd, "R", 1) != 1) {
-            /* parent gone: nothing to tell */
-        }
-        close(ready_fd);
-    }
-    ob_sd_notify("READY=1");
+    sup_announce_ready(ready_fd);
     sup_loop(&sup);
     ob_log(OB_LOG_INFO, "all workers stopped; exiting");
     unlink(sup.pidfile);
