@@ -17,7 +17,10 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VAR="$ROOT/var"
+# Resolved, because servers are recognised by the data directory in their
+# command line: a var/ reached through a symlink (a second checkout sharing
+# the stack) must name the same path the servers were started with.
+VAR="$(cd "$ROOT/var" 2>/dev/null && pwd -P || echo "$ROOT/var")"
 RUN="$VAR/run"
 KDIR="$VAR/kafka"
 KLIBS="$KDIR/libs"
@@ -513,12 +516,36 @@ take_lock() {
     flock -w 120 9 || die "another stack.sh up/down still runs after 120 s"
 }
 
+# The stack's ports sit inside the kernel's ephemeral range (32768-60999),
+# so any client socket may be given one as its local port; Kafka then fails
+# to bind while that socket lingers in TIME-WAIT (seen: 127.0.0.1:59092 ->
+# :55433 after a fault test's restart). Reserving them stops the kernel
+# handing them out. Needs root; without it the risk stays, and we say so.
+reserve_ports() {
+    local f=/proc/sys/net/ipv4/ip_local_reserved_ports cur want p
+    [[ -r "$f" ]] || return 0
+    cur="$(cat "$f")"
+    want="$cur"
+    for p in "$@"; do
+        if ! awk -v p="$p" -v list="$cur" 'BEGIN { n = split(list, r, ","); for (i = 1; i <= n; i++) {
+                m = split(r[i], b, "-"); lo = b[1]; hi = m > 1 ? b[2] : b[1]; if (p + 0 >= lo + 0 && p + 0 <= hi + 0) exit 0 }
+                exit 1 }'; then
+            want="${want:+$want,}$p"
+        fi
+    done
+    [[ "$want" == "$cur" ]] && return 0
+    if ! echo "$want" >"$f" 2>/dev/null; then
+        say "note: cannot reserve ports $* against ephemeral use (not root); a client socket may take one"
+    fi
+}
+
 cmd_up() {
     local t0 name pid
     t0="$(now_us)"
     preflight
     mkdir -p "$RUN"
     take_lock
+    reserve_ports "$PG_ORDERS_PORT" "$PG_LEDGER_PORT" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"
     pg_prepare_user
 
     # Decide first what to start and check every port we need, so a taken
