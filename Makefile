@@ -22,8 +22,9 @@ OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(SRC)) $(BUILD)/obj/gen/migrations.o
 LIB_OBJ := $(filter-out $(BUILD)/obj/cli/main.o,$(OBJ))
 
 UNIT_SRC := $(wildcard tests/unit/*.c) tests/fault/checker.c
-INTEG_SRC := $(wildcard tests/integration/*.c) tests/harness.c
-FAULT_SRC := $(wildcard tests/fault/*.c) tests/harness.c
+HARNESS_SRC := $(wildcard tests/harness/*.c)
+INTEG_SRC := $(wildcard tests/integration/*.c) $(HARNESS_SRC)
+FAULT_SRC := $(wildcard tests/fault/*.c) $(HARNESS_SRC)
 FUZZ_SRC := $(wildcard tests/fuzz/*.c)
 FUZZ_BIN := $(BUILD)/tests/fuzz_order_req
 UNIT_BIN := $(BUILD)/tests/unit
@@ -38,7 +39,7 @@ build: $(BUILD)/outboxd
 $(BUILD)/outboxd: $(OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/obj/%.o: %.c $(wildcard common/*.h shm/*.h supervisor/*.h cli/*.h workers/*/*.h tests/*.h tests/fault/*.h tests/integration/*.h)
+$(BUILD)/obj/%.o: %.c $(wildcard common/*.h shm/*.h supervisor/*.h cli/*.h workers/*/*.h tests/*.h tests/harness/*.h tests/fault/*.h tests/integration/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC  $<"
 	@$(CC) $(CFLAGS) -c -o $@ $<

@@ -1,5 +1,6 @@
 /*
- * tests/harness.h: integration-test helpers.
+ * tests/harness.h: helpers for the integration and fault tests, the one
+ * header they include; defined in tests/harness/, a file per concern.
  *
  * Every test gets databases and a topic of its own on the real local stack
  * (orderdb_<tag>, ledgerdb_<tag>, outbox-events-<tag>), its own free ports
@@ -36,6 +37,8 @@ typedef struct {
     ob_shm_t *shm;
 } obh_t;
 
+/* setup.c: the test's databases, ports and config, and their teardown. */
+
 /* Creates databases (migrated when migrate != 0) and picks ports; no process yet. */
 void obh_init(obh_t *h, int migrate);
 /* A second instance (another host's worth of workers) on h's databases,
@@ -44,19 +47,21 @@ void obh_init(obh_t *h, int migrate);
 void obh_init_twin(obh_t *twin, const obh_t *h);
 /* Writes the config: the harness's keys, then `extra` (INI text) appended. */
 void obh_write_conf(obh_t *h, const char *extra);
+/* Stops everything, drops databases and topic. */
+void obh_cleanup(obh_t *h);
+
+/* proc.c: the binary as a process. */
+
 /* Starts `outboxd -f -c conf` plus args (NULL-terminated); waits for its shm header. */
 void obh_start(obh_t *h, const char *const *args);
 /* TERM, wait up to timeout; returns the exit status or -1 on timeout (then SIGKILL). */
 int  obh_stop(obh_t *h, int timeout_ms);
-/* Stops everything, drops databases and topic. */
-void obh_cleanup(obh_t *h);
-/* Drops the replication slots of the test's orders database (relay mode wal). */
-void obh_drop_slots(obh_t *h);
 /* Lines of the instance's log that contain needle. */
 int obh_log_count(obh_t *h, const char *needle);
-
 /* Runs `outboxd ARGS...`, capturing stdout+stderr into out; returns exit status. */
 int obh_run(const char *const *args, char *out, size_t outlen);
+
+/* slots.c: workers as the shm slots show them. */
 
 /* Live (pid > 0) slot of kind/index; copies it into *out; -1 when none. */
 int obh_worker(obh_t *h, int kind, int index, ob_shm_slot_t *out);
@@ -65,18 +70,10 @@ pid_t obh_wait_worker(obh_t *h, int kind, int index, pid_t not_pid, int timeout_
 /* Number of slots of kind with pid > 0. */
 int obh_count(obh_t *h, int kind);
 
-/* A fresh UUIDv7 as text, for ids a test makes up. */
-void obh_new_uuid(char id[37]);
-/* Asserts that sql (one scalar) on dsn reaches want within timeout_ms (scaled), naming what it was. */
-void obh_wait_scalar(obh_t *h, const char *dsn, const char *sql, long long want, int timeout_ms);
+/* poll.c: time budgets, polling, predicates. */
 
 /* Polls cond(arg) every 10 ms until true or timeout; returns 1 when it held. */
 int obh_poll(int (*cond)(obh_t *, void *), obh_t *h, void *arg, int timeout_ms);
-
-PGconn *obh_pg(const char *dsn);
-/* Runs sql (no parameters) and returns the first value as a long long. */
-long long obh_scalar(const char *dsn, const char *sql);
-
 /* Time budgets scale under sanitizers, which slow everything down. */
 int obh_ms(int ms);
 /* True if pid exists (even as a zombie of someone else). */
@@ -84,6 +81,22 @@ int obh_alive(pid_t pid);
 /* True if the file exists. */
 int obh_exists(const char *path);
 
+/* sql.c: the stack's PostgreSQL clusters. */
+
+PGconn *obh_pg(const char *dsn);
+/* Runs one SQL command (no parameters) against dsn; asserts success. */
+void obh_sql(const char *dsn, const char *sql);
+/* Runs sql (no parameters) and returns the first value as a long long. */
+long long obh_scalar(const char *dsn, const char *sql);
+/* Asserts that sql (one scalar) on dsn reaches want within timeout_ms (scaled), naming what it was. */
+void obh_wait_scalar(obh_t *h, const char *dsn, const char *sql, long long want, int timeout_ms);
+/* Makes the test's orders (ledger = 0) or ledger database refuse new
+ * connections and drops its current ones (allow = 0), or lets them in again. */
+void obh_db_allow(obh_t *h, int ledger, int allow);
+/* Drops the replication slots of the test's orders database (relay mode wal). */
+void obh_drop_slots(obh_t *h);
+
+/* http_client.c: one request per connection. */
 
 /* Bounds each obh_http() call's connect, send and every receive. */
 extern int obh_http_timeout_ms;
@@ -93,13 +106,8 @@ extern int obh_http_timeout_ms;
  * (NUL-terminated, truncated to bodylen) goes to body; headers to hdrs if not NULL. */
 int obh_http(int port, const char *method, const char *path, const char *extra_headers, const char *req_body,
              char *body, size_t bodylen, char *hdrs, size_t hdrslen);
-/* The stack's Kafka broker (scripts/stack.sh's pid file), to stop or kill. */
-pid_t obh_kafka_pid(void);
-/* Makes the test's orders (ledger = 0) or ledger database refuse new
- * connections and drops its current ones (allow = 0), or lets them in again. */
-void obh_db_allow(obh_t *h, int ledger, int allow);
-/* Runs one SQL command (no parameters) against dsn; asserts success. */
-void obh_sql(const char *dsn, const char *sql);
+
+/* kafka.c: the test's topic and the stack's broker. */
 
 /* One message read back from the test topic. */
 typedef struct {
@@ -125,6 +133,20 @@ void obh_kafka_grow_topic(obh_t *h, int partitions);
 /* Sets the topic's max.message.bytes. */
 void obh_kafka_set_max_message_bytes(obh_t *h, int bytes);
 
+/* The header `name` of a message read back, NUL-terminated ("" when absent). */
+void obh_header(const rd_kafka_message_t *m, const char *name, char *out, size_t outlen);
+
+/* Produces one message to h->topic (explicit partition, optional content-type header); waits for its ack. */
+void obh_kafka_produce(obh_t *h, int partition, const char *key, const void *value, size_t len, const char *ctype);
+
+/* The stack's Kafka broker (scripts/stack.sh's pid file), to stop or kill. */
+pid_t obh_kafka_pid(void);
+
+/* outbox.c: events a test makes up, and Kafka's log checked against the outbox. */
+
+/* A fresh UUIDv7 as text, for ids a test makes up. */
+void obh_new_uuid(char id[37]);
+
 /* Inserts `per_order` events (seq 1..per_order) for each of n order ids into
  * the outbox, partitioned as the HTTP worker would; ids go to ids[n][37]. */
 void obh_insert_events(obh_t *h, int n, int per_order, char (*ids)[37]);
@@ -138,11 +160,5 @@ void obh_insert_events_ex(obh_t *h, int n, int per_order, char (*ids)[37], int o
  * already seen (no loss, no reordering). Returns the number of duplicates.
  */
 int obh_check_log(obh_t *h, const obh_msg_t *m, int n, int expect_events);
-
-/* The header `name` of a message read back, NUL-terminated ("" when absent). */
-void obh_header(const rd_kafka_message_t *m, const char *name, char *out, size_t outlen);
-
-/* Produces one message to h->topic (explicit partition, optional content-type header); waits for its ack. */
-void obh_kafka_produce(obh_t *h, int partition, const char *key, const void *value, size_t len, const char *ctype);
 
 #endif

@@ -1,8 +1,10 @@
 /*
- * tests/fault/test_fault.c: the fault scenarios (issue 9).
+ * tests/fault/test_fault.c: the fault scenarios (README, "Proof under
+ * faults", numbers them).
  *
- * Suite `fault` is the short tier `make test` runs: scenarios 1, 2, 4, 6, 7
- * and 10 plus one negative control. Suite `fault_long` holds the rest;
+ * Suite `fault` is the short tier `make test` runs: scenarios 1, 2, 4, 6, 7,
+ * 10 and 15, the mode-wal runs (w04, w06, w10, w12, w15) and one negative
+ * control (nc1). Suite `fault_long` holds the rest;
  * `make chaos` runs both with OB_CHAOS_LONG=1 (longer loads, more faults)
  * and writes var/chaos/report.md from the rows each scenario appends.
  *

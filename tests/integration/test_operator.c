@@ -1,6 +1,7 @@
 /*
  * tests/integration/test_operator.c: what the operator on call sees and runs:
- * the status page in a real headless browser, /metrics, reconcile, replay.
+ * the status page in a real headless browser, /metrics, the admin token,
+ * reconcile, replay.
  */
 #include "tests/integration/fixture.h"
 #include "common/util.h"

@@ -1,7 +1,6 @@
 /* tests/unit/test_shm.c: shm layout, create/attach rules, atomics across processes. */
 #include "common/util.h"
 #include "shm/shm.h"
-#include "supervisor/sup.h"
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -222,26 +221,4 @@ Test(shm, futex_wake_crosses_processes)
     cr_assert_lt(ob_now_ms() - t0, 4000, "woke only by timeout");
     waitpid(waker, NULL, 0);
     ob_shm_close(w, 1);
-}
-
-Test(sup, backoff_doubles_and_caps)
-{
-    cr_assert_eq(ob_sup_backoff_ms(1), 100);
-    cr_assert_eq(ob_sup_backoff_ms(2), 200);
-    cr_assert_eq(ob_sup_backoff_ms(3), 400);
-    cr_assert_eq(ob_sup_backoff_ms(9), 25600);
-    cr_assert_eq(ob_sup_backoff_ms(10), 30000);
-    cr_assert_eq(ob_sup_backoff_ms(1000), 30000);
-}
-
-Test(sup, overrides_replace_file_values)
-{
-    ob_cfg_t       cfg;
-    ob_overrides_t ovr = { -1, 5, 0 };
-
-    ob_cfg_defaults(&cfg);
-    ob_sup_apply_overrides(&cfg, &ovr);
-    cr_assert_eq(cfg.workers.http, 2);
-    cr_assert_eq(cfg.workers.relays, 5);
-    cr_assert_eq(cfg.workers.consumers, 0);
 }

@@ -1,0 +1,219 @@
+/*
+ * tests/harness/kafka.c: the test's topic on the stack's broker: created,
+ * grown, reconfigured and deleted with the admin API, written to and read
+ * back whole; and the broker's pid, for tests that stop or kill it.
+ */
+#include "tests/harness.h"
+#include "tests/harness/harness_int.h"
+#include "common/util.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static rd_kafka_t *
+obh_kafka_admin(void)
+{
+    char             err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+
+    rd_kafka_conf_set(conf, "bootstrap.servers", STACK_KAFKA, err, sizeof(err));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    cr_assert_not_null(rk, "%s", err);
+    return rk;
+}
+
+void
+obh_kafka_drop_topic(obh_t *h)
+{
+    char             err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+
+    rd_kafka_conf_set(conf, "bootstrap.servers", STACK_KAFKA, err, sizeof(err));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    if (rk == NULL)
+        return;
+    rd_kafka_DeleteTopic_t *dt = rd_kafka_DeleteTopic_new(h->topic);
+    rd_kafka_queue_t       *q = rd_kafka_queue_new(rk);
+    rd_kafka_DeleteTopics(rk, &dt, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 10000);
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_DeleteTopic_destroy(dt);
+    rd_kafka_destroy(rk);
+}
+
+void
+obh_kafka_create_topic(obh_t *h, int max_message_bytes)
+{
+    char                 err[256], mmb[16];
+    rd_kafka_t          *rk = obh_kafka_admin();
+    rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(h->topic, h->partitions, 1, err, sizeof(err));
+    rd_kafka_queue_t    *q = rd_kafka_queue_new(rk);
+
+    if (max_message_bytes > 0) {
+        snprintf(mmb, sizeof(mmb), "%d", max_message_bytes);
+        rd_kafka_NewTopic_set_config(nt, "max.message.bytes", mmb);
+    }
+    rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
+    cr_assert_not_null(ev, "CreateTopics timed out");
+    const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
+    size_t                                cnt;
+    const rd_kafka_topic_result_t       **tr = rd_kafka_CreateTopics_result_topics(res, &cnt);
+    cr_assert(cnt == 1 && rd_kafka_topic_result_error(tr[0]) == 0, "CreateTopics: %s",
+              cnt ? rd_kafka_topic_result_error_string(tr[0]) : "no result");
+    rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_NewTopic_destroy(nt);
+    rd_kafka_destroy(rk);
+}
+
+void
+obh_kafka_grow_topic(obh_t *h, int partitions)
+{
+    char                     err[256];
+    rd_kafka_t              *rk = obh_kafka_admin();
+    rd_kafka_NewPartitions_t *np = rd_kafka_NewPartitions_new(h->topic, (size_t) partitions, err, sizeof(err));
+    rd_kafka_queue_t        *q = rd_kafka_queue_new(rk);
+
+    cr_assert_not_null(np, "NewPartitions: %s", err);
+    rd_kafka_CreatePartitions(rk, &np, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
+    cr_assert_not_null(ev, "CreatePartitions timed out");
+    size_t                          cnt;
+    const rd_kafka_topic_result_t **tr =
+        rd_kafka_CreatePartitions_result_topics(rd_kafka_event_CreatePartitions_result(ev), &cnt);
+    cr_assert(cnt == 1 && rd_kafka_topic_result_error(tr[0]) == 0, "CreatePartitions: %s",
+              cnt ? rd_kafka_topic_result_error_string(tr[0]) : "no result");
+    rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_NewPartitions_destroy(np);
+    rd_kafka_destroy(rk);
+    h->partitions = partitions;
+}
+
+void
+obh_kafka_set_max_message_bytes(obh_t *h, int bytes)
+{
+    char                  v[16];
+    rd_kafka_t           *rk = obh_kafka_admin();
+    rd_kafka_ConfigResource_t *cr = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, h->topic);
+    rd_kafka_queue_t     *q = rd_kafka_queue_new(rk);
+
+    snprintf(v, sizeof(v), "%d", bytes);
+    rd_kafka_ConfigResource_set_config(cr, "max.message.bytes", v);
+    rd_kafka_AlterConfigs(rk, &cr, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
+    cr_assert_not_null(ev, "AlterConfigs timed out");
+    cr_assert_eq(rd_kafka_event_error(ev), 0, "AlterConfigs: %s", rd_kafka_event_error_string(ev));
+    rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_ConfigResource_destroy(cr);
+    rd_kafka_destroy(rk);
+}
+
+void
+obh_header(const rd_kafka_message_t *m, const char *name, char *out, size_t outlen)
+{
+    rd_kafka_headers_t *hdrs;
+    const void         *v;
+    size_t              len;
+
+    out[0] = '\0';
+    if (rd_kafka_message_headers(m, &hdrs) == 0 && rd_kafka_header_get_last(hdrs, name, &v, &len) == 0) {
+        if (len >= outlen)
+            len = outlen - 1;
+        memcpy(out, v, len);
+        out[len] = '\0';
+    }
+}
+
+obh_msg_t *
+obh_kafka_read_all(obh_t *h, int want, int timeout_ms, int *n)
+{
+    char             err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    int              cap = want + 1024, got = 0;
+    obh_msg_t       *out = malloc((size_t) cap * sizeof(*out));
+    int64_t          deadline = ob_now_ms() + timeout_ms;
+
+    rd_kafka_conf_set(conf, "bootstrap.servers", STACK_KAFKA, err, sizeof(err));
+    rd_kafka_conf_set(conf, "group.id", h->tag, err, sizeof(err));
+    rd_kafka_conf_set(conf, "enable.partition.eof", "true", err, sizeof(err));
+    rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    rd_kafka_topic_partition_list_t *tp = rd_kafka_topic_partition_list_new(h->partitions);
+    for (int p = 0; p < h->partitions; p++)
+        rd_kafka_topic_partition_list_add(tp, h->topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    cr_assert_eq(rd_kafka_assign(c, tp), 0);
+    rd_kafka_topic_partition_list_destroy(tp);
+    int eof = 0;
+    while (ob_now_ms() < deadline && !(got >= want && eof >= h->partitions)) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 100);
+        if (m == NULL)
+            continue;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            eof++;
+        } else if (m->err == 0) {
+            if (got == cap) {
+                cap *= 2;
+                out = realloc(out, (size_t) cap * sizeof(*out));
+            }
+            obh_msg_t *o = &out[got++];
+            char       seq[16];
+            o->partition = m->partition;
+            o->offset = m->offset;
+            o->len = m->len;
+            snprintf(o->key, sizeof(o->key), "%.*s", (int) (m->key_len < 39 ? m->key_len : 39), (const char *) m->key);
+            obh_header(m, "event-id", o->event_id, sizeof(o->event_id));
+            obh_header(m, "aggregate-seq", seq, sizeof(seq));
+            o->seq = atoi(seq);
+            eof = 0;      /* a new message: wait for every partition's EOF again */
+        }
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(c);
+    rd_kafka_destroy(c);
+    *n = got;
+    return out;
+}
+
+void
+obh_kafka_produce(obh_t *h, int partition, const char *key, const void *value, size_t len, const char *ctype)
+{
+    rd_kafka_t         *rk = obh_kafka_admin();
+    rd_kafka_resp_err_t e;
+    int64_t             deadline = ob_now_ms() + 15000;
+
+    do {
+        if (ctype != NULL)
+            e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(h->topic), RD_KAFKA_V_PARTITION(partition),
+                                  RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE((void *) value, len),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                  RD_KAFKA_V_HEADER("content-type", ctype, -1), RD_KAFKA_V_END);
+        else
+            e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(h->topic), RD_KAFKA_V_PARTITION(partition),
+                                  RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE((void *) value, len),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        if (e != 0)
+            rd_kafka_poll(rk, 100);
+    } while (e != 0 && ob_now_ms() < deadline);
+    cr_assert_eq(e, 0, "produce: %s", rd_kafka_err2str(e));
+    cr_assert_eq(rd_kafka_flush(rk, 15000), 0, "produce not acknowledged");
+    rd_kafka_destroy(rk);
+}
+
+pid_t
+obh_kafka_pid(void)
+{
+    FILE *f = fopen("var/run/kafka.pid", "r");
+    int   pid = 0;
+
+    cr_assert_not_null(f, "var/run/kafka.pid: run tests from the repository root with the stack up");
+    cr_assert_eq(fscanf(f, "%d", &pid), 1);
+    fclose(f);
+    return (pid_t) pid;
+}
