@@ -160,11 +160,9 @@ rd_kafka_t *
 ob_relay_producer_new(ob_relay_t *rl, char *err, size_t errlen)
 {
     const ob_cfg_t  *cfg = rl->cfg;
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_t *conf;
     char             linger[16], timeout[16];
-    struct {
-        const char *k, *v;
-    } kv[] = {
+    ob_kprops_kv_t   kv[] = {
         { "bootstrap.servers", cfg->kafka.brokers },
         { "enable.idempotence", "true" },       /* per-partition order across retries */
         { "linger.ms", linger },
@@ -185,15 +183,9 @@ ob_relay_producer_new(ob_relay_t *rl, char *err, size_t errlen)
      * the stream stalls (its window is bounded) until Kafka answers.
      */
     snprintf(timeout, sizeof(timeout), "%d", cfg->relay.mode == OB_RELAY_WAL ? 0 : cfg->relay.delivery_timeout_ms);
-    for (size_t i = 0; i < OB_ARRAY_LEN(kv); i++)
-        if (rd_kafka_conf_set(conf, kv[i].k, kv[i].v, err, errlen) != RD_KAFKA_CONF_OK) {
-            rd_kafka_conf_destroy(conf);
-            return NULL;
-        }
-    if (ob_kprops_apply(cfg, OB_KPROP_PRODUCER, conf, err, errlen) != 0) {   /* security settings; checked at load */
-        rd_kafka_conf_destroy(conf);
+    conf = ob_kprops_conf(cfg, OB_KPROP_PRODUCER, kv, OB_ARRAY_LEN(kv), err, errlen);
+    if (conf == NULL)
         return NULL;
-    }
     rd_kafka_conf_set_opaque(conf, rl);
     rd_kafka_conf_set_dr_msg_cb(conf, publish_dr);
     rd_kafka_conf_set_error_cb(conf, publish_error_cb);
