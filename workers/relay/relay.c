@@ -6,7 +6,7 @@
  *   (creating it when absent); claims the partitions p with p mod R = i,
  *   each confirmed by a session advisory lock on its own orderdb
  *   connection; then loops: one publish cycle (publish.c) over the held
- *   partitions, or in mode wal a step of the stream (wal.c), again at once
+ *   partitions, or in mode wal a step of the stream (wal_stream.c), again at once
  *   while batches come back full, otherwise a
  *   sleep on its shm wake word (bumped by HTTP workers after each commit)
  *   of at most poll_interval_ms, so rows written by other hosts are still
