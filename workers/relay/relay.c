@@ -6,13 +6,13 @@
  *   (creating it when absent); claims the partitions p with p mod R = i,
  *   each confirmed by a session advisory lock on its own orderdb
  *   connection; then loops: one publish cycle (publish.c) over the held
- *   partitions, or in mode wal a step of the stream (wal_stream.c), again at once
- *   while batches come back full, otherwise a
- *   sleep on its shm wake word (bumped by HTTP workers after each commit)
- *   of at most poll_interval_ms, so rows written by other hosts are still
- *   found. Once a second it re-checks its session, retries locks it lacks
- *   and refreshes per-partition backlog figures in shm; every 10 s the
- *   janitor deletes published rows older than retention.
+ *   partitions, or in mode wal a step of the stream (wal_stream.c), again
+ *   at once while batches come back full, otherwise a sleep on its shm
+ *   wake word (bumped by HTTP workers after each commit) of at most
+ *   poll_interval_ms, so rows written by other hosts are still found.
+ *   Once a second it re-checks its session, retries locks it lacks and
+ *   refreshes per-partition backlog figures in shm (upkeep.c); every 10 s
+ *   the janitor deletes published rows older than retention.
  *
  *   Kafka away is not a bad message: a cycle whose rows were not
  *   acknowledged opens the circuit breaker; no rows are claimed until a
