@@ -109,6 +109,28 @@ ob_wal_free(ob_relay_t *rl)
     rl->wal = NULL;
 }
 
+/* A running stream stops when its publication, its locks or a polling pass say so. */
+static void
+wal_recheck_stream(ob_relay_t *rl)
+{
+    struct ob_wal_s *w = rl->wal;
+
+    if (w->foreign_filter[0] != '\0') {
+        ob_log(OB_LOG_WARN, "wal: publication %s was set to WHERE (%s), not this relay's (%s), by another "
+                            "instance; stream stopped, polling until it is this relay's again",
+               w->pub, w->foreign_filter, w->filter);
+        ob_wal_stop(rl, 1);
+        w->ready = 0;
+    } else if (!ob_wal_all_locks(rl)) {
+        ob_log(OB_LOG_WARN, "wal: lost a partition lock; stream stopped, polling what this relay holds");
+        ob_wal_stop(rl, 1);
+        w->ready = 0;
+    } else if (w->catchup) {
+        ob_log(OB_LOG_INFO, "wal: a polling pass was asked for (replay?); stream paused");
+        ob_wal_stop(rl, 1);
+    }
+}
+
 void
 ob_wal_tick(ob_relay_t *rl, int stats_due)
 {
@@ -123,22 +145,8 @@ ob_wal_tick(ob_relay_t *rl, int stats_due)
         if (rc != 1)
             w->retry_at_ms = now + WAL_RETRY_MS;
     }
-    if (w->ready && ob_wal_read_flag(rl) == 0 && w->streaming) {
-        if (w->foreign_filter[0] != '\0') {
-            ob_log(OB_LOG_WARN, "wal: publication %s was set to WHERE (%s), not this relay's (%s), by another "
-                                "instance; stream stopped, polling until it is this relay's again",
-                   w->pub, w->foreign_filter, w->filter);
-            ob_wal_stop(rl, 1);
-            w->ready = 0;
-        } else if (!ob_wal_all_locks(rl)) {
-            ob_log(OB_LOG_WARN, "wal: lost a partition lock; stream stopped, polling what this relay holds");
-            ob_wal_stop(rl, 1);
-            w->ready = 0;
-        } else if (w->catchup) {
-            ob_log(OB_LOG_INFO, "wal: a polling pass was asked for (replay?); stream paused");
-            ob_wal_stop(rl, 1);
-        }
-    }
+    if (w->ready && ob_wal_read_flag(rl) == 0 && w->streaming)
+        wal_recheck_stream(rl);
     if (stats_due) {
         if (ob_wal_slot_lag(rl)) {
             if (w->streaming)
