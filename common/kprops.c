@@ -195,6 +195,29 @@ ob_kprops_apply(const ob_cfg_t *cfg, int side, rd_kafka_conf_t *conf, char *err,
     return 0;
 }
 
+/* Our own settings carry no secret, so librdkafka's reason is passed on as it is. */
+static int
+kprops_set_table(rd_kafka_conf_t *conf, const ob_kprops_kv_t *kv, size_t n, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < n; i++)
+        if (rd_kafka_conf_set(conf, kv[i].key, kv[i].value, err, errlen) != RD_KAFKA_CONF_OK)
+            return -1;
+    return 0;
+}
+
+rd_kafka_conf_t *
+ob_kprops_conf(const ob_cfg_t *cfg, int side, const ob_kprops_kv_t *kv, size_t n, char *err, size_t errlen)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+
+    /* the operator's after ours: of our keys only harmless ones (client.id) are not refused at load */
+    if (kprops_set_table(conf, kv, n, err, errlen) != 0 || ob_kprops_apply(cfg, side, conf, err, errlen) != 0) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    return conf;
+}
+
 void
 ob_kprops_describe(const ob_cfg_t *cfg, int side, char *out, size_t outlen)
 {

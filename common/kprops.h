@@ -40,6 +40,20 @@ const char *ob_kprops_shown(const ob_kprop_t *p);
  */
 int ob_kprops_apply(const ob_cfg_t *cfg, int side, rd_kafka_conf_t *conf, char *err, size_t errlen);
 
+/* One of a client's own settings, in the table it hands to ob_kprops_conf(). */
+typedef struct {
+    const char *key, *value;
+} ob_kprops_kv_t;
+
+/*
+ * A configuration for one client (OB_KPROP_PRODUCER or OB_KPROP_CONSUMER):
+ * its own table of settings in order, then ob_kprops_apply(). NULL with
+ * the reason in err when librdkafka refuses one; the caller owns the
+ * result until rd_kafka_new() takes it.
+ */
+rd_kafka_conf_t *ob_kprops_conf(const ob_cfg_t *cfg, int side, const ob_kprops_kv_t *kv, size_t n, char *err,
+                                size_t errlen);
+
 /* "[kafka.producer] sasl.username=relay sasl.password=***" for one client; "" when none. */
 void ob_kprops_describe(const ob_cfg_t *cfg, int side, char *out, size_t outlen);
 

@@ -192,11 +192,9 @@ static int
 cons_init(ob_cons_t *cs, char *err, size_t errlen)
 {
     const ob_cfg_t  *cfg = cs->cfg;
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_t *conf;
     char            *instance = cs->instance, app[64];
-    struct {
-        const char *k, *v;
-    } kv[] = {
+    ob_kprops_kv_t   kv[] = {
         { "bootstrap.servers", cfg->kafka.brokers },
         { "group.id", cfg->ledger.group },
         { "group.instance.id", instance },          /* static membership: restarts do not rebalance */
@@ -219,15 +217,9 @@ cons_init(ob_cons_t *cs, char *err, size_t errlen)
     if (cs->trust.ring.n > 0)
         ob_log(OB_LOG_INFO, "consumer %d: checking record signatures with %d key(s)%s", cs->index, cs->trust.ring.n,
                cs->trust.require ? ", unsigned records refused" : ", unsigned records accepted");
-    for (size_t i = 0; i < OB_ARRAY_LEN(kv); i++)
-        if (rd_kafka_conf_set(conf, kv[i].k, kv[i].v, err, errlen) != RD_KAFKA_CONF_OK) {
-            rd_kafka_conf_destroy(conf);
-            return OB_EXIT_FATAL;
-        }
-    if (ob_kprops_apply(cfg, OB_KPROP_CONSUMER, conf, err, errlen) != 0) {   /* security settings; checked at load */
-        rd_kafka_conf_destroy(conf);
+    conf = ob_kprops_conf(cfg, OB_KPROP_CONSUMER, kv, OB_ARRAY_LEN(kv), err, errlen);
+    if (conf == NULL)
         return OB_EXIT_FATAL;
-    }
     rd_kafka_conf_set_opaque(conf, cs);
     rd_kafka_conf_set_rebalance_cb(conf, cons_rebalance);
     rd_kafka_conf_set_offset_commit_cb(conf, cons_committed);

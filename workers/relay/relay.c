@@ -6,12 +6,13 @@
  *   (creating it when absent); claims the partitions p with p mod R = i,
  *   each confirmed by a session advisory lock on its own orderdb
  *   connection; then loops: one publish cycle (publish.c) over the held
- *   partitions, again at once while batches come back full, otherwise a
- *   sleep on its shm wake word (bumped by HTTP workers after each commit)
- *   of at most poll_interval_ms, so rows written by other hosts are still
- *   found. Once a second it re-checks its session, retries locks it lacks
- *   and refreshes per-partition backlog figures in shm; every 10 s the
- *   janitor deletes published rows older than retention.
+ *   partitions, or in mode wal a step of the stream (wal_stream.c), again
+ *   at once while batches come back full, otherwise a sleep on its shm
+ *   wake word (bumped by HTTP workers after each commit) of at most
+ *   poll_interval_ms, so rows written by other hosts are still found.
+ *   Once a second it re-checks its session, retries locks it lacks and
+ *   refreshes per-partition backlog figures in shm (upkeep.c); every 10 s
+ *   the janitor deletes published rows older than retention.
  *
  *   Kafka away is not a bad message: a cycle whose rows were not
  *   acknowledged opens the circuit breaker; no rows are claimed until a
@@ -39,16 +40,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #define RELAY_LOCK_CLASS    0x6f627872   /* "obxr": first key of pg_try_advisory_lock(int, int) */
 #define RELAY_TICK_MS       1000
 #define RELAY_JANITOR_MS    10000
 #define RELAY_STATS_MS      5000
-#define BREAKER_MIN_MS      250
-#define BREAKER_MAX_MS      10000
 
 static int  relay_init(ob_relay_t *rl, char *err, size_t errlen);
+static void relay_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
 static void relay_loop(ob_relay_t *rl);
 static void relay_tick(ob_relay_t *rl);
 static int  relay_breaker_allows(ob_relay_t *rl);
@@ -99,7 +98,7 @@ relay_loop(ob_relay_t *rl)
             char err[512];
             rd_kafka_destroy(rl->rk);
             rl->fatal = 0;
-            rl->rk = ob_relay_producer_new(rl, err, sizeof(err));
+            rl->rk = ob_relay_producer_new(rl, relay_dr, err, sizeof(err));
             if (rl->rk == NULL) {
                 ob_log(OB_LOG_ERROR, "cannot recreate the producer: %s", err);
                 return;     /* exit 0 would hide it: the caller's shutdown returns, supervisor restarts */
@@ -112,7 +111,7 @@ relay_loop(ob_relay_t *rl)
             continue;     /* the step waited on the stream itself */
         }
         if (allowed) {
-            if ((rl->wal ? ob_wal_poll_cycle(rl) : ob_relay_cycle(rl)) < 0) {
+            if ((rl->wal ? ob_wal_poll_cycle(rl, ob_relay_cycle) : ob_relay_cycle(rl)) < 0) {
                 relay_lose_connection(rl, PQerrorMessage(rl->pg));
                 continue;
             }
@@ -122,6 +121,25 @@ relay_loop(ob_relay_t *rl)
         rd_kafka_poll(rl->rk, 0);
         ob_shm_wait(rl->slot, seen, rl->breaker == OB_BREAKER_OPEN ? 100 : rl->cfg->relay.poll_interval_ms);
     }
+}
+
+/*
+ * Delivery reports run on this thread inside rd_kafka_poll. Both engines
+ * share the producer (mode wal polls while it catches up), so the opaque
+ * says whose report it is; each engine then ignores reports of batches or
+ * stream sessions it gave up on.
+ */
+static void
+relay_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    ob_relay_t *rl = opaque;
+    uint64_t    v = (uint64_t) (uintptr_t) m->_private;
+
+    (void) rk;
+    if (v & OB_WAL_OPAQUE_TAG)
+        ob_wal_dr(rl, v & ~OB_WAL_OPAQUE_TAG, m->err, m->offset);
+    else
+        ob_relay_polled_dr(rl, v, m->err, m->offset);
 }
 
 /*
@@ -157,7 +175,7 @@ relay_init(ob_relay_t *rl, char *err, size_t errlen)
     for (int p = 0; p < cfg->kafka.partitions; p++)
         if (cfg->workers.relays > 0 && p % cfg->workers.relays == rl->index)
             rl->parts[rl->nparts++] = p;
-    rl->rk = ob_relay_producer_new(rl, err, errlen);
+    rl->rk = ob_relay_producer_new(rl, relay_dr, err, errlen);
     if (rl->rk == NULL)
         return OB_EXIT_FATAL;     /* a bad producer setting is a config problem */
     rc = ob_relay_check_topic(rl->rk, cfg->kafka.topic, cfg->kafka.partitions, err, errlen);
@@ -173,33 +191,6 @@ relay_init(ob_relay_t *rl, char *err, size_t errlen)
     if (cfg->relay.mode == OB_RELAY_WAL)
         return ob_wal_init(rl, err, errlen);
     return OB_EXIT_OK;
-}
-
-void
-ob_relay_set_breaker(ob_relay_t *rl, ob_breaker_t b)
-{
-    uint32_t jitter;
-
-    if (b == OB_BREAKER_OPEN) {
-        /* doubling backoff with +-25% jitter, so relays do not probe in step */
-        rl->breaker_backoff_ms = rl->breaker_backoff_ms ? rl->breaker_backoff_ms * 2 : BREAKER_MIN_MS;
-        if (rl->breaker_backoff_ms > BREAKER_MAX_MS)
-            rl->breaker_backoff_ms = BREAKER_MAX_MS;
-        if (getrandom(&jitter, sizeof(jitter), 0) != sizeof(jitter))
-            jitter = 0;
-        rl->breaker_until_ms =
-            ob_now_ms() + rl->breaker_backoff_ms * 3 / 4 + (int64_t) (jitter % (uint32_t) (rl->breaker_backoff_ms / 2 + 1));
-    } else if (b == OB_BREAKER_CLOSED) {
-        if (rl->breaker != OB_BREAKER_CLOSED)
-            ob_log(OB_LOG_INFO, "Kafka answers again; circuit breaker closed");
-        rl->breaker_backoff_ms = 0;
-    }
-    rl->breaker = b;
-    for (int i = 0; i < rl->nparts; i++)
-        atomic_store(&ob_shm->map->parts[rl->parts[i]].breaker, (int32_t) b);
-    if (rl->cfg->relay.mode == OB_RELAY_SKIP_LOCKED && rl->index == 0)
-        for (int p = 0; p < rl->cfg->kafka.partitions; p++)
-            atomic_store(&ob_shm->map->parts[p].breaker, (int32_t) b);
 }
 
 /* Open: wait out the backoff, then probe with a metadata request (half-open). */
@@ -226,8 +217,8 @@ relay_breaker_allows(ob_relay_t *rl)
 }
 
 /* A lost connection means lost locks: forget them before anything else. */
-void
-ob_relay_drop_locks(ob_relay_t *rl)
+static void
+relay_drop_locks(ob_relay_t *rl)
 {
     for (int i = 0; i < rl->nparts; i++) {
         int p = rl->parts[i];
@@ -250,7 +241,7 @@ relay_lose_connection(ob_relay_t *rl, const char *why)
         msg[n - 1] = '\0';
     ob_log(OB_LOG_WARN, "orderdb connection lost, partitions released: %s", msg);
     ob_wal_stop(rl, 0);     /* the stream needs the locks */
-    ob_relay_drop_locks(rl);
+    relay_drop_locks(rl);
     PQfinish(rl->pg);
     rl->pg = NULL;
 }
@@ -342,7 +333,7 @@ relay_shutdown(ob_relay_t *rl)
 {
     ob_wal_stop(rl, 1);
     ob_wal_free(rl);
-    ob_relay_drop_locks(rl);
+    relay_drop_locks(rl);
     PQfinish(rl->pg);       /* releases the advisory locks */
     rl->pg = NULL;
     if (rl->rk != NULL) {

@@ -1,4 +1,14 @@
-/* workers/relay/relay_int.h: internals shared by the relay's files. */
+/*
+ * workers/relay/relay_int.h: internals shared by the relay's files.
+ *
+ * The files call one way only: relay.c (the loop) on top; the engines
+ * beside each other below it, polling (publish.c) and streaming (wal.c
+ * over wal_stream.c over wal_slot.c), neither calling the other; under
+ * both what they share: producer.c, mark.c, upkeep.c and the pure rules of
+ * outcome.c; topic.c and pgoutput.c at the bottom. Where a lower file must
+ * reach up (a delivery report, the polling pass of mode wal), the caller
+ * passes a function down.
+ */
 #ifndef OB_RELAY_INT_H
 #define OB_RELAY_INT_H
 
@@ -11,7 +21,7 @@
 #include <stdint.h>
 
 
-/* Delivery outcome of one row of the batch in hand (filled by the DR callback). */
+/* Delivery outcome of one event: a row of the polled batch, or a streamed event. */
 typedef enum { OB_DR_PENDING = 0, OB_DR_OK, OB_DR_REJECTED, OB_DR_RETRY } ob_dr_state_t;
 
 typedef struct {
@@ -26,6 +36,13 @@ typedef struct {
     char         event_type[32];
     char         error[160];
 } ob_relay_row_t;
+
+/* A commit seen in the stream (mode wal), waiting for its events to be marked. */
+typedef struct {
+    uint64_t end_lsn;
+    uint64_t upto;               /* events numbered below this belong to it or earlier */
+    int64_t  recv_ms;
+} ob_wal_commit_t;
 
 typedef struct {
     const ob_cfg_t *cfg;
@@ -60,40 +77,139 @@ typedef struct {
     struct ob_wal_s *wal;                         /* mode wal: the stream's state (wal.c) */
 } ob_relay_t;
 
-/* topic.c: OB_EXIT_OK when the topic has `partitions` partitions (creating
- * it if absent), OB_EXIT_RETRY when Kafka did not answer, OB_EXIT_FATAL
- * when the count differs. */
+/* ------------------------------------------------------------------------ */
+/* outcome.c: the delivery rules, pure (no connection, no producer)          */
+/* ------------------------------------------------------------------------ */
+
+/* A delivery error no retry can cure (too large, invalid). */
+int ob_relay_permanent(rd_kafka_resp_err_t e);
+/*
+ * What a delivery report, or a produce refused before it left (offset -1),
+ * means for its event. Success without an offset is not acknowledged
+ * (RETRY). With why, the reason for any outcome but OK.
+ */
+ob_dr_state_t ob_relay_outcome(rd_kafka_resp_err_t e, int64_t offset, char *why, size_t whylen);
+
+/* What the mark step does with one row of a settled polled batch. */
+typedef enum {
+    OB_MARK_SKIP = 0,      /* its partition stopped at an earlier row: stays pending */
+    OB_MARK_PUBLISHED,     /* acknowledged: marked with its offset */
+    OB_MARK_QUARANTINE,    /* rejected alone: it is the culprit */
+    OB_MARK_ISOLATE,       /* rejected with others: its partition goes one row per cycle */
+    OB_MARK_RETRY,         /* not acknowledged: its partition stops here */
+} ob_mark_plan_t;
+
+/*
+ * one_group: the batch had one LIMIT for all partitions (skip_locked), so
+ * it is one group for isolation; otherwise each partition is a group.
+ */
+/* Rows of the batch in partition's group. */
+int  ob_relay_rows_in(const ob_relay_row_t *rows, int n, int partition, int one_group);
+/* plan[i] for each of rows[0..n), in claim order (a partition's rows together, by id). */
+void ob_relay_plan_marks(const ob_relay_row_t *rows, int n, int one_group, unsigned char *plan);
+/*
+ * Culprit isolation: isolate[k] (k = partition, or 0 for one group) is how
+ * many more rows group k sends one per cycle. rows[i] was planned ISOLATE:
+ * its group now isolates every row the batch had of it.
+ */
+void ob_relay_isolation_begin(int *isolate, const ob_relay_row_t *rows, int n, int i, int one_group);
+/* The claim LIMIT of group key: 1 while isolating, else batch. */
+int  ob_relay_claim_limit(const int *isolate, int key, int batch);
+/*
+ * settled[k] (OB_SHM_PARTITIONS of them) = 1 for each isolating group whose
+ * single row of this batch settled (acknowledged or rejected); a row to
+ * retry does not count.
+ */
+void ob_relay_isolation_settled(const ob_relay_row_t *rows, int n, int one_group, const int *isolate,
+                                unsigned char *settled);
+/* Counts the settled groups down; 1 while any group is still isolating (no sleep between its rows). */
+int  ob_relay_isolation_step(int *isolate, const unsigned char *settled);
+/* Whether a partition filled its batch: then there is probably more waiting. */
+int  ob_relay_batch_full(const ob_relay_row_t *rows, int n, int batch);
+
+/*
+ * Mode wal's confirmation gate. Events are numbered in stream order;
+ * mark_n[0..nmark) are the numbers of marks not yet done, oldest first.
+ * Returns the first event not marked: nothing at or past it is confirmed.
+ */
+uint64_t ob_relay_marked_upto(const uint64_t *mark_n, int nmark, uint64_t done);
+/*
+ * Pops the commits of ring[*head..tail) (cap slots) whose events all lie
+ * below marked; returns the end LSN to confirm (target if none popped).
+ */
+uint64_t ob_relay_gate(const ob_wal_commit_t *ring, uint64_t cap, uint64_t *head, uint64_t tail, uint64_t marked,
+                       uint64_t target);
+
+/* ------------------------------------------------------------------------ */
+/* topic.c                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* OB_EXIT_OK when the topic has `partitions` partitions (creating it if
+ * absent), OB_EXIT_RETRY when Kafka did not answer, OB_EXIT_FATAL when the
+ * count differs. */
 int ob_relay_check_topic(rd_kafka_t *rk, const char *topic, int partitions, char *err, size_t errlen);
 
-/* publish.c: one claim-produce-wait-mark cycle. Returns the number of rows
- * claimed (a full batch means "go again at once"), or -1 when the database
- * connection failed (the caller drops its locks and reconnects). */
-int  ob_relay_cycle(ob_relay_t *rl);
-/* publish.c: the producer, with our delivery-report callback. */
-rd_kafka_t *ob_relay_producer_new(ob_relay_t *rl, char *err, size_t errlen);
-/* publish.c: pending count and oldest pending age per held partition, into shm. */
-void ob_relay_stats(ob_relay_t *rl);
-/* publish.c: deletes published rows older than retention, a few batches per call. */
-void ob_relay_janitor(ob_relay_t *rl);
-/* publish.c: produces one event (same key, headers, payload in every mode). */
+/* ------------------------------------------------------------------------ */
+/* producer.c                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* librdkafka's delivery-report callback; its opaque is the ob_relay_t. */
+typedef void (*ob_relay_dr_cb)(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
+
+/* The producer, with the caller's delivery-report callback; NULL with err. */
+rd_kafka_t *ob_relay_producer_new(ob_relay_t *rl, ob_relay_dr_cb dr, char *err, size_t errlen);
+/* Produces one event (same key, headers, payload in every mode). */
 rd_kafka_resp_err_t ob_relay_produce(ob_relay_t *rl, const ob_relay_row_t *row, const void *payload, size_t len,
                                      void *opaque);
+
+/* ------------------------------------------------------------------------ */
+/* mark.c                                                                    */
+/* ------------------------------------------------------------------------ */
+
 /* One acknowledged event to mark published. */
 typedef struct {
     int64_t id, offset, acked_ms;
 } ob_relay_mark_t;
 
-/* publish.c: marks rows published with their offsets and acknowledgement
- * times; 0 or -1. With missing, sets missing[i] for rows it did not find. */
+/* Marks rows published with their offsets and acknowledgement times; 0 or
+ * -1. With missing, sets missing[i] for rows it did not find. */
 int  ob_relay_mark_rows(ob_relay_t *rl, const ob_relay_mark_t *m, int n, unsigned char *missing);
+/* Per-partition figures of an acknowledged event, in shm. */
 void ob_relay_count_produced(int partition, int64_t offset);
-/* publish.c: a delivery error no retry can cure (too large, invalid). */
-int  ob_relay_permanent(rd_kafka_resp_err_t e);
+/* Whether a statement succeeded; logs a failure under what, and clears r. */
+int  ob_relay_sql_ok(PGresult *r, const char *what);
+
+/* ------------------------------------------------------------------------ */
+/* upkeep.c                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* The circuit breaker's new state, in the relay and in shm. */
+void ob_relay_set_breaker(ob_relay_t *rl, ob_breaker_t b);
+/* "{1,4,7}": the held partitions as an int[] literal; returns how many. */
+int  ob_relay_held_array(const ob_relay_t *rl, char *out, size_t outlen);
+/* Pending count and oldest pending age per partition in scope, into shm. */
+void ob_relay_stats(ob_relay_t *rl);
+/* Deletes published rows older than retention, a few batches per call. */
+void ob_relay_janitor(ob_relay_t *rl);
+
+/* ------------------------------------------------------------------------ */
+/* publish.c: polling                                                        */
+/* ------------------------------------------------------------------------ */
+
+/* One claim-produce-wait-mark cycle. Returns the number of rows claimed (a
+ * full batch means "go again at once"), or -1 when the database connection
+ * failed (the caller drops its locks and reconnects). */
+int  ob_relay_cycle(ob_relay_t *rl);
+/* A delivery report whose opaque (v) is a polled row's. */
+void ob_relay_polled_dr(ob_relay_t *rl, uint64_t v, rd_kafka_resp_err_t err, int64_t offset);
+
+/* ------------------------------------------------------------------------ */
+/* wal.c, wal_stream.c: mode wal                                             */
+/* ------------------------------------------------------------------------ */
 
 /*
- * wal.c: relay mode wal. Delivery reports of streamed events carry
- * OB_WAL_OPAQUE_TAG in their opaque, so neither engine ever takes the
- * other's report for its own.
+ * Delivery reports of streamed events carry OB_WAL_OPAQUE_TAG in their
+ * opaque, so neither engine ever takes the other's report for its own.
  */
 #define OB_WAL_OPAQUE_TAG (UINT64_C(1) << 63)
 int  ob_wal_init(ob_relay_t *rl, char *err, size_t errlen);
@@ -102,16 +218,13 @@ void ob_wal_free(ob_relay_t *rl);
 void ob_wal_tick(ob_relay_t *rl, int stats_due);
 /* Whether the stream runs (or may start now) instead of a polling cycle. */
 int  ob_wal_streams(ob_relay_t *rl);
-/* Runs the stream for up to ~100 ms. -1 when the orderdb session failed. */
+/* A polling cycle (cycle) in mode wal: the catch-up pass ends once one finds nothing. */
+int  ob_wal_poll_cycle(ob_relay_t *rl, int (*cycle)(ob_relay_t *rl));
+/* wal_stream.c: runs the stream for up to ~100 ms. -1 when the orderdb session failed. */
 int  ob_wal_step(ob_relay_t *rl);
-/* A polling cycle in mode wal: the catch-up pass ends once one finds nothing. */
-int  ob_wal_poll_cycle(ob_relay_t *rl);
-/* Stops the stream: finish (wait for Kafka, mark, confirm) or drop at once. */
+/* wal_stream.c: stops the stream: finish (wait for Kafka, mark, confirm) or drop at once. */
 void ob_wal_stop(ob_relay_t *rl, int finish);
+/* wal_stream.c: a delivery report of streamed event number n. */
 void ob_wal_dr(ob_relay_t *rl, uint64_t n, rd_kafka_resp_err_t err, int64_t offset);
-
-/* relay.c */
-void ob_relay_drop_locks(ob_relay_t *rl);
-void ob_relay_set_breaker(ob_relay_t *rl, ob_breaker_t b);
 
 #endif

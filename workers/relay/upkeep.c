@@ -1,0 +1,134 @@
+/*
+ * workers/relay/upkeep.c: the relay's state that every engine keeps up to
+ * date, and the chores the loop runs beside them: the circuit breaker
+ * (opened and closed by the polling cycle and the stream, probed by the
+ * loop), backlog figures in shm, and the janitor.
+ */
+#include "relay_int.h"
+#include "../../common/log.h"
+#include "../../common/util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#define BREAKER_MIN_MS 250
+#define BREAKER_MAX_MS 10000
+#define STATS_CAP      10000    /* pending counts stop at this ("at least"): counting costs the relay's session */
+#define JANITOR_ROWS   "1000"
+
+void
+ob_relay_set_breaker(ob_relay_t *rl, ob_breaker_t b)
+{
+    uint32_t jitter;
+
+    if (b == OB_BREAKER_OPEN) {
+        /* doubling backoff with +-25% jitter, so relays do not probe in step */
+        rl->breaker_backoff_ms = rl->breaker_backoff_ms ? rl->breaker_backoff_ms * 2 : BREAKER_MIN_MS;
+        if (rl->breaker_backoff_ms > BREAKER_MAX_MS)
+            rl->breaker_backoff_ms = BREAKER_MAX_MS;
+        if (getrandom(&jitter, sizeof(jitter), 0) != sizeof(jitter))
+            jitter = 0;
+        rl->breaker_until_ms =
+            ob_now_ms() + rl->breaker_backoff_ms * 3 / 4 + (int64_t) (jitter % (uint32_t) (rl->breaker_backoff_ms / 2 + 1));
+    } else if (b == OB_BREAKER_CLOSED) {
+        if (rl->breaker != OB_BREAKER_CLOSED)
+            ob_log(OB_LOG_INFO, "Kafka answers again; circuit breaker closed");
+        rl->breaker_backoff_ms = 0;
+    }
+    rl->breaker = b;
+    for (int i = 0; i < rl->nparts; i++)
+        atomic_store(&ob_shm->map->parts[rl->parts[i]].breaker, (int32_t) b);
+    if (rl->cfg->relay.mode == OB_RELAY_SKIP_LOCKED && rl->index == 0)
+        for (int p = 0; p < rl->cfg->kafka.partitions; p++)
+            atomic_store(&ob_shm->map->parts[p].breaker, (int32_t) b);
+}
+
+int
+ob_relay_held_array(const ob_relay_t *rl, char *out, size_t outlen)
+{
+    size_t used = 0;
+    int    n = 0;
+
+    used += (size_t) snprintf(out, outlen, "{");
+    for (int i = 0; i < rl->nparts && used < outlen; i++)
+        if (rl->held[rl->parts[i]])
+            used += (size_t) snprintf(out + used, outlen - used, "%s%d", n++ ? "," : "", rl->parts[i]);
+    snprintf(out + used, outlen - used, "}");
+    return n;
+}
+
+/* Partitions whose stats and janitor work this relay does: its own in
+ * partitioned mode; all of them for relay 0 in skip_locked mode. */
+static int
+upkeep_scope_array(ob_relay_t *rl, char *out, size_t outlen)
+{
+    size_t used = 0;
+
+    if (rl->cfg->relay.mode != OB_RELAY_SKIP_LOCKED)
+        return ob_relay_held_array(rl, out, outlen);
+    if (rl->index != 0)
+        return 0;
+    used += (size_t) snprintf(out, outlen, "{");
+    for (int p = 0; p < rl->cfg->kafka.partitions && used < outlen; p++)
+        used += (size_t) snprintf(out + used, outlen - used, "%s%d", p ? "," : "", p);
+    snprintf(out + used, outlen - used, "}");
+    return rl->cfg->kafka.partitions;
+}
+
+void
+ob_relay_stats(ob_relay_t *rl)
+{
+    char        held[4 * OB_SHM_PARTITIONS + 4];
+    const char *params[1] = { held };
+    PGresult   *r;
+
+    if (upkeep_scope_array(rl, held, sizeof(held)) == 0)
+        return;
+    r = PQexecParams(rl->pg,
+                     "SELECT p.part,"
+                     " (SELECT count(*) FROM (SELECT 1 FROM outbox WHERE partition = p.part AND NOT published"
+                     "   LIMIT " OB_STR(STATS_CAP) ") s),"
+                     " (SELECT (extract(epoch FROM created_at) * 1000)::bigint FROM outbox"
+                     "   WHERE partition = p.part AND NOT published ORDER BY id LIMIT 1)"
+                     " FROM unnest($1::int[]) AS p(part)",
+                     1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+        for (int i = 0; i < PQntuples(r); i++) {
+            int p = atoi(PQgetvalue(r, i, 0));
+            if (p < 0 || p >= OB_SHM_PARTITIONS)
+                continue;
+            atomic_store(&ob_shm->map->parts[p].pending, (uint64_t) atoll(PQgetvalue(r, i, 1)));
+            atomic_store(&ob_shm->map->parts[p].oldest_pending_ms,
+                         PQgetisnull(r, i, 2) ? 0 : (int64_t) atoll(PQgetvalue(r, i, 2)));
+        }
+    }
+    PQclear(r);
+}
+
+void
+ob_relay_janitor(ob_relay_t *rl)
+{
+    char        held[4 * OB_SHM_PARTITIONS + 4], secs[16];
+    const char *params[2] = { secs, held };
+
+    if (upkeep_scope_array(rl, held, sizeof(held)) == 0)
+        return;
+    snprintf(secs, sizeof(secs), "%d", rl->cfg->relay.retention_s);
+    /* small batches keep each delete's locks short; a few per visit keeps up */
+    for (int round = 0; round < 10; round++) {
+        PGresult *r = PQexecParams(rl->pg,
+                                   "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published"
+                                   " AND published_at < now() - make_interval(secs => $1::int)"
+                                   " AND partition = ANY($2::int[]) LIMIT " JANITOR_ROWS ")",
+                                   2, NULL, params, NULL, NULL, 0);
+        int deleted = PQresultStatus(r) == PGRES_COMMAND_OK ? atoi(PQcmdTuples(r)) : 0;
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            ob_log(OB_LOG_WARN, "janitor: %s", PQresultErrorMessage(r));
+        PQclear(r);
+        if (deleted < 1000)
+            break;
+        ob_shm_beat(rl->slot);
+    }
+}

@@ -1,0 +1,510 @@
+/*
+ * workers/relay/wal_stream.c: mode wal's stream: reads pgoutput from the
+ * relay's slot, produces each outbox insert, marks what Kafka acknowledged
+ * and confirms to the server only what is marked (wal.c's notes say why).
+ * Delivery outcomes and the confirmation gate are outcome.c's rules.
+ */
+#include "wal_int.h"
+#include "../../common/log.h"
+#include "../../common/pg.h"
+#include "../../common/sig.h"
+#include "../../common/util.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int
+wal_quar_cmp(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+/* Orders parked behind a quarantined event: the stream leaves their events to polling after a replay. */
+static int
+wal_load_quarantine(ob_relay_t *rl)
+{
+    struct ob_wal_s *w = rl->wal;
+    PGresult        *r = ob_wal_query(rl, "SELECT DISTINCT aggregate_id::text FROM outbox_quarantine", 0, NULL);
+    int              n;
+
+    if (!ob_wal_ok(r, "read quarantine")) {
+        PQclear(r);
+        return -1;
+    }
+    n = PQntuples(r);
+    free(w->quar);
+    w->quar = n ? calloc((size_t) n, sizeof(*w->quar)) : NULL;
+    w->nquar = w->quar ? n : 0;
+    for (int i = 0; i < w->nquar; i++)
+        ob_strlcpy(w->quar[i], PQgetvalue(r, i, 0), sizeof(w->quar[i]));
+    if (w->nquar > 0)     /* qsort's array must not be NULL, even when empty */
+        qsort(w->quar, (size_t) w->nquar, sizeof(*w->quar), wal_quar_cmp);
+    PQclear(r);
+    return 0;
+}
+
+static void
+wal_attach_pipe(ob_relay_t *rl)
+{
+    struct ob_wal_s  *w = rl->wal;
+    rd_kafka_queue_t *q;
+
+    if (w->pipe_rk == rl->rk)
+        return;
+    q = rd_kafka_queue_get_main(rl->rk);
+    rd_kafka_queue_io_event_enable(q, w->pipe[1], "r", 1);
+    rd_kafka_queue_destroy(q);
+    w->pipe_rk = rl->rk;
+}
+
+static void
+wal_start(ob_relay_t *rl)
+{
+    struct ob_wal_s *w = rl->wal;
+    char             err[512], app[64], cmd[512];
+    PGresult        *r;
+
+    w->retry_at_ms = ob_now_ms() + WAL_RETRY_MS;
+    if (wal_load_quarantine(rl) != 0)
+        return;
+    snprintf(app, sizeof(app), "outboxd relay %d wal", rl->index);
+    w->repl = ob_pg_connect_replication(ob_cfg_relay_dsn(rl->cfg), app, err, sizeof(err));
+    if (w->repl == NULL) {
+        ob_log(OB_LOG_WARN, "wal: %s", err);
+        return;
+    }
+    snprintf(cmd, sizeof(cmd),
+             "START_REPLICATION SLOT %s LOGICAL 0/0 (proto_version '1', publication_names '%s', binary 'true')",
+             w->slot, w->pub);
+    r = PQexec(w->repl, cmd);
+    if (PQresultStatus(r) != PGRES_COPY_BOTH) {
+        ob_log(OB_LOG_WARN, "wal: cannot stream from slot %s: %s", w->slot, PQresultErrorMessage(r));
+        PQclear(r);
+        PQfinish(w->repl);
+        w->repl = NULL;
+        w->ready = 0;      /* set-up looks at the slot again: invalidated? dropped? */
+        return;
+    }
+    PQclear(r);
+    wal_attach_pipe(rl);
+    w->streaming = 1;
+    w->base = w->done = w->marked = w->next;
+    w->chead = w->ctail = 0;
+    w->in_txn = w->have_map = 0;
+    w->nmark = 0;
+    w->received = w->target = w->confirmed = 0;
+    w->next_status_ms = ob_now_ms() + WAL_STATUS_MS;
+    w->last_ack_ms = ob_now_ms();
+    ob_log(OB_LOG_INFO, "wal: streaming from slot %s (publication %s, %s)", w->slot, w->pub, w->filter);
+}
+
+void
+ob_wal_dr(ob_relay_t *rl, uint64_t n, rd_kafka_resp_err_t err, int64_t offset)
+{
+    struct ob_wal_s *w = rl->wal;
+    wal_ev_t        *ev;
+
+    if (w == NULL || n < w->base || n >= w->next)
+        return;     /* a stream we stopped: its rows are streamed again */
+    ev = &w->ring[n % WAL_WINDOW];
+    ev->offset = offset;
+    ev->acked_ms = ob_wall_ms();
+    ev->err = err;
+    /* success without an offset is not verifiable: streamed again (a RETRY) */
+    ev->state = ob_relay_outcome(err, offset, NULL, 0);
+}
+
+/*
+ * A streamed row can be invisible to the mark for a moment: the walsender
+ * sends a transaction once its commit record is flushed, and the committing
+ * backend leaves the proc array (becomes visible) just after. On two busy
+ * cores Kafka's acknowledgement sometimes won that race and the UPDATE
+ * found nothing; since the row was then confirmed it stayed pending for
+ * ever (the bench's settle step caught it). Rows the UPDATE did not find
+ * are kept and tried again, and nothing past them is confirmed.
+ */
+static int
+wal_flush_marks(ob_relay_t *rl)
+{
+    struct ob_wal_s *w = rl->wal;
+    int64_t          t0 = ob_now_us();
+    int              kept = 0;
+
+    if (w->nmark == 0)
+        return 0;
+    if (ob_relay_mark_rows(rl, w->marks, w->nmark, w->missing) != 0)
+        return -1;
+    for (int i = 0; i < w->nmark; i++) {
+        if (!w->missing[i])
+            continue;
+        if (++w->mark_tries[i] > WAL_MARK_TRIES) {
+            /* visible within seconds if it exists: it was deleted (quarantine, janitor) */
+            ob_log(OB_LOG_WARN, "wal: outbox row %lld not found to mark after %d tries; assumed deleted",
+                   (long long) w->marks[i].id, WAL_MARK_TRIES);
+            continue;
+        }
+        w->marks[kept] = w->marks[i];
+        w->mark_n[kept] = w->mark_n[i];
+        w->mark_tries[kept++] = w->mark_tries[i];
+    }
+    atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_PUBLISHED], (uint64_t) (w->nmark - kept));
+    atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_MARK_US], (uint64_t) (ob_now_us() - t0));
+    atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_BATCHES], 1);
+    w->nmark = kept;
+    w->marked = ob_relay_marked_upto(w->mark_n, kept, w->done);
+    w->mark_due_ms = ob_now_ms() + WAL_MARK_MS;
+    return 0;
+}
+
+/* Marked before confirmed: a confirmed transaction is never streamed again. */
+static void
+wal_pop_commits(struct ob_wal_s *w)
+{
+    w->target = ob_relay_gate(w->commits, WAL_WINDOW, &w->chead, w->ctail, w->marked, w->target);
+}
+
+/*
+ * Settles acknowledged events in order. Returns 0; -1 when the orderdb
+ * session failed; or the state of the first event Kafka did not take.
+ */
+static int
+wal_advance(ob_relay_t *rl)
+{
+    struct ob_wal_s *w = rl->wal;
+
+    while (w->done < w->next) {
+        wal_ev_t *ev = &w->ring[w->done % WAL_WINDOW];
+        if (ev->state == OB_DR_PENDING)
+            break;
+        if (ev->state != OB_DR_OK)
+            return ev->state;
+        if (rl->breaker != OB_BREAKER_CLOSED)
+            ob_relay_set_breaker(rl, OB_BREAKER_CLOSED);
+        w->last_ack_ms = ob_now_ms();
+        if (w->nmark == WAL_MARK_BATCH && wal_flush_marks(rl) != 0)
+            return -1;
+        if (w->nmark == WAL_MARK_BATCH)
+            break;     /* all of them waiting to become visible: settle later */
+        if (w->nmark == 0)
+            w->mark_due_ms = ob_now_ms() + WAL_MARK_MS;
+        w->mark_n[w->nmark] = w->done;
+        w->mark_tries[w->nmark] = 0;
+        w->marks[w->nmark++] = (ob_relay_mark_t) { ev->id, ev->offset, ev->acked_ms };
+        ob_relay_count_produced(ev->partition, ev->offset);
+        w->done++;
+    }
+    if (w->nmark > 0 && ob_now_ms() >= w->mark_due_ms && wal_flush_marks(rl) != 0)
+        return -1;
+    if (w->nmark == 0)
+        w->marked = w->done;
+    wal_pop_commits(w);
+    return 0;
+}
+
+/*
+ * Kafka away is no failure for the stream (its messages never expire): it
+ * stalls. The partitions' breaker field says so on the status page.
+ */
+static void
+wal_show_stall(ob_relay_t *rl)
+{
+    struct ob_wal_s *w = rl->wal;
+    int              stalled = w->done < w->next && ob_now_ms() - w->last_ack_ms > rl->cfg->relay.delivery_timeout_ms;
+
+    if (stalled == w->stalled)
+        return;
+    w->stalled = stalled;
+    if (stalled)
+        ob_log(OB_LOG_WARN, "wal: Kafka has acknowledged nothing for %d ms; the stream waits for it",
+               rl->cfg->relay.delivery_timeout_ms);
+    else
+        ob_log(OB_LOG_INFO, "wal: Kafka acknowledges again; the stream goes on");
+    for (int i = 0; i < rl->nparts; i++)
+        atomic_store(&ob_shm->map->parts[rl->parts[i]].breaker, (int32_t) (stalled ? OB_BREAKER_OPEN : OB_BREAKER_CLOSED));
+}
+
+static int
+wal_send_status(ob_relay_t *rl, int reply)
+{
+    struct ob_wal_s *w = rl->wal;
+    char             msg[34];
+    uint64_t         written = w->received > w->target ? w->received : w->target;
+    int64_t          now = ob_now_ms();
+    size_t           n = ob_pgo_status_update(msg, written, w->target, ob_pgo_pg_time(ob_wall_ms()), reply);
+
+    if (PQputCopyData(w->repl, msg, (int) n) != 1 || PQflush(w->repl) != 0) {
+        ob_log(OB_LOG_WARN, "wal: status update failed: %s", PQerrorMessage(w->repl));
+        return -1;
+    }
+    w->confirmed = w->target;
+    w->last_confirm_ms = now;
+    w->next_status_ms = now + WAL_STATUS_MS;
+    return 0;
+}
+
+static int
+wal_confirm(ob_relay_t *rl)
+{
+    struct ob_wal_s *w = rl->wal;
+    int64_t          now = ob_now_ms();
+
+    if ((w->target > w->confirmed && now - w->last_confirm_ms >= WAL_CONFIRM_MS) || now >= w->next_status_ms)
+        return wal_send_status(rl, 0);
+    return 0;
+}
+
+static int
+wal_quarantined(struct ob_wal_s *w, const char *aggregate_id)
+{
+    return w->nquar > 0 && bsearch(aggregate_id, w->quar, (size_t) w->nquar, sizeof(*w->quar), wal_quar_cmp) != NULL;
+}
+
+static int
+wal_insert(ob_relay_t *rl, const ob_pgo_msg_t *m)
+{
+    struct ob_wal_s    *w = rl->wal;
+    ob_pgo_outbox_row_t row;
+    ob_relay_row_t      ev;
+    wal_ev_t           *fl;
+    char                err[256];
+    rd_kafka_resp_err_t e;
+
+    if (!w->have_map || m->relid != w->map.relid)
+        return 0;           /* not the outbox */
+    if (ob_pgo_outbox_row(m, &w->map, &row, err, sizeof(err)) != 0) {
+        ob_log(OB_LOG_ERROR, "wal: %s", err);
+        return -1;
+    }
+    /* before a re-split's LSN the old filter applies: another relay owns these now */
+    if (row.partition < 0 || row.partition % rl->cfg->workers.relays != rl->index ||
+        wal_quarantined(w, row.aggregate_id))
+        return 0;
+    memset(&ev, 0, sizeof(ev));
+    ev.id = row.id;
+    ev.partition = row.partition;
+    ev.seq = row.seq;
+    memcpy(ev.event_id, row.event_id, sizeof(ev.event_id));
+    memcpy(ev.aggregate_id, row.aggregate_id, sizeof(ev.aggregate_id));
+    memcpy(ev.event_type, row.event_type, sizeof(ev.event_type));
+    if (w->done == w->next)
+        w->last_ack_ms = ob_now_ms();     /* the stall clock starts with the first event in flight */
+    fl = &w->ring[w->next % WAL_WINDOW];
+    *fl = (wal_ev_t) { .id = row.id, .partition = row.partition, .state = OB_DR_PENDING, .offset = -1 };
+    e = ob_relay_produce(rl, &ev, row.payload, row.payload_len, (void *) (uintptr_t) (OB_WAL_OPAQUE_TAG | w->next));
+    w->next++;
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+        ob_wal_dr(rl, w->next - 1, e, -1);
+    else
+        atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_STREAMED], 1);
+    return 0;
+}
+
+static int
+wal_message(ob_relay_t *rl, const ob_pgo_frame_t *f)
+{
+    struct ob_wal_s *w = rl->wal;
+    ob_pgo_msg_t     m;
+    char             err[256];
+    ob_wal_commit_t *c;
+
+    if (ob_pgo_decode(f->data, f->len, &m, err, sizeof(err)) != 0) {
+        ob_log(OB_LOG_ERROR, "wal: %s", err);
+        return -1;
+    }
+    switch (m.kind) {
+    case OB_PGO_BEGIN:
+        w->in_txn = 1;
+        break;
+    case OB_PGO_COMMIT:
+        w->in_txn = 0;
+        c = &w->commits[w->ctail++ % WAL_WINDOW];
+        c->end_lsn = m.end_lsn;
+        c->upto = w->next;
+        c->recv_ms = ob_now_ms();
+        if (m.end_lsn > w->received)
+            w->received = m.end_lsn;
+        break;
+    case OB_PGO_RELATION:
+        if (strcmp(m.rel.relname, "outbox") == 0) {
+            if (ob_pgo_outbox_map(&m.rel, &w->map, err, sizeof(err)) != 0) {
+                ob_log(OB_LOG_ERROR, "wal: %s", err);
+                return -1;
+            }
+            w->have_map = 1;
+        }
+        break;
+    case OB_PGO_INSERT:
+        return wal_insert(rl, &m);
+    case OB_PGO_SKIPPED:
+        break;
+    }
+    return 0;
+}
+
+static int
+wal_frame(ob_relay_t *rl, const char *buf, int len)
+{
+    struct ob_wal_s *w = rl->wal;
+    ob_pgo_frame_t   f;
+    char             err[256];
+
+    if (ob_pgo_frame(buf, (size_t) len, &f, err, sizeof(err)) != 0) {
+        ob_log(OB_LOG_ERROR, "wal: %s", err);
+        return -1;
+    }
+    if (f.type == 'w')
+        return wal_message(rl, &f);
+    if (f.wal_end > w->received)
+        w->received = f.wal_end;
+    /* nothing in flight, nothing half-read: all the server sent is settled */
+    if (!w->in_txn && w->done == w->next && w->nmark == 0 && w->chead == w->ctail && f.wal_end > w->target)
+        w->target = f.wal_end;
+    return f.reply_requested ? wal_send_status(rl, 0) : 0;
+}
+
+static void
+wal_drain_pipe(struct ob_wal_s *w)
+{
+    char buf[64];
+
+    while (read(w->pipe[0], buf, sizeof(buf)) > 0)
+        ;
+}
+
+/* Waits up to ms for the replication socket (when want_socket) or a delivery report. */
+static int
+wal_wait(ob_relay_t *rl, int want_socket, int ms)
+{
+    struct ob_wal_s *w = rl->wal;
+    struct pollfd    fds[2] = { { .fd = w->pipe[0], .events = POLLIN }, { .fd = PQsocket(w->repl), .events = POLLIN } };
+
+    if (poll(fds, want_socket ? 2 : 1, ms) < 0 && errno != EINTR)
+        return -1;
+    if (want_socket && (fds[1].revents & (POLLIN | POLLERR | POLLHUP)) && PQconsumeInput(w->repl) != 1)
+        return -1;
+    return 0;
+}
+
+static void
+wal_failed(ob_relay_t *rl, int state)
+{
+    struct ob_wal_s *w = rl->wal;
+    wal_ev_t        *ev = &w->ring[w->done % WAL_WINDOW];
+
+    if (state == OB_DR_REJECTED) {
+        ob_log(OB_LOG_ERROR, "wal: Kafka rejected event id %lld (%s); a polling pass quarantines it",
+               (long long) ev->id, rd_kafka_err2str(ev->err));
+        ob_wal_update_flag(rl, 1);
+        atomic_fetch_add(&ob_shm->map->parts[ev->partition].errors, 1);
+    } else {
+        ob_log(OB_LOG_WARN, "wal: Kafka did not acknowledge event id %lld (%s); the stream resumes from the slot",
+               (long long) ev->id, rd_kafka_err2str(ev->err));
+        atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_ERRORS], 1);
+        atomic_fetch_add(&ob_shm->map->parts[ev->partition].errors, 1);
+        ob_relay_set_breaker(rl, OB_BREAKER_OPEN);
+    }
+    ob_wal_stop(rl, 0);
+}
+
+/* One read from the stream: 1 got a frame, 0 nothing now, -1 the stream ended. */
+static int
+wal_read(ob_relay_t *rl, int wait_ms)
+{
+    struct ob_wal_s *w = rl->wal;
+    char            *buf = NULL;
+    int              n = PQgetCopyData(w->repl, &buf, 1), rc;
+
+    if (n == 0)
+        return wal_wait(rl, 1, wait_ms) == 0 ? 0 : -1;
+    if (n < 0) {
+        PGresult *r = PQgetResult(w->repl);
+        ob_log(OB_LOG_WARN, "wal: stream from slot %s ended: %s", w->slot,
+               r ? PQresultErrorMessage(r) : PQerrorMessage(w->repl));
+        PQclear(r);
+        w->ready = 0;
+        return -1;
+    }
+    rc = wal_frame(rl, buf, n);
+    PQfreemem(buf);
+    return rc == 0 ? 1 : -1;
+}
+
+int
+ob_wal_step(ob_relay_t *rl)
+{
+    struct ob_wal_s *w = rl->wal;
+    int64_t          deadline = ob_now_ms() + WAL_STEP_MS;
+
+    if (!w->streaming) {
+        wal_start(rl);
+        return 0;
+    }
+    while (w->streaming && !ob_sig_term && !ob_sig_quit && ob_now_ms() < deadline) {
+        int rc;
+        rd_kafka_poll(rl->rk, 0);
+        wal_drain_pipe(w);
+        rc = wal_advance(rl);
+        if (rc < 0) {
+            ob_wal_stop(rl, 0);
+            return -1;
+        }
+        if (rc > 0) {
+            wal_failed(rl, rc);
+            break;
+        }
+        wal_show_stall(rl);
+        if (wal_confirm(rl) != 0) {
+            ob_wal_stop(rl, 0);
+            break;
+        }
+        if (w->next - w->done >= WAL_WINDOW || w->ctail - w->chead >= WAL_WINDOW) {
+            wal_wait(rl, 0, 10);       /* full: let Kafka catch up, the server keeps the rest */
+            continue;
+        }
+        /* a burst of frames, then back to settling */
+        for (int i = 0; i < 256 && w->next - w->done < WAL_WINDOW && w->ctail - w->chead < WAL_WINDOW; i++) {
+            rc = wal_read(rl, (int) (deadline - ob_now_ms() > 10 ? 10 : 1));
+            if (rc <= 0)
+                break;
+        }
+        if (rc < 0)
+            ob_wal_stop(rl, 0);
+    }
+    ob_shm_beat(rl->slot);
+    return 0;
+}
+
+void
+ob_wal_stop(ob_relay_t *rl, int finish)
+{
+    struct ob_wal_s *w = rl->wal;
+
+    if (w == NULL || !w->streaming)
+        return;
+    if (finish) {
+        int64_t deadline = ob_now_ms() + rl->cfg->relay.delivery_timeout_ms;
+        while (w->done < w->next && ob_now_ms() < deadline) {
+            rd_kafka_poll(rl->rk, 50);
+            ob_shm_beat(rl->slot);
+            if (wal_advance(rl) != 0)
+                break;
+        }
+    }
+    if (rl->pg != NULL && PQstatus(rl->pg) == CONNECTION_OK && wal_flush_marks(rl) == 0) {
+        wal_pop_commits(w);
+        if (w->target > w->confirmed && PQstatus(w->repl) == CONNECTION_OK)
+            wal_send_status(rl, 0);
+    }
+    PQfinish(w->repl);
+    w->repl = NULL;
+    w->streaming = 0;
+    w->base = w->done = w->marked = w->next;     /* later reports of this session are ignored */
+    w->nmark = 0;
+    w->stopped_ms = ob_now_ms();
+    w->retry_at_ms = ob_now_ms() + (finish ? 0 : WAL_RETRY_MS);
+    ob_wal_counter(rl, OB_CTR_RELAY_STREAMING, 0);
+}
