@@ -1,6 +1,7 @@
 /* common/pgarr.c: PostgreSQL array literals (see pgarr.h). */
 #include "pgarr.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,6 +44,15 @@ ob_pgarr_add(ob_pgarr_t *a, const char *elem)
         a->s[a->len++] = *p;
     }
     a->s[a->len++] = '"';
+}
+
+void
+ob_pgarr_add_int(ob_pgarr_t *a, long long v)
+{
+    if (arr_reserve(a, 24) != 0)
+        return;
+    arr_sep(a);
+    a->len += (size_t) snprintf(a->s + a->len, a->cap - a->len, "%lld", v);
 }
 
 void

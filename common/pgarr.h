@@ -18,6 +18,9 @@ typedef struct {
 /* Adds one text element, quoted and escaped, so text of any shape stays one element (fits any element type). */
 void ob_pgarr_add(ob_pgarr_t *a, const char *elem);
 
+/* Adds one whole number, unquoted. */
+void ob_pgarr_add_int(ob_pgarr_t *a, long long v);
+
 /* Adds bytes as one bytea element in hex; p NULL adds a NULL element. */
 void ob_pgarr_add_bytea(ob_pgarr_t *a, const void *p, size_t n);
 

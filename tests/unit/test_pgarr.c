@@ -52,3 +52,15 @@ Test(pgarr, grows_past_its_first_allocation)
     cr_assert_eq(strlen(s), 2 + 5000 * 38 + 4999);
     free(s);
 }
+
+Test(pgarr, whole_numbers_are_unquoted)
+{
+    ob_pgarr_t a = { 0 };
+
+    ob_pgarr_add_int(&a, 0);
+    ob_pgarr_add_int(&a, -9223372036854775807LL - 1);
+    ob_pgarr_add_int(&a, 9223372036854775807LL);
+    char *s = ob_pgarr_end(&a);
+    cr_assert_str_eq(s, "{0,-9223372036854775808,9223372036854775807}");
+    free(s);
+}

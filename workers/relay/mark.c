@@ -4,6 +4,8 @@
  * of its own), on the session that holds the partition locks.
  */
 #include "relay_int.h"
+#include "../../common/pg.h"
+#include "../../common/pgarr.h"
 #include "../../common/log.h"
 
 #include <stdio.h>
@@ -19,14 +21,16 @@ static const char *mark_sql =
     " RETURNING outbox.id";
 
 int
-ob_relay_sql_ok(PGresult *r, const char *what)
+ob_relay_sql_ok(PGconn *pg, PGresult *r, const char *what)
 {
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+    char err[256];
 
-    if (!ok)
-        ob_log(OB_LOG_WARN, "%s failed: %s", what, PQresultErrorMessage(r));
+    if ((r = ob_pg_check(pg, r, NULL, err, sizeof(err))) == NULL) {
+        ob_log(OB_LOG_WARN, "%s failed: %s", what, err);
+        return 0;
+    }
     PQclear(r);
-    return ok;
+    return 1;
 }
 
 static int
@@ -60,30 +64,34 @@ mark_missing(PGresult *r, const ob_relay_mark_t *m, int n, unsigned char *missin
 int
 ob_relay_mark_rows(ob_relay_t *rl, const ob_relay_mark_t *m, int n, unsigned char *missing)
 {
-    size_t      cap = (size_t) n * 24 + 8, len[3] = { 1, 1, 1 };
-    char       *lit[3] = { malloc(cap), malloc(cap), malloc(cap) };
-    const char *params[3] = { lit[0], lit[1], lit[2] };
+    ob_pgarr_t  a[3] = { { 0 } };
+    char       *lit[3] = { NULL };
+    const char *params[3];
     int         ok = 0;
 
-    if (n > 0 && lit[0] && lit[1] && lit[2]) {
-        lit[0][0] = lit[1][0] = lit[2][0] = '{';
-        for (int i = 0; i < n; i++) {
-            const char *sep = i ? "," : "";
-            len[0] += (size_t) sprintf(lit[0] + len[0], "%s%lld", sep, (long long) m[i].id);
-            len[1] += (size_t) sprintf(lit[1] + len[1], "%s%lld", sep, (long long) m[i].offset);
-            len[2] += (size_t) sprintf(lit[2] + len[2], "%s%lld", sep, (long long) m[i].acked_ms);
-        }
-        for (int k = 0; k < 3; k++)
-            strcpy(lit[k] + len[k], "}");
-        PGresult *r = PQexecParams(rl->pg, mark_sql, 3, NULL, params, NULL, NULL, 0);
-        ok = PQresultStatus(r) == PGRES_TUPLES_OK;
-        if (ok && missing != NULL)
+    if (n == 0)
+        return 0;
+    for (int i = 0; i < n; i++) {
+        ob_pgarr_add_int(&a[0], m[i].id);
+        ob_pgarr_add_int(&a[1], m[i].offset);
+        ob_pgarr_add_int(&a[2], m[i].acked_ms);
+    }
+    for (int k = 0; k < 3; k++)
+        params[k] = lit[k] = ob_pgarr_end(&a[k]);
+    if (lit[0] && lit[1] && lit[2]) {
+        char      err[256];
+        PGresult *r = ob_pg_check(rl->pg, PQexecParams(rl->pg, mark_sql, 3, NULL, params, NULL, NULL, 0), NULL, err,
+                                  sizeof(err));
+        if (r == NULL)
+            ob_log(OB_LOG_WARN, "mark published failed: %s", err);
+        else if (missing != NULL)
             mark_missing(r, m, n, missing);
-        ok = ob_relay_sql_ok(r, "mark published");
+        PQclear(r);
+        ok = r != NULL;
     }
     for (int k = 0; k < 3; k++)
         free(lit[k]);
-    return n == 0 || ok ? 0 : -1;
+    return ok ? 0 : -1;
 }
 
 void

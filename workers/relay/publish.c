@@ -23,6 +23,7 @@
  * are the rules of outcome.c.
  */
 #include "relay_int.h"
+#include "../../common/pgarr.h"
 #include "../../common/log.h"
 #include "../../common/pg.h"
 #include "../../common/util.h"
@@ -99,32 +100,33 @@ ob_relay_polled_dr(ob_relay_t *rl, uint64_t v, rd_kafka_resp_err_t err, int64_t 
 }
 
 /* The per-partition LIMITs matching ob_relay_held_array: batch, or 1 while isolating. */
-static void
-publish_limits_array(ob_relay_t *rl, char *out, size_t outlen)
+static char *
+publish_limits_array(ob_relay_t *rl)
 {
-    size_t used = (size_t) snprintf(out, outlen, "{");
-    int    n = 0;
+    ob_pgarr_t a = { 0 };
 
-    for (int i = 0; i < rl->nparts && used < outlen; i++) {
+    for (int i = 0; i < rl->nparts; i++) {
         int p = rl->parts[i];
         if (rl->held[p])
-            used += (size_t) snprintf(out + used, outlen - used, "%s%d", n++ ? "," : "",
-                                      ob_relay_claim_limit(rl->isolate, p, rl->cfg->relay.batch));
+            ob_pgarr_add_int(&a, ob_relay_claim_limit(rl->isolate, p, rl->cfg->relay.batch));
     }
-    snprintf(out + used, outlen - used, "}");
+    return ob_pgarr_end(&a);
 }
 
 /* The pending rows of every held partition; NULL when none is held. */
 static PGresult *
 publish_claim_partitioned(ob_relay_t *rl)
 {
-    char        held[4 * OB_SHM_PARTITIONS + 4], limits[8 * OB_SHM_PARTITIONS + 4];
+    int         n;
+    char       *held = ob_relay_held_array(rl, &n), *limits = n > 0 ? publish_limits_array(rl) : NULL;
     const char *params[2] = { held, limits };
+    PGresult   *r = NULL;
 
-    if (ob_relay_held_array(rl, held, sizeof(held)) == 0)
-        return NULL;
-    publish_limits_array(rl, limits, sizeof(limits));
-    return PQexecParams(rl->pg, claim_partitioned_sql, 2, NULL, params, NULL, NULL, 1);
+    if (n > 0 && held != NULL && limits != NULL)
+        r = PQexecParams(rl->pg, claim_partitioned_sql, 2, NULL, params, NULL, NULL, 1);
+    free(held);
+    free(limits);
+    return r;
 }
 
 /* Any pending rows no other relay has locked; the whole batch is isolation group 0. */
@@ -155,9 +157,10 @@ publish_grow(ob_relay_t *rl, int n)
 static int
 publish_take(ob_relay_t *rl, PGresult *r)
 {
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        ob_log(OB_LOG_WARN, "claim failed: %s", PQresultErrorMessage(r));
-        PQclear(r);
+    char err[256];
+
+    if ((r = ob_pg_check(rl->pg, r, NULL, err, sizeof(err))) == NULL) {
+        ob_log(OB_LOG_WARN, "claim failed: %s", err);
         return -1;
     }
     rl->nrows = PQntuples(r);
@@ -249,7 +252,7 @@ publish_send(ob_relay_t *rl, PGresult *r)
 static int
 publish_tx(ob_relay_t *rl, const char *sql)
 {
-    return ob_relay_sql_ok(PQexec(rl->pg, sql), sql);
+    return ob_relay_sql_ok(rl->pg, PQexec(rl->pg, sql), sql);
 }
 
 static int
@@ -262,7 +265,7 @@ publish_quarantine(ob_relay_t *rl, const ob_relay_row_t *row)
     snprintf(id, sizeof(id), "%lld", (long long) row->id);
     ob_log(OB_LOG_ERROR, "event %s (order %s seq %d) rejected by Kafka, quarantined: %s", row->event_id,
            row->aggregate_id, row->seq, row->error);
-    ok = ob_relay_sql_ok(PQexecParams(rl->pg, quarantine_sql, 2, NULL, params, NULL, NULL, 0), "quarantine");
+    ok = ob_relay_sql_ok(rl->pg, PQexecParams(rl->pg, quarantine_sql, 2, NULL, params, NULL, NULL, 0), "quarantine");
     atomic_fetch_add(&ob_shm->map->parts[row->partition].errors, 1);
     return ok;
 }

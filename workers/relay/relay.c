@@ -85,14 +85,8 @@ ob_relay_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
 static void
 relay_loop(ob_relay_t *rl)
 {
-    while (!ob_sig_term && !ob_sig_quit) {
+    while (ob_worker_tick(rl->slot)) {
         uint32_t seen = atomic_load(&rl->slot->wake);
-        if (ob_sig_reopen) {
-            ob_sig_reopen = 0;
-            ob_log_reopen();
-        }
-        ob_sig_reload = ob_sig_child = 0;
-        ob_shm_beat(rl->slot);
         relay_tick(rl);
         if (rl->fatal) {
             char err[512];
@@ -255,12 +249,9 @@ relay_try_lock(ob_relay_t *rl, int p, int *got, char *err, size_t errlen)
 
     snprintf(cls, sizeof(cls), "%d", RELAY_LOCK_CLASS);
     snprintf(part, sizeof(part), "%d", p);
-    r = PQexecParams(rl->pg, "SELECT pg_try_advisory_lock($1::int, $2::int)", 2, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        snprintf(err, errlen, "pg_try_advisory_lock failed: %s", PQresultErrorMessage(r));
-        PQclear(r);
+    r = ob_pg_query(rl->pg, "SELECT pg_try_advisory_lock($1::int, $2::int)", 2, params, NULL, err, errlen);
+    if (r == NULL)
         return -1;
-    }
     *got = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
     PQclear(r);
     return 0;

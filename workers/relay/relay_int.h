@@ -177,7 +177,7 @@ int  ob_relay_mark_rows(ob_relay_t *rl, const ob_relay_mark_t *m, int n, unsigne
 /* Per-partition figures of an acknowledged event, in shm. */
 void ob_relay_count_produced(int partition, int64_t offset);
 /* Whether a statement succeeded; logs a failure under what, and clears r. */
-int  ob_relay_sql_ok(PGresult *r, const char *what);
+int  ob_relay_sql_ok(PGconn *pg, PGresult *r, const char *what);
 
 /* ------------------------------------------------------------------------ */
 /* upkeep.c                                                                  */
@@ -185,8 +185,8 @@ int  ob_relay_sql_ok(PGresult *r, const char *what);
 
 /* The circuit breaker's new state, in the relay and in shm. */
 void ob_relay_set_breaker(ob_relay_t *rl, ob_breaker_t b);
-/* "{1,4,7}": the held partitions as an int[] literal; returns how many. */
-int  ob_relay_held_array(const ob_relay_t *rl, char *out, size_t outlen);
+/* "{1,4,7}": the held partitions as an int[] literal for the caller to free (NULL out of memory); *n says how many. */
+char *ob_relay_held_array(const ob_relay_t *rl, int *n);
 /* Pending count and oldest pending age per partition in scope, into shm. */
 void ob_relay_stats(ob_relay_t *rl);
 /* Deletes published rows older than retention, a few batches per call. */

@@ -5,6 +5,8 @@
  * loop), backlog figures in shm, and the janitor.
  */
 #include "relay_int.h"
+#include "../../common/pg.h"
+#include "../../common/pgarr.h"
 #include "../../common/log.h"
 #include "../../common/util.h"
 
@@ -45,46 +47,49 @@ ob_relay_set_breaker(ob_relay_t *rl, ob_breaker_t b)
             atomic_store(&ob_shm->map->parts[p].breaker, (int32_t) b);
 }
 
-int
-ob_relay_held_array(const ob_relay_t *rl, char *out, size_t outlen)
+char *
+ob_relay_held_array(const ob_relay_t *rl, int *n)
 {
-    size_t used = 0;
-    int    n = 0;
+    ob_pgarr_t a = { 0 };
 
-    used += (size_t) snprintf(out, outlen, "{");
-    for (int i = 0; i < rl->nparts && used < outlen; i++)
+    *n = 0;
+    for (int i = 0; i < rl->nparts; i++)
         if (rl->held[rl->parts[i]])
-            used += (size_t) snprintf(out + used, outlen - used, "%s%d", n++ ? "," : "", rl->parts[i]);
-    snprintf(out + used, outlen - used, "}");
-    return n;
+            ob_pgarr_add_int(&a, rl->parts[i]), (*n)++;
+    return ob_pgarr_end(&a);
 }
 
 /* Partitions whose stats and janitor work this relay does: its own in
- * partitioned mode; all of them for relay 0 in skip_locked mode. */
-static int
-upkeep_scope_array(ob_relay_t *rl, char *out, size_t outlen)
+ * partitioned mode; all of them for relay 0 in skip_locked mode. NULL when none. */
+static char *
+upkeep_scope_array(ob_relay_t *rl)
 {
-    size_t used = 0;
+    ob_pgarr_t a = { 0 };
+    int        n = 0;
+    char      *s;
 
     if (rl->cfg->relay.mode != OB_RELAY_SKIP_LOCKED)
-        return ob_relay_held_array(rl, out, outlen);
-    if (rl->index != 0)
-        return 0;
-    used += (size_t) snprintf(out, outlen, "{");
-    for (int p = 0; p < rl->cfg->kafka.partitions && used < outlen; p++)
-        used += (size_t) snprintf(out + used, outlen - used, "%s%d", p ? "," : "", p);
-    snprintf(out + used, outlen - used, "}");
-    return rl->cfg->kafka.partitions;
+        s = ob_relay_held_array(rl, &n);
+    else {
+        for (int p = 0; rl->index == 0 && p < rl->cfg->kafka.partitions; p++)
+            ob_pgarr_add_int(&a, p), n++;
+        s = ob_pgarr_end(&a);
+    }
+    if (n == 0) {
+        free(s);
+        return NULL;
+    }
+    return s;
 }
 
 void
 ob_relay_stats(ob_relay_t *rl)
 {
-    char        held[4 * OB_SHM_PARTITIONS + 4];
+    char       *held = upkeep_scope_array(rl), err[256];
     const char *params[1] = { held };
     PGresult   *r;
 
-    if (upkeep_scope_array(rl, held, sizeof(held)) == 0)
+    if (held == NULL)
         return;
     r = PQexecParams(rl->pg,
                      "SELECT p.part,"
@@ -94,15 +99,19 @@ ob_relay_stats(ob_relay_t *rl)
                      "   WHERE partition = p.part AND NOT published ORDER BY id LIMIT 1)"
                      " FROM unnest($1::int[]) AS p(part)",
                      1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(r) == PGRES_TUPLES_OK) {
-        for (int i = 0; i < PQntuples(r); i++) {
-            int p = atoi(PQgetvalue(r, i, 0));
-            if (p < 0 || p >= OB_SHM_PARTITIONS)
-                continue;
-            atomic_store(&ob_shm->map->parts[p].pending, (uint64_t) atoll(PQgetvalue(r, i, 1)));
-            atomic_store(&ob_shm->map->parts[p].oldest_pending_ms,
-                         PQgetisnull(r, i, 2) ? 0 : (int64_t) atoll(PQgetvalue(r, i, 2)));
-        }
+    free(held);
+    r = ob_pg_check(rl->pg, r, NULL, err, sizeof(err));
+    if (r == NULL) {
+        ob_log(OB_LOG_WARN, "stats: %s", err);
+        return;
+    }
+    for (int i = 0; i < PQntuples(r); i++) {
+        int p = atoi(PQgetvalue(r, i, 0));
+        if (p < 0 || p >= OB_SHM_PARTITIONS)
+            continue;
+        atomic_store(&ob_shm->map->parts[p].pending, (uint64_t) atoll(PQgetvalue(r, i, 1)));
+        atomic_store(&ob_shm->map->parts[p].oldest_pending_ms,
+                     PQgetisnull(r, i, 2) ? 0 : (int64_t) atoll(PQgetvalue(r, i, 2)));
     }
     PQclear(r);
 }
@@ -110,25 +119,24 @@ ob_relay_stats(ob_relay_t *rl)
 void
 ob_relay_janitor(ob_relay_t *rl)
 {
-    char        held[4 * OB_SHM_PARTITIONS + 4], secs[16];
+    char       *held = upkeep_scope_array(rl), secs[16], err[256];
     const char *params[2] = { secs, held };
 
-    if (upkeep_scope_array(rl, held, sizeof(held)) == 0)
+    if (held == NULL)
         return;
     snprintf(secs, sizeof(secs), "%d", rl->cfg->relay.retention_s);
     /* small batches keep each delete's locks short; a few per visit keeps up */
     for (int round = 0; round < 10; round++) {
-        PGresult *r = PQexecParams(rl->pg,
-                                   "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published"
-                                   " AND published_at < now() - make_interval(secs => $1::int)"
-                                   " AND partition = ANY($2::int[]) LIMIT " JANITOR_ROWS ")",
-                                   2, NULL, params, NULL, NULL, 0);
-        int deleted = PQresultStatus(r) == PGRES_COMMAND_OK ? atoi(PQcmdTuples(r)) : 0;
-        if (PQresultStatus(r) != PGRES_COMMAND_OK)
-            ob_log(OB_LOG_WARN, "janitor: %s", PQresultErrorMessage(r));
-        PQclear(r);
+        long deleted = ob_pg_command(rl->pg,
+                                     "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published"
+                                     " AND published_at < now() - make_interval(secs => $1::int)"
+                                     " AND partition = ANY($2::int[]) LIMIT " JANITOR_ROWS ")",
+                                     2, params, NULL, err, sizeof(err));
+        if (deleted < 0)
+            ob_log(OB_LOG_WARN, "janitor: %s", err);
         if (deleted < 1000)
             break;
         ob_shm_beat(rl->slot);
     }
+    free(held);
 }

@@ -67,9 +67,10 @@ struct ob_wal_s {
 };
 
 /* wal_slot.c */
-PGresult *ob_wal_query(ob_relay_t *rl, const char *sql, int n, const char *const *params);
-/* Whether r succeeded; logs a failure under what (r stays the caller's). */
-int  ob_wal_ok(PGresult *r, const char *what);
+/* The rule of ob_pg_check: the result when the statement succeeded (the caller clears it), else NULL, logged as
+ * "wal: <what> failed". */
+PGresult *ob_wal_query(ob_relay_t *rl, const char *sql, int n, const char *const *params, const char *what);
+PGresult *ob_wal_exec(ob_relay_t *rl, const char *sql, const char *what);
 /* Whether the relay holds the lock of every partition it owns. */
 int  ob_wal_all_locks(ob_relay_t *rl);
 void ob_wal_counter(ob_relay_t *rl, int ctr, uint64_t v);

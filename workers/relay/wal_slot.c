@@ -9,6 +9,7 @@
  */
 #include "wal_int.h"
 #include "../../common/log.h"
+#include "../../common/pg.h"
 #include "../../common/util.h"
 #include "../../common/worker.h"
 
@@ -16,20 +17,27 @@
 #include <stdlib.h>
 #include <string.h>
 
-PGresult *
-ob_wal_query(ob_relay_t *rl, const char *sql, int n, const char *const *params)
+/* A failed statement is logged and its result already cleared (ob_pg_check). */
+static PGresult *
+wal_checked(ob_relay_t *rl, PGresult *r, const char *what)
 {
-    return PQexecParams(rl->pg, sql, n, NULL, params, NULL, NULL, 0);
+    char err[512];
+
+    if ((r = ob_pg_check(rl->pg, r, NULL, err, sizeof(err))) == NULL)
+        ob_log(OB_LOG_WARN, "wal: %s failed: %s", what, err);
+    return r;
 }
 
-int
-ob_wal_ok(PGresult *r, const char *what)
+PGresult *
+ob_wal_query(ob_relay_t *rl, const char *sql, int n, const char *const *params, const char *what)
 {
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+    return wal_checked(rl, PQexecParams(rl->pg, sql, n, NULL, params, NULL, NULL, 0), what);
+}
 
-    if (!ok)
-        ob_log(OB_LOG_WARN, "wal: %s failed: %s", what, PQresultErrorMessage(r));
-    return ok;
+PGresult *
+ob_wal_exec(ob_relay_t *rl, const char *sql, const char *what)
+{
+    return wal_checked(rl, PQexec(rl->pg, sql), what);
 }
 
 /* Runs one statement whose only parameter is the slot's name; 0 or -1 (logged). */
@@ -37,11 +45,10 @@ static int
 wal_slot_sql(ob_relay_t *rl, const char *sql, const char *what)
 {
     const char *p[1] = { rl->wal->slot };
-    PGresult   *r = ob_wal_query(rl, sql, 1, p);
-    int         ok = ob_wal_ok(r, what);
+    PGresult   *r = ob_wal_query(rl, sql, 1, p, what);
 
     PQclear(r);
-    return ok ? 0 : -1;
+    return r != NULL ? 0 : -1;
 }
 
 int
@@ -62,14 +69,17 @@ ob_wal_counter(ob_relay_t *rl, int ctr, uint64_t v)
 int
 ob_wal_check_server(ob_relay_t *rl, char *err, size_t errlen)
 {
-    PGresult *r = ob_wal_query(rl, "SELECT current_setting('wal_level'), current_setting('max_slot_wal_keep_size')",
-                            0, NULL);
+    char      why[400];
+    PGresult *r = ob_pg_check(rl->pg,
+                              PQexec(rl->pg, "SELECT current_setting('wal_level'), current_setting('max_slot_wal_keep_size')"),
+                              NULL, why, sizeof(why));
     int       rc = OB_EXIT_OK;
 
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        snprintf(err, errlen, "cannot read orderdb's settings: %s", PQresultErrorMessage(r));
-        rc = OB_EXIT_RETRY;
-    } else if (strcmp(PQgetvalue(r, 0, 0), "logical") != 0) {
+    if (r == NULL) {
+        snprintf(err, errlen, "cannot read orderdb's settings: %s", why);
+        return OB_EXIT_RETRY;
+    }
+    if (strcmp(PQgetvalue(r, 0, 0), "logical") != 0) {
         snprintf(err, errlen,
                  "relay mode wal needs orderdb to run with wal_level = logical (it has %s): set it in "
                  "postgresql.conf and restart the server",
@@ -107,8 +117,8 @@ wal_may_change_publication(ob_relay_t *rl)
         return 0;
     }
     r = ob_wal_query(rl, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active", 1,
-                  (const char *const[]) { w->slot });
-    active = !ob_wal_ok(r, "read the slot") || strcmp(PQgetvalue(r, 0, 0), "0") != 0;
+                     (const char *const[]) { w->slot }, "read the slot");
+    active = r == NULL || strcmp(PQgetvalue(r, 0, 0), "0") != 0;
     PQclear(r);
     if (active && !w->pub_wait_logged++)
         ob_log(OB_LOG_WARN, "wal: slot %s is in use by another process; its publication %s is left as it is", w->slot,
@@ -116,6 +126,59 @@ wal_may_change_publication(ob_relay_t *rl)
     if (!active)
         w->pub_wait_logged = 0;
     return !active;
+}
+
+/* Inside the transaction: whether the publication exists and its recorded filter is ours. 0, or -1. */
+static int
+wal_publication_state(ob_relay_t *rl, int *exists, int *same)
+{
+    struct ob_wal_s *w = rl->wal;
+    PGresult        *r;
+
+    r = ob_wal_query(rl, "SELECT row_filter FROM relay_slots WHERE slot_name = $1 FOR UPDATE", 1,
+                     (const char *const[]) { w->slot }, "read relay_slots");
+    if (r == NULL)
+        return -1;
+    *same = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), w->filter) == 0;
+    PQclear(r);
+    r = ob_wal_query(rl, "SELECT 1 FROM pg_publication WHERE pubname = $1", 1, (const char *const[]) { w->pub },
+                     "read pg_publication");
+    if (r == NULL)
+        return -1;
+    *exists = PQntuples(r) == 1;
+    PQclear(r);
+    return 0;
+}
+
+/* Inside the transaction: the publication made to carry our filter, and the flag set with it. 0, or -1. */
+static int
+wal_publication_change(ob_relay_t *rl, int exists)
+{
+    struct ob_wal_s *w = rl->wal;
+    const char      *p3[3] = { w->slot, w->pub, w->filter };
+    char             ddl[512];
+    PGresult        *r;
+
+    /* names come from the validated [a-z0-9_] prefix and numbers: nothing to quote */
+    if (exists)
+        snprintf(ddl, sizeof(ddl), "ALTER PUBLICATION %s SET TABLE outbox WHERE (%s)", w->pub, w->filter);
+    else
+        snprintf(ddl, sizeof(ddl), "CREATE PUBLICATION %s FOR TABLE outbox WHERE (%s) WITH (publish = 'insert')",
+                 w->pub, w->filter);
+    if ((r = ob_wal_exec(rl, ddl, ddl)) == NULL)
+        return -1;
+    PQclear(r);
+    r = ob_wal_query(rl,
+                     "INSERT INTO relay_slots (slot_name, publication, row_filter, catchup_needed) VALUES ($1, $2, $3, true)"
+                     " ON CONFLICT (slot_name) DO UPDATE SET publication = EXCLUDED.publication,"
+                     "   row_filter = EXCLUDED.row_filter, catchup_needed = true, updated_at = now()",
+                     3, p3, "record the row filter");
+    if (r == NULL)
+        return -1;
+    PQclear(r);
+    ob_log(OB_LOG_INFO, "wal: publication %s now carries outbox rows WHERE (%s); a polling pass runs first", w->pub,
+           w->filter);
+    return 0;
 }
 
 /*
@@ -127,52 +190,21 @@ wal_may_change_publication(ob_relay_t *rl)
 static int
 wal_setup_publication(ob_relay_t *rl)
 {
-    struct ob_wal_s *w = rl->wal;
-    const char      *p1[1] = { w->slot }, *p3[3] = { w->slot, w->pub, w->filter };
-    char             ddl[512];
-    PGresult        *r;
-    int              exists, same, ok;
+    PGresult *r;
+    int       exists = 0, same = 0, ok;
 
-    if (!ob_wal_ok(r = PQexec(rl->pg, "BEGIN"), "BEGIN")) {
-        PQclear(r);
+    if ((r = ob_wal_exec(rl, "BEGIN", "BEGIN")) == NULL)
         return -1;
-    }
     PQclear(r);
-    r = ob_wal_query(rl, "SELECT row_filter FROM relay_slots WHERE slot_name = $1 FOR UPDATE", 1, p1);
-    ok = ob_wal_ok(r, "read relay_slots");
-    same = ok && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), w->filter) == 0;
-    PQclear(r);
-    r = ob_wal_query(rl, "SELECT 1 FROM pg_publication WHERE pubname = $1", 1, (const char *const[]) { w->pub });
-    ok = ok && ob_wal_ok(r, "read pg_publication");
-    exists = ok && PQntuples(r) == 1;
-    PQclear(r);
+    ok = wal_publication_state(rl, &exists, &same) == 0;
     if (ok && !(exists && same) && !wal_may_change_publication(rl)) {
-        r = PQexec(rl->pg, "ROLLBACK");
-        PQclear(r);
+        PQclear(ob_wal_exec(rl, "ROLLBACK", "ROLLBACK"));
         return 1;
     }
-    if (ok && !(exists && same)) {
-        /* names come from the validated [a-z0-9_] prefix and numbers: nothing to quote */
-        if (exists)
-            snprintf(ddl, sizeof(ddl), "ALTER PUBLICATION %s SET TABLE outbox WHERE (%s)", w->pub, w->filter);
-        else
-            snprintf(ddl, sizeof(ddl), "CREATE PUBLICATION %s FOR TABLE outbox WHERE (%s) WITH (publish = 'insert')",
-                     w->pub, w->filter);
-        ok = ob_wal_ok(r = PQexec(rl->pg, ddl), ddl);
-        PQclear(r);
-        r = ob_wal_query(rl,
-                      "INSERT INTO relay_slots (slot_name, publication, row_filter, catchup_needed) VALUES ($1, $2, $3, true)"
-                      " ON CONFLICT (slot_name) DO UPDATE SET publication = EXCLUDED.publication,"
-                      "   row_filter = EXCLUDED.row_filter, catchup_needed = true, updated_at = now()",
-                      3, p3);
-        ok = ok && ob_wal_ok(r, "record the row filter");
-        PQclear(r);
-        if (ok)
-            ob_log(OB_LOG_INFO, "wal: publication %s now carries outbox rows WHERE (%s); a polling pass runs first",
-                   w->pub, w->filter);
-    }
-    r = PQexec(rl->pg, ok ? "COMMIT" : "ROLLBACK");
-    ok = ob_wal_ok(r, "COMMIT") && ok;
+    if (ok && !(exists && same))
+        ok = wal_publication_change(rl, exists) == 0;
+    r = ob_wal_exec(rl, ok ? "COMMIT" : "ROLLBACK", "COMMIT");
+    ok = r != NULL && ok;
     PQclear(r);
     return ok ? 0 : -1;
 }
@@ -221,11 +253,9 @@ wal_setup_slot(ob_relay_t *rl)
     r = ob_wal_query(rl,
                   "SELECT s.wal_status, s.active, (SELECT count(*) FROM relay_slots WHERE slot_name = $1 AND NOT"
                   " catchup_needed) FROM (SELECT 1) AS one LEFT JOIN pg_replication_slots s ON s.slot_name = $1",
-                  1, p);
-    if (!ob_wal_ok(r, "read the slot")) {
-        PQclear(r);
+                  1, p, "read the slot");
+    if (r == NULL)
         return -1;
-    }
     found = !PQgetisnull(r, 0, 1);
     lost = found && strcmp(PQgetvalue(r, 0, 0), "lost") == 0;
     active = found && strcmp(PQgetvalue(r, 0, 1), "t") == 0;
@@ -259,8 +289,9 @@ ob_wal_read_flag(ob_relay_t *rl)
 {
     struct ob_wal_s *w = rl->wal;
     const char      *p[1] = { w->slot };
-    PGresult        *r = ob_wal_query(rl, "SELECT catchup_needed, row_filter FROM relay_slots WHERE slot_name = $1", 1, p);
-    int              ok = ob_wal_ok(r, "read the catch-up flag") && PQntuples(r) == 1;
+    PGresult        *r = ob_wal_query(rl, "SELECT catchup_needed, row_filter FROM relay_slots WHERE slot_name = $1", 1, p,
+                                      "read the catch-up flag");
+    int              ok = r != NULL && PQntuples(r) == 1;
 
     w->foreign_filter[0] = '\0';
     if (ok) {
@@ -280,8 +311,8 @@ ob_wal_update_flag(ob_relay_t *rl, int needed)
     PGresult        *r = ob_wal_query(rl,
                                    "UPDATE relay_slots SET catchup_needed = $2::boolean, updated_at = now()"
                                    " WHERE slot_name = $1",
-                                   2, p);
-    int              ok = ob_wal_ok(r, "update the catch-up flag");
+                                   2, p, "update the catch-up flag");
+    int              ok = r != NULL;
 
     PQclear(r);
     if (ok)
@@ -306,18 +337,16 @@ ob_wal_drop_stale_slots(ob_relay_t *rl)
     r = ob_wal_query(rl,
                   "SELECT slot_name FROM pg_replication_slots WHERE database = current_database() AND NOT active"
                   " AND slot_name ~ $1 AND (substring(slot_name FROM $1))::int >= $2::int",
-                  2, p);
-    if (!ob_wal_ok(r, "list stale slots")) {
-        PQclear(r);
+                  2, p, "list stale slots");
+    if (r == NULL)
         return;
-    }
     for (int i = 0; i < PQntuples(r); i++) {
         const char *name[1] = { PQgetvalue(r, i, 0) };
         PGresult   *d = ob_wal_query(rl,
                                   "WITH gone AS (DELETE FROM relay_slots WHERE slot_name = $1)"
                                   " SELECT pg_drop_replication_slot($1)",
-                                  1, name);
-        if (ob_wal_ok(d, "drop a stale slot"))
+                                  1, name, "drop a stale slot");
+        if (d != NULL)
             ob_log(OB_LOG_INFO, "wal: dropped slot %s, which no relay of %s uses", name[0], count);
         PQclear(d);
     }
@@ -333,13 +362,11 @@ ob_wal_slot_lag(ob_relay_t *rl)
     PGresult        *r = ob_wal_query(rl,
                                    "SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::bigint,"
                                    " wal_status FROM pg_replication_slots WHERE slot_name = $1",
-                                   1, p);
+                                   1, p, "slot lag");
     int              gone = 0;
 
-    if (!ob_wal_ok(r, "slot lag")) {
-        PQclear(r);
+    if (r == NULL)
         return 0;
-    }
     if (PQntuples(r) == 0 || strcmp(PQgetvalue(r, 0, 1), "lost") == 0)
         gone = 1;
     else

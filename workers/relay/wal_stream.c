@@ -28,13 +28,12 @@ static int
 wal_load_quarantine(ob_relay_t *rl)
 {
     struct ob_wal_s *w = rl->wal;
-    PGresult        *r = ob_wal_query(rl, "SELECT DISTINCT aggregate_id::text FROM outbox_quarantine", 0, NULL);
+    PGresult        *r = ob_wal_query(rl, "SELECT DISTINCT aggregate_id::text FROM outbox_quarantine", 0, NULL,
+                                      "read quarantine");
     int              n;
 
-    if (!ob_wal_ok(r, "read quarantine")) {
-        PQclear(r);
+    if (r == NULL)
         return -1;
-    }
     n = PQntuples(r);
     free(w->quar);
     w->quar = n ? calloc((size_t) n, sizeof(*w->quar)) : NULL;
