@@ -439,7 +439,7 @@ ob_http_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
     http_ctx_t hc[OB_LISTEN_COUNT];
     int        rc = OB_EXIT_OK;
 
-    ob_listen_adopting = 1;
+    ob_listen_adopt();
     mg_init_library(0);
     for (int i = 0; i < OB_LISTEN_COUNT; i++) {
         hc[i] = (http_ctx_t) { .hw = &hw, .listener = i };
