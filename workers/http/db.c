@@ -10,7 +10,7 @@
  * vanish in a crash while its event lives on in Kafka, so such writes are
  * refused unless [orders] unsafe_async_commit = yes.
  */
-#include "http_int.h"
+#include "db.h"
 #include "../../common/log.h"
 #include "../../common/pg.h"
 #include "../../common/util.h"

@@ -4,7 +4,9 @@
  * directly), GET /ledger/orders/{id} (its entries in seq order), /readyz.
  * Read-only: the ledger is written by consumers only.
  */
-#include "http_int.h"
+#include "db.h"
+#include "reply.h"
+#include "routes.h"
 #include "../../common/money.h"
 #include "../../common/util.h"
 #include "../../common/uuid.h"

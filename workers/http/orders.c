@@ -10,8 +10,10 @@
  * Retry-After; a retried request with the same Idempotency-Key gets the
  * first order back.
  */
-#include "http_int.h"
+#include "db.h"
 #include "order_req.h"
+#include "reply.h"
+#include "routes.h"
 #include "../../common/event.h"
 #include "../../common/log.h"
 #include "../../common/money.h"
@@ -327,16 +329,14 @@ orders_create_write(ob_http_t *hw, struct mg_connection *conn, const char *const
 }
 
 static int
-orders_create(ob_http_t *hw, struct mg_connection *conn)
+orders_create(ob_http_t *hw, struct mg_connection *conn, const char *body, size_t len)
 {
     ob_order_req_t req;
-    const char    *body;
     char          *payload = NULL, msg[512], order_id[37], event_id[37], part[16];
-    size_t         len, plen;
+    size_t         plen;
     const char    *key = mg_get_header(conn, "Idempotency-Key");
     int            status, partition;
 
-    ob_http_body(&body, &len);
     status = ob_order_req_parse(body ? body : "", len, &req, msg, sizeof(msg));
     if (status != 0)
         return ob_http_error(conn, status, msg);
@@ -597,7 +597,8 @@ orders_method_not_allowed(struct mg_connection *conn, const char *allow)
 }
 
 int
-ob_orders_route(ob_http_t *hw, struct mg_connection *conn, const struct mg_request_info *ri)
+ob_orders_route(ob_http_t *hw, struct mg_connection *conn, const struct mg_request_info *ri, const char *body,
+                size_t len)
 {
     const char *uri = ri->local_uri, *m = ri->request_method;
     int         is_get = strcmp(m, "GET") == 0, is_post = strcmp(m, "POST") == 0;
@@ -607,7 +608,7 @@ ob_orders_route(ob_http_t *hw, struct mg_connection *conn, const struct mg_reque
     if (strcmp(uri, "/readyz") == 0)
         return is_get ? ob_http_ready(hw, conn, OB_DB_ORDERS) : orders_method_not_allowed(conn, "GET");
     if (strcmp(uri, "/orders") == 0)
-        return is_post ? orders_create(hw, conn) : orders_method_not_allowed(conn, "POST");
+        return is_post ? orders_create(hw, conn, body, len) : orders_method_not_allowed(conn, "POST");
     if (strcmp(uri, "/orders/total") == 0)
         return is_get ? orders_total(hw, conn) : orders_method_not_allowed(conn, "GET");
     if (strncmp(uri, "/orders/", 8) != 0)
