@@ -324,7 +324,8 @@ http_start_listener(http_ctx_t *hc, int threads)
 int
 ob_http_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
 {
-    ob_http_t  hw = { .cfg = cfg, .slot = slot, .index = index };
+    ob_http_t  hw = { .cfg = cfg, .slot = slot, .index = index,
+                      .statements = { [OB_DB_ORDERS] = ob_orders_statements, [OB_DB_LEDGER] = ob_ledger_statements } };
     http_ctx_t hc[OB_LISTEN_COUNT];
     int        rc = OB_EXIT_OK;
 

@@ -16,10 +16,16 @@
 
 typedef enum { OB_DB_ORDERS = 0, OB_DB_LEDGER, OB_DB_COUNT } ob_db_id_t;
 
+/* A statement prepared on each connection; a table of them ends with { NULL, NULL }. */
 typedef struct {
-    const ob_cfg_t *cfg;
-    ob_shm_slot_t  *slot;
-    int             index;
+    const char *name, *sql;
+} ob_http_stmt_t;
+
+typedef struct {
+    const ob_cfg_t       *cfg;
+    ob_shm_slot_t        *slot;
+    int                   index;
+    const ob_http_stmt_t *statements[OB_DB_COUNT];  /* prepared per connection (db.c), per database */
 } ob_http_t;
 
 #endif

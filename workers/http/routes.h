@@ -17,8 +17,12 @@
  */
 int ob_orders_route(ob_http_t *hw, struct mg_connection *conn, const struct mg_request_info *ri, const char *body,
                     size_t len);
+/* orders.c's statements, for its database's connections. */
+extern const ob_http_stmt_t ob_orders_statements[];
 /* Ledger API on the ledger listener (ledger.c). */
 int ob_ledger_route(ob_http_t *hw, struct mg_connection *conn, const struct mg_request_info *ri);
+/* ledger.c's statements, for its database's connections. */
+extern const ob_http_stmt_t ob_ledger_statements[];
 /* Status page, status.json and metrics on the admin listener, from shm only (admin.c). */
 int ob_admin_route(ob_http_t *hw, struct mg_connection *conn, const struct mg_request_info *ri);
 
