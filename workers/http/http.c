@@ -4,7 +4,8 @@
  * NOTES
  *   What it does: serves the orders API (orders.c), the ledger API
  *   (ledger.c) and the status pages (admin.c), and /healthcheck on every
- *   listener, accepting from the sockets the supervisor opened (bind.c).
+ *   listener, accepting from the sockets the supervisor opened (bind.c,
+ *   common/listen.c).
  *   The main thread only heartbeats and waits for signals; civetweb's
  *   threads serve.
  *
