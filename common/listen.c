@@ -1,8 +1,28 @@
-/* common/listen.c: open the supervisor's listening sockets. */
+/*
+ * common/listen.c: open the supervisor's listening sockets, and adopt them
+ * in an HTTP worker.
+ *
+ * civetweb 1.15 always creates and binds its own listeners (socket,
+ * SO_REUSEADDR, bind, listen, getsockname) and has no option to adopt an
+ * existing one, so the executable defines bind() (workers/http/bind.c) and
+ * civetweb's shared-library call resolves to it; that bind() only calls
+ * ob_listen_bind here. Once ob_listen_adopt has been called, an address the
+ * supervisor already listens on gets the inherited socket dup2()ed onto
+ * civetweb's descriptor and 0 returned, so civetweb's later listen() and
+ * poll() act on the shared kernel queue; anything else goes to the real
+ * bind via dlsym(RTLD_NEXT). The adoption state is private to this file,
+ * so the worker that interposes bind() depends on common/, never the
+ * reverse.
+ *
+ * The inherited socket is O_NONBLOCK (set by the supervisor): civetweb polls
+ * then accept()s, and when another worker took the connection first accept
+ * must fail with EAGAIN (civetweb ignores that) rather than block.
+ */
 #include "listen.h"
 #include "util.h"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -11,8 +31,29 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+typedef int (*bind_fn_t)(int, const struct sockaddr *, socklen_t);
+
 ob_listener_t ob_listeners[OB_LISTEN_COUNT] = { { "", -1, { 0 } }, { "", -1, { 0 } }, { "", -1, { 0 } } };
-int           ob_listen_adopting;
+/* Set in HTTP workers only: bind() then adopts inherited sockets. */
+static int    listen_adopting;
+
+/*
+ * libc's bind. A plain call to bind() from this executable resolves to the
+ * interposed one, so the real one is looked up past it.
+ */
+static int
+listen_real_bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    static bind_fn_t real_bind;
+
+    if (real_bind == NULL)
+        real_bind = (bind_fn_t) dlsym(RTLD_NEXT, "bind");
+    if (real_bind == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return real_bind(fd, addr, len);
+}
 
 static int
 listen_resolve(const char *addr, struct sockaddr_in *sa, char *err, size_t errlen)
@@ -53,7 +94,8 @@ ob_listen_open(ob_listener_t *l, const char *addr, char *err, size_t errlen)
         return -1;
     }
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *) &l->sa, sizeof(l->sa)) != 0) {
+    /* the supervisor opens its sockets; it never adopts one */
+    if (listen_real_bind(fd, (struct sockaddr *) &l->sa, sizeof(l->sa)) != 0) {
         snprintf(err, errlen, "bind(%s) failed: %s", addr, strerror(errno));
         close(fd);
         return -1;
@@ -79,8 +121,9 @@ ob_listen_close_all(void)
         }
 }
 
-int
-ob_listen_find(const struct sockaddr *sa, size_t salen)
+/* Index of the inherited listener bound to sa, or -1. */
+static int
+listen_find(const struct sockaddr *sa, size_t salen)
 {
     const struct sockaddr_in *in = (const struct sockaddr_in *) sa;
 
@@ -92,4 +135,20 @@ ob_listen_find(const struct sockaddr *sa, size_t salen)
             return i;
     }
     return -1;
+}
+
+void
+ob_listen_adopt(void)
+{
+    listen_adopting = 1;
+}
+
+int
+ob_listen_bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    int i = listen_adopting ? listen_find(addr, len) : -1;
+
+    if (i >= 0)
+        return dup2(ob_listeners[i].fd, fd) < 0 ? -1 : 0;
+    return listen_real_bind(fd, addr, len);
 }

@@ -4,13 +4,15 @@
  * Every HTTP worker inherits the same sockets and accepts from the same
  * kernel queue, so a worker that dies loses no queued connection and a
  * restarted worker needs no free port (DESIGN §1). The table lives in plain
- * process memory; fork copies it into each worker, where bind.c finds it.
+ * process memory; fork copies it into each worker, where ob_listen_bind
+ * finds it.
  */
 #ifndef OB_LISTEN_H
 #define OB_LISTEN_H
 
 #include <netinet/in.h>
 #include <stddef.h>
+#include <sys/socket.h>
 
 typedef enum { OB_LISTEN_ORDERS = 0, OB_LISTEN_LEDGER, OB_LISTEN_ADMIN, OB_LISTEN_COUNT } ob_listen_id_t;
 
@@ -21,13 +23,17 @@ typedef struct {
 } ob_listener_t;
 
 extern ob_listener_t ob_listeners[OB_LISTEN_COUNT];
-/* Set in HTTP workers only: bind() then adopts inherited sockets (bind.c). */
-extern int ob_listen_adopting;
 
 /* Opens (bind + listen, non-blocking, CLOEXEC off so workers inherit it). */
 int  ob_listen_open(ob_listener_t *l, const char *addr, char *err, size_t errlen);
 void ob_listen_close_all(void);
-/* Index of the inherited listener bound to sa, or -1. */
-int  ob_listen_find(const struct sockaddr *sa, size_t salen);
+/* In an HTTP worker, before civetweb binds: ob_listen_bind adopts from now on. */
+void ob_listen_adopt(void);
+/*
+ * bind(2) for the executable's interposed bind(): once adopting, an address
+ * an inherited listener is bound to gets that socket dup2()ed onto fd (0
+ * returned); anything else is bound by libc's bind.
+ */
+int  ob_listen_bind(int fd, const struct sockaddr *addr, socklen_t len);
 
 #endif

@@ -5,7 +5,8 @@
  * Kafka are down. With [admin] token set, requests must carry
  * "Authorization: Bearer <token>" (compared in constant time).
  */
-#include "http_int.h"
+#include "reply.h"
+#include "routes.h"
 #include "../../common/status.h"
 
 #include <stdlib.h>

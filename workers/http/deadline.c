@@ -19,7 +19,7 @@
  * arrived, or what arrives within a few milliseconds, so a prompt client's
  * body is read without the wait a slow one needs.
  */
-#include "http_int.h"
+#include "deadline.h"
 #include "../../common/util.h"
 
 #include <dlfcn.h>

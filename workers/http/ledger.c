@@ -4,13 +4,29 @@
  * directly), GET /ledger/orders/{id} (its entries in seq order), /readyz.
  * Read-only: the ledger is written by consumers only.
  */
-#include "http_int.h"
+#include "db.h"
+#include "reply.h"
+#include "routes.h"
 #include "../../common/money.h"
 #include "../../common/util.h"
 #include "../../common/uuid.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+/* Prepared on every ledgerdb connection (db.c); here, beside what reads their results. */
+const ob_http_stmt_t ob_ledger_statements[] = {
+    /* (currency, sum, count) rows, as ob_http_totals_json (reply.c) reads them;
+     * count = orders booked and not reversed, as /orders/total counts orders not cancelled */
+    { "total",
+      "SELECT currency, sum(amount)::text,"
+      " count(*) FILTER (WHERE kind = 'charge') - count(*) FILTER (WHERE kind = 'credit_note')"
+      " FROM ledger_entries GROUP BY ROLLUP (currency) ORDER BY currency NULLS LAST" },
+    { "entries",
+      "SELECT id, event_id, seq, kind, amount::text, currency, reverses_entry_id, created_at, kafka_partition,"
+      " kafka_offset FROM ledger_entries WHERE order_id = $1::uuid ORDER BY seq" },
+    { NULL, NULL },
+};
 
 static int
 ledger_failed(struct mg_connection *conn, PGconn *pg, PGresult *r)

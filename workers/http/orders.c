@@ -10,8 +10,10 @@
  * Retry-After; a retried request with the same Idempotency-Key gets the
  * first order back.
  */
-#include "http_int.h"
+#include "db.h"
 #include "order_req.h"
+#include "reply.h"
+#include "routes.h"
 #include "../../common/event.h"
 #include "../../common/log.h"
 #include "../../common/money.h"
@@ -28,8 +30,76 @@
 #define RETRY_AFTER "Retry-After: 1\r\n"
 #define IDEM_KEY_MAX 255
 
+/*
+ * Every write statement checks the synchronous_commit it will commit
+ * under: with it off, an acknowledged order could vanish in a crash while
+ * its event lives on in Kafka, so such writes are refused unless [orders]
+ * unsafe_async_commit = yes.
+ *
+ * Whether this statement's commit will be durable before we answer: read in
+ * the write statement itself, so a server reload that turns
+ * synchronous_commit off (a backend applies it between commands) is seen
+ * by the next write on every pooled connection, at no extra round trip.
+ * `local` does not wait for a configured synchronous standby, so a
+ * failover loses what it acknowledged: refused as well. Nothing is forced
+ * per session, so a stronger server setting (remote_apply) stays in force.
+ * $D is [orders] unsafe_async_commit.
+ */
+#define DURABLE(D)                                                                                              \
+    "d AS (SELECT " D "::boolean OR (current_setting('synchronous_commit') <> 'off' AND"                      \
+    " (current_setting('synchronous_commit') <> 'local' OR current_setting('synchronous_standby_names') = ''))" \
+    " AS ok)"
+
 /* Columns of the get/get_by_key/lock statements, in order. */
 enum { COL_ID, COL_CUSTOMER, COL_AMOUNT, COL_CURRENCY, COL_STATUS, COL_VERSION, COL_CREATED };
+
+/* Prepared on every orderdb connection (db.c); here, beside what reads their results. */
+const ob_http_stmt_t ob_orders_statements[] = {
+    /* (orders inserted, events inserted, durable) */
+    { "create",
+      "WITH " DURABLE("$9") ", o AS ("
+      "  INSERT INTO orders (id, customer_id, amount, currency, idempotency_key)"
+      "  SELECT $1::uuid, $2, $3::numeric, $4, $5 FROM d WHERE d.ok"
+      "  ON CONFLICT DO NOTHING RETURNING id"
+      "), e AS ("
+      "  INSERT INTO outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload)"
+      "  SELECT $6::uuid, 'order', o.id, 1, 'order.created', $7::int, $8::bytea FROM o RETURNING 1"
+      ") SELECT (SELECT count(*) FROM o), (SELECT count(*) FROM e), (SELECT ok FROM d)" },
+    /* [orders] max_backlog_age: the oldest pending event's age in ms (NULL: none), from
+     * the outbox itself (true with every relay down), one index probe per partition */
+    { "backlog_age",
+      "SELECT (EXTRACT(EPOCH FROM now() - min(x.created_at)) * 1000)::bigint"
+      " FROM generate_series(0, $1::int - 1) AS p(n), LATERAL (SELECT o.created_at FROM outbox o"
+      " WHERE NOT o.published AND o.partition = p.n AND NOT EXISTS (SELECT 1 FROM outbox_quarantine q"
+      "  WHERE q.aggregate_id = o.aggregate_id)"     /* parked behind a quarantined event: not shippable */
+      " ORDER BY o.id LIMIT 1) AS x" },
+    /* after an ambiguous write: did the lost attempt commit this event? */
+    { "event_exists", "SELECT count(*) FROM outbox WHERE event_id = $1::uuid" },
+    { "get",
+      "SELECT id, customer_id, amount::text, currency, status, version, created_at FROM orders WHERE id = $1::uuid" },
+    { "get_by_key",
+      "SELECT id, customer_id, amount::text, currency, status, version, created_at FROM orders"
+      " WHERE idempotency_key = $1" },
+    /* cancel, step 1 (inside BEGIN): the row lock orders this order's events */
+    { "lock",
+      "SELECT id, customer_id, amount::text, currency, status, version, created_at FROM orders"
+      " WHERE id = $1::uuid FOR UPDATE" },
+    /* cancel, step 2: new version and its event in one statement; (events inserted, durable) */
+    { "cancel",
+      "WITH " DURABLE("$6") ", u AS (UPDATE orders SET status = 'cancelled', version = version + 1,"
+      "  updated_at = now() WHERE id = $1::uuid AND status = 'created' AND (SELECT ok FROM d)"
+      "  RETURNING id, version"
+      "), e AS ("
+      "  INSERT INTO outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload)"
+      "  SELECT $2::uuid, 'order', u.id, u.version, 'order.cancelled', $3::int, $4::bytea FROM u"
+      "  WHERE u.version = $5::int RETURNING 1"
+      ") SELECT (SELECT count(*) FROM e), (SELECT ok FROM d)" },
+    /* (currency, sum, count) rows, as ob_http_totals_json (reply.c) reads them */
+    { "total",
+      "SELECT currency, sum(amount)::text, count(*) FROM orders WHERE status <> 'cancelled'"
+      " GROUP BY ROLLUP (currency) ORDER BY currency NULLS LAST" },
+    { NULL, NULL },
+};
 
 static int
 orders_unavailable(struct mg_connection *conn, const char *why)
@@ -327,16 +397,14 @@ orders_create_write(ob_http_t *hw, struct mg_connection *conn, const char *const
 }
 
 static int
-orders_create(ob_http_t *hw, struct mg_connection *conn)
+orders_create(ob_http_t *hw, struct mg_connection *conn, const char *body, size_t len)
 {
     ob_order_req_t req;
-    const char    *body;
     char          *payload = NULL, msg[512], order_id[37], event_id[37], part[16];
-    size_t         len, plen;
+    size_t         plen;
     const char    *key = mg_get_header(conn, "Idempotency-Key");
     int            status, partition;
 
-    ob_http_body(&body, &len);
     status = ob_order_req_parse(body ? body : "", len, &req, msg, sizeof(msg));
     if (status != 0)
         return ob_http_error(conn, status, msg);
@@ -597,7 +665,8 @@ orders_method_not_allowed(struct mg_connection *conn, const char *allow)
 }
 
 int
-ob_orders_route(ob_http_t *hw, struct mg_connection *conn, const struct mg_request_info *ri)
+ob_orders_route(ob_http_t *hw, struct mg_connection *conn, const struct mg_request_info *ri, const char *body,
+                size_t len)
 {
     const char *uri = ri->local_uri, *m = ri->request_method;
     int         is_get = strcmp(m, "GET") == 0, is_post = strcmp(m, "POST") == 0;
@@ -607,7 +676,7 @@ ob_orders_route(ob_http_t *hw, struct mg_connection *conn, const struct mg_reque
     if (strcmp(uri, "/readyz") == 0)
         return is_get ? ob_http_ready(hw, conn, OB_DB_ORDERS) : orders_method_not_allowed(conn, "GET");
     if (strcmp(uri, "/orders") == 0)
-        return is_post ? orders_create(hw, conn) : orders_method_not_allowed(conn, "POST");
+        return is_post ? orders_create(hw, conn, body, len) : orders_method_not_allowed(conn, "POST");
     if (strcmp(uri, "/orders/total") == 0)
         return is_get ? orders_total(hw, conn) : orders_method_not_allowed(conn, "GET");
     if (strncmp(uri, "/orders/", 8) != 0)
