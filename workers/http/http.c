@@ -346,15 +346,8 @@ ob_http_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
         }
         ob_log(OB_LOG_INFO, "http worker %d serving %s", index, ob_listeners[i].addr);
     }
-    while (rc == OB_EXIT_OK && !ob_sig_term && !ob_sig_quit) {
-        if (ob_sig_reopen) {
-            ob_sig_reopen = 0;
-            ob_log_reopen();
-        }
-        ob_sig_reload = ob_sig_child = 0;
-        ob_shm_beat(slot);
+    while (rc == OB_EXIT_OK && ob_worker_tick(slot))
         ob_sig_wait(250);
-    }
     for (int i = 0; i < OB_LISTEN_COUNT; i++)
         if (hc[i].mg != NULL)
             mg_stop(hc[i].mg);   /* stops accepting, lets in-flight requests finish */
