@@ -114,6 +114,31 @@ Test(relay_marks, a_partition_stops_at_its_first_row_to_retry)
                      want[i]);
 }
 
+/*
+ * skip_locked claims in id order, so partitions interleave in the batch.
+ * Before: only the partition stopped last was remembered, and partition 0's
+ * last row was marked after partition 1 stopped, past partition 0's retry.
+ */
+Test(relay_marks, interleaved_partitions_each_stop_at_their_first_retry)
+{
+    const int spec[][2] = {
+        { 0, OB_DR_RETRY }, { 1, OB_DR_OK }, { 1, OB_DR_RETRY }, { 0, OB_DR_OK }, { 1, OB_DR_OK }, { 2, OB_DR_OK },
+    };
+    const unsigned char want[] = {
+        OB_MARK_RETRY, OB_MARK_PUBLISHED, OB_MARK_RETRY, OB_MARK_SKIP, OB_MARK_SKIP, OB_MARK_PUBLISHED,
+    };
+    ob_relay_row_t rows[6];
+    unsigned char  plan[6];
+    int            n = batch(rows, spec, 6);
+
+    for (int one_group = 0; one_group <= 1; one_group++) {
+        ob_relay_plan_marks(rows, n, one_group, plan);
+        for (int i = 0; i < n; i++)
+            cr_assert_eq(plan[i], want[i], "one_group %d, row %d (partition %d): plan %d, want %d", one_group, i,
+                         rows[i].partition, plan[i], want[i]);
+    }
+}
+
 Test(relay_marks, a_rejection_among_others_isolates_and_a_lone_one_is_quarantined)
 {
     const int spec[][2] = {

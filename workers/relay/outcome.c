@@ -51,18 +51,21 @@ ob_relay_rows_in(const ob_relay_row_t *rows, int n, int partition, int one_group
 
 /*
  * A partition stops at its first row to retry or to isolate: a row is
- * never marked while an earlier row of its partition is not. The claim
- * returns a partition's rows together, so remembering the partition
- * stopped last is enough.
+ * never marked while an earlier row of its partition is not. Each
+ * partition is remembered on its own: skip_locked claims in id order, so
+ * the partitions of one batch interleave. A row whose partition is out of
+ * the table's range (another writer's bad row) stops every such row.
  */
 void
 ob_relay_plan_marks(const ob_relay_row_t *rows, int n, int one_group, unsigned char *plan)
 {
-    int stop_part = -1;
+    unsigned char stopped[OB_SHM_PARTITIONS + 1] = { 0 };
 
     for (int i = 0; i < n; i++) {
         const ob_relay_row_t *row = &rows[i];
-        if (row->partition == stop_part)
+        int                   k = row->partition >= 0 && row->partition < OB_SHM_PARTITIONS ? row->partition
+                                                                                            : OB_SHM_PARTITIONS;
+        if (stopped[k])
             plan[i] = OB_MARK_SKIP;
         else if (row->state == OB_DR_OK)
             plan[i] = OB_MARK_PUBLISHED;
@@ -73,7 +76,7 @@ ob_relay_plan_marks(const ob_relay_row_t *rows, int n, int one_group, unsigned c
         else
             plan[i] = OB_MARK_RETRY;        /* pending past the wait counts as not acknowledged */
         if (plan[i] == OB_MARK_ISOLATE || plan[i] == OB_MARK_RETRY)
-            stop_part = row->partition;
+            stopped[k] = 1;
     }
 }
 
