@@ -213,7 +213,7 @@ bench_pct_json(double *v, size_t n)
 }
 
 /*
- * A producer configured like the relay's (publish.c ob_relay_producer_new),
+ * A producer configured like the relay's (producer.c ob_relay_producer_new),
  * so the ceiling and the naive poller differ from outboxd only in what they
  * do around Kafka, not in how they talk to it. Takes conf (may be NULL).
  */

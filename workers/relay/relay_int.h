@@ -61,7 +61,6 @@ typedef struct {
     ob_relay_row_t *rows;
     int             nrows;
     int             cap;
-    PGresult       *claimed;                      /* payloads point into it while in flight */
     int             outstanding;                  /* delivery reports not yet seen */
     uint32_t        batch_gen;                    /* which batch a delivery report belongs to */
 
