@@ -257,6 +257,23 @@ print_signing(const ob_cfg_t *cfg)
            cfg->kafka.require_signature ? "refused" : "accepted");
 }
 
+/* `outboxd -t`: the config as it would run, flags included; 0 valid, 1 not. */
+static int
+check_config(ob_cfg_t *cfg, const ob_overrides_t *ovr, const char *path)
+{
+    char err[1024];
+
+    ob_sup_apply_overrides(cfg, ovr);
+    if (ob_cfg_validate(cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "outboxd: %s\n", err);
+        return 1;
+    }
+    printf("outboxd: configuration file %s is valid\n", path);
+    print_signing(cfg);
+    print_kafka_props(cfg);
+    return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -271,7 +288,6 @@ main(int argc, char **argv)
     const char    *path = DEFAULT_CONFIG;
     int            test_only = 0, foreground = 0, ch, rc;
     ob_cfg_t      *cfg;
-    char           err[1024];
 
     if (argc == 2 && strcmp(argv[1], "config-reference") == 0)
         return ob_cmd_config_reference(stdout);
@@ -303,17 +319,9 @@ main(int argc, char **argv)
         return test_only ? 1 : OB_EXIT_FATAL;
     }
     if (test_only) {
-        ob_sup_apply_overrides(cfg, &ovr);
-        rc = ob_cfg_validate(cfg, err, sizeof(err));
-        if (rc != 0)
-            fprintf(stderr, "outboxd: %s\n", err);
-        else {
-            printf("outboxd: configuration file %s is valid\n", path);
-            print_signing(cfg);
-            print_kafka_props(cfg);
-        }
+        rc = check_config(cfg, &ovr, path);
         free(cfg);
-        return rc == 0 ? 0 : 1;
+        return rc;
     }
     rc = ob_sup_run(cfg, &ovr, foreground);
     free(cfg);

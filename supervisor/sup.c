@@ -533,30 +533,37 @@ sup_keep_restart_only(const ob_cfg_t *old, ob_cfg_t *next)
     ob_log(OB_LOG_WARN, "reload: %s changed; these take effect only after a restart", changed);
 }
 
+/* The file re-read, flags and restart-only keys applied, validated whole; NULL (said why) keeps the running one. */
+static ob_cfg_t *
+sup_reload_read(ob_sup_t *sup)
+{
+    ob_cfg_t *next = malloc(sizeof(*next));
+    char      err[1024];
+
+    if (next == NULL)
+        ob_strlcpy(err, "out of memory", sizeof(err));
+    else if (ob_cfg_load(next, sup->cfg->path, err, sizeof(err)) == 0) {
+        sup_merge_overrides(sup, next);
+        /* before validating: the checks that relate keys (relays <= partitions)
+         * must see the values that will run, not the file's restart-only ones */
+        sup_keep_restart_only(sup->cfg, next);
+        if (ob_cfg_validate(next, err, sizeof(err)) == 0)
+            return next;
+    }
+    ob_log(OB_LOG_ERROR, "config not reloaded: %s", err);
+    sup_publish_header(sup, 0, err);
+    free(next);
+    return NULL;
+}
+
 static void
 sup_reload(ob_sup_t *sup)
 {
-    ob_cfg_t *next = malloc(sizeof(*next)), *old = sup->cfg;
-    char      err[1024], msg[256];
+    ob_cfg_t *next, *old = sup->cfg;
+    char      msg[256];
 
     ob_sd_notify("RELOADING=1");
-    if (next == NULL || ob_cfg_load(next, old->path, err, sizeof(err)) != 0) {
-        if (next == NULL)
-            ob_strlcpy(err, "out of memory", sizeof(err));
-        ob_log(OB_LOG_ERROR, "config not reloaded: %s", err);
-        sup_publish_header(sup, 0, err);
-        free(next);
-        ob_sd_notify("READY=1");
-        return;
-    }
-    sup_merge_overrides(sup, next);
-    /* before validating: the checks that relate keys (relays <= partitions)
-     * must see the values that will run, not the file's restart-only ones */
-    sup_keep_restart_only(old, next);
-    if (ob_cfg_validate(next, err, sizeof(err)) != 0) {
-        ob_log(OB_LOG_ERROR, "config not reloaded: %s", err);
-        sup_publish_header(sup, 0, err);
-        free(next);
+    if ((next = sup_reload_read(sup)) == NULL) {
         ob_sd_notify("READY=1");
         return;
     }
