@@ -16,7 +16,7 @@ CONFIG  ?= outboxd.conf
 FUZZ_SECONDS ?= 10
 
 SRC := $(wildcard common/*.c shm/*.c supervisor/*.c cli/*.c workers/http/*.c workers/relay/*.c workers/consumer/*.c)
-SQL := $(sort $(wildcard sql/orderdb/*.sql)) $(sort $(wildcard sql/ledgerdb/*.sql))
+SQL := $(sort $(wildcard sql/outbox/*.sql)) $(sort $(wildcard sql/orderdb/*.sql)) $(sort $(wildcard sql/ledgerdb/*.sql))
 GEN := $(BUILD)/gen/migrations.c
 OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(SRC)) $(BUILD)/obj/gen/migrations.o
 LIB_OBJ := $(filter-out $(BUILD)/obj/cli/main.o,$(OBJ))

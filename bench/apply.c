@@ -116,7 +116,7 @@ cmd_settle(int argc, char **argv)
     int         settled;
 
     do {
-        pending = bench_scalar(orders, "SELECT count(*) FROM outbox WHERE NOT published");
+        pending = bench_scalar(orders, "SELECT count(*) FROM outboxd.outbox WHERE NOT published");
         if (ledger != NULL)
             booked = bench_scalar(ledger, "SELECT count(*) FROM ledger_entries WHERE kind = 'charge'");
         settled = pending == 0 && (ledger == NULL || booked >= n_orders);

@@ -151,7 +151,7 @@ cmd_backlog(int argc, char **argv)
 
     bench_exec(pg, "DROP TABLE IF EXISTS outbox_backlog");
     /* outbox's own column types, without its indexes: loading is not what we time */
-    bench_exec(pg, "CREATE TABLE outbox_backlog (event_id uuid, aggregate_type text, aggregate_id uuid, seq int,"
+    bench_exec(pg, "CREATE TABLE outbox_backlog (event_id uuid, aggregate_type text, aggregate_id text, seq int,"
                    " event_type text, partition int, payload bytea)");
     copy_begin(&c, pg, "COPY outbox_backlog FROM STDIN (FORMAT binary)");
     for (long i = 0; i < rows; i++) {
@@ -167,7 +167,7 @@ cmd_backlog(int argc, char **argv)
         copy_i16(&c, 7);
         copy_field(&c, event.b, 16);
         copy_field(&c, "order", 5);
-        copy_field(&c, order.b, 16);
+        copy_field(&c, ev.aggregate_id, strlen(ev.aggregate_id));
         copy_i32(&c, 4);
         copy_i32(&c, ev.seq);
         copy_field(&c, ev.type, strlen(ev.type));
@@ -226,20 +226,20 @@ drain_fill(PGconn *pg, int streaming)
          * the relays' queries past the watchdog), and nothing after the COMMIT,
          * so the drain's clock starts when the transaction becomes visible */
         bench_exec(pg, "CHECKPOINT");
-        bench_exec(pg, "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition,"
+        bench_exec(pg, "INSERT INTO outboxd.outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition,"
                        " payload) SELECT event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload"
                        " FROM outbox_backlog");
         return bench_now() - t0;
     }
     bench_exec(pg, "BEGIN");
-    bench_exec(pg, "TRUNCATE outbox");
+    bench_exec(pg, "TRUNCATE outboxd.outbox");
     /* A heap scan of a table filled by one COPY and never updated returns
      * rows in load order, so ids follow generation order without a sort. */
-    bench_exec(pg, "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload)"
-                   " SELECT event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload"
+    bench_exec(pg, "INSERT INTO outboxd.outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition,"
+                   " payload) SELECT event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload"
                    " FROM outbox_backlog");
     bench_exec(pg, "COMMIT");
-    bench_exec(pg, "VACUUM ANALYZE outbox");
+    bench_exec(pg, "VACUUM ANALYZE outboxd.outbox");
     bench_exec(pg, "CHECKPOINT");     /* no run pays for the fill's dirty pages */
     return bench_now() - t0;
 }
@@ -263,8 +263,10 @@ cmd_fill(int argc, char **argv)
 static void
 drain_autovacuums(PGconn *pg, long long *vacuums, long long *analyzes)
 {
-    *vacuums = bench_scalar(pg, "SELECT autovacuum_count FROM pg_stat_user_tables WHERE relname = 'outbox'");
-    *analyzes = bench_scalar(pg, "SELECT autoanalyze_count FROM pg_stat_user_tables WHERE relname = 'outbox'");
+    *vacuums = bench_scalar(pg, "SELECT autovacuum_count FROM pg_stat_user_tables WHERE schemaname = 'outboxd'"
+                                " AND relname = 'outbox'");
+    *analyzes = bench_scalar(pg, "SELECT autoanalyze_count FROM pg_stat_user_tables WHERE schemaname = 'outboxd'"
+                                 " AND relname = 'outbox'");
 }
 
 typedef struct {
@@ -294,7 +296,7 @@ drain_wait(PGconn *pg, ob_shm_t *shm, long rows, double timeout, bench_rss_t *rs
             bench_rss_sample(shm, rss);
             bench_cpu_sample(cpu);
         }
-        if (c->done >= rows && bench_scalar(pg, "SELECT count(*) FROM outbox WHERE NOT published") == 0) {
+        if (c->done >= rows && bench_scalar(pg, "SELECT count(*) FROM outboxd.outbox WHERE NOT published") == 0) {
             c->end = now;
             return;
         }
@@ -475,7 +477,7 @@ naive_tick(PGconn *pg, rd_kafka_t *rk, const char *topic, const char *limit, lon
     const char *params[1] = { limit };
     PGresult   *r = PQexecParams(pg,
                                  "SELECT id, partition, seq, event_id::text, aggregate_id::text, event_type, payload"
-                                 " FROM outbox WHERE NOT published ORDER BY id LIMIT $1::int",
+                                 " FROM outboxd.outbox WHERE NOT published ORDER BY id LIMIT $1::int",
                                  1, NULL, params, NULL, NULL, 1);
     char        ids[64 * 24] = "{";
     size_t      used = 1;
@@ -495,8 +497,9 @@ naive_tick(PGconn *pg, rd_kafka_t *rk, const char *topic, const char *limit, lon
     PQclear(r);
     snprintf(ids + used, sizeof(ids) - used, "}");
     params[0] = ids;
-    r = PQexecParams(pg, "UPDATE outbox SET published = true, published_at = now() WHERE id = ANY($1::bigint[])", 1,
-                     NULL, params, NULL, NULL, 0);
+    r = PQexecParams(pg,
+                     "UPDATE outboxd.outbox SET published = true, published_at = now() WHERE id = ANY($1::bigint[])",
+                     1, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         bench_die("naive update: %s", PQresultErrorMessage(r));
     n = atoi(PQcmdTuples(r));

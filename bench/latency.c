@@ -58,7 +58,7 @@ latency_kafka(PGconn *pg, const char *until_ms)
     PGresult   *r = PQexecParams(pg,
                                  "SELECT (extract(epoch FROM coalesce(published_at, to_timestamp($1::float8 / 1000))"
                                  " - created_at) * 1000)::float8, published,"
-                                 " (extract(epoch FROM created_at) * 1000)::float8 FROM outbox",
+                                 " (extract(epoch FROM created_at) * 1000)::float8 FROM outboxd.outbox",
                                  1, NULL, params, NULL, NULL, 0);
     size_t      n = 0, censored = 0, rows = (size_t) PQntuples(r);
     double     *v, *created;

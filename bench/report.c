@@ -358,7 +358,7 @@ md_latency(report_t *r)
     fprintf(r->md, "POST /orders paced at %s req/s (%s) for %.0f s over %.0f keep-alive "
                    "connections by `obbench pace` (open loop: latency counts from when a request was due); "
                    "achieved %s req/s, %.0f created, %.0f errors. Then from the databases: commit → Kafka = "
-                   "outbox.published_at − created_at; commit → ledger = ledger_entries.created_at − "
+                   "outboxd.outbox.published_at − created_at; commit → ledger = ledger_entries.created_at − "
                    "orders.created_at (joined across the two clusters).\n\n",
             fnum(rate, 0), str(r, "settings", "latency_rate"), num(r, "latency_pace", "seconds"),
             num(r, "latency_pace", "conns"),

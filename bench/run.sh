@@ -182,7 +182,7 @@ stop_outboxd() {
 sql() { "$OBBENCH" sql "$@"; }
 
 # An empty orderdb: no rows, and a checkpoint so no run pays for another's dirty pages.
-reset_orders() { sql "$ORDERS_DSN" "TRUNCATE orders, outbox" "CHECKPOINT"; }
+reset_orders() { sql "$ORDERS_DSN" "TRUNCATE orders, outboxd.outbox" "CHECKPOINT"; }
 
 # `outboxd migrate` brings both databases up to date (a no-op for one already there).
 migrate() { "$OB_BIN" migrate -c "$(write_conf migrate 0 0 0 partitioned unused unused)" >>"$WORK/migrate.log" 2>&1; }
@@ -339,7 +339,7 @@ drain_wal_run() {
     say "drain: $run ($relays relay(s), wal; the backlog as one transaction)"
     new_topic "$run"
     topic="$TOPIC"
-    sql "$ORDERS_DSN" "TRUNCATE outbox"
+    sql "$ORDERS_DSN" "TRUNCATE outboxd.outbox"
     conf="$(write_conf "drain_$run" 0 "$relays" 0 wal "$topic" "$NAME-unused")"
     start_outboxd "$conf"
     ready --relays "$relays" --mode wal
@@ -382,7 +382,7 @@ section_drain() {
         --interval-ms "$NAIVE_INTERVAL_MS" --limit "$NAIVE_LIMIT" >"$PARTS/drain_naive.json"
     drop_topic "$topic"
     # the side table is 1/3 of orderdb's size; nothing needs it any more
-    sql "$ORDERS_DSN" "DROP TABLE outbox_backlog" "TRUNCATE outbox"
+    sql "$ORDERS_DSN" "DROP TABLE outbox_backlog" "TRUNCATE outboxd.outbox"
 }
 
 # ---------------------------------------------------------------------------

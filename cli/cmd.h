@@ -9,14 +9,15 @@
 /* Prints workers and partitions from the shm segment; 1 when no instance runs. */
 int ob_cmd_status(const ob_cfg_t *cfg, int json);
 /*
- * Applies missing migrations to orderdb and ledgerdb, connected as the
+ * Applies missing migrations (the outbox schema, and orderdb and ledgerdb
+ * where their APIs or consumers are on), connected as the
  * owners when given (else with the configured DSNs), then checks the roles
  * of the configured DSNs (roles.c); 0, or 1 with what is missing printed.
  */
 int ob_cmd_migrate(const ob_cfg_t *cfg, const char *orders_owner, const char *ledger_owner);
 /* Prints what the roles of [orders], [relay] and [ledger] dsn lack; returns how many things. */
 int ob_roles_check(const ob_cfg_t *cfg);
-/* Migrates one database ("orderdb" or "ledgerdb"); used by tests too. */
+/* Applies one stream ("outbox", "orderdb" or "ledgerdb") to the database of dsn; used by tests too. */
 int ob_migrate_db(const char *db, const char *dsn, char *err, size_t errlen);
 
 /* Re-enqueues events; what is order|event|since|quarantined. 0 or 1. */

@@ -1,10 +1,15 @@
 /*
  * cli/migrate.c: `outboxd migrate`.
  *
- * Applies the migrations compiled into the binary (sql/<db>/NNNN_*.sql), in
- * version order, each in its own transaction together with its row in
- * schema_migrations, under an advisory lock so two migrators never race.
- * Running it twice changes nothing.
+ * Applies the migrations compiled into the binary (sql/<stream>/NNNN_*.sql),
+ * in version order, each in its own transaction together with its row in
+ * the stream's table of applied versions, under an advisory lock so two
+ * migrators never race. Running it twice changes nothing.
+ *
+ * Three streams (DESIGN §7): `outbox`, the schema outboxd that any service's
+ * database needs, tracked inside that schema so it never meets a user's own
+ * schema_migrations; `orderdb`, the built-in orders API's table, only when
+ * that API is on; `ledgerdb`, only when consumers or the ledger API run.
  */
 #include "cmd.h"
 #include "migrations.h"
@@ -19,15 +24,23 @@
 
 #define MIGRATE_LOCK_KEY "7411020001"   /* pg_advisory_xact_lock key: "outboxd migrate" */
 
-static int
-migrate_applied(PGconn *pg, int version, int *applied, char *err, size_t errlen)
+/* The table of applied versions of a stream: the outbox stream keeps its own inside its schema. */
+static const char *
+migrate_table(const char *db)
 {
-    char        v[16];
+    return strcmp(db, "outbox") == 0 ? "outboxd.schema_migrations" : "schema_migrations";
+}
+
+static int
+migrate_applied(PGconn *pg, const char *db, int version, int *applied, char *err, size_t errlen)
+{
+    char        v[16], sql[128];
     const char *params[1] = { v };
     PGresult   *r;
 
     snprintf(v, sizeof(v), "%d", version);
-    r = PQexecParams(pg, "SELECT 1 FROM schema_migrations WHERE version = $1", 1, NULL, params, NULL, NULL, 0);
+    snprintf(sql, sizeof(sql), "SELECT 1 FROM %s WHERE version = $1", migrate_table(db));
+    r = PQexecParams(pg, sql, 1, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         snprintf(err, errlen, "%s", PQresultErrorMessage(r));
         PQclear(r);
@@ -41,7 +54,7 @@ migrate_applied(PGconn *pg, int version, int *applied, char *err, size_t errlen)
 static int
 migrate_one(PGconn *pg, const ob_migration_t *m, int *did, char *err, size_t errlen)
 {
-    char        v[16];
+    char        v[16], sql[128];
     const char *params[2] = { v, m->name };
     int         applied;
     PGresult   *r;
@@ -51,7 +64,7 @@ migrate_one(PGconn *pg, const ob_migration_t *m, int *did, char *err, size_t err
         return -1;
     /* Transaction-scoped lock: released by COMMIT/ROLLBACK or a dropped connection. */
     if (ob_pg_exec(pg, "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ")", err, errlen) != 0 ||
-        migrate_applied(pg, m->version, &applied, err, errlen) != 0)
+        migrate_applied(pg, m->db, m->version, &applied, err, errlen) != 0)
         goto fail;
     if (applied) {
         ob_pg_exec(pg, "ROLLBACK", err, errlen);
@@ -60,8 +73,8 @@ migrate_one(PGconn *pg, const ob_migration_t *m, int *did, char *err, size_t err
     if (ob_pg_exec(pg, m->sql, err, errlen) != 0)
         goto fail;
     snprintf(v, sizeof(v), "%d", m->version);
-    r = PQexecParams(pg, "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", 2, NULL, params, NULL,
-                     NULL, 0);
+    snprintf(sql, sizeof(sql), "INSERT INTO %s (version, name) VALUES ($1, $2)", migrate_table(m->db));
+    r = PQexecParams(pg, sql, 2, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         snprintf(err, errlen, "%s", PQresultErrorMessage(r));
         PQclear(r);
@@ -85,7 +98,7 @@ int
 ob_migrate_db(const char *db, const char *dsn, char *err, size_t errlen)
 {
     PGconn *pg = PQconnectdb(dsn);
-    char    masked[OB_CFG_STR];
+    char    masked[OB_CFG_STR], ddl[256];
     int     applied = 0, last = 0;
 
     ob_log_mask_dsn(dsn, masked, sizeof(masked));
@@ -94,12 +107,12 @@ ob_migrate_db(const char *db, const char *dsn, char *err, size_t errlen)
         PQfinish(pg);
         return -1;
     }
+    snprintf(ddl, sizeof(ddl),
+             "%sCREATE TABLE IF NOT EXISTS %s (version integer PRIMARY KEY, name text NOT NULL,"
+             " applied_at timestamptz NOT NULL DEFAULT now())",
+             strcmp(db, "outbox") == 0 ? "CREATE SCHEMA IF NOT EXISTS outboxd; " : "", migrate_table(db));
     if (ob_pg_exec(pg, "SET client_min_messages = warning", err, errlen) != 0 ||
-        ob_pg_exec(pg,
-                     "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                     " version integer PRIMARY KEY, name text NOT NULL,"
-                     " applied_at timestamptz NOT NULL DEFAULT now())",
-                     err, errlen) != 0) {
+        ob_pg_exec(pg, ddl, err, errlen) != 0) {
         PQfinish(pg);
         return -1;
     }
@@ -127,14 +140,59 @@ ob_migrate_db(const char *db, const char *dsn, char *err, size_t errlen)
     return 0;
 }
 
+/*
+ * Keeps outboxd.settings equal to the configuration. The partition count
+ * never changes once written: one aggregate's events hashed with two counts
+ * would land in two partitions and lose their order.
+ */
+static int
+migrate_settings(const char *dsn, const ob_cfg_t *cfg, char *err, size_t errlen)
+{
+    char        parts[16], maxb[16];
+    const char *params[2] = { parts, maxb };
+    PGconn     *pg = PQconnectdb(dsn);
+    PGresult   *r;
+    int         rc = -1;
+
+    snprintf(parts, sizeof(parts), "%d", cfg->kafka.partitions);
+    snprintf(maxb, sizeof(maxb), "%d", cfg->kafka.max_event_bytes);
+    if (PQstatus(pg) != CONNECTION_OK) {
+        snprintf(err, errlen, "outbox: settings: %s", PQerrorMessage(pg));
+        PQfinish(pg);
+        return -1;
+    }
+    r = PQexecParams(pg,
+                     "INSERT INTO outboxd.settings AS s (partitions, max_event_bytes) VALUES ($1::int, $2::int)"
+                     " ON CONFLICT (singleton) DO UPDATE SET max_event_bytes = EXCLUDED.max_event_bytes,"
+                     " updated_at = now() WHERE s.partitions = EXCLUDED.partitions"
+                     " RETURNING partitions, (SELECT partitions FROM outboxd.settings)",
+                     2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        snprintf(err, errlen, "outbox: settings: %s", PQresultErrorMessage(r));
+    else if (PQntuples(r) == 0)
+        snprintf(err, errlen,
+                 "outbox: outboxd.settings holds another partition count than [kafka] partitions = %d; the count"
+                 " cannot change under existing events (set [kafka] partitions back to the topic's count)",
+                 cfg->kafka.partitions);
+    else
+        rc = 0;
+    PQclear(r);
+    PQfinish(pg);
+    return rc;
+}
+
 int
 ob_cmd_migrate(const ob_cfg_t *cfg, const char *orders_owner, const char *ledger_owner)
 {
-    char err[1024];
-    int  missing;
+    const char *orders_dsn = orders_owner ? orders_owner : cfg->orders.dsn;
+    char        err[1024];
+    int         missing;
 
-    if (ob_migrate_db("orderdb", orders_owner ? orders_owner : cfg->orders.dsn, err, sizeof(err)) != 0 ||
-        ob_migrate_db("ledgerdb", ledger_owner ? ledger_owner : cfg->ledger.dsn, err, sizeof(err)) != 0) {
+    if (ob_migrate_db("outbox", orders_dsn, err, sizeof(err)) != 0 ||
+        migrate_settings(orders_dsn, cfg, err, sizeof(err)) != 0 ||
+        (ob_cfg_orders_api(cfg) && ob_migrate_db("orderdb", orders_dsn, err, sizeof(err)) != 0) ||
+        (ob_cfg_ledger_used(cfg) &&
+         ob_migrate_db("ledgerdb", ledger_owner ? ledger_owner : cfg->ledger.dsn, err, sizeof(err)) != 0)) {
         fprintf(stderr, "outboxd: %s\n", err);
         return 1;
     }

@@ -159,8 +159,10 @@ recon_column(PGresult *r, int col)
 
 /* Shared by the orders page and the order totals: when each event was written. */
 #define RECON_ORDERS_FROM                                                                                          \
-    " FROM orders o LEFT JOIN outbox c ON c.aggregate_id = o.id AND c.seq = 1"                                      \
-    " LEFT JOIN outbox x ON x.aggregate_id = o.id AND x.seq = o.version AND o.version > 1"
+    " FROM orders o LEFT JOIN outboxd.outbox c"                                                                  \
+    "   ON c.aggregate_type = 'order' AND c.aggregate_id = o.id::text AND c.seq = 1"                              \
+    " LEFT JOIN outboxd.outbox x"                                                                                 \
+    "   ON x.aggregate_type = 'order' AND x.aggregate_id = o.id::text AND x.seq = o.version AND o.version > 1"
 #define RECON_CREATE_DUE "coalesce(c.created_at, o.created_at) < $1::timestamptz"
 #define RECON_CANCEL_DUE "(o.status = 'cancelled' AND coalesce(x.created_at, o.updated_at) < $1::timestamptz)"
 

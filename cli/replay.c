@@ -19,16 +19,17 @@
 #include <string.h>
 
 static const char *unquarantine_sql =
-    "WITH moved AS (DELETE FROM outbox_quarantine WHERE %s RETURNING *)"
-    " INSERT INTO outbox (id, event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload,"
-    "   created_at) OVERRIDING SYSTEM VALUE"
-    " SELECT id, event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload, created_at"
+    "WITH moved AS (DELETE FROM outboxd.outbox_quarantine WHERE %s RETURNING *)"
+    " INSERT INTO outboxd.outbox (id, event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload,"
+    "   content_type, headers, created_at) OVERRIDING SYSTEM VALUE"
+    " SELECT id, event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload, content_type, headers,"
+    "   created_at"
     " FROM moved";
 
-static const char *catchup_sql = "UPDATE relay_slots SET catchup_needed = true, updated_at = now() WHERE %s";
+static const char *catchup_sql = "UPDATE outboxd.relay_slots SET catchup_needed = true, updated_at = now() WHERE %s";
 
 static const char *repend_sql =
-    "UPDATE outbox SET published = false, published_at = NULL, kafka_offset = NULL WHERE published AND %s";
+    "UPDATE outboxd.outbox SET published = false, published_at = NULL, kafka_offset = NULL WHERE published AND %s";
 
 /* Runs one replay statement with an optional parameter; returns rows touched or -1. */
 static long
@@ -56,7 +57,7 @@ ob_cmd_replay(const ob_cfg_t *cfg, const char *what, const char *value, int dry_
     if (strcmp(what, "quarantined") == 0) {
         where_q = "true";
     } else if (strcmp(what, "order") == 0) {
-        where_q = where_o = "aggregate_id = $1::uuid";
+        where_q = where_o = "aggregate_type = 'order' AND aggregate_id = $1::uuid::text";
     } else if (strcmp(what, "event") == 0) {
         where_q = where_o = "event_id = $1::uuid";
     } else {

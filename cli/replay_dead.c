@@ -140,6 +140,8 @@ dead_say(const char *id, const dead_t *d, const ob_cons_outcome_t *o, int dry_ru
         printf("%s behind its missing predecessor\n", dry_run ? "would be parked" : "parked");
     else if (o->code == -1)
         printf("already booked, %s\n", dry_run ? "would be removed" : "removed");
+    else if (o->code == -3)
+        printf("an event of another aggregate type, not the ledger's, %s\n", dry_run ? "would be removed" : "removed");
     else
         printf("still fails%s%s: %s\n", o->state[0] ? " SQLSTATE " : "", o->state, o->why);
 }

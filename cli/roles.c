@@ -25,15 +25,19 @@ typedef struct {
     const char *privileges;     /* comma-separated, as GRANT takes them */
 } roles_need_t;
 
+/* A table "outboxd" stands for the schema itself: USAGE, without which its tables cannot be named. */
 static const roles_need_t http_needs[] = {
+    { "outboxd", "USAGE" },
     { "orders", "SELECT, INSERT, UPDATE" },
-    { "outbox", "SELECT, INSERT" },
+    { "outboxd.outbox", "SELECT, INSERT" },
     { NULL, NULL },
 };
 static const roles_need_t relay_needs[] = {
-    { "outbox", "SELECT, UPDATE, DELETE" },
-    { "outbox_quarantine", "SELECT, INSERT" },
-    { "relay_slots", "SELECT, INSERT, UPDATE, DELETE" },
+    { "outboxd", "USAGE" },
+    { "outboxd.outbox", "SELECT, UPDATE, DELETE" },
+    { "outboxd.outbox_quarantine", "SELECT, INSERT" },
+    { "outboxd.relay_slots", "SELECT, INSERT, UPDATE, DELETE" },
+    { "outboxd.settings", "SELECT" },
     { NULL, NULL },
 };
 static const roles_need_t ledger_needs[] = {
@@ -58,13 +62,15 @@ roles_next_privilege(const char **p, char *out, size_t outlen)
     return n > 0;
 }
 
-/* 1 when the connected role holds priv on table; -1 when the server could not say. */
+/* 1 when the connected role holds priv on table (or the schema outboxd); -1 when the server could not say. */
 static int
 roles_has(PGconn *pg, const char *table, const char *priv)
 {
     const char *params[2] = { table, priv };
-    PGresult   *r = PQexecParams(pg, "SELECT has_table_privilege(current_user, $1, $2)", 2, NULL, params, NULL, NULL,
-                                 0);
+    PGresult   *r = PQexecParams(pg,
+                                 strcmp(table, "outboxd") == 0 ? "SELECT has_schema_privilege(current_user, $1, $2)"
+                                                               : "SELECT has_table_privilege(current_user, $1, $2)",
+                                 2, NULL, params, NULL, NULL, 0);
     int         rc = PQresultStatus(r) == PGRES_TUPLES_OK ? strcmp(PQgetvalue(r, 0, 0), "t") == 0 : -1;
 
     PQclear(r);
@@ -88,20 +94,20 @@ roles_check_tables(PGconn *pg, const char *who, const char *role, const roles_ne
         }
         if (lacks[0] == '\0')
             continue;
-        printf("roles: %s: role %s lacks %s on %s; as the table's owner: GRANT %s ON %s TO %s;\n", who, role, lacks,
-               n->table, lacks, n->table, role);
+        printf("roles: %s: role %s lacks %s on %s; as its owner: GRANT %s ON %s%s TO %s;\n", who, role, lacks,
+               n->table, lacks, strcmp(n->table, "outboxd") == 0 ? "SCHEMA " : "", n->table, role);
         missing++;
     }
     return missing;
 }
 
-/* Mode wal: REPLICATION, and ownership of outbox (ALTER PUBLICATION ... SET TABLE needs it on PostgreSQL 15). */
+/* Mode wal: REPLICATION, and ownership of outboxd.outbox (ALTER PUBLICATION ... SET TABLE needs it on PostgreSQL 15). */
 static int
 roles_check_wal(PGconn *pg, const char *role)
 {
     PGresult *r = PQexec(pg, "SELECT r.rolreplication, pg_get_userbyid(c.relowner) = current_user,"
                              " has_database_privilege(current_user, current_database(), 'CREATE')"
-                             " FROM pg_roles r, pg_class c WHERE r.rolname = current_user AND c.oid = 'outbox'::regclass");
+                             " FROM pg_roles r, pg_class c WHERE r.rolname = current_user AND c.oid = 'outboxd.outbox'::regclass");
     int       missing = 0;
 
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
@@ -113,7 +119,7 @@ roles_check_wal(PGconn *pg, const char *role)
         printf("roles: relay: mode wal needs REPLICATION; as a superuser: ALTER ROLE %s REPLICATION;\n", role);
     if (strcmp(PQgetvalue(r, 0, 1), "t") != 0 && ++missing)
         printf("roles: relay: mode wal re-filters its publications, which PostgreSQL 15 allows only the table's"
-               " owner; as the owner: ALTER TABLE outbox OWNER TO %s;\n", role);
+               " owner; as the owner: ALTER TABLE outboxd.outbox OWNER TO %s;\n", role);
     if (strcmp(PQgetvalue(r, 0, 2), "t") != 0 && ++missing)
         printf("roles: relay: mode wal creates publications; as the database's owner: GRANT CREATE ON DATABASE"
                " <orderdb> TO %s;\n", role);
@@ -164,11 +170,15 @@ roles_check(const char *who, const char *dsn, const roles_need_t *needs, int wal
 int
 ob_roles_check(const ob_cfg_t *cfg)
 {
-    int missing = roles_check("orders (HTTP workers, [orders] dsn)", cfg->orders.dsn, http_needs, 0);
+    /* relay-only: the HTTP workers serve at most the admin pages and need no table */
+    int missing = ob_cfg_orders_api(cfg) ? roles_check("orders (HTTP workers, [orders] dsn)", cfg->orders.dsn,
+                                                       http_needs, 0)
+                                         : 0;
 
     if (cfg->workers.relays > 0)
         missing += roles_check("relay ([relay] dsn)", ob_cfg_relay_dsn(cfg), relay_needs,
                                cfg->relay.mode == OB_RELAY_WAL);
-    missing += roles_check("ledger (consumers and ledger API, [ledger] dsn)", cfg->ledger.dsn, ledger_needs, 0);
+    if (ob_cfg_ledger_used(cfg))
+        missing += roles_check("ledger (consumers and ledger API, [ledger] dsn)", cfg->ledger.dsn, ledger_needs, 0);
     return missing;
 }

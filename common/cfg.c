@@ -97,6 +97,8 @@ static const key_def_t keys[] = {
      * lacks while the relays go fatal, and reverting strands those rows */
     I("kafka", "partitions", kafka.partitions, 1, 256, "12", RESTART,
       "the topic's partition count, which the hash of an order id picks from; must match the topic"),
+    I("kafka", "max_event_bytes", kafka.max_event_bytes, 1, 100000000, "1000000", 0,
+      "largest payload outboxd.emit accepts; outboxd migrate writes it to outboxd.settings"),
     E("kafka", "format", K_STR_ENUM, kafka.format, kafka_formats, "msgpack", KAFKA,
       "record encoding: msgpack is compact, json is readable by any tool"),
     E("kafka", "signing_key", K_SIGN_KEY, kafka.signing_key, NULL, NULL, KAFKA,
@@ -144,6 +146,18 @@ const char *
 ob_cfg_relay_dsn(const ob_cfg_t *cfg)
 {
     return cfg->relay.dsn[0] != '\0' ? cfg->relay.dsn : cfg->orders.dsn;
+}
+
+int
+ob_cfg_orders_api(const ob_cfg_t *cfg)
+{
+    return cfg->orders.listen[0] != '\0';
+}
+
+int
+ob_cfg_ledger_used(const ob_cfg_t *cfg)
+{
+    return cfg->workers.consumers > 0 || cfg->ledger.listen[0] != '\0';
 }
 
 static int cfg_set_value(ob_cfg_t *cfg, const key_def_t *k, const char *v, char *why, size_t whylen);

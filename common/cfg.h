@@ -72,6 +72,7 @@ typedef struct ob_cfg_s {
         char brokers[OB_CFG_STR];
         char topic[256];
         int  partitions;
+        int  max_event_bytes;    /* outboxd.emit's payload limit, kept in outboxd.settings by migrate */
         char format[16];         /* msgpack | json */
         int  nprops;
         ob_kprop_t props[OB_KPROP_MAX];
@@ -111,6 +112,10 @@ typedef struct ob_cfg_s {
 
 /* The DSN the relays use on orderdb: [relay] dsn, or [orders] dsn when that is empty. */
 const char *ob_cfg_relay_dsn(const ob_cfg_t *cfg);
+/* Whether the built-in orders API is on ([orders] listen set): its table is migrated and checked. */
+int ob_cfg_orders_api(const ob_cfg_t *cfg);
+/* Whether anything uses ledgerdb: consumers, or the ledger API ([ledger] listen set). */
+int ob_cfg_ledger_used(const ob_cfg_t *cfg);
 
 /* Fills every field with its documented default. */
 void ob_cfg_defaults(ob_cfg_t *cfg);

@@ -306,3 +306,9 @@ ob_event_decode(const void *buf, size_t len, int json, ob_event_t *ev, char *err
     memset(ev, 0, sizeof(*ev));
     return json ? event_decode_json(buf, len, ev, err, errlen) : event_decode_msgpack(buf, len, ev, err, errlen);
 }
+
+const char *
+ob_event_content_type(int json)
+{
+    return json ? "application/json" : "application/msgpack";
+}

@@ -14,6 +14,9 @@
 
 #define OB_EVENT_CREATED   "order.created"
 #define OB_EVENT_CANCELLED "order.cancelled"
+/* The aggregate type of the built-in orders API's events, and the header that names every event's. */
+#define OB_AGGREGATE_ORDER    "order"
+#define OB_HDR_AGGREGATE_TYPE "aggregate-type"
 
 typedef struct {
     char    id[37];              /* event id (UUIDv7) */
@@ -33,6 +36,9 @@ int ob_event_encode(const ob_event_t *ev, int json, char **out, size_t *outlen);
 
 /* Decodes a value (msgpack, or JSON when json != 0) into ev; -1 with err naming the problem. */
 int ob_event_decode(const void *buf, size_t len, int json, ob_event_t *ev, char *err, size_t errlen);
+
+/* The content type of an encoded event: application/json or application/msgpack. */
+const char *ob_event_content_type(int json);
 
 /* RFC 3339 UTC with milliseconds for a wall-clock ms timestamp. */
 void ob_event_timestamp(int64_t wall_ms, char out[32]);

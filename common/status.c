@@ -83,14 +83,15 @@ status_counters_json(const ob_shm_slot_t *s)
                          (json_int_t) ctr(s, OB_CTR_RELAY_SLOT_LAG_MS), "slot_invalidations",
                          (json_int_t) ctr(s, OB_CTR_RELAY_SLOT_INVALIDATIONS));
     default:
-        return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:I}", "applied",
+        return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:I, s:I}", "applied",
                          (json_int_t) ctr(s, OB_CTR_CONS_APPLIED), "duplicates",
                          (json_int_t) ctr(s, OB_CTR_CONS_DUPLICATES), "parked", (json_int_t) ctr(s, OB_CTR_CONS_PARKED),
                          "dead_letters", (json_int_t) ctr(s, OB_CTR_CONS_DEAD_LETTERS), "assigned_partitions",
                          (json_int_t) ctr(s, OB_CTR_CONS_ASSIGNED), "lag_messages",
                          (json_int_t) ctr(s, OB_CTR_CONS_LAG), "apply_lag_ms",
                          (json_int_t) ctr(s, OB_CTR_CONS_APPLY_LAG_MS), "stalled", ctr(s, OB_CTR_CONS_STALLED) != 0,
-                         "no_progress_ms", (json_int_t) ctr(s, OB_CTR_CONS_NO_PROGRESS_MS));
+                         "no_progress_ms", (json_int_t) ctr(s, OB_CTR_CONS_NO_PROGRESS_MS), "other_aggregates",
+                         (json_int_t) ctr(s, OB_CTR_CONS_OTHER_AGGREGATES));
     }
 }
 
@@ -248,6 +249,8 @@ static const slot_metric_t slot_metrics[] = {
     { "consumer_duplicates_total", "Events skipped as already applied.", OB_KIND_CONSUMER, OB_CTR_CONS_DUPLICATES,
       1 },
     { "consumer_parked_total", "Events parked waiting for a predecessor.", OB_KIND_CONSUMER, OB_CTR_CONS_PARKED, 1 },
+    { "consumer_other_aggregates_total", "Events of other aggregate types than order, passed over.",
+      OB_KIND_CONSUMER, OB_CTR_CONS_OTHER_AGGREGATES, 1 },
     { "consumer_dead_letters_total", "Events moved to the dead letter table.", OB_KIND_CONSUMER,
       OB_CTR_CONS_DEAD_LETTERS, 1 },
     { "consumer_assigned_partitions", "Kafka partitions assigned.", OB_KIND_CONSUMER, OB_CTR_CONS_ASSIGNED, 0 },

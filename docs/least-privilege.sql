@@ -10,18 +10,27 @@
 -- (tests/integration/test_roles.c runs this file, so it stays true.)
 
 -- @orderdb
+-- The outbox lives in the schema outboxd: both roles must be able to name it.
+GRANT USAGE ON SCHEMA outboxd TO :"http", :"relay";
 -- HTTP workers: write an order and its event, read orders and the backlog's age.
 GRANT SELECT, INSERT, UPDATE ON orders TO :"http";
-GRANT SELECT, INSERT ON outbox TO :"http";
--- Relays: claim and mark events, prune published ones, quarantine rejects.
-GRANT SELECT, UPDATE, DELETE ON outbox TO :"relay";
-GRANT SELECT, INSERT ON outbox_quarantine TO :"relay";
-GRANT SELECT, INSERT, UPDATE, DELETE ON relay_slots TO :"relay";
+GRANT SELECT, INSERT ON outboxd.outbox TO :"http";
+-- Relays: claim and mark events, prune published ones, quarantine rejects,
+-- and check the partition count outboxd.emit hashes with.
+GRANT SELECT, UPDATE, DELETE ON outboxd.outbox TO :"relay";
+GRANT SELECT, INSERT ON outboxd.outbox_quarantine TO :"relay";
+GRANT SELECT, INSERT, UPDATE, DELETE ON outboxd.relay_slots TO :"relay";
+GRANT SELECT ON outboxd.settings TO :"relay";
 -- Relay mode wal also needs, on PostgreSQL 15 (ALTER PUBLICATION ... SET
 -- TABLE is the table owner's), as a superuser and the owner:
 --   ALTER ROLE :"relay" REPLICATION;
---   ALTER TABLE outbox OWNER TO :"relay";
+--   ALTER TABLE outboxd.outbox OWNER TO :"relay";
 --   GRANT CREATE ON DATABASE orderdb TO :"relay";
+-- A service that emits its own events needs neither table, only the
+-- functions (they run as their owner, with a fixed search_path):
+--   GRANT USAGE ON SCHEMA outboxd TO app;
+--   GRANT EXECUTE ON FUNCTION outboxd.emit(text, text, text, jsonb, jsonb),
+--     outboxd.emit_bytes(text, text, text, bytea, text, jsonb) TO app;
 
 -- @ledgerdb
 -- Consumers book events; the ledger API reads them.

@@ -79,6 +79,7 @@ enum {
     OB_CTR_CONS_ASSIGNED, OB_CTR_CONS_LAG, OB_CTR_CONS_APPLY_LAG_MS,
     OB_CTR_CONS_STALLED,             /* 1: events wait and none was applied for [ledger] stall_after */
     OB_CTR_CONS_NO_PROGRESS_MS,      /* since the last applied batch, or since nothing waited */
+    OB_CTR_CONS_OTHER_AGGREGATES,    /* events of other aggregate types, passed over */
 };
 
 typedef struct {

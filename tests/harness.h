@@ -69,6 +69,10 @@ int obh_worker(obh_t *h, int kind, int index, ob_shm_slot_t *out);
 pid_t obh_wait_worker(obh_t *h, int kind, int index, pid_t not_pid, int timeout_ms);
 /* Number of slots of kind with pid > 0. */
 int obh_count(obh_t *h, int kind);
+/* Counter ctr of live relay index (0 when none runs). */
+uint64_t obh_relay_counter(obh_t *h, int index, int ctr);
+/* Asserts that relays 0..relays-1 stream (mode wal) within 30 s (scaled). */
+void obh_wait_streaming(obh_t *h, int relays);
 
 /* poll.c: time budgets, polling, predicates. */
 
@@ -113,7 +117,7 @@ int obh_http(int port, const char *method, const char *path, const char *extra_h
 typedef struct {
     int32_t partition;
     int64_t offset;
-    char    key[40];
+    char    key[256];
     char    event_id[40];
     int32_t seq;
     size_t  len;
@@ -125,6 +129,9 @@ typedef struct {
  * Returns a malloc'd array (caller frees) and its length in *n.
  */
 obh_msg_t *obh_kafka_read_all(obh_t *h, int want, int timeout_ms, int *n);
+/* The same reading of any topic (of `partitions`), handing each message to each(); returns how many. */
+int obh_kafka_each(obh_t *h, const char *topic, int partitions, int want, int timeout_ms,
+                   void (*each)(const rd_kafka_message_t *m, void *arg), void *arg);
 
 /* Creates h->topic with h->partitions partitions and optional max.message.bytes (0 = default). */
 void obh_kafka_create_topic(obh_t *h, int max_message_bytes);

@@ -96,7 +96,7 @@ fx_converged(fx_t *fx)
     const char *osql = "SELECT count(*) || ' ' || count(*) FILTER (WHERE status = 'cancelled') || ' ' || "
                        "coalesce((SELECT string_agg(currency || '=' || s, ',' ORDER BY currency) FROM "
                        "(SELECT currency, sum(amount) AS s FROM orders GROUP BY currency) t), '-') || ' ' || "
-                       "(SELECT count(*) FROM outbox WHERE NOT published) FROM orders";
+                       "(SELECT count(*) FROM outboxd.outbox WHERE NOT published) FROM orders";
     const char *lsql = "SELECT count(*) FILTER (WHERE kind = 'charge') || ' ' || "
                        "count(*) FILTER (WHERE kind = 'credit_note') || ' ' || "
                        "coalesce((SELECT string_agg(currency || '=' || s, ',' ORDER BY currency) FROM "
@@ -177,7 +177,8 @@ fx_gather_orders(fx_t *fx, obc_input_t *in)
     in->norders = (size_t) n;
     PQclear(r);
 
-    r = fx_rows(pg, "SELECT event_id, aggregate_id, seq, published, partition, coalesce(kafka_offset, -1) FROM outbox");
+    r = fx_rows(pg, "SELECT event_id, aggregate_id, seq, published, partition, coalesce(kafka_offset, -1)"
+                    " FROM outboxd.outbox");
     n = PQntuples(r);
     obc_outbox_t *ob = fx_alloc((size_t) n, sizeof(*ob));
     for (int i = 0; i < n; i++) {
@@ -192,7 +193,7 @@ fx_gather_orders(fx_t *fx, obc_input_t *in)
     in->noutbox = (size_t) n;
     PQclear(r);
 
-    r = fx_rows(pg, "SELECT DISTINCT aggregate_id FROM outbox_quarantine");
+    r = fx_rows(pg, "SELECT DISTINCT aggregate_id FROM outboxd.outbox_quarantine");
     n = PQntuples(r);
     char(*q)[40] = fx_alloc((size_t) n, sizeof(*q));
     for (int i = 0; i < n; i++)

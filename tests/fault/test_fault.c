@@ -103,7 +103,7 @@ static int
 outbox_drained(obh_t *h, void *arg)
 {
     (void) arg;
-    return obh_scalar(h->orders_dsn, "SELECT count(*) FROM outbox WHERE NOT published") == 0;
+    return obh_scalar(h->orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE NOT published") == 0;
 }
 
 /* ---- short tier --------------------------------------------------------- */
@@ -301,7 +301,8 @@ assert_streamed(void)
               fx.scenario, fx.h.log);
     /* marks are asynchronous in mode wal, but every row must end marked */
     cr_assert(obh_poll(outbox_drained, &fx.h, NULL, obh_ms(30000)), "%s: %lld row(s) never marked published; log %s",
-              fx.scenario, obh_scalar(fx.h.orders_dsn, "SELECT count(*) FROM outbox WHERE NOT published"), fx.h.log);
+              fx.scenario, obh_scalar(fx.h.orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE NOT published"),
+              fx.h.log);
 }
 
 Test(fault, w04_wal_kafka_killed_and_restarted, .init = setup, .fini = teardown, .timeout = 600)
@@ -388,7 +389,8 @@ rolled_finish(int wal)
         cr_assert_gt(obh_log_count(&rolled, "wal: streaming from slot"), 0);
     }
     cr_assert(obh_poll(outbox_drained, &rolled, NULL, obh_ms(30000)), "%s: %lld row(s) left pending; log %s",
-              fx.scenario, obh_scalar(fx.h.orders_dsn, "SELECT count(*) FROM outbox WHERE NOT published"), rolled.log);
+              fx.scenario, obh_scalar(fx.h.orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE NOT published"),
+              rolled.log);
     obh_stop(&rolled, obh_ms(20000));
     if (rolled.shm != NULL)
         ob_shm_close(rolled.shm, 0);
@@ -502,7 +504,7 @@ static int
 quarantined(obh_t *h, void *arg)
 {
     (void) arg;
-    return obh_scalar(h->orders_dsn, "SELECT count(*) FROM outbox_quarantine") == 1;
+    return obh_scalar(h->orders_dsn, "SELECT count(*) FROM outboxd.outbox_quarantine") == 1;
 }
 
 Test(fault_long, s13_poison_event, .init = setup, .fini = teardown, .timeout = 600)
@@ -515,8 +517,8 @@ Test(fault_long, s13_poison_event, .init = setup, .fini = teardown, .timeout = 6
     wait_acked(50);
     /* an event too large for the topic, for an order of its own */
     obh_sql(fx.h.orders_dsn,
-            "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload) "
-            "VALUES (gen_random_uuid(), 'order', gen_random_uuid(), 1, 'order.created', 5, "
+            "INSERT INTO outboxd.outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload) "
+            "VALUES (gen_random_uuid(), 'order', gen_random_uuid()::text, 1, 'order.created', 5, "
             "decode(repeat('ab', 8000), 'hex'))");
     cr_assert(obh_poll(quarantined, &fx.h, NULL, obh_ms(60000)), "poison event not quarantined; log %s", fx.h.log);
     wait_acked(100);    /* traffic in its partition and the others goes on */

@@ -131,54 +131,80 @@ obh_header(const rd_kafka_message_t *m, const char *name, char *out, size_t outl
     }
 }
 
-obh_msg_t *
-obh_kafka_read_all(obh_t *h, int want, int timeout_ms, int *n)
+int
+obh_kafka_each(obh_t *h, const char *topic, int partitions, int want, int timeout_ms,
+               void (*each)(const rd_kafka_message_t *m, void *arg), void *arg)
 {
-    char             err[256];
+    char             err[256], group[160];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    int              cap = want + 1024, got = 0;
-    obh_msg_t       *out = malloc((size_t) cap * sizeof(*out));
     int64_t          deadline = ob_now_ms() + timeout_ms;
+    int              got = 0, eof = 0;
 
+    snprintf(group, sizeof(group), "%s-%s", h->tag, topic);
     rd_kafka_conf_set(conf, "bootstrap.servers", STACK_KAFKA, err, sizeof(err));
-    rd_kafka_conf_set(conf, "group.id", h->tag, err, sizeof(err));
+    rd_kafka_conf_set(conf, "group.id", group, err, sizeof(err));
     rd_kafka_conf_set(conf, "enable.partition.eof", "true", err, sizeof(err));
     rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
     cr_assert_not_null(c, "%s", err);
-    rd_kafka_topic_partition_list_t *tp = rd_kafka_topic_partition_list_new(h->partitions);
-    for (int p = 0; p < h->partitions; p++)
-        rd_kafka_topic_partition_list_add(tp, h->topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_topic_partition_list_t *tp = rd_kafka_topic_partition_list_new(partitions);
+    for (int p = 0; p < partitions; p++)
+        rd_kafka_topic_partition_list_add(tp, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
     cr_assert_eq(rd_kafka_assign(c, tp), 0);
     rd_kafka_topic_partition_list_destroy(tp);
-    int eof = 0;
-    while (ob_now_ms() < deadline && !(got >= want && eof >= h->partitions)) {
+    while (ob_now_ms() < deadline && !(got >= want && eof >= partitions)) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 100);
         if (m == NULL)
             continue;
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             eof++;
         } else if (m->err == 0) {
-            if (got == cap) {
-                cap *= 2;
-                out = realloc(out, (size_t) cap * sizeof(*out));
-            }
-            obh_msg_t *o = &out[got++];
-            char       seq[16];
-            o->partition = m->partition;
-            o->offset = m->offset;
-            o->len = m->len;
-            snprintf(o->key, sizeof(o->key), "%.*s", (int) (m->key_len < 39 ? m->key_len : 39), (const char *) m->key);
-            obh_header(m, "event-id", o->event_id, sizeof(o->event_id));
-            obh_header(m, "aggregate-seq", seq, sizeof(seq));
-            o->seq = atoi(seq);
+            each(m, arg);
+            got++;
             eof = 0;      /* a new message: wait for every partition's EOF again */
         }
         rd_kafka_message_destroy(m);
     }
     rd_kafka_consumer_close(c);
     rd_kafka_destroy(c);
-    *n = got;
-    return out;
+    return got;
+}
+
+typedef struct {
+    obh_msg_t *out;
+    int        n, cap;
+} read_all_t;
+
+static void
+read_all_one(const rd_kafka_message_t *m, void *arg)
+{
+    read_all_t *a = arg;
+    char        seq[16];
+
+    if (a->n == a->cap) {
+        a->cap *= 2;
+        a->out = realloc(a->out, (size_t) a->cap * sizeof(*a->out));
+        cr_assert_not_null(a->out);
+    }
+    obh_msg_t *o = &a->out[a->n++];
+    o->partition = m->partition;
+    o->offset = m->offset;
+    o->len = m->len;
+    snprintf(o->key, sizeof(o->key), "%.*s", (int) (m->key_len < sizeof(o->key) ? m->key_len : sizeof(o->key) - 1),
+             (const char *) m->key);
+    obh_header(m, "event-id", o->event_id, sizeof(o->event_id));
+    obh_header(m, "aggregate-seq", seq, sizeof(seq));
+    o->seq = atoi(seq);
+}
+
+obh_msg_t *
+obh_kafka_read_all(obh_t *h, int want, int timeout_ms, int *n)
+{
+    read_all_t a = { malloc((size_t) (want + 1024) * sizeof(obh_msg_t)), 0, want + 1024 };
+
+    cr_assert_not_null(a.out);
+    obh_kafka_each(h, h->topic, h->partitions, want, timeout_ms, read_all_one, &a);
+    *n = a.n;
+    return a.out;
 }
 
 void

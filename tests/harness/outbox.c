@@ -44,8 +44,8 @@ obh_insert_events_ex(obh_t *h, int n, int per_order, char (*ids)[37], int one_tx
         snprintf(size, sizeof(size), "%d", i == 0 ? first_bytes : 0);
         const char *params[4] = { ids[i], part, per, size };
         PGresult   *r = PQexecParams(pg,
-                                     "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, seq, event_type,"
-                                     " partition, payload) SELECT gen_random_uuid(), 'order', $1::uuid, s,"
+                                     "INSERT INTO outboxd.outbox (event_id, aggregate_type, aggregate_id, seq,"
+                                     " event_type, partition, payload) SELECT gen_random_uuid(), 'order', $1::text, s,"
                                      " 'order.test', $2::int, convert_to(CASE WHEN s = 1 AND $4::int > 0"
                                      "   THEN repeat('x', $4::int) ELSE 'payload ' || s END, 'UTF8')"
                                      " FROM generate_series(1, $3::int) s",
@@ -109,8 +109,8 @@ obh_check_log(obh_t *h, const obh_msg_t *msgs, int n, int expect_events)
     PGconn *pg = obh_pg(h->orders_dsn);
     for (int i = 0; i < n; i++) {
         const char *params[1] = { m[i].event_id };
-        PGresult   *r = PQexecParams(pg, "SELECT kafka_offset, partition FROM outbox WHERE event_id = $1::uuid", 1, NULL,
-                                     params, NULL, NULL, 0);
+        PGresult   *r = PQexecParams(pg, "SELECT kafka_offset, partition FROM outboxd.outbox WHERE event_id = $1::uuid",
+                                     1, NULL, params, NULL, NULL, 0);
         cr_assert_eq(PQntuples(r), 1, "event %s from Kafka is not in the outbox", m[i].event_id);
         cr_assert_eq(atoi(PQgetvalue(r, 0, 1)), m[i].partition);
         if (dups == 0)

@@ -5,6 +5,8 @@
 #include "tests/harness.h"
 #include "common/util.h"
 
+#include <criterion/criterion.h>
+
 int
 obh_worker(obh_t *h, int kind, int index, ob_shm_slot_t *out)
 {
@@ -47,4 +49,30 @@ obh_wait_worker(obh_t *h, int kind, int index, pid_t not_pid, int timeout_ms)
         ob_sleep_ms(5);
     } while (ob_now_ms() < deadline);
     return 0;
+}
+
+uint64_t
+obh_relay_counter(obh_t *h, int index, int ctr)
+{
+    ob_shm_slot_t s;
+
+    return obh_worker(h, OB_KIND_RELAY, index, &s) < 0 ? 0 : atomic_load(&s.counters[ctr]);
+}
+
+static int
+slots_streaming(obh_t *h, void *arg)
+{
+    int want = *(int *) arg;
+
+    for (int i = 0; i < want; i++)
+        if (obh_relay_counter(h, i, OB_CTR_RELAY_STREAMING) != 1)
+            return 0;
+    return 1;
+}
+
+void
+obh_wait_streaming(obh_t *h, int relays)
+{
+    cr_assert(obh_poll(slots_streaming, h, &relays, obh_ms(30000)), "%d relay(s) not streaming; log %s", relays,
+              h->log);
 }

@@ -257,8 +257,8 @@ Test(operator, reconcile_reports_exactly_the_injected_faults, .init = setup, .fi
     post_orders(6, ids);
     cr_assert(obh_poll(ledger_count_is, &h, &charges, obh_ms(30000)), "orders never reached the ledger");
     /* the relay marks after Kafka's ack, which can be after the consumer booked it */
-    for (int64_t t0 = ob_now_ms(); obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox WHERE NOT published") > 0;
-         ob_sleep_ms(20))
+    for (int64_t t0 = ob_now_ms();
+         obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE NOT published") > 0; ob_sleep_ms(20))
         cr_assert_lt(ob_now_ms() - t0, obh_ms(20000), "events never marked published");
     cr_assert_eq(reconcile(out, sizeof(out)), 0, "%s", out);
     cr_assert(strstr(out, "CONSISTENT: 6 orders checked") != NULL, "%s", out);
@@ -269,7 +269,7 @@ Test(operator, reconcile_reports_exactly_the_injected_faults, .init = setup, .fi
         cr_assert_eq(obh_run(replay, out, sizeof(out)), 0, "%s", out);
         cr_assert(strstr(out, "1 published event(s) marked pending again") != NULL, "%s", out);
         for (int64_t t0 = ob_now_ms();
-             obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox WHERE NOT published") > 0; ob_sleep_ms(20))
+             obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE NOT published") > 0; ob_sleep_ms(20))
             cr_assert_lt(ob_now_ms() - t0, obh_ms(20000), "replayed event not republished");
     }
     /* the phantom: a ledger entry for an order that never existed */
@@ -281,14 +281,14 @@ Test(operator, reconcile_reports_exactly_the_injected_faults, .init = setup, .fi
     start_http("[workers]\nhttp = 1\nrelays = 0\nconsumers = 1\n");
     char lost[1][37];
     post_orders(1, lost);
-    snprintf(sql, sizeof(sql), "DELETE FROM outbox WHERE aggregate_id = '%s'", lost[0]);
+    snprintf(sql, sizeof(sql), "DELETE FROM outboxd.outbox WHERE aggregate_id = '%s'", lost[0]);
     obh_sql(h.orders_dsn, sql);
     obh_stop(&h, obh_ms(10000));
     start_http(pipeline);
     /* let the replayed event flow through (a duplicate the ledger must skip) */
     cr_assert(obh_poll(ledger_count_is, &h, &(long long) { 7 }, obh_ms(20000)));
-    for (int64_t t0 = ob_now_ms(); obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox WHERE NOT published") > 0;
-         ob_sleep_ms(20))
+    for (int64_t t0 = ob_now_ms();
+         obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE NOT published") > 0; ob_sleep_ms(20))
         cr_assert_lt(ob_now_ms() - t0, obh_ms(20000), "replayed event not republished");
     int rc = reconcile(out, sizeof(out));
     cr_assert_eq(rc, 1, "%s", out);
@@ -317,15 +317,15 @@ Test(operator, replay_of_quarantined_events_turns_reconcile_green, .init = setup
     obh_kafka_create_topic(&h, 100);    /* every event is larger than this */
     start_http(pipeline);
     post_orders(3, NULL);
-    for (int64_t t0 = ob_now_ms(); obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox_quarantine") < 1;
+    for (int64_t t0 = ob_now_ms(); obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox_quarantine") < 1;
          ob_sleep_ms(20))
         cr_assert_lt(ob_now_ms() - t0, obh_ms(20000), "nothing quarantined");
     cr_assert_eq(reconcile(out, sizeof(out)), 1, "%s", out);
     obh_kafka_set_max_message_bytes(&h, 1000000);
-    for (int64_t t0 = ob_now_ms(); obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox_quarantine") < 3;
+    for (int64_t t0 = ob_now_ms(); obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox_quarantine") < 3;
          ob_sleep_ms(20)) {
         /* rows one at a time while the culprit is isolated; some may pass once the limit is raised */
-        if (obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox WHERE NOT published") == 0)
+        if (obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE NOT published") == 0)
             break;
         cr_assert_lt(ob_now_ms() - t0, obh_ms(30000), "quarantine never settled");
     }

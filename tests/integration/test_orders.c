@@ -50,10 +50,12 @@ get_json(const char *path, int want)
 static void
 assert_outbox_consistent(void)
 {
-    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders o WHERE (SELECT count(*) FROM outbox e "
-                                          "WHERE e.aggregate_id = o.id) <> o.version"),
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders o WHERE (SELECT count(*) FROM outboxd.outbox e "
+                                          "WHERE e.aggregate_type = 'order' AND e.aggregate_id = o.id::text)"
+                                          " <> o.version"),
                  0, "an order whose event count differs from its version");
-    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox e LEFT JOIN orders o ON o.id = e.aggregate_id "
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox e LEFT JOIN orders o "
+                                          "ON e.aggregate_type = 'order' AND o.id::text = e.aggregate_id "
                                           "WHERE o.id IS NULL"),
                  0, "an event without its order");
 }
@@ -103,7 +105,7 @@ Test(orders, create_get_cancel_total, .init = setup, .fini = teardown)
     char sql[512];
     snprintf(sql, sizeof(sql),
              "SELECT string_agg(event_type || ':' || seq || ':' || partition, ',' ORDER BY id) = "
-             "'order.created:1:%d,order.cancelled:2:%d' FROM outbox WHERE aggregate_id = '%s'",
+             "'order.created:1:%d,order.cancelled:2:%d' FROM outboxd.outbox WHERE aggregate_id = '%s'",
              ob_partition_for(id1, 36, h.partitions), ob_partition_for(id1, 36, h.partitions), id1);
     PGconn   *pg = obh_pg(h.orders_dsn);
     PGresult *r = PQexec(pg, sql);
@@ -125,7 +127,7 @@ Test(orders, idempotent_retry_returns_the_first_order, .init = setup, .fini = te
         cr_assert_str_eq(a, b);
     }
     cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders"), 1);
-    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox"), 1);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox"), 1);
     /* the same key with a different body is a client bug, not a replay */
     cr_assert_eq(obh_http(h.orders_port, "POST", "/orders", "Idempotency-Key: retry-1\r\n",
                           "{\"customerId\":\"c-9\",\"amount\":\"43.00\",\"currency\":\"EUR\"}", resp, sizeof(resp),
@@ -177,7 +179,7 @@ Test(orders, bad_requests_are_4xx_json_and_write_nothing, .init = setup, .fini =
     cr_assert_eq(obh_http(h.orders_port, "GET", "/nope", NULL, NULL, resp, sizeof(resp), NULL, 0), 404);
     cr_assert(strstr(resp, "\"error\"") != NULL, "%s", resp);
     cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders"), 0);
-    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox"), 0);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox"), 0);
 }
 
 
@@ -212,7 +214,7 @@ Test(orders, database_down_is_503_then_recovers_without_restart, .init = setup, 
     cr_assert_eq(w1.pid, w0.pid);
     cr_assert_eq(w1.restarts, 0);
     cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders"), created);
-    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox"), created);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox"), created);
     assert_outbox_consistent();
 }
 
@@ -321,7 +323,7 @@ Test(orders, commits_bump_partition_counters_and_wake_the_owner, .init = setup, 
     cr_assert_eq(committed, (uint64_t) n);
     cr_assert_eq(atomic_load(&h.shm->map->slots[slot].wake) - wake0, (uint32_t) n);
     char sql[256];
-    snprintf(sql, sizeof(sql), "SELECT partition FROM outbox WHERE aggregate_id = '%s'", id);
+    snprintf(sql, sizeof(sql), "SELECT partition FROM outboxd.outbox WHERE aggregate_id = '%s'", id);
     int p = (int) obh_scalar(h.orders_dsn, sql);
     cr_assert_eq(p, ob_partition_for(id, 36, h.partitions));
 }
@@ -426,7 +428,7 @@ static int
 none_pending(obh_t *hh, void *arg)
 {
     (void) arg;
-    return obh_scalar(hh->orders_dsn, "SELECT count(*) FROM outbox WHERE NOT published") == 0;
+    return obh_scalar(hh->orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE NOT published") == 0;
 }
 
 /* [orders] max_backlog_age: Kafka frozen, the backlog ages past the limit and
@@ -474,34 +476,35 @@ Test(orders, max_backlog_age_holds_with_every_relay_down, .init = setup, .fini =
     cr_assert(obh_poll(post_answers, &h, NULL, obh_ms(10000)), "orders accepted with nothing shipping the backlog");
     cr_assert(strstr(backlog_body, "max_backlog_age 1 s") != NULL, "%s", backlog_body);
     /* shipped by someone (here: marked by hand), the backlog is gone and orders are taken again */
-    obh_sql(h.orders_dsn, "UPDATE outbox SET published = true, published_at = now()");
+    obh_sql(h.orders_dsn, "UPDATE outboxd.outbox SET published = true, published_at = now()");
     backlog_status = 201;
     cr_assert(obh_poll(post_answers, &h, NULL, obh_ms(10000)), "still refused with nothing pending: %s", backlog_body);
     /* an order parked behind a quarantined event is nobody's backlog (found in review: it stopped intake for good) */
     char id[37], path[128], resp[1024];
     for (int64_t t0 = ob_now_ms(); post_order("{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}", NULL, id) != 201;
          ob_sleep_ms(50)) {
-        obh_sql(h.orders_dsn, "UPDATE outbox SET published = true, published_at = now()");
+        obh_sql(h.orders_dsn, "UPDATE outboxd.outbox SET published = true, published_at = now()");
         cr_assert_lt(ob_now_ms() - t0, obh_ms(5000), "not accepted with nothing pending");
     }
     char sql[512];
     snprintf(sql, sizeof(sql),
-             "WITH q AS (DELETE FROM outbox WHERE aggregate_id = '%s' RETURNING *) INSERT INTO outbox_quarantine"
-             " (id, event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload, created_at, error)"
-             " SELECT id, event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload, created_at,"
-             " 'test: rejected by Kafka' FROM q", id);
+             "WITH q AS (DELETE FROM outboxd.outbox WHERE aggregate_id = '%s' RETURNING *)"
+             " INSERT INTO outboxd.outbox_quarantine (id, event_id, aggregate_type, aggregate_id, seq, event_type,"
+             " partition, payload, content_type, headers, created_at, error)"
+             " SELECT id, event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload, content_type,"
+             " headers, created_at, 'test: rejected by Kafka' FROM q", id);
     obh_sql(h.orders_dsn, sql);
     snprintf(path, sizeof(path), "/orders/%s/cancel", id);
     cr_assert_eq(obh_http(h.orders_port, "POST", path, NULL, NULL, resp, sizeof(resp), NULL, 0), 200, "%s", resp);
-    obh_sql(h.orders_dsn, "UPDATE outbox SET published = true, published_at = now(), created_at = now() - interval"
-                          " '1 hour' WHERE seq = 1");
-    obh_sql(h.orders_dsn, "UPDATE outbox SET created_at = now() - interval '1 hour' WHERE seq = 2");
+    obh_sql(h.orders_dsn, "UPDATE outboxd.outbox SET published = true, published_at = now(),"
+                          " created_at = now() - interval '1 hour' WHERE seq = 1");
+    obh_sql(h.orders_dsn, "UPDATE outboxd.outbox SET created_at = now() - interval '1 hour' WHERE seq = 2");
     /* the orders taken meanwhile are shipped at once (by hand: no relay), the parked event stays an hour old */
     for (int64_t t0 = ob_now_ms(); ob_now_ms() - t0 < 2500; ob_sleep_ms(100)) {
         int st = obh_http(h.orders_port, "POST", "/orders", NULL, "{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}",
                           resp, sizeof(resp), NULL, 0);
         cr_assert_eq(st, 201, "refused because of an event parked behind the quarantine: %d %s", st, resp);
-        obh_sql(h.orders_dsn, "UPDATE outbox SET published = true, published_at = now() WHERE seq = 1");
+        obh_sql(h.orders_dsn, "UPDATE outboxd.outbox SET published = true, published_at = now() WHERE seq = 1");
     }
 }
 
@@ -758,7 +761,7 @@ Test(orders, a_write_whose_reply_was_lost_is_retried_and_finds_its_own_effect, .
     cr_assert_eq(obh_http(h.orders_port, "POST", path, NULL, NULL, resp, sizeof(resp), NULL, 0), 409,
                  "a second cancel is still a conflict");
     cr_assert_geq(obh_log_count(&h, "retrying once"), 3, "the retries are logged");
-    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox"), 3);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox"), 3);
     assert_outbox_consistent();
 }
 

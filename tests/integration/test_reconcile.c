@@ -248,7 +248,7 @@ totals_agree(obh_t *hh, void *arg)
     json_t *o = get_totals(hh->orders_port, "/orders/total"), *l = get_totals(hh->ledger_port, "/ledger/total");
     int     ok = o && l && json_equal(json_object_get(o, "byCurrency"), json_object_get(l, "byCurrency")) &&
              json_equal(json_object_get(o, "count"), json_object_get(l, "count")) &&
-             obh_scalar(hh->orders_dsn, "SELECT count(*) FROM outbox WHERE NOT published") == 0;
+             obh_scalar(hh->orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE NOT published") == 0;
 
     (void) arg;
     json_decref(o);

@@ -19,7 +19,7 @@ static int
 all_published(obh_t *hh, void *arg)
 {
     (void) arg;
-    return obh_scalar(hh->orders_dsn, "SELECT count(*) FROM outbox WHERE NOT published") == 0;
+    return obh_scalar(hh->orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE NOT published") == 0;
 }
 
 Test(relay, ten_thousand_events_in_order_in_their_partitions, .init = setup, .fini = teardown)
@@ -74,7 +74,7 @@ Test(relay, partition_equals_the_java_compatible_partitioner, .init = setup, .fi
     rd_kafka_destroy(p);
     for (int i = 0; i < 50; i++) {
         char sql[160];
-        snprintf(sql, sizeof(sql), "SELECT partition FROM outbox WHERE aggregate_id = '%s'", ids[i]);
+        snprintf(sql, sizeof(sql), "SELECT partition FROM outboxd.outbox WHERE aggregate_id = '%s'", ids[i]);
         cr_assert_eq(obh_scalar(h.orders_dsn, sql), got[i], "order %s", ids[i]);
     }
 }
@@ -101,9 +101,9 @@ feeder(void *arg)
             snprintf(part, sizeof(part), "%d", ob_partition_for(f->ids[i], 36, h.partitions));
             snprintf(s, sizeof(s), "%d", seq);
             PGresult *r = PQexecParams(pg,
-                                       "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, seq, event_type,"
-                                       " partition, payload) VALUES (gen_random_uuid(), 'order', $1::uuid, $3::int,"
-                                       " 'order.test', $2::int, '\\x00')",
+                                       "INSERT INTO outboxd.outbox (event_id, aggregate_type, aggregate_id, seq,"
+                                       " event_type, partition, payload) VALUES (gen_random_uuid(), 'order', $1::text,"
+                                       " $3::int, 'order.test', $2::int, '\\x00')",
                                        3, NULL, params, NULL, NULL, 0);
             if (PQresultStatus(r) == PGRES_COMMAND_OK)
                 f->inserted++;
@@ -190,7 +190,7 @@ Test(relay, kafka_away_30s_opens_the_breaker_and_loses_nothing, .init = setup, .
     cr_log_info("delivered %lld ms after Kafka returned", (long long) (ob_now_ms() - back));
     cr_assert_lt(ob_now_ms() - back, obh_ms(20000));
     cr_assert(breaker_state(&h, &closed));
-    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox_quarantine"), 0);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox_quarantine"), 0);
     obh_msg_t *m = obh_kafka_read_all(&h, f.inserted, obh_ms(60000), &n);
     obh_check_log(&h, m, n, f.inserted);
     free(m);
@@ -205,20 +205,21 @@ Test(relay, oversized_event_is_quarantined_its_order_parked_and_replay_delivers,
     obh_kafka_create_topic(&h, 20000);
     obh_insert_events(&h, 20, 2, ids);
     /* make order 0's first event too large for the topic */
-    snprintf(sql, sizeof(sql), "UPDATE outbox SET payload = convert_to(repeat('x', 50000), 'UTF8') "
+    snprintf(sql, sizeof(sql), "UPDATE outboxd.outbox SET payload = convert_to(repeat('x', 50000), 'UTF8') "
                                "WHERE aggregate_id = '%s' AND seq = 1", ids[0]);
     obh_sql(h.orders_dsn, sql);
     start_with("[workers]\nhttp = 0\nrelays = 2\nconsumers = 0\n", NULL);
     for (int64_t t0 = ob_now_ms();
-         obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox WHERE published") < 38; ob_sleep_ms(20))
+         obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE published") < 38; ob_sleep_ms(20))
         cr_assert_lt(ob_now_ms() - t0, obh_ms(30000), "other orders did not flow");
-    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox_quarantine"), 1);
-    snprintf(sql, sizeof(sql), "SELECT count(*) FROM outbox_quarantine WHERE aggregate_id = '%s' AND seq = 1 "
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox_quarantine"), 1);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM outboxd.outbox_quarantine WHERE aggregate_id = '%s' AND seq = 1 "
                                "AND error LIKE '%%MSG_SIZE_TOO_LARGE%%'", ids[0]);
     cr_assert_eq(obh_scalar(h.orders_dsn, sql), 1);
     /* its seq 2 stays parked, a while later still */
     ob_sleep_ms(1000);
-    snprintf(sql, sizeof(sql), "SELECT count(*) FROM outbox WHERE aggregate_id = '%s' AND NOT published", ids[0]);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM outboxd.outbox WHERE aggregate_id = '%s' AND NOT published",
+             ids[0]);
     cr_assert_eq(obh_scalar(h.orders_dsn, sql), 1);
     /* the operator raises the limit and replays */
     obh_kafka_set_max_message_bytes(&h, 1000000);
@@ -286,8 +287,9 @@ Test(relay, janitor_deletes_published_rows_past_retention, .init = setup, .fini 
     start_with("[workers]\nhttp = 0\nrelays = 1\nconsumers = 0\n[relay]\nretention = 60s\n", NULL);
     cr_assert(obh_poll(all_published, &h, NULL, obh_ms(30000)));
     /* age half of them past retention; the janitor (every 10 s) removes exactly those */
-    obh_sql(h.orders_dsn, "UPDATE outbox SET published_at = now() - interval '2 minutes' WHERE seq <= 2");
-    for (int64_t t0 = ob_now_ms(); obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox") != 10; ob_sleep_ms(100))
+    obh_sql(h.orders_dsn, "UPDATE outboxd.outbox SET published_at = now() - interval '2 minutes' WHERE seq <= 2");
+    for (int64_t t0 = ob_now_ms(); obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox") != 10;
+         ob_sleep_ms(100))
         cr_assert_lt(ob_now_ms() - t0, obh_ms(25000), "janitor did not run");
-    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox WHERE seq = 3"), 10);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE seq = 3"), 10);
 }

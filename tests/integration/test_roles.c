@@ -138,11 +138,13 @@ Test(roles, least_privilege_roles_are_checked_by_migrate_and_run_the_pipeline, .
         cr_assert(strstr(out, want) != NULL, "%s\n%s", want, out);
     }
     /* one privilege less: named, with the statement that gives it back */
-    roles_sql(owner_orders, "REVOKE UPDATE ON outbox FROM \"%s\"", role[1]);
+    roles_sql(owner_orders, "REVOKE UPDATE ON outboxd.outbox FROM \"%s\"", role[1]);
     st = migrate(out, sizeof(out));
     cr_assert_eq(st, 1, "migrate with a privilege missing: %d\n%s", st, out);
     char want[256];
-    snprintf(want, sizeof(want), "lacks UPDATE on outbox; as the table's owner: GRANT UPDATE ON outbox TO %s;", role[1]);
+    snprintf(want, sizeof(want), "role %s lacks UPDATE on outboxd.outbox;", role[1]);
+    cr_assert(strstr(out, want) != NULL, "%s", out);
+    snprintf(want, sizeof(want), "GRANT UPDATE ON outboxd.outbox TO %s;", role[1]);
     cr_assert(strstr(out, want) != NULL, "%s", out);
     cr_assert(strstr(out, "1 thing(s) the roles above need are missing") != NULL, "%s", out);
     /* mode wal needs more of the relay's role, and says so */
@@ -150,11 +152,11 @@ Test(roles, least_privilege_roles_are_checked_by_migrate_and_run_the_pipeline, .
     migrate(out, sizeof(out));
     snprintf(want, sizeof(want), "ALTER ROLE %s REPLICATION;", role[1]);
     cr_assert(strstr(out, want) != NULL, "%s", out);
-    snprintf(want, sizeof(want), "ALTER TABLE outbox OWNER TO %s;", role[1]);
+    snprintf(want, sizeof(want), "ALTER TABLE outboxd.outbox OWNER TO %s;", role[1]);
     cr_assert(strstr(out, want) != NULL, "%s", out);
 
     /* with the documented grants back, the pipeline runs on the three roles */
-    roles_sql(owner_orders, "GRANT UPDATE ON outbox TO \"%s\"", role[1]);
+    roles_sql(owner_orders, "GRANT UPDATE ON outboxd.outbox TO \"%s\"", role[1]);
     write_role_conf("[workers]\nhttp = 1\nrelays = 1\nconsumers = 1\n");
     obh_start(&h, NULL);
     cr_assert_neq(obh_wait_worker(&h, OB_KIND_HTTP, 0, 0, obh_ms(10000)), 0, "log %s", h.log);
@@ -166,7 +168,7 @@ Test(roles, least_privilege_roles_are_checked_by_migrate_and_run_the_pipeline, .
     json_decref(j);
     cr_assert_eq(obh_http(h.orders_port, "POST", path, NULL, NULL, resp, sizeof(resp), NULL, 0), 200, "%s", resp);
     cr_assert(obh_poll(ledger_has, &h, &two, obh_ms(30000)), "charge and credit note not booked; log %s", h.log);
-    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox WHERE NOT published"), 0);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE NOT published"), 0);
     cr_assert_eq(obh_log_count(&h, "permission denied"), 0, "log %s", h.log);
     char sql[256];
     snprintf(sql, sizeof(sql), "SELECT count(DISTINCT usename) FROM pg_stat_activity WHERE datname = '%s' AND usename"

@@ -27,27 +27,31 @@ Test(stack, migrate_applies_once_then_is_a_no_op, .init = setup_plain, .fini = t
     char        out[4096];
 
     cr_assert_eq(obh_run(args, out, sizeof(out)), 0, "%s", out);
+    cr_assert(strstr(out, "outbox: applied 0001_tables") != NULL, "%s", out);
+    cr_assert(strstr(out, "outbox: applied 0002_emit") != NULL, "%s", out);
     cr_assert(strstr(out, "orderdb: applied 0001_init") != NULL, "%s", out);
-    cr_assert(strstr(out, "orderdb: applied 0002_relay_slots") != NULL, "%s", out);
     cr_assert(strstr(out, "ledgerdb: applied 0001_init") != NULL, "%s", out);
     cr_assert(strstr(out, "ledgerdb: applied 0002_apply") != NULL, "%s", out);
     cr_assert(strstr(out, "ledgerdb: applied 0003_poison") != NULL, "%s", out);
     cr_assert_eq(obh_run(args, out, sizeof(out)), 0, "%s", out);
-    cr_assert(strstr(out, "orderdb: up to date (version 2)") != NULL, "%s", out);
+    cr_assert(strstr(out, "outbox: up to date (version 2)") != NULL, "%s", out);
+    cr_assert(strstr(out, "orderdb: up to date (version 1)") != NULL, "%s", out);
     cr_assert(strstr(out, "ledgerdb: up to date (version 3)") != NULL, "%s", out);
-    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM schema_migrations"), 2);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.schema_migrations"), 2);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM public.schema_migrations"), 1);
     cr_assert_eq(obh_scalar(h.orders_dsn,
-                            "SELECT count(*) FROM information_schema.tables WHERE table_name IN "
-                            "('orders','outbox','outbox_quarantine')"),
-                 3);
+                            "SELECT count(*) FROM information_schema.tables WHERE (table_schema, table_name) IN "
+                            "(('public','orders'),('outboxd','outbox'),('outboxd','outbox_quarantine'),"
+                            "('outboxd','relay_slots'))"),
+                 4);
     cr_assert_eq(obh_scalar(h.ledger_dsn,
                             "SELECT count(*) FROM information_schema.tables WHERE table_name IN "
                             "('ledger_entries','ledger_orders','ledger_parked','ledger_dead_letter')"),
                  4);
     /* the relay's read path must be a partial index on pending rows */
     cr_assert_eq(obh_scalar(h.orders_dsn,
-                            "SELECT count(*) FROM pg_indexes WHERE indexname = 'outbox_pending' "
-                            "AND indexdef LIKE '%WHERE (NOT published)%'"),
+                            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'outboxd' "
+                            "AND indexname = 'outbox_pending' AND indexdef LIKE '%WHERE (NOT published)%'"),
                  1);
 }
 
@@ -63,8 +67,7 @@ Test(stack, migrate_reports_an_unreachable_database, .init = setup_plain, .fini 
     fclose(f);
     const char *args[] = { "migrate", "-c", path, NULL };
     cr_assert_eq(obh_run(args, out, sizeof(out)), 1, "%s", out);
-    cr_assert(strstr(out, "orderdb: cannot connect to postgresql://outboxd:***@127.0.0.1:1/nowhere") != NULL, "%s",
-              out);
+    cr_assert(strstr(out, ": cannot connect to postgresql://outboxd:***@127.0.0.1:1/nowhere") != NULL, "%s", out);
     cr_assert(strstr(out, "topsecret") == NULL, "password leaked: %s", out);
 }
 

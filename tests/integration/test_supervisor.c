@@ -372,7 +372,7 @@ partition_of(const char *id)
 {
     char sql[160];
 
-    snprintf(sql, sizeof(sql), "SELECT partition FROM outbox WHERE aggregate_id = '%s'", id);
+    snprintf(sql, sizeof(sql), "SELECT partition FROM outboxd.outbox WHERE aggregate_id = '%s'", id);
     return (int) obh_scalar(h.orders_dsn, sql);
 }
 

@@ -32,33 +32,7 @@ static int
 all_published(obh_t *hh, void *arg)
 {
     (void) arg;
-    return obh_scalar(hh->orders_dsn, "SELECT count(*) FROM outbox WHERE NOT published") == 0;
-}
-
-static uint64_t
-relay_counter(int index, int ctr)
-{
-    ob_shm_slot_t s;
-
-    return obh_worker(&h, OB_KIND_RELAY, index, &s) < 0 ? 0 : atomic_load(&s.counters[ctr]);
-}
-
-static int
-streaming(obh_t *hh, void *arg)
-{
-    int want = *(int *) arg;
-
-    (void) hh;
-    for (int i = 0; i < want; i++)
-        if (relay_counter(i, OB_CTR_RELAY_STREAMING) != 1)
-            return 0;
-    return 1;
-}
-
-static void
-wait_streaming(int relays)
-{
-    cr_assert(obh_poll(streaming, &h, &relays, obh_ms(30000)), "%d relay(s) not streaming; log %s", relays, h.log);
+    return obh_scalar(hh->orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE NOT published") == 0;
 }
 
 static void
@@ -93,14 +67,14 @@ Test(wal, streams_events_in_order_marks_them_and_confirms_the_slot, .init = setu
     PGconn     *pg;
 
     start(WAL "[workers]\nhttp = 0\nrelays = 2\nconsumers = 0\n");
-    wait_streaming(2);
+    obh_wait_streaming(&h, 2);
     obh_insert_events(&h, 200, 3, ids);
     cr_assert(obh_poll(all_published, &h, NULL, obh_ms(30000)), "events not all marked published; log %s", h.log);
     check_kafka(600);
     /* the stream carried them, not a polling pass */
-    cr_assert_geq(relay_counter(0, OB_CTR_RELAY_STREAMED) + relay_counter(1, OB_CTR_RELAY_STREAMED), 600);
-    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox WHERE kafka_offset IS NULL"), 0);
-    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM relay_slots WHERE NOT catchup_needed"), 2);
+    cr_assert_geq(obh_relay_counter(&h, 0, OB_CTR_RELAY_STREAMED) + obh_relay_counter(&h, 1, OB_CTR_RELAY_STREAMED), 600);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE kafka_offset IS NULL"), 0);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.relay_slots WHERE NOT catchup_needed"), 2);
     /* both slots confirm past the inserts once Kafka acknowledged them */
     pg = obh_pg(h.orders_dsn);
     r = PQexec(pg, "SELECT pg_current_wal_lsn()::text");
@@ -152,7 +126,7 @@ Test(wal, invalidated_slot_falls_back_to_polling_and_loses_nothing, .init = setu
     static char ids[100][37];
 
     start(WAL "[workers]\nhttp = 0\nrelays = 1\nconsumers = 0\n");
-    wait_streaming(1);
+    obh_wait_streaming(&h, 1);
     obh_insert_events(&h, 25, 2, ids);
     cr_assert(obh_poll(all_published, &h, NULL, obh_ms(30000)), "first events not published; log %s", h.log);
     /* relays off; events keep arriving; the slot falls too far behind */
@@ -164,9 +138,9 @@ Test(wal, invalidated_slot_falls_back_to_polling_and_loses_nothing, .init = setu
     cr_assert(obh_poll(all_published, &h, NULL, obh_ms(30000)), "pending events not sent; log %s", h.log);
     check_kafka(150);
     cr_assert_geq(obh_log_count(&h, "was invalidated"), 1, "no loud log line; log %s", h.log);
-    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT invalidations FROM relay_slots"), 1);
-    wait_streaming(1);
-    cr_assert_eq(relay_counter(0, OB_CTR_RELAY_SLOT_INVALIDATIONS), 1);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT invalidations FROM outboxd.relay_slots"), 1);
+    obh_wait_streaming(&h, 1);
+    cr_assert_eq(obh_relay_counter(&h, 0, OB_CTR_RELAY_SLOT_INVALIDATIONS), 1);
     cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM pg_replication_slots WHERE database ="
                                           " current_database() AND wal_status <> 'lost'"),
                  1, "the slot was not recreated");
@@ -184,21 +158,21 @@ Test(wal, streamed_oversized_event_is_quarantined_by_a_polling_pass_and_replay_d
 
     obh_kafka_create_topic(&h, 20000);
     start(WAL "[workers]\nhttp = 0\nrelays = 2\nconsumers = 0\n");
-    wait_streaming(2);
+    obh_wait_streaming(&h, 2);
     /* one transaction whose order 0 has a first event too large for the topic */
     obh_insert_events_ex(&h, 20, 2, ids, 1, 50000);
-    for (int64_t t0 = ob_now_ms(); obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox_quarantine") < 1;
+    for (int64_t t0 = ob_now_ms(); obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox_quarantine") < 1;
          ob_sleep_ms(50))
         cr_assert_lt(ob_now_ms() - t0, obh_ms(30000), "nothing quarantined; log %s", h.log);
-    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox_quarantine WHERE seq = 1"
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox_quarantine WHERE seq = 1"
                                           " AND error LIKE '%MSG_SIZE_TOO_LARGE%'"),
                  1);
-    for (int64_t t0 = ob_now_ms(); obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox WHERE published") < 38;
+    for (int64_t t0 = ob_now_ms(); obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE published") < 38;
          ob_sleep_ms(50))
         cr_assert_lt(ob_now_ms() - t0, obh_ms(30000), "other orders did not flow; log %s", h.log);
     /* its seq 2 stays parked while the stream runs again */
-    wait_streaming(2);
-    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outbox WHERE NOT published"), 1);
+    obh_wait_streaming(&h, 2);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE NOT published"), 1);
     obh_kafka_set_max_message_bytes(&h, 1000000);
     const char *args[] = { "replay", "-c", h.conf, "--quarantined", NULL };
     cr_assert_eq(obh_run(args, out, sizeof(out)), 0, "%s", out);
@@ -221,23 +195,69 @@ capture_write(const char *dir, int n, const char *buf, int len)
     fclose(f);
 }
 
-/* The rows as SQL sees them, one line each: id partition seq event_id aggregate_id event_type payload. */
+/* One row as the decoder test prints it: what SQL and the decoder must agree on. */
+#define ROW_FORMAT "%s %s %s %s %s %s %s %s %s %s\n"
+
 static void
 expected_rows(char *out, size_t outlen)
 {
     PGconn   *pg = obh_pg(h.orders_dsn);
-    PGresult *r = PQexec(pg, "SELECT id, partition, seq, event_id, aggregate_id, event_type,"
-                             " convert_from(payload, 'UTF8') FROM outbox ORDER BY id");
+    PGresult *r = PQexec(pg, "SELECT id, partition, seq, event_id, aggregate_type, aggregate_id, event_type,"
+                             " coalesce(content_type, '-'), coalesce(headers::text, '-'), encode(payload, 'hex')"
+                             " FROM outboxd.outbox ORDER BY id");
     size_t    used = 0;
 
     cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK);
     out[0] = '\0';
     for (int i = 0; i < PQntuples(r); i++)
-        used += (size_t) snprintf(out + used, outlen - used, "%s %s %s %s %s %s %s\n", PQgetvalue(r, i, 0),
-                                  PQgetvalue(r, i, 1), PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4),
-                                  PQgetvalue(r, i, 5), PQgetvalue(r, i, 6));
+        used += (size_t) snprintf(out + used, outlen - used, ROW_FORMAT, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+                                  PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4), PQgetvalue(r, i, 5),
+                                  PQgetvalue(r, i, 6), PQgetvalue(r, i, 7), PQgetvalue(r, i, 8), PQgetvalue(r, i, 9));
     PQclear(r);
     PQfinish(pg);
+}
+
+/* A span as text ("-" for NULL) and as hex, for ROW_FORMAT. */
+static const char *
+span_text(ob_pgo_span_t s, char *buf, size_t buflen)
+{
+    snprintf(buf, buflen, "%.*s", s.p ? (int) s.len : 1, s.p ? s.p : "-");
+    return buf;
+}
+
+static const char *
+span_hex(ob_pgo_span_t s, char *buf, size_t buflen)
+{
+    for (size_t i = 0; i < s.len && 2 * i + 2 < buflen; i++)
+        snprintf(buf + 2 * i, 3, "%02x", (unsigned char) s.p[i]);
+    buf[s.len ? 2 * s.len < buflen ? 2 * s.len : buflen - 1 : 0] = '\0';
+    return buf;
+}
+
+static void
+decoded_row(const ob_pgo_outbox_row_t *row, char *out, size_t outlen)
+{
+    char id[24], part[16], seq[16], t[5][320], hex[1024];
+
+    snprintf(id, sizeof(id), "%lld", (long long) row->id);
+    snprintf(part, sizeof(part), "%d", row->partition);
+    snprintf(seq, sizeof(seq), "%d", row->seq);
+    snprintf(out, outlen, ROW_FORMAT, id, part, seq, row->event_id,
+             span_text(row->aggregate_type, t[0], sizeof(t[0])), span_text(row->aggregate_id, t[1], sizeof(t[1])),
+             span_text(row->event_type, t[2], sizeof(t[2])), span_text(row->content_type, t[3], sizeof(t[3])),
+             span_text(row->headers, t[4], sizeof(t[4])), span_hex(row->payload, hex, sizeof(hex)));
+}
+
+/* Events of other aggregates, by outboxd.emit: text ids, a content type, headers, bytes that are no text. */
+static void
+emit_foreign_events(void)
+{
+    obh_sql(h.orders_dsn,
+            "BEGIN;"
+            " SELECT outboxd.emit('product', 'sku-42', 'product.repriced', '{\"price\": \"9.90\", \"id\": 42}',"
+            "   '{\"traceparent\": \"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\"}');"
+            " SELECT outboxd.emit_bytes('stock', 'sku-42', 'stock.changed', '\\x00ff10'::bytea, 'application/x-protobuf');"
+            " COMMIT");
 }
 
 Test(wal, decoder_reads_what_a_real_server_streams, .init = setup, .fini = wal_teardown)
@@ -250,10 +270,11 @@ Test(wal, decoder_reads_what_a_real_server_streams, .init = setup, .fini = wal_t
     ob_pgo_outbox_map_t map = { 0 };
 
     snprintf(slot, sizeof(slot), "ob_%s_capture", h.tag);
-    obh_sql(h.orders_dsn, "CREATE PUBLICATION capture FOR TABLE outbox WITH (publish = 'insert')");
+    obh_sql(h.orders_dsn, "CREATE PUBLICATION capture FOR TABLE outboxd.outbox WITH (publish = 'insert')");
     snprintf(cmd, sizeof(cmd), "SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", slot);
     obh_sql(h.orders_dsn, cmd);
     obh_insert_events(&h, 3, 2, ids);
+    emit_foreign_events();
     expected_rows(want, sizeof(want));
 
     PGconn *repl = ob_pg_connect_replication(h.orders_dsn, "outboxd test capture", err, sizeof(err));
@@ -264,7 +285,7 @@ Test(wal, decoder_reads_what_a_real_server_streams, .init = setup, .fini = wal_t
     PGresult *r = PQexec(repl, cmd);
     cr_assert_eq(PQresultStatus(r), PGRES_COPY_BOTH, "%s", PQresultErrorMessage(r));
     PQclear(r);
-    while (!(inserts == 6 && committed)) {
+    while (!(inserts == 8 && committed)) {
         char          *buf = NULL;
         int            len = PQgetCopyData(repl, &buf, 0);
         ob_pgo_frame_t f;
@@ -283,9 +304,8 @@ Test(wal, decoder_reads_what_a_real_server_streams, .init = setup, .fini = wal_t
             if (m.kind == OB_PGO_INSERT) {
                 ob_pgo_outbox_row_t row;
                 cr_assert_eq(ob_pgo_outbox_row(&m, &map, &row, err, sizeof(err)), 0, "%s", err);
-                used += (size_t) snprintf(got + used, sizeof(got) - used, "%lld %d %d %s %s %s %.*s\n",
-                                          (long long) row.id, row.partition, row.seq, row.event_id, row.aggregate_id,
-                                          row.event_type, (int) row.payload_len, row.payload);
+                decoded_row(&row, got + used, sizeof(got) - used);
+                used += strlen(got + used);
                 inserts++;
             }
         }

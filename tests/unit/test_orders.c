@@ -208,3 +208,29 @@ Test(order_req, good_bodies_normalise_the_amount)
         cr_expect_eq(req.minor, ok[i].minor, "case %zu", i);
     }
 }
+
+Test(order_req, traceparent_becomes_the_events_headers_or_a_400)
+{
+    static const char *bad[] = {
+        "",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",                  /* no flags */
+        "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",               /* upper case */
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01",               /* trace id all zero */
+        "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",               /* parent id all zero */
+        "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",               /* version ff */
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\"}",            /* would break out of JSON */
+        "00_0af7651916cd43dd8448eb211c80319c_b7ad6b7169203331_01",
+    };
+    char out[OB_TRACE_HEADERS_MAX], msg[256];
+
+    cr_assert_eq(ob_order_traceparent(NULL, out, msg, sizeof(msg)), 0);
+    cr_assert_str_eq(out, "", "no header, no headers");
+    cr_assert_eq(ob_order_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", out, msg,
+                                      sizeof(msg)), 0);
+    cr_assert_str_eq(out, "{\"traceparent\":\"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\"}");
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        msg[0] = '\0';
+        cr_expect_eq(ob_order_traceparent(bad[i], out, msg, sizeof(msg)), 400, "accepted \"%s\"", bad[i]);
+        cr_expect(strstr(msg, "traceparent") != NULL, "%s", msg);
+    }
+}

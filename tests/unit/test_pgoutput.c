@@ -1,9 +1,15 @@
 /*
  * tests/unit/test_pgoutput.c: the pgoutput decoder on frames a real
- * PostgreSQL 15 sent (tests/unit/fixtures/pgoutput, written by the
- * integration test wal/decoder_reads_what_a_real_server_streams with
- * OB_CAPTURE_FIXTURES set: a keepalive, then three transactions of two
- * outbox inserts each), and on what a server must never be trusted to send.
+ * PostgreSQL 15 sent, and on what a server must never be trusted to send.
+ *
+ * Two captures, each a keepalive and then transactions of outbox inserts:
+ * - fixtures/pgoutput-v2: outboxd.outbox, written by the integration test
+ *   wal/decoder_reads_what_a_real_server_streams with OB_CAPTURE_FIXTURES
+ *   set: three transactions of two order events, then one of two events
+ *   outboxd.emit wrote (text ids, a content type, headers, bytes);
+ * - fixtures/pgoutput: public.outbox as an outboxd before the schema
+ *   outboxd streamed it (aggregate_id uuid, no content type or headers):
+ *   WAL a slot may still hold when outboxd is upgraded under it.
  */
 #include "common/util.h"
 #include "workers/relay/pgoutput.h"
@@ -13,8 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FIXTURES "tests/unit/fixtures/pgoutput"
-#define NFRAMES  14
+#define FIXTURES    "tests/unit/fixtures/pgoutput-v2"
+#define LEGACY      "tests/unit/fixtures/pgoutput"
+#define NFRAMES     18
+#define LEGACY_NFRAMES 14
 
 typedef struct {
     char  *buf;
@@ -22,6 +30,7 @@ typedef struct {
 } blob_t;
 
 static blob_t frames[NFRAMES];
+static int    nframes;
 
 static blob_t
 load(const char *path)
@@ -41,20 +50,33 @@ load(const char *path)
 }
 
 static void
-setup(void)
+load_set(const char *dir, int n)
 {
     char path[256];
 
-    for (int i = 0; i < NFRAMES; i++) {
-        snprintf(path, sizeof(path), FIXTURES "/%02d.bin", i);
+    nframes = n;
+    for (int i = 0; i < n; i++) {
+        snprintf(path, sizeof(path), "%s/%02d.bin", dir, i);
         frames[i] = load(path);
     }
 }
 
 static void
+setup(void)
+{
+    load_set(FIXTURES, NFRAMES);
+}
+
+static void
+setup_legacy(void)
+{
+    load_set(LEGACY, LEGACY_NFRAMES);
+}
+
+static void
 teardown(void)
 {
-    for (int i = 0; i < NFRAMES; i++)
+    for (int i = 0; i < nframes; i++)
         free(frames[i].buf);
 }
 
@@ -69,9 +91,10 @@ decode(int i, ob_pgo_frame_t *f, ob_pgo_msg_t *m)
     cr_assert_eq(ob_pgo_decode(f->data, f->len, m, err, sizeof(err)), 0, "frame %d: %s", i, err);
 }
 
-Test(pgoutput, keepalive_then_three_transactions_in_order, .init = setup, .fini = teardown)
+/* The message tags of frames 1.. of the loaded capture. */
+static void
+transactions_in_order(const char *want)
 {
-    static const char want[] = "BRIICBIICBIIC";
     ob_pgo_frame_t    f;
     ob_pgo_msg_t      m;
     char              err[256];
@@ -80,7 +103,8 @@ Test(pgoutput, keepalive_then_three_transactions_in_order, .init = setup, .fini 
     cr_assert_eq(ob_pgo_frame(frames[0].buf, frames[0].len, &f, err, sizeof(err)), 0, "%s", err);
     cr_assert_eq(f.type, 'k');
     cr_assert_gt(f.wal_end, 0);
-    for (int i = 1; i < NFRAMES; i++) {
+    cr_assert_eq((size_t) nframes, strlen(want) + 1);
+    for (int i = 1; i < nframes; i++) {
         decode(i, &f, &m);
         cr_assert_eq(m.tag, want[i - 1], "frame %d is '%c', expected '%c'", i, m.tag, want[i - 1]);
         if (m.kind == OB_PGO_RELATION) {
@@ -99,9 +123,73 @@ Test(pgoutput, keepalive_then_three_transactions_in_order, .init = setup, .fini 
     }
 }
 
+Test(pgoutput, keepalive_then_four_transactions_in_order, .init = setup, .fini = teardown)
+{
+    transactions_in_order("BRIICBIICBIICBIIC");
+}
+
+Test(pgoutput, older_public_outbox_keepalive_then_three_transactions, .init = setup_legacy, .fini = teardown)
+{
+    transactions_in_order("BRIICBIICBIIC");
+}
+
+static void
+span_text(char *out, size_t outlen, ob_pgo_span_t s)
+{
+    snprintf(out, outlen, "%.*s", s.p ? (int) s.len : 1, s.p ? s.p : "-");
+}
+
+/* One decoded row as the integration test's SQL prints it (ROW_FORMAT of test_wal.c). */
+static size_t
+print_row(char *out, size_t outlen, const ob_pgo_outbox_row_t *row)
+{
+    char   t[5][320];
+    size_t n;
+
+    span_text(t[0], sizeof(t[0]), row->aggregate_type);
+    span_text(t[1], sizeof(t[1]), row->aggregate_id);
+    span_text(t[2], sizeof(t[2]), row->event_type);
+    span_text(t[3], sizeof(t[3]), row->content_type);
+    span_text(t[4], sizeof(t[4]), row->headers);
+    n = (size_t) snprintf(out, outlen, "%lld %d %d %s %s %s %s %s %s ", (long long) row->id, row->partition,
+                          row->seq, row->event_id, t[0], t[1], t[2], t[3], t[4]);
+    for (size_t i = 0; i < row->payload.len; i++)
+        n += (size_t) snprintf(out + n, outlen - n, "%02x", (unsigned char) row->payload.p[i]);
+    return n + (size_t) snprintf(out + n, outlen - n, "\n");
+}
+
 Test(pgoutput, inserts_decode_to_the_rows_sql_returned, .init = setup, .fini = teardown)
 {
     blob_t              expected = load(FIXTURES "/expected.txt");
+    ob_pgo_outbox_map_t map;
+    ob_pgo_frame_t      f;
+    ob_pgo_msg_t        m;
+    char                err[256], got[8192] = "";
+    size_t              used = 0;
+
+    decode(2, &f, &m);
+    cr_assert_eq(m.kind, OB_PGO_RELATION);
+    cr_assert_str_eq(m.rel.relname, "outbox");
+    cr_assert_str_eq(m.rel.nspname, "outboxd");
+    cr_assert(ob_pgo_is_outbox(&m.rel));
+    cr_assert_eq(ob_pgo_outbox_map(&m.rel, &map, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(map.aggregate_id_uuid, 0);
+    for (int i = 3; i < nframes; i++) {
+        ob_pgo_outbox_row_t row;
+        decode(i, &f, &m);
+        if (m.kind != OB_PGO_INSERT)
+            continue;
+        cr_assert_eq(ob_pgo_outbox_row(&m, &map, &row, err, sizeof(err)), 0, "frame %d: %s", i, err);
+        used += print_row(got + used, sizeof(got) - used, &row);
+    }
+    cr_assert_str_eq(got, expected.buf);
+    free(expected.buf);
+}
+
+/* The older shape's rows decode too, their uuid aggregate ids as text, without content type or headers. */
+Test(pgoutput, older_public_outbox_rows_decode, .init = setup_legacy, .fini = teardown)
+{
+    blob_t              expected = load(LEGACY "/expected.txt");
     ob_pgo_outbox_map_t map;
     ob_pgo_frame_t      f;
     ob_pgo_msg_t        m;
@@ -109,22 +197,37 @@ Test(pgoutput, inserts_decode_to_the_rows_sql_returned, .init = setup, .fini = t
     size_t              used = 0;
 
     decode(2, &f, &m);
-    cr_assert_eq(m.kind, OB_PGO_RELATION);
-    cr_assert_str_eq(m.rel.relname, "outbox");
     cr_assert_str_eq(m.rel.nspname, "public");
+    cr_assert(ob_pgo_is_outbox(&m.rel));
     cr_assert_eq(ob_pgo_outbox_map(&m.rel, &map, err, sizeof(err)), 0, "%s", err);
-    for (int i = 3; i < NFRAMES; i++) {
+    cr_assert_eq(map.aggregate_id_uuid, 1);
+    for (int i = 3; i < nframes; i++) {
         ob_pgo_outbox_row_t row;
         decode(i, &f, &m);
         if (m.kind != OB_PGO_INSERT)
             continue;
         cr_assert_eq(ob_pgo_outbox_row(&m, &map, &row, err, sizeof(err)), 0, "frame %d: %s", i, err);
-        used += (size_t) snprintf(got + used, sizeof(got) - used, "%lld %d %d %s %s %s %.*s\n", (long long) row.id,
-                                  row.partition, row.seq, row.event_id, row.aggregate_id, row.event_type,
-                                  (int) row.payload_len, row.payload);
+        cr_assert_null(row.content_type.p);
+        cr_assert_null(row.headers.p);
+        used += (size_t) snprintf(got + used, sizeof(got) - used, "%lld %d %d %s %.*s %.*s %.*s\n", (long long) row.id,
+                                  row.partition, row.seq, row.event_id, (int) row.aggregate_id.len, row.aggregate_id.p,
+                                  (int) row.event_type.len, row.event_type.p, (int) row.payload.len, row.payload.p);
     }
     cr_assert_str_eq(got, expected.buf);
     free(expected.buf);
+}
+
+Test(pgoutput, only_outboxd_or_the_older_public_outbox_is_the_outbox)
+{
+    ob_pgo_relation_t rel = { .relid = 1 };
+
+    strcpy(rel.relname, "outbox");
+    strcpy(rel.nspname, "billing");
+    cr_assert_not(ob_pgo_is_outbox(&rel), "a user's own billing.outbox is not ours");
+    strcpy(rel.nspname, "outboxd");
+    cr_assert(ob_pgo_is_outbox(&rel));
+    strcpy(rel.relname, "outbox_quarantine");
+    cr_assert_not(ob_pgo_is_outbox(&rel));
 }
 
 /* A copy of frame 2 (the Relation) with one byte sequence replaced. */
@@ -182,7 +285,7 @@ Test(pgoutput, every_truncation_is_an_error_never_a_read_past_the_end, .init = s
 {
     char err[256];
 
-    for (int i = 0; i < NFRAMES; i++) {
+    for (int i = 0; i < nframes; i++) {
         for (size_t len = 0; len < frames[i].len; len++) {
             char          *cut = malloc(len ? len : 1);
             ob_pgo_frame_t f;

@@ -441,6 +441,26 @@ cons_apply_batch(PGconn *pg, batch_t *b, const ob_cons_record_t *recs, int dead_
     return c;
 }
 
+/*
+ * An event of another aggregate type than orders (outboxd.emit's, on a
+ * topic it shares with them): its aggregate-type header, once, says so.
+ * Not the ledger's to book, nor a poison to dead-letter.
+ */
+static int
+cons_other_aggregate(const ob_cons_record_t *r)
+{
+    const ob_cons_header_t *h = NULL;
+
+    for (int i = 0; i < r->nheaders; i++)
+        if (strcmp(r->headers[i].name, OB_HDR_AGGREGATE_TYPE) == 0) {
+            if (h != NULL)
+                return 0;    /* twice: not ours to judge; decoding refuses it if it is no order */
+            h = &r->headers[i];
+        }
+    return h != NULL && h->value != NULL && !r->headers_dropped &&
+           !(h->value_len == strlen(OB_AGGREGATE_ORDER) && memcmp(h->value, OB_AGGREGATE_ORDER, h->value_len) == 0);
+}
+
 ob_cons_class_t
 ob_cons_apply(PGconn *pg, const ob_cons_trust_t *trust, const ob_cons_record_t *recs, int n, int dead_letter, ob_cons_outcome_t *out,
               char *state, char *err, size_t errlen)
@@ -458,7 +478,12 @@ ob_cons_apply(PGconn *pg, const ob_cons_trust_t *trust, const ob_cons_record_t *
         abort();
     for (int i = 0; i < n && c == OB_CONS_OK; i++) {
         memset(&out[i], 0, sizeof(out[i]));
-        if (ob_cons_verify(trust, &recs[i], out[i].why, sizeof(out[i].why)) == 0 &&
+        int trusted = ob_cons_verify(trust, &recs[i], out[i].why, sizeof(out[i].why)) == 0;
+        if (trusted && cons_other_aggregate(&recs[i])) {
+            out[i].code = -3;
+            continue;
+        }
+        if (trusted &&
             ob_cons_decode(&recs[i], &ev, out[i].why, sizeof(out[i].why)) == 0) {
             out[i].occurred_ms = cons_occurred_ms(ev.occurred_at);
             batch_add(&b, i, &ev, &recs[i]);

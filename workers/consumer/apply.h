@@ -20,7 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define OB_CONS_MAX_HEADERS 32
+/* ours (seven) and the up to 32 an event may carry (outboxd.emit), with room to spare */
+#define OB_CONS_MAX_HEADERS 48
 
 typedef enum {
     OB_CONS_OK = 0,
@@ -51,7 +52,8 @@ typedef struct {
 } ob_cons_record_t;
 
 typedef struct {
-    int     code;            /* > 0 booked (that many), 0 parked, -1 duplicate, -2 refused */
+    int     code;            /* > 0 booked (that many), 0 parked, -1 duplicate, -2 refused,
+                              * -3 another aggregate type's event, not the ledger's: passed over */
     int     late;            /* parked successors the ledger dead-lettered */
     char    state[6];        /* SQLSTATE of a refusal by the ledger; "" when refused in C */
     char    why[256];        /* why refused, printable ASCII */

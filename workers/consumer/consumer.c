@@ -353,6 +353,7 @@ cons_count(ob_cons_t *cs, int first, int n)
         int                      k = o->code > 0 ? OB_CTR_CONS_APPLIED
                                    : o->code == 0 ? OB_CTR_CONS_PARKED
                                    : o->code == -1 ? OB_CTR_CONS_DUPLICATES
+                                   : o->code == -3 ? OB_CTR_CONS_OTHER_AGGREGATES
                                                    : OB_CTR_CONS_DEAD_LETTERS;
         atomic_fetch_add(&cs->slot->counters[k], (uint64_t) (o->code > 0 ? o->code : 1));
         atomic_fetch_add(&cs->slot->counters[OB_CTR_CONS_DEAD_LETTERS], (uint64_t) o->late);

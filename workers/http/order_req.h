@@ -28,6 +28,16 @@ typedef struct {
  */
 int ob_order_req_parse(const char *body, size_t len, ob_order_req_t *req, char *msg, size_t msglen);
 
+/* Room for {"traceparent":"<55 characters>"}. */
+#define OB_TRACE_HEADERS_MAX 96
+
+/*
+ * A W3C traceparent request header (version-traceid-parentid-flags, lower
+ * case hex, ids not all zero, version not ff) as the event's headers object
+ * {"traceparent": "..."} in out; "" when hdr is NULL. 0, or 400 with msg.
+ */
+int ob_order_traceparent(const char *hdr, char out[OB_TRACE_HEADERS_MAX], char *msg, size_t msglen);
+
 /*
  * Finds the raw text of a top-level member's value in a JSON object that is
  * already known to be valid. jansson turns numbers into doubles; reading the

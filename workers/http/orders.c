@@ -62,19 +62,21 @@ const ob_http_stmt_t ob_orders_statements[] = {
       "  SELECT $1::uuid, $2, $3::numeric, $4, $5 FROM d WHERE d.ok"
       "  ON CONFLICT DO NOTHING RETURNING id"
       "), e AS ("
-      "  INSERT INTO outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload)"
-      "  SELECT $6::uuid, 'order', o.id, 1, 'order.created', $7::int, $8::bytea FROM o RETURNING 1"
+      "  INSERT INTO outboxd.outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload,"
+      "   content_type, headers)"
+      "  SELECT $6::uuid, 'order', o.id::text, 1, 'order.created', $7::int, $8::bytea, $10, $11::jsonb FROM o"
+      "  RETURNING 1"
       ") SELECT (SELECT count(*) FROM o), (SELECT count(*) FROM e), (SELECT ok FROM d)" },
     /* [orders] max_backlog_age: the oldest pending event's age in ms (NULL: none), from
      * the outbox itself (true with every relay down), one index probe per partition */
     { "backlog_age",
       "SELECT (EXTRACT(EPOCH FROM now() - min(x.created_at)) * 1000)::bigint"
-      " FROM generate_series(0, $1::int - 1) AS p(n), LATERAL (SELECT o.created_at FROM outbox o"
-      " WHERE NOT o.published AND o.partition = p.n AND NOT EXISTS (SELECT 1 FROM outbox_quarantine q"
-      "  WHERE q.aggregate_id = o.aggregate_id)"     /* parked behind a quarantined event: not shippable */
+      " FROM generate_series(0, $1::int - 1) AS p(n), LATERAL (SELECT o.created_at FROM outboxd.outbox o"
+      " WHERE NOT o.published AND o.partition = p.n AND NOT EXISTS (SELECT 1 FROM outboxd.outbox_quarantine q"
+      "  WHERE q.aggregate_type = o.aggregate_type AND q.aggregate_id = o.aggregate_id)"     /* parked behind a quarantined event: not shippable */
       " ORDER BY o.id LIMIT 1) AS x" },
     /* after an ambiguous write: did the lost attempt commit this event? */
-    { "event_exists", "SELECT count(*) FROM outbox WHERE event_id = $1::uuid" },
+    { "event_exists", "SELECT count(*) FROM outboxd.outbox WHERE event_id = $1::uuid" },
     { "get",
       "SELECT id, customer_id, amount::text, currency, status, version, created_at FROM orders WHERE id = $1::uuid" },
     { "get_by_key",
@@ -90,9 +92,10 @@ const ob_http_stmt_t ob_orders_statements[] = {
       "  updated_at = now() WHERE id = $1::uuid AND status = 'created' AND (SELECT ok FROM d)"
       "  RETURNING id, version"
       "), e AS ("
-      "  INSERT INTO outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload)"
-      "  SELECT $2::uuid, 'order', u.id, u.version, 'order.cancelled', $3::int, $4::bytea FROM u"
-      "  WHERE u.version = $5::int RETURNING 1"
+      "  INSERT INTO outboxd.outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload,"
+      "   content_type, headers)"
+      "  SELECT $2::uuid, 'order', u.id::text, u.version, 'order.cancelled', $3::int, $4::bytea, $7, $8::jsonb"
+      "  FROM u WHERE u.version = $5::int RETURNING 1"
       ") SELECT (SELECT count(*) FROM e), (SELECT ok FROM d)" },
     /* (currency, sum, count) rows, as ob_http_totals_json (reply.c) reads them */
     { "total",
@@ -303,6 +306,13 @@ orders_refuse_async(struct mg_connection *conn)
                                " to accept the risk");
 }
 
+/* The content type of the events this worker encodes, stored with each ([kafka] format may change later). */
+static const char *
+orders_content_type(const ob_http_t *hw)
+{
+    return ob_event_content_type(strcmp(hw->cfg->kafka.format, "json") == 0);
+}
+
 /* "t"/"f": the statements' $D parameter of DURABLE. */
 static const char *
 orders_allow_async(const ob_http_t *hw)
@@ -374,7 +384,7 @@ orders_create_write(ob_http_t *hw, struct mg_connection *conn, const char *const
     for (int attempt = 0;; attempt++) {
         if ((pg = ob_http_db(hw, OB_DB_ORDERS, err, sizeof(err))) == NULL)
             return orders_unavailable(conn, err);
-        r = PQexecPrepared(pg, "create", 9, params, lens, fmts, 0);
+        r = PQexecPrepared(pg, "create", 11, params, lens, fmts, 0);
         if (ob_http_db_lost(hw, pg, r, attempt)) {
             ob_log(OB_LOG_WARN, "orders: connection lost during create of %s; retrying once", order_id);
             PQclear(r);
@@ -400,7 +410,7 @@ static int
 orders_create(ob_http_t *hw, struct mg_connection *conn, const char *body, size_t len)
 {
     ob_order_req_t req;
-    char          *payload = NULL, msg[512], order_id[37], event_id[37], part[16];
+    char          *payload = NULL, msg[512], order_id[37], event_id[37], part[16], trace[OB_TRACE_HEADERS_MAX];
     size_t         plen;
     const char    *key = mg_get_header(conn, "Idempotency-Key");
     int            status, partition;
@@ -410,6 +420,8 @@ orders_create(ob_http_t *hw, struct mg_connection *conn, const char *body, size_
         return ob_http_error(conn, status, msg);
     if (key != NULL && orders_key_invalid(key))
         return ob_http_error(conn, 400, "Idempotency-Key: must be 1 to 255 bytes of printable ASCII (0x20-0x7E)");
+    if (ob_order_traceparent(mg_get_header(conn, "traceparent"), trace, msg, sizeof(msg)) != 0)
+        return ob_http_error(conn, 400, msg);
     if ((status = orders_backpressure(hw, conn)) != 0)
         return status;
     if (orders_new_id(order_id) != 0 || orders_new_id(event_id) != 0)
@@ -419,10 +431,10 @@ orders_create(ob_http_t *hw, struct mg_connection *conn, const char *body, size_
                      event_id, &payload, &plen) != 0)
         return ob_http_error(conn, 500, "could not encode the event");
     snprintf(part, sizeof(part), "%d", partition);
-    const char *params[9] = { order_id, req.customer_id, req.amount, req.cur->code, key, event_id, part, payload,
-                              orders_allow_async(hw) };
-    int         lens[9] = { 0, 0, 0, 0, 0, 0, 0, (int) plen, 0 };
-    int         fmts[9] = { 0, 0, 0, 0, 0, 0, 0, 1, 0 };
+    const char *params[11] = { order_id, req.customer_id, req.amount, req.cur->code, key, event_id, part, payload,
+                               orders_allow_async(hw), orders_content_type(hw), trace[0] ? trace : NULL };
+    int         lens[11] = { 0, 0, 0, 0, 0, 0, 0, (int) plen, 0, 0, 0 };
+    int         fmts[11] = { 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0 };
     status = orders_create_write(hw, conn, params, lens, fmts, order_id, key, &req);
     free(payload);
     if (status != 0)
@@ -536,7 +548,7 @@ orders_cancel_done(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, PGresu
  */
 static int
 orders_cancel_tx(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, const char *id, const char *event_id,
-                 int attempt)
+                 const char *trace, int attempt)
 {
     const char *params[1] = { id };
     char        part[16], seq[16], *payload = NULL;
@@ -564,10 +576,11 @@ orders_cancel_tx(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, const ch
     }
     snprintf(part, sizeof(part), "%d", partition);
     snprintf(seq, sizeof(seq), "%d", version);
-    const char *cparams[6] = { id, event_id, part, payload, seq, orders_allow_async(hw) };
-    int         lens[6] = { 0, 0, 0, (int) plen, 0, 0 };
-    int         fmts[6] = { 0, 0, 0, 1, 0, 0 };
-    r = PQexecPrepared(pg, "cancel", 6, cparams, lens, fmts, 0);
+    const char *cparams[8] = { id, event_id, part, payload, seq, orders_allow_async(hw), orders_content_type(hw),
+                               trace[0] ? trace : NULL };
+    int         lens[8] = { 0, 0, 0, (int) plen, 0, 0, 0, 0 };
+    int         fmts[8] = { 0, 0, 0, 1, 0, 0, 0, 0 };
+    r = PQexecPrepared(pg, "cancel", 8, cparams, lens, fmts, 0);
     free(payload);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         json_decref(order);
@@ -604,9 +617,11 @@ orders_cancel_tx(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, const ch
 static int
 orders_cancel(ob_http_t *hw, struct mg_connection *conn, const char *id)
 {
-    char event_id[37], err[512];
+    char event_id[37], err[512], trace[OB_TRACE_HEADERS_MAX];
     int  status = CANCEL_RETRY;
 
+    if (ob_order_traceparent(mg_get_header(conn, "traceparent"), trace, err, sizeof(err)) != 0)
+        return ob_http_error(conn, 400, err);
     if (orders_new_id(event_id) != 0)
         return ob_http_error(conn, 500, "no randomness for an event id");
     for (int attempt = 0; status == CANCEL_RETRY; attempt++) {
@@ -615,7 +630,7 @@ orders_cancel(ob_http_t *hw, struct mg_connection *conn, const char *id)
             return orders_unavailable(conn, err);
         if (attempt > 0)
             ob_log(OB_LOG_WARN, "orders: connection lost while cancelling %s; retrying once", id);
-        status = orders_cancel_tx(hw, conn, pg, id, event_id, attempt);
+        status = orders_cancel_tx(hw, conn, pg, id, event_id, trace, attempt);
     }
     return status;
 }

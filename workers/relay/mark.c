@@ -15,7 +15,7 @@
 /* published_at is when Kafka acknowledged, not when the mark ran: mode wal marks
  * in batches, and commit -> Kafka latency is read from this column. */
 static const char *mark_sql =
-    "UPDATE outbox SET published = true, kafka_offset = v.off,"
+    "UPDATE outboxd.outbox SET published = true, kafka_offset = v.off,"
     "   published_at = timestamptz 'epoch' + v.at * interval '1 millisecond'"
     " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(id, off, at) WHERE outbox.id = v.id"
     " RETURNING outbox.id";

@@ -17,6 +17,7 @@
 #define OID_INT4  23
 #define OID_TEXT  25
 #define OID_UUID  2950
+#define OID_JSONB 3802
 
 /* A bounds-checked reader over one message. */
 typedef struct {
@@ -203,31 +204,53 @@ ob_pgo_decode(const char *buf, size_t len, ob_pgo_msg_t *m, char *err, size_t er
 }
 
 int
+ob_pgo_is_outbox(const ob_pgo_relation_t *rel)
+{
+    return strcmp(rel->relname, "outbox") == 0 &&
+           (strcmp(rel->nspname, "outboxd") == 0 || strcmp(rel->nspname, "public") == 0);
+}
+
+int
 ob_pgo_outbox_map(const ob_pgo_relation_t *rel, ob_pgo_outbox_map_t *map, char *err, size_t errlen)
 {
     static const struct {
         const char *name;
         uint32_t    type;
+        int         optional;     /* absent from the older public.outbox */
     } want[OB_OBX_NCOLS] = {
-        [OB_OBX_ID] = { "id", OID_INT8 },           [OB_OBX_PARTITION] = { "partition", OID_INT4 },
-        [OB_OBX_SEQ] = { "seq", OID_INT4 },         [OB_OBX_EVENT_ID] = { "event_id", OID_UUID },
-        [OB_OBX_AGGREGATE_ID] = { "aggregate_id", OID_UUID },
-        [OB_OBX_EVENT_TYPE] = { "event_type", OID_TEXT }, [OB_OBX_PAYLOAD] = { "payload", OID_BYTEA },
+        [OB_OBX_ID] = { "id", OID_INT8, 0 },
+        [OB_OBX_PARTITION] = { "partition", OID_INT4, 0 },
+        [OB_OBX_SEQ] = { "seq", OID_INT4, 0 },
+        [OB_OBX_EVENT_ID] = { "event_id", OID_UUID, 0 },
+        [OB_OBX_AGGREGATE_TYPE] = { "aggregate_type", OID_TEXT, 0 },
+        [OB_OBX_AGGREGATE_ID] = { "aggregate_id", OID_TEXT, 0 },
+        [OB_OBX_EVENT_TYPE] = { "event_type", OID_TEXT, 0 },
+        [OB_OBX_PAYLOAD] = { "payload", OID_BYTEA, 0 },
+        [OB_OBX_CONTENT_TYPE] = { "content_type", OID_TEXT, 1 },
+        [OB_OBX_HEADERS] = { "headers", OID_JSONB, 1 },
     };
 
     map->relid = rel->relid;
+    map->aggregate_id_uuid = 0;
     for (int k = 0; k < OB_OBX_NCOLS; k++) {
         map->col[k] = -1;
         for (int i = 0; i < rel->ncols; i++)
             if (strcmp(rel->names[i], want[k].name) == 0)
                 map->col[k] = i;
+        if (map->col[k] < 0 && want[k].optional)
+            continue;
         if (map->col[k] < 0) {
             snprintf(err, errlen, "relation %s.%s has no column %s", rel->nspname, rel->relname, want[k].name);
             return -1;
         }
-        if (rel->types[map->col[k]] != want[k].type) {
+        uint32_t got = rel->types[map->col[k]];
+        if (k == OB_OBX_AGGREGATE_ID && got == OID_UUID) {
+            map->aggregate_id_uuid = 1;
+            continue;
+        }
+        if (got != want[k].type) {
             snprintf(err, errlen, "column %s.%s.%s has type oid %u, expected %u", rel->nspname, rel->relname,
-                     want[k].name, rel->types[map->col[k]], want[k].type);
+                     want[k].name, got, want[k].type);
             return -1;
         }
     }
@@ -249,42 +272,72 @@ uuid_text(const unsigned char *b, char out[37])
     out[o] = '\0';
 }
 
-/* The value of outbox column k, which must be binary and exactly want bytes (0 = any length). */
-static const ob_pgo_value_t *
-row_value(const ob_pgo_msg_t *ins, const ob_pgo_outbox_map_t *map, int k, uint32_t want)
+/*
+ * The value of outbox column k into *out: binary and exactly want bytes (0 =
+ * any length). A NULL is accepted only where nullable says so, and an
+ * optional column the relation lacks reads as NULL. 0, or -1.
+ */
+static int
+row_value(const ob_pgo_msg_t *ins, const ob_pgo_outbox_map_t *map, int k, uint32_t want, int nullable,
+          ob_pgo_span_t *out)
 {
     int c = map->col[k];
 
-    if (c < 0 || c >= ins->ncols || ins->values[c].kind != 'b' || (want && ins->values[c].len != want))
-        return NULL;
-    return &ins->values[c];
+    *out = (ob_pgo_span_t) { NULL, 0 };
+    if (c < 0)
+        return nullable ? 0 : -1;
+    if (c >= ins->ncols)
+        return -1;
+    if (ins->values[c].kind == 'n')
+        return nullable ? 0 : -1;
+    if (ins->values[c].kind != 'b' || (want && ins->values[c].len != want))
+        return -1;
+    *out = (ob_pgo_span_t) { ins->values[c].p, ins->values[c].len };
+    return 0;
+}
+
+/* jsonb's binary form is a version byte (1) and the JSON text. 0, or -1. */
+static int
+row_jsonb(ob_pgo_span_t *v)
+{
+    if (v->p == NULL)
+        return 0;
+    if (v->len < 1 || v->p[0] != 1)
+        return -1;
+    v->p++;
+    v->len--;
+    return 0;
 }
 
 int
 ob_pgo_outbox_row(const ob_pgo_msg_t *ins, const ob_pgo_outbox_map_t *map, ob_pgo_outbox_row_t *row,
                   char *err, size_t errlen)
 {
-    const ob_pgo_value_t *id = row_value(ins, map, OB_OBX_ID, 8), *part = row_value(ins, map, OB_OBX_PARTITION, 4),
-                         *seq = row_value(ins, map, OB_OBX_SEQ, 4), *eid = row_value(ins, map, OB_OBX_EVENT_ID, 16),
-                         *agg = row_value(ins, map, OB_OBX_AGGREGATE_ID, 16),
-                         *type = row_value(ins, map, OB_OBX_EVENT_TYPE, 0),
-                         *payload = row_value(ins, map, OB_OBX_PAYLOAD, 0);
+    ob_pgo_span_t id, part, seq, eid;
+    int           bad = ins->relid != map->relid;
 
-    if (ins->relid != map->relid || !id || !part || !seq || !eid || !agg || !type || !payload ||
-        type->len >= sizeof(row->event_type)) {
+    bad = bad || row_value(ins, map, OB_OBX_ID, 8, 0, &id) || row_value(ins, map, OB_OBX_PARTITION, 4, 0, &part) ||
+          row_value(ins, map, OB_OBX_SEQ, 4, 0, &seq) || row_value(ins, map, OB_OBX_EVENT_ID, 16, 0, &eid) ||
+          row_value(ins, map, OB_OBX_AGGREGATE_TYPE, 0, 0, &row->aggregate_type) ||
+          row_value(ins, map, OB_OBX_AGGREGATE_ID, map->aggregate_id_uuid ? 16 : 0, 0, &row->aggregate_id) ||
+          row_value(ins, map, OB_OBX_EVENT_TYPE, 0, 0, &row->event_type) ||
+          row_value(ins, map, OB_OBX_PAYLOAD, 0, 0, &row->payload) ||
+          row_value(ins, map, OB_OBX_CONTENT_TYPE, 0, 1, &row->content_type) ||
+          row_value(ins, map, OB_OBX_HEADERS, 0, 1, &row->headers) || row_jsonb(&row->headers);
+    if (bad) {
         snprintf(err, errlen, "outbox insert (relation %u, %d columns) lacks a binary value of the expected size",
                  ins->relid, ins->ncols);
         return -1;
     }
-    row->id = ob_be64(id->p);
-    row->partition = ob_be32(part->p);
-    row->seq = ob_be32(seq->p);
-    uuid_text((const unsigned char *) eid->p, row->event_id);
-    uuid_text((const unsigned char *) agg->p, row->aggregate_id);
-    memcpy(row->event_type, type->p, type->len);
-    row->event_type[type->len] = '\0';
-    row->payload = payload->p;
-    row->payload_len = payload->len;
+    row->id = ob_be64(id.p);
+    row->partition = ob_be32(part.p);
+    row->seq = ob_be32(seq.p);
+    uuid_text((const unsigned char *) eid.p, row->event_id);
+    if (map->aggregate_id_uuid) {
+        /* the row is used where it was decoded: the span may point into it */
+        uuid_text((const unsigned char *) row->aggregate_id.p, row->aggregate_uuid);
+        row->aggregate_id = (ob_pgo_span_t) { row->aggregate_uuid, 36 };
+    }
     return 0;
 }
 

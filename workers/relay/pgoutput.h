@@ -70,29 +70,48 @@ int ob_pgo_decode(const char *buf, size_t len, ob_pgo_msg_t *m, char *err, size_
 
 /*
  * The outbox columns the relay needs, located by name in a Relation message
- * and type-checked: id int8, partition int4, seq int4, event_id uuid,
- * aggregate_id uuid, event_type text, payload bytea.
+ * of outboxd.outbox and type-checked: id int8, partition int4, seq int4,
+ * event_id uuid, aggregate_type text, aggregate_id text, event_type text,
+ * payload bytea, content_type text, headers jsonb. A relation public.outbox
+ * (WAL an outboxd before the schema outboxd wrote, still in a slot) has
+ * aggregate_id uuid and neither of the last two: its rows decode too, so an
+ * upgrade under a running stream loses nothing.
  */
-enum { OB_OBX_ID, OB_OBX_PARTITION, OB_OBX_SEQ, OB_OBX_EVENT_ID, OB_OBX_AGGREGATE_ID, OB_OBX_EVENT_TYPE,
-       OB_OBX_PAYLOAD, OB_OBX_NCOLS };
-
+enum { OB_OBX_ID, OB_OBX_PARTITION, OB_OBX_SEQ, OB_OBX_EVENT_ID, OB_OBX_AGGREGATE_TYPE, OB_OBX_AGGREGATE_ID,
+       OB_OBX_EVENT_TYPE, OB_OBX_PAYLOAD, OB_OBX_CONTENT_TYPE, OB_OBX_HEADERS, OB_OBX_NCOLS };
 typedef struct {
     uint32_t relid;
-    int      col[OB_OBX_NCOLS];
+    int      col[OB_OBX_NCOLS];      /* -1: an optional column the relation lacks */
+    int      aggregate_id_uuid;      /* the older shape: aggregate_id is a uuid */
 } ob_pgo_outbox_map_t;
 
+/* Whether a Relation message names the outbox: outboxd.outbox, or the older public.outbox. */
+int ob_pgo_is_outbox(const ob_pgo_relation_t *rel);
 int ob_pgo_outbox_map(const ob_pgo_relation_t *rel, ob_pgo_outbox_map_t *map, char *err, size_t errlen);
 
-/* An outbox row decoded from an Insert (binary values); payload points into the message. */
+/* Bytes inside the message; p == NULL for SQL NULL. */
 typedef struct {
-    int64_t     id;
-    int32_t     partition;
-    int32_t     seq;
-    char        event_id[37];
-    char        aggregate_id[37];
-    char        event_type[32];
-    const char *payload;
-    size_t      payload_len;
+    const char *p;
+    size_t      len;
+} ob_pgo_span_t;
+
+/*
+ * An outbox row decoded from an Insert (binary values). The spans point
+ * into the message: the relay copies them into its own bounded buffers and
+ * refuses (quarantines) a value that does not fit, never truncates it.
+ */
+typedef struct {
+    int64_t       id;
+    int32_t       partition;
+    int32_t       seq;
+    char          event_id[37];
+    char          aggregate_uuid[37];   /* the older shape's aggregate_id, as text; aggregate_id spans it */
+    ob_pgo_span_t aggregate_type;
+    ob_pgo_span_t aggregate_id;
+    ob_pgo_span_t event_type;
+    ob_pgo_span_t payload;
+    ob_pgo_span_t content_type;         /* NULL: outboxd's own encoding */
+    ob_pgo_span_t headers;              /* jsonb as JSON text (its version byte dropped); NULL: none */
 } ob_pgo_outbox_row_t;
 
 int ob_pgo_outbox_row(const ob_pgo_msg_t *ins, const ob_pgo_outbox_map_t *map, ob_pgo_outbox_row_t *row,

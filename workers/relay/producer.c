@@ -7,11 +7,13 @@
  * knows how to route, so nothing here calls into either of them.
  */
 #include "relay_int.h"
+#include "../../common/event.h"
 #include "../../common/kprops.h"
 #include "../../common/log.h"
 #include "../../common/rsig.h"
 #include "../../common/util.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,51 +77,108 @@ ob_relay_producer_new(ob_relay_t *rl, ob_relay_dr_cb dr, char *err, size_t errle
     return rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, errlen);   /* takes conf */
 }
 
+int
+ob_relay_field(char *dst, size_t dstlen, const char *src, size_t n)
+{
+    if (n >= dstlen || memchr(src, '\0', n) != NULL)
+        return -1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+    return 0;
+}
+
+/*
+ * The event's own headers (outboxd.emit's headers argument, a traceparent)
+ * after ours: a JSON object of string values, as the outbox's check
+ * constraint keeps it. Anything else refuses the event: -1 with why.
+ */
+static int
+producer_user_headers(rd_kafka_headers_t *hs, const ob_relay_body_t *b, char *why, size_t whylen)
+{
+    json_error_t jerr;
+    json_t      *obj, *v;
+    const char  *k;
+    int          rc = 0;
+
+    if (b->headers == NULL)
+        return 0;
+    obj = json_loadb(b->headers, b->hlen, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(obj)) {
+        snprintf(why, whylen, "headers are not a JSON object: %s", obj ? "another JSON type" : jerr.text);
+        json_decref(obj);
+        return -1;
+    }
+    json_object_foreach(obj, k, v) {
+        if (!json_is_string(v)) {
+            snprintf(why, whylen, "header %.64s is not a string", k);
+            rc = -1;
+            break;
+        }
+        rd_kafka_header_add(hs, k, -1, json_string_value(v), (ssize_t) json_string_length(v));
+    }
+    json_decref(obj);
+    return rc;
+}
+
 /*
  * Our headers, and with [kafka] signing_key their signature (common/rsig.h)
- * over the key, the value and the five others; a new list per message,
- * because librdkafka owns it once a produce succeeds.
+ * over the key, the value and the five covered ones; then aggregate-type
+ * and the event's own. A new list per message, because librdkafka owns it
+ * once a produce succeeds. NULL with why when the event's headers are bad.
  */
 static rd_kafka_headers_t *
-producer_headers(ob_relay_t *rl, const ob_relay_row_t *row, const void *payload, size_t len, const char *seq)
+producer_headers(ob_relay_t *rl, const ob_relay_row_t *row, const ob_relay_body_t *b, const char *seq, char *why,
+                 size_t whylen)
 {
-    const char         *ctype = strcmp(rl->cfg->kafka.format, "json") == 0 ? "application/json" : "application/msgpack";
+    const char         *ctype = row->content_type[0] ? row->content_type
+                                                     : ob_event_content_type(strcmp(rl->cfg->kafka.format, "json") == 0);
     const char         *vals[OB_RSIG_NCOVERED] = { row->event_id, row->event_type, row->aggregate_id, seq, ctype };
     ob_rsig_hdr_t        covered[OB_RSIG_NCOVERED];
-    rd_kafka_headers_t *hs = rd_kafka_headers_new(OB_RSIG_NCOVERED + 1);
+    rd_kafka_headers_t *hs = rd_kafka_headers_new(OB_RSIG_NCOVERED + 4);
     char                sig[OB_RSIG_VALUE_LEN + 1];
 
     for (int i = 0; i < OB_RSIG_NCOVERED; i++) {
         covered[i] = (ob_rsig_hdr_t) { ob_rsig_covered[i], vals[i], strlen(vals[i]) };
         rd_kafka_header_add(hs, ob_rsig_covered[i], -1, vals[i], -1);
     }
-    if (rl->cfg->kafka.signing_key.len == 0)
-        return hs;
-    if (ob_rsig_sign(&rl->cfg->kafka.signing_key, row->aggregate_id, strlen(row->aggregate_id), payload, len, covered,
-                    sig) != 0)
-        abort();    /* out of memory: the worker restarts, the row stays pending */
-    rd_kafka_header_add(hs, OB_RSIG_HEADER, -1, sig, -1);
+    if (rl->cfg->kafka.signing_key.len != 0) {
+        if (ob_rsig_sign(&rl->cfg->kafka.signing_key, row->aggregate_id, strlen(row->aggregate_id), b->payload, b->len,
+                        covered, sig) != 0)
+            abort();    /* out of memory: the worker restarts, the row stays pending */
+        rd_kafka_header_add(hs, OB_RSIG_HEADER, -1, sig, -1);
+    }
+    rd_kafka_header_add(hs, OB_HDR_AGGREGATE_TYPE, -1, row->aggregate_type, -1);
+    if (producer_user_headers(hs, b, why, whylen) != 0) {
+        rd_kafka_headers_destroy(hs);
+        return NULL;
+    }
     return hs;
 }
 
 /*
- * Produces one event exactly as every relay mode must: the order's
+ * Produces one event exactly as every relay mode must: the aggregate's
  * partition, its id as key, the payload as value, the same headers.
- * Waits (polling delivery reports) while the local queue is full.
+ * Waits (polling delivery reports) while the local queue is full. An event
+ * whose headers are malformed is refused as an invalid argument (rejected:
+ * quarantined), with why.
  */
 rd_kafka_resp_err_t
-ob_relay_produce(ob_relay_t *rl, const ob_relay_row_t *row, const void *payload, size_t len, void *opaque)
+ob_relay_produce(ob_relay_t *rl, const ob_relay_row_t *row, const ob_relay_body_t *b, void *opaque)
 {
-    char                seq[16];
+    char                seq[16], why[160];
     rd_kafka_resp_err_t e;
     rd_kafka_headers_t *hs;
 
     snprintf(seq, sizeof(seq), "%d", row->seq);
-    hs = producer_headers(rl, row, payload, len, seq);
+    if ((hs = producer_headers(rl, row, b, seq, why, sizeof(why))) == NULL) {
+        ob_log(OB_LOG_ERROR, "event %s (%s %s seq %d) refused: %s", row->event_id, row->aggregate_type,
+               row->aggregate_id, row->seq, why);
+        return RD_KAFKA_RESP_ERR__INVALID_ARG;
+    }
     for (;;) {
         e = rd_kafka_producev(
             rl->rk, RD_KAFKA_V_TOPIC(rl->cfg->kafka.topic), RD_KAFKA_V_PARTITION(row->partition),
-            RD_KAFKA_V_KEY(row->aggregate_id, strlen(row->aggregate_id)), RD_KAFKA_V_VALUE((void *) payload, len),
+            RD_KAFKA_V_KEY(row->aggregate_id, strlen(row->aggregate_id)), RD_KAFKA_V_VALUE((void *) b->payload, b->len),
             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_HEADERS(hs),
             RD_KAFKA_V_END);
         if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)

@@ -34,26 +34,35 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The columns both claims return, binary, in this order. */
+enum { COL_ID, COL_PARTITION, COL_SEQ, COL_EVENT_ID, COL_AGG_TYPE, COL_AGG_ID, COL_EVENT_TYPE, COL_PAYLOAD,
+       COL_CONTENT_TYPE, COL_HEADERS };
+#define CLAIM_COLS                                                                                               \
+    "id, partition, seq, event_id::text, aggregate_type, aggregate_id, event_type, payload, content_type,"        \
+    " headers::text"
+/* parked behind a quarantined event of its aggregate */
+#define NOT_QUARANTINED                                                                                          \
+    "NOT EXISTS (SELECT 1 FROM outboxd.outbox_quarantine q"                                                     \
+    " WHERE q.aggregate_type = o.aggregate_type AND q.aggregate_id = o.aggregate_id)"
+
 static const char *claim_partitioned_sql =
-    "SELECT o.id, o.partition, o.seq, o.event_id::text, o.aggregate_id::text, o.event_type, o.payload"
-    " FROM unnest($1::int[], $2::int[]) AS p(part, lim) CROSS JOIN LATERAL ("
-    "   SELECT id, partition, seq, event_id, aggregate_id, event_type, payload FROM outbox"
-    "   WHERE partition = p.part AND NOT published"
-    "     AND NOT EXISTS (SELECT 1 FROM outbox_quarantine q WHERE q.aggregate_id = outbox.aggregate_id)"
-    "   ORDER BY id LIMIT p.lim) o"
-    " ORDER BY o.partition, o.id";
+    "SELECT c.* FROM unnest($1::int[], $2::int[]) AS p(part, lim) CROSS JOIN LATERAL ("
+    "   SELECT " CLAIM_COLS " FROM outboxd.outbox o"
+    "   WHERE partition = p.part AND NOT published AND " NOT_QUARANTINED
+    "   ORDER BY id LIMIT p.lim) c"
+    " ORDER BY c.partition, c.id";
 
 static const char *claim_skip_locked_sql =
-    "SELECT id, partition, seq, event_id::text, aggregate_id::text, event_type, payload FROM outbox"
-    " WHERE NOT published"
-    "   AND NOT EXISTS (SELECT 1 FROM outbox_quarantine q WHERE q.aggregate_id = outbox.aggregate_id)"
+    "SELECT " CLAIM_COLS " FROM outboxd.outbox o"
+    " WHERE NOT published AND " NOT_QUARANTINED
     " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED";
 
 static const char *quarantine_sql =
-    "WITH moved AS (DELETE FROM outbox WHERE id = $1::bigint RETURNING *)"
-    " INSERT INTO outbox_quarantine (id, event_id, aggregate_type, aggregate_id, seq, event_type, partition,"
-    "   payload, created_at, error)"
-    " SELECT id, event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload, created_at, $2"
+    "WITH moved AS (DELETE FROM outboxd.outbox WHERE id = $1::bigint RETURNING *)"
+    " INSERT INTO outboxd.outbox_quarantine (id, event_id, aggregate_type, aggregate_id, seq, event_type, partition,"
+    "   payload, content_type, headers, created_at, error)"
+    " SELECT id, event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload, content_type, headers,"
+    "   created_at, $2"
     " FROM moved";
 
 /* The row's outcome, with its offset and acknowledgement time when Kafka took it. */
@@ -172,32 +181,45 @@ publish_take(ob_relay_t *rl, PGresult *r)
     return 1;
 }
 
-static void
+/* Column col of result row into dst; -1 when it does not fit (NULL reads as ""). */
+static int
 publish_copy(char *dst, size_t dstlen, PGresult *r, int row, int col)
 {
-    int n = PQgetlength(r, row, col);
-
-    if ((size_t) n >= dstlen)
-        n = (int) dstlen - 1;
-    memcpy(dst, PQgetvalue(r, row, col), (size_t) n);
-    dst[n] = '\0';
+    return ob_relay_field(dst, dstlen, PQgetvalue(r, row, col), (size_t) PQgetlength(r, row, col));
 }
 
-/* Produces row i (binary columns: id, partition, seq, event_id, aggregate_id, event_type, payload). */
+/* Row i's fields from the claim; -1 when one is larger than the relay's bounds. */
+static int
+publish_fields(ob_relay_row_t *row, PGresult *r, int i)
+{
+    row->id = ob_be64(PQgetvalue(r, i, COL_ID));
+    row->partition = ob_be32(PQgetvalue(r, i, COL_PARTITION));
+    row->seq = ob_be32(PQgetvalue(r, i, COL_SEQ));
+    return publish_copy(row->event_id, sizeof(row->event_id), r, i, COL_EVENT_ID) |
+           publish_copy(row->aggregate_type, sizeof(row->aggregate_type), r, i, COL_AGG_TYPE) |
+           publish_copy(row->aggregate_id, sizeof(row->aggregate_id), r, i, COL_AGG_ID) |
+           publish_copy(row->event_type, sizeof(row->event_type), r, i, COL_EVENT_TYPE) |
+           publish_copy(row->content_type, sizeof(row->content_type), r, i, COL_CONTENT_TYPE);
+}
+
+/* Produces row i of the claim (binary columns, COL_*). */
 static void
 publish_produce(ob_relay_t *rl, PGresult *r, int i)
 {
     ob_relay_row_t     *row = &rl->rows[i];
+    ob_relay_body_t     b = { PQgetvalue(r, i, COL_PAYLOAD), (size_t) PQgetlength(r, i, COL_PAYLOAD),
+                              PQgetisnull(r, i, COL_HEADERS) ? NULL : PQgetvalue(r, i, COL_HEADERS),
+                              (size_t) PQgetlength(r, i, COL_HEADERS) };
     rd_kafka_resp_err_t e;
 
     memset(row, 0, sizeof(*row));
-    row->id = ob_be64(PQgetvalue(r, i, 0));
-    row->partition = ob_be32(PQgetvalue(r, i, 1));
-    row->seq = ob_be32(PQgetvalue(r, i, 2));
-    publish_copy(row->event_id, sizeof(row->event_id), r, i, 3);
-    publish_copy(row->aggregate_id, sizeof(row->aggregate_id), r, i, 4);
-    publish_copy(row->event_type, sizeof(row->event_type), r, i, 5);
-    e = ob_relay_produce(rl, row, PQgetvalue(r, i, 6), (size_t) PQgetlength(r, i, 6), publish_opaque(rl, i));
+    if (publish_fields(row, r, i) != 0) {
+        /* a writer past the schema's checks: refused whole, never cut */
+        ob_log(OB_LOG_ERROR, "outbox row %lld has a field longer than the relay's bounds", (long long) row->id);
+        e = RD_KAFKA_RESP_ERR__INVALID_ARG;
+    } else {
+        e = ob_relay_produce(rl, row, &b, publish_opaque(rl, i));
+    }
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
         rl->outstanding++;
     else
@@ -263,7 +285,7 @@ publish_quarantine(ob_relay_t *rl, const ob_relay_row_t *row)
     int         ok;
 
     snprintf(id, sizeof(id), "%lld", (long long) row->id);
-    ob_log(OB_LOG_ERROR, "event %s (order %s seq %d) rejected by Kafka, quarantined: %s", row->event_id,
+    ob_log(OB_LOG_ERROR, "event %s (%s %s seq %d) rejected, quarantined: %s", row->event_id, row->aggregate_type,
            row->aggregate_id, row->seq, row->error);
     ok = ob_relay_sql_ok(rl->pg, PQexecParams(rl->pg, quarantine_sql, 2, NULL, params, NULL, NULL, 0), "quarantine");
     atomic_fetch_add(&ob_shm->map->parts[row->partition].errors, 1);

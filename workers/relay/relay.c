@@ -159,6 +159,33 @@ relay_session_setup(ob_relay_t *rl)
         ob_log(OB_LOG_WARN, "relay session setup: %s", err);
 }
 
+/*
+ * outboxd.emit hashes with outboxd.settings' partition count, the HTTP
+ * workers with [kafka] partitions: publishing while they differ would split
+ * aggregates over two counts. OB_EXIT_OK, RETRY (no answer) or FATAL.
+ */
+static int
+relay_check_settings(ob_relay_t *rl, char *err, size_t errlen)
+{
+    PGresult *r = ob_pg_query(rl->pg, "SELECT partitions FROM outboxd.settings", 0, NULL, NULL, err, errlen);
+    int       rc = OB_EXIT_OK;
+
+    if (r == NULL)
+        return PQstatus(rl->pg) == CONNECTION_OK ? OB_EXIT_FATAL : OB_EXIT_RETRY;
+    if (PQntuples(r) != 1) {
+        snprintf(err, errlen, "outboxd.settings is empty: run outboxd migrate with this configuration");
+        rc = OB_EXIT_FATAL;
+    } else if (atoi(PQgetvalue(r, 0, 0)) != rl->cfg->kafka.partitions) {
+        snprintf(err, errlen,
+                 "outboxd.settings says %s partitions, [kafka] partitions = %d: outboxd.emit and the HTTP workers"
+                 " would hash aggregates over different counts",
+                 PQgetvalue(r, 0, 0), rl->cfg->kafka.partitions);
+        rc = OB_EXIT_FATAL;
+    }
+    PQclear(r);
+    return rc;
+}
+
 static int
 relay_init(ob_relay_t *rl, char *err, size_t errlen)
 {
@@ -180,6 +207,8 @@ relay_init(ob_relay_t *rl, char *err, size_t errlen)
     rl->pg = ob_pg_connect(ob_cfg_relay_dsn(cfg), app, err, errlen);
     if (rl->pg == NULL)
         return OB_EXIT_RETRY;
+    if ((rc = relay_check_settings(rl, err, errlen)) != OB_EXIT_OK)
+        return rc;
     relay_session_setup(rl);
     rl->next_janitor_ms = ob_now_ms() + RELAY_JANITOR_MS;
     if (cfg->relay.mode == OB_RELAY_WAL)

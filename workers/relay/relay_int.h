@@ -21,6 +21,12 @@
 #include <stdint.h>
 
 
+/* The bounds sql/outbox/0001_tables.sql checks: a value the relay could not copy whole is refused, not cut. */
+#define OB_AGG_TYPE_MAX     64
+#define OB_AGG_ID_MAX       255
+#define OB_EVENT_TYPE_MAX   128
+#define OB_CONTENT_TYPE_MAX 128
+
 /* Delivery outcome of one event: a row of the polled batch, or a streamed event. */
 typedef enum { OB_DR_PENDING = 0, OB_DR_OK, OB_DR_REJECTED, OB_DR_RETRY } ob_dr_state_t;
 
@@ -32,10 +38,20 @@ typedef struct {
     int64_t      offset;
     int64_t      acked_ms;    /* wall clock of Kafka's acknowledgement */
     char         event_id[37];
-    char         aggregate_id[37];
-    char         event_type[32];
+    char         aggregate_type[OB_AGG_TYPE_MAX + 1];
+    char         aggregate_id[OB_AGG_ID_MAX + 1];
+    char         event_type[OB_EVENT_TYPE_MAX + 1];
+    char         content_type[OB_CONTENT_TYPE_MAX + 1];   /* "" : outboxd's own encoding, per [kafka] format */
     char         error[160];
 } ob_relay_row_t;
+
+/* What a record carries besides the row's fields: bytes that point into a result or a message. */
+typedef struct {
+    const void *payload;
+    size_t      len;
+    const char *headers;      /* JSON object of string values, or NULL */
+    size_t      hlen;
+} ob_relay_body_t;
 
 /* A commit seen in the stream (mode wal), waiting for its events to be marked. */
 typedef struct {
@@ -158,8 +174,10 @@ typedef void (*ob_relay_dr_cb)(rd_kafka_t *rk, const rd_kafka_message_t *m, void
 /* The producer, with the caller's delivery-report callback; NULL with err. */
 rd_kafka_t *ob_relay_producer_new(ob_relay_t *rl, ob_relay_dr_cb dr, char *err, size_t errlen);
 /* Produces one event (same key, headers, payload in every mode). */
-rd_kafka_resp_err_t ob_relay_produce(ob_relay_t *rl, const ob_relay_row_t *row, const void *payload, size_t len,
+rd_kafka_resp_err_t ob_relay_produce(ob_relay_t *rl, const ob_relay_row_t *row, const ob_relay_body_t *b,
                                      void *opaque);
+/* Copies n bytes of a text value into dst (dstlen with its NUL); -1, copying nothing, when it does not fit. */
+int ob_relay_field(char *dst, size_t dstlen, const char *src, size_t n);
 
 /* ------------------------------------------------------------------------ */
 /* mark.c                                                                    */

@@ -93,9 +93,9 @@ ob_relay_stats(ob_relay_t *rl)
         return;
     r = PQexecParams(rl->pg,
                      "SELECT p.part,"
-                     " (SELECT count(*) FROM (SELECT 1 FROM outbox WHERE partition = p.part AND NOT published"
+                     " (SELECT count(*) FROM (SELECT 1 FROM outboxd.outbox WHERE partition = p.part AND NOT published"
                      "   LIMIT " OB_STR(STATS_CAP) ") s),"
-                     " (SELECT (extract(epoch FROM created_at) * 1000)::bigint FROM outbox"
+                     " (SELECT (extract(epoch FROM created_at) * 1000)::bigint FROM outboxd.outbox"
                      "   WHERE partition = p.part AND NOT published ORDER BY id LIMIT 1)"
                      " FROM unnest($1::int[]) AS p(part)",
                      1, NULL, params, NULL, NULL, 0);
@@ -128,7 +128,7 @@ ob_relay_janitor(ob_relay_t *rl)
     /* small batches keep each delete's locks short; a few per visit keeps up */
     for (int round = 0; round < 10; round++) {
         long deleted = ob_pg_command(rl->pg,
-                                     "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published"
+                                     "DELETE FROM outboxd.outbox WHERE id IN (SELECT id FROM outboxd.outbox WHERE published"
                                      " AND published_at < now() - make_interval(secs => $1::int)"
                                      " AND partition = ANY($2::int[]) LIMIT " JANITOR_ROWS ")",
                                      2, params, NULL, err, sizeof(err));

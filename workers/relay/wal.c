@@ -102,7 +102,7 @@ ob_wal_free(ob_relay_t *rl)
     for (int i = 0; i < 2; i++)
         if (w->pipe[i] >= 0)
             close(w->pipe[i]);
-    free(w->quar);
+    ob_wal_free_quarantine(w);
     free(w->commits);
     free(w->ring);
     free(w);

@@ -62,7 +62,7 @@ struct ob_wal_s {
     int          nmark;
     int64_t      mark_due_ms;
 
-    char       (*quar)[37];      /* orders with a quarantined event, sorted: their events wait */
+    char       **quar;           /* "type/id" of aggregates with a quarantined event, sorted: their events wait */
     int          nquar;
 };
 
@@ -84,5 +84,8 @@ int  ob_wal_update_flag(ob_relay_t *rl, int needed);
 void ob_wal_drop_stale_slots(ob_relay_t *rl);
 /* Slot lag in bytes into shm; 1 when the slot is lost or missing (set-up must look again). */
 int  ob_wal_slot_lag(ob_relay_t *rl);
+
+/* wal_stream.c: forgets the quarantined aggregates the stream skips. */
+void ob_wal_free_quarantine(struct ob_wal_s *w);
 
 #endif

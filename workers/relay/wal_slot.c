@@ -135,7 +135,7 @@ wal_publication_state(ob_relay_t *rl, int *exists, int *same)
     struct ob_wal_s *w = rl->wal;
     PGresult        *r;
 
-    r = ob_wal_query(rl, "SELECT row_filter FROM relay_slots WHERE slot_name = $1 FOR UPDATE", 1,
+    r = ob_wal_query(rl, "SELECT row_filter FROM outboxd.relay_slots WHERE slot_name = $1 FOR UPDATE", 1,
                      (const char *const[]) { w->slot }, "read relay_slots");
     if (r == NULL)
         return -1;
@@ -161,15 +161,15 @@ wal_publication_change(ob_relay_t *rl, int exists)
 
     /* names come from the validated [a-z0-9_] prefix and numbers: nothing to quote */
     if (exists)
-        snprintf(ddl, sizeof(ddl), "ALTER PUBLICATION %s SET TABLE outbox WHERE (%s)", w->pub, w->filter);
+        snprintf(ddl, sizeof(ddl), "ALTER PUBLICATION %s SET TABLE outboxd.outbox WHERE (%s)", w->pub, w->filter);
     else
-        snprintf(ddl, sizeof(ddl), "CREATE PUBLICATION %s FOR TABLE outbox WHERE (%s) WITH (publish = 'insert')",
+        snprintf(ddl, sizeof(ddl), "CREATE PUBLICATION %s FOR TABLE outboxd.outbox WHERE (%s) WITH (publish = 'insert')",
                  w->pub, w->filter);
     if ((r = ob_wal_exec(rl, ddl, ddl)) == NULL)
         return -1;
     PQclear(r);
     r = ob_wal_query(rl,
-                     "INSERT INTO relay_slots (slot_name, publication, row_filter, catchup_needed) VALUES ($1, $2, $3, true)"
+                     "INSERT INTO outboxd.relay_slots (slot_name, publication, row_filter, catchup_needed) VALUES ($1, $2, $3, true)"
                      " ON CONFLICT (slot_name) DO UPDATE SET publication = EXCLUDED.publication,"
                      "   row_filter = EXCLUDED.row_filter, catchup_needed = true, updated_at = now()",
                      3, p3, "record the row filter");
@@ -233,7 +233,7 @@ wal_slot_lost(ob_relay_t *rl, const char *how, int drop)
     atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_SLOT_INVALIDATIONS], 1);
     ob_worker_note(rl->slot, "slot %s was %s; recreated, its gap sent by polling", w->slot, how);
     if (wal_slot_sql(rl,
-                     "UPDATE relay_slots SET catchup_needed = true, invalidations = invalidations + 1,"
+                     "UPDATE outboxd.relay_slots SET catchup_needed = true, invalidations = invalidations + 1,"
                      " updated_at = now() WHERE slot_name = $1",
                      "record the lost slot") != 0)
         return -1;
@@ -251,7 +251,7 @@ wal_setup_slot(ob_relay_t *rl)
     int              found, lost, active, had_row;
 
     r = ob_wal_query(rl,
-                  "SELECT s.wal_status, s.active, (SELECT count(*) FROM relay_slots WHERE slot_name = $1 AND NOT"
+                  "SELECT s.wal_status, s.active, (SELECT count(*) FROM outboxd.relay_slots WHERE slot_name = $1 AND NOT"
                   " catchup_needed) FROM (SELECT 1) AS one LEFT JOIN pg_replication_slots s ON s.slot_name = $1",
                   1, p, "read the slot");
     if (r == NULL)
@@ -289,7 +289,7 @@ ob_wal_read_flag(ob_relay_t *rl)
 {
     struct ob_wal_s *w = rl->wal;
     const char      *p[1] = { w->slot };
-    PGresult        *r = ob_wal_query(rl, "SELECT catchup_needed, row_filter FROM relay_slots WHERE slot_name = $1", 1, p,
+    PGresult        *r = ob_wal_query(rl, "SELECT catchup_needed, row_filter FROM outboxd.relay_slots WHERE slot_name = $1", 1, p,
                                       "read the catch-up flag");
     int              ok = r != NULL && PQntuples(r) == 1;
 
@@ -309,7 +309,7 @@ ob_wal_update_flag(ob_relay_t *rl, int needed)
     struct ob_wal_s *w = rl->wal;
     const char      *p[2] = { w->slot, needed ? "true" : "false" };
     PGresult        *r = ob_wal_query(rl,
-                                   "UPDATE relay_slots SET catchup_needed = $2::boolean, updated_at = now()"
+                                   "UPDATE outboxd.relay_slots SET catchup_needed = $2::boolean, updated_at = now()"
                                    " WHERE slot_name = $1",
                                    2, p, "update the catch-up flag");
     int              ok = r != NULL;
@@ -343,7 +343,7 @@ ob_wal_drop_stale_slots(ob_relay_t *rl)
     for (int i = 0; i < PQntuples(r); i++) {
         const char *name[1] = { PQgetvalue(r, i, 0) };
         PGresult   *d = ob_wal_query(rl,
-                                  "WITH gone AS (DELETE FROM relay_slots WHERE slot_name = $1)"
+                                  "WITH gone AS (DELETE FROM outboxd.relay_slots WHERE slot_name = $1)"
                                   " SELECT pg_drop_replication_slot($1)",
                                   1, name, "drop a stale slot");
         if (d != NULL)

@@ -20,29 +20,45 @@
 static int
 wal_quar_cmp(const void *a, const void *b)
 {
-    return strcmp(a, b);
+    return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
-/* Orders parked behind a quarantined event: the stream leaves their events to polling after a replay. */
+void
+ob_wal_free_quarantine(struct ob_wal_s *w)
+{
+    for (int i = 0; i < w->nquar; i++)
+        free(w->quar[i]);
+    free(w->quar);
+    w->quar = NULL;
+    w->nquar = 0;
+}
+
+/* Aggregates parked behind a quarantined event, as "type/id" (a type has no '/'): the stream leaves their
+ * events to polling after a replay. */
 static int
 wal_load_quarantine(ob_relay_t *rl)
 {
     struct ob_wal_s *w = rl->wal;
-    PGresult        *r = ob_wal_query(rl, "SELECT DISTINCT aggregate_id::text FROM outbox_quarantine", 0, NULL,
-                                      "read quarantine");
-    int              n;
+    PGresult        *r = ob_wal_query(rl,
+                                      "SELECT DISTINCT aggregate_type || '/' || aggregate_id"
+                                      " FROM outboxd.outbox_quarantine",
+                                      0, NULL, "read quarantine");
+    int              n, ok = 1;
 
     if (r == NULL)
         return -1;
+    ob_wal_free_quarantine(w);
     n = PQntuples(r);
-    free(w->quar);
     w->quar = n ? calloc((size_t) n, sizeof(*w->quar)) : NULL;
-    w->nquar = w->quar ? n : 0;
-    for (int i = 0; i < w->nquar; i++)
-        ob_strlcpy(w->quar[i], PQgetvalue(r, i, 0), sizeof(w->quar[i]));
+    for (int i = 0; w->quar != NULL && i < n && ok; i++, w->nquar++)
+        ok = (w->quar[i] = strdup(PQgetvalue(r, i, 0))) != NULL;
+    PQclear(r);
+    if (n > 0 && (w->quar == NULL || !ok)) {
+        ob_wal_free_quarantine(w);
+        return -1;       /* out of memory: streaming them would overtake their quarantined event */
+    }
     if (w->nquar > 0)     /* qsort's array must not be NULL, even when empty */
         qsort(w->quar, (size_t) w->nquar, sizeof(*w->quar), wal_quar_cmp);
-    PQclear(r);
     return 0;
 }
 
@@ -257,9 +273,33 @@ wal_confirm(ob_relay_t *rl)
 }
 
 static int
-wal_quarantined(struct ob_wal_s *w, const char *aggregate_id)
+wal_quarantined(struct ob_wal_s *w, const ob_relay_row_t *ev)
 {
-    return w->nquar > 0 && bsearch(aggregate_id, w->quar, (size_t) w->nquar, sizeof(*w->quar), wal_quar_cmp) != NULL;
+    char        key[OB_AGG_TYPE_MAX + OB_AGG_ID_MAX + 2];
+    const char *k = key;
+
+    if (w->nquar == 0)
+        return 0;
+    snprintf(key, sizeof(key), "%s/%s", ev->aggregate_type, ev->aggregate_id);
+    return bsearch(&k, w->quar, (size_t) w->nquar, sizeof(*w->quar), wal_quar_cmp) != NULL;
+}
+
+/* The relay's copy of a decoded row; -1 when a field is larger than its bounds. */
+static int
+wal_fields(ob_relay_row_t *ev, const ob_pgo_outbox_row_t *row)
+{
+    memset(ev, 0, sizeof(*ev));
+    ev->id = row->id;
+    ev->partition = row->partition;
+    ev->seq = row->seq;
+    memcpy(ev->event_id, row->event_id, sizeof(ev->event_id));
+    return ob_relay_field(ev->aggregate_type, sizeof(ev->aggregate_type), row->aggregate_type.p,
+                          row->aggregate_type.len) |
+           ob_relay_field(ev->aggregate_id, sizeof(ev->aggregate_id), row->aggregate_id.p, row->aggregate_id.len) |
+           ob_relay_field(ev->event_type, sizeof(ev->event_type), row->event_type.p, row->event_type.len) |
+           (row->content_type.p == NULL ? 0
+                                        : ob_relay_field(ev->content_type, sizeof(ev->content_type),
+                                                         row->content_type.p, row->content_type.len));
 }
 
 static int
@@ -268,8 +308,10 @@ wal_insert(ob_relay_t *rl, const ob_pgo_msg_t *m)
     struct ob_wal_s    *w = rl->wal;
     ob_pgo_outbox_row_t row;
     ob_relay_row_t      ev;
+    ob_relay_body_t     b;
     wal_ev_t           *fl;
     char                err[256];
+    int                 fits;
     rd_kafka_resp_err_t e;
 
     if (!w->have_map || m->relid != w->map.relid)
@@ -278,22 +320,22 @@ wal_insert(ob_relay_t *rl, const ob_pgo_msg_t *m)
         ob_log(OB_LOG_ERROR, "wal: %s", err);
         return -1;
     }
+    fits = wal_fields(&ev, &row) == 0;
     /* before a re-split's LSN the old filter applies: another relay owns these now */
-    if (row.partition < 0 || row.partition % rl->cfg->workers.relays != rl->index ||
-        wal_quarantined(w, row.aggregate_id))
+    if (row.partition < 0 || row.partition % rl->cfg->workers.relays != rl->index || (fits && wal_quarantined(w, &ev)))
         return 0;
-    memset(&ev, 0, sizeof(ev));
-    ev.id = row.id;
-    ev.partition = row.partition;
-    ev.seq = row.seq;
-    memcpy(ev.event_id, row.event_id, sizeof(ev.event_id));
-    memcpy(ev.aggregate_id, row.aggregate_id, sizeof(ev.aggregate_id));
-    memcpy(ev.event_type, row.event_type, sizeof(ev.event_type));
+    b = (ob_relay_body_t) { row.payload.p, row.payload.len, row.headers.p, row.headers.len };
     if (w->done == w->next)
         w->last_ack_ms = ob_now_ms();     /* the stall clock starts with the first event in flight */
     fl = &w->ring[w->next % WAL_WINDOW];
     *fl = (wal_ev_t) { .id = row.id, .partition = row.partition, .state = OB_DR_PENDING, .offset = -1 };
-    e = ob_relay_produce(rl, &ev, row.payload, row.payload_len, (void *) (uintptr_t) (OB_WAL_OPAQUE_TAG | w->next));
+    if (!fits) {
+        /* a writer past the schema's checks: refused whole (quarantined), never cut */
+        ob_log(OB_LOG_ERROR, "wal: outbox row %lld has a field longer than the relay's bounds", (long long) row.id);
+        e = RD_KAFKA_RESP_ERR__INVALID_ARG;
+    } else {
+        e = ob_relay_produce(rl, &ev, &b, (void *) (uintptr_t) (OB_WAL_OPAQUE_TAG | w->next));
+    }
     w->next++;
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
         ob_wal_dr(rl, w->next - 1, e, -1);
@@ -328,7 +370,7 @@ wal_message(ob_relay_t *rl, const ob_pgo_frame_t *f)
             w->received = m.end_lsn;
         break;
     case OB_PGO_RELATION:
-        if (strcmp(m.rel.relname, "outbox") == 0) {
+        if (ob_pgo_is_outbox(&m.rel)) {
             if (ob_pgo_outbox_map(&m.rel, &w->map, err, sizeof(err)) != 0) {
                 ob_log(OB_LOG_ERROR, "wal: %s", err);
                 return -1;

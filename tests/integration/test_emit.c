@@ -1,0 +1,420 @@
+/*
+ * tests/integration/test_emit.c: events any service writes with
+ * outboxd.emit from its own transaction (plain SQL over libpq, as a
+ * service in any language would), published by the real binary to the
+ * real broker and read back with their keys, partitions and headers.
+ */
+#include "tests/integration/fixture.h"
+#include "common/murmur2.h"
+#include "common/util.h"
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TRACEPARENT "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+/* One record read back, whole. */
+typedef struct {
+    int32_t partition;
+    int64_t offset;
+    char    key[256];
+    char    value[512];
+    size_t  value_len;
+    char    event_id[40], seq[16], aggregate_type[80], content_type[140], traceparent[80], tenant[40];
+} rec_t;
+
+typedef struct {
+    rec_t recs[64];
+    int   n;
+} recs_t;
+
+static void
+collect(const rd_kafka_message_t *m, void *arg)
+{
+    recs_t *rs = arg;
+    rec_t  *r;
+
+    cr_assert_lt(rs->n, 64, "more records than the test wrote");
+    r = &rs->recs[rs->n++];
+    memset(r, 0, sizeof(*r));
+    r->partition = m->partition;
+    r->offset = m->offset;
+    snprintf(r->key, sizeof(r->key), "%.*s", (int) m->key_len, (const char *) m->key);
+    r->value_len = m->len < sizeof(r->value) ? m->len : sizeof(r->value);
+    memcpy(r->value, m->payload, r->value_len);
+    obh_header(m, "event-id", r->event_id, sizeof(r->event_id));
+    obh_header(m, "aggregate-seq", r->seq, sizeof(r->seq));
+    obh_header(m, "aggregate-type", r->aggregate_type, sizeof(r->aggregate_type));
+    obh_header(m, "content-type", r->content_type, sizeof(r->content_type));
+    obh_header(m, "traceparent", r->traceparent, sizeof(r->traceparent));
+    obh_header(m, "x-tenant", r->tenant, sizeof(r->tenant));
+}
+
+/* Runs sql on pg (one statement); asserts it succeeded and returns the first value (static buffer). */
+static const char *
+one(PGconn *pg, const char *sql)
+{
+    static char out[256];
+    PGresult   *r = PQexec(pg, sql);
+
+    cr_assert(PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK, "%s: %s", sql,
+              PQresultErrorMessage(r));
+    snprintf(out, sizeof(out), "%s", PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "");
+    PQclear(r);
+    return out;
+}
+
+static int
+all_published(obh_t *hh, void *arg)
+{
+    (void) arg;
+    return obh_scalar(hh->orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE NOT published") == 0;
+}
+
+static const rec_t *
+find_type(const recs_t *rs, const char *type)
+{
+    for (int i = 0; i < rs->n; i++)
+        if (strcmp(rs->recs[i].aggregate_type, type) == 0)
+            return &rs->recs[i];
+    return NULL;
+}
+
+static void
+commit_versus_rollback(const char *mode)
+{
+    PGconn *pg = obh_pg(h.orders_dsn);
+    char    gone[40], extra[128];
+    recs_t  rs = { .n = 0 };
+
+    one(pg, "BEGIN");
+    snprintf(gone, sizeof(gone), "%s", one(pg, "SELECT outboxd.emit('product', 'p-1', 'product.created', '{\"n\": 1}')"));
+    one(pg, "ROLLBACK");
+    one(pg, "BEGIN");
+    one(pg, "SELECT outboxd.emit('product', 'p-1', 'product.created', '{\"n\":   2, \"a\": true}',"
+            " '{\"traceparent\": \"" TRACEPARENT "\", \"x-tenant\": \"acme\"}')");
+    one(pg, "SELECT outboxd.emit_bytes('stock', 'p-1', 'stock.changed', '\\x00ff'::bytea, 'application/x-protobuf')");
+    one(pg, "COMMIT");
+    PQfinish(pg);
+
+    snprintf(extra, sizeof(extra), "[workers]\nhttp = 0\nrelays = 2\nconsumers = 0\n[relay]\nmode = %s\n", mode);
+    start(extra);
+    cr_assert(obh_poll(all_published, &h, NULL, obh_ms(30000)), "not published; log %s", h.log);
+    obh_kafka_each(&h, h.topic, h.partitions, 2, obh_ms(20000), collect, &rs);
+    cr_assert_eq(rs.n, 2, "%d records: the rolled-back event must never exist", rs.n);
+    for (int i = 0; i < rs.n; i++)
+        cr_assert_str_neq(rs.recs[i].event_id, gone, "the rolled-back event was published");
+
+    const rec_t *p = find_type(&rs, "product"), *s = find_type(&rs, "stock");
+    int          part = ob_partition_for("p-1", 3, h.partitions);
+    cr_assert(p != NULL && s != NULL, "aggregate-type headers: product and stock");
+    cr_assert_str_eq(p->key, "p-1");
+    cr_assert_eq(p->partition, part, "murmur2 of the key, as Kafka's Java partitioner");
+    cr_assert_eq(s->partition, part);
+    cr_assert_str_eq(p->seq, "1", "the rollback gave its seq back");
+    cr_assert_str_eq(s->seq, "1", "(stock, p-1) is another aggregate than (product, p-1)");
+    cr_assert_str_eq(p->content_type, "application/json");
+    cr_assert_eq(p->value_len, strlen("{\"a\": true, \"n\": 2}"));
+    cr_assert(memcmp(p->value, "{\"a\": true, \"n\": 2}", p->value_len) == 0, "jsonb, normalised: %.*s",
+              (int) p->value_len, p->value);
+    cr_assert_str_eq(p->traceparent, TRACEPARENT);
+    cr_assert_str_eq(p->tenant, "acme");
+    cr_assert_str_eq(s->content_type, "application/x-protobuf");
+    cr_assert(s->value_len == 2 && memcmp(s->value, "\x00\xff", 2) == 0, "the exact bytes given");
+    cr_assert_str_eq(s->traceparent, "");
+}
+
+Test(emit, committed_events_are_published_rolled_back_ones_never_exist, .init = setup, .fini = teardown)
+{
+    commit_versus_rollback("partitioned");
+}
+
+Test(emit, committed_events_are_streamed_rolled_back_ones_never_exist, .init = setup, .fini = teardown)
+{
+    commit_versus_rollback("wal");
+}
+
+Test(emit, partition_agrees_with_java_vectors_and_the_c_hash, .init = setup, .fini = teardown)
+{
+    /* Kafka's UtilsTest.testMurmur2 */
+    static const struct {
+        const char *key;
+        int         want;
+    } java[] = { { "21", -973932308 }, { "foobar", -790332482 }, { "a-little-bit-long-string", -985981536 },
+                 { "a-little-bit-longer-string", -1486304829 },
+                 { "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971 }, { "abc", 479470107 } };
+    static const int parts[] = { 1, 7, 12, 256 };
+    PGconn          *pg = obh_pg(h.orders_dsn);
+    char             sql[512], key[300];
+
+    for (size_t i = 0; i < sizeof(java) / sizeof(java[0]); i++) {
+        snprintf(sql, sizeof(sql), "SELECT outboxd.murmur2(convert_to('%s', 'UTF8'))", java[i].key);
+        cr_assert_eq(atoi(one(pg, sql)), java[i].want, "murmur2(\"%s\")", java[i].key);
+        cr_assert_eq(ob_murmur2(java[i].key, strlen(java[i].key)), java[i].want, "C murmur2(\"%s\")", java[i].key);
+    }
+    /* every length up to 255 bytes (each tail case), multi-byte UTF-8 included */
+    for (int len = 1; len <= 255; len++) {
+        for (int i = 0; i < len; i++)
+            key[i] = (char) ('a' + (i * 7 + len) % 26);
+        key[len] = '\0';
+        if (len % 5 == 0 && len >= 2)
+            memcpy(key + len - 2, "\xc3\xa9", 2);   /* é */
+        for (size_t k = 0; k < sizeof(parts) / sizeof(parts[0]); k++) {
+            snprintf(sql, sizeof(sql), "SELECT outboxd.kafka_partition('%s', %d)", key, parts[k]);
+            cr_assert_eq(atoi(one(pg, sql)), ob_partition_for(key, strlen(key), parts[k]), "key of %d bytes, P=%d",
+                         len, parts[k]);
+        }
+    }
+    PQfinish(pg);
+}
+
+/* Eight writers of one aggregate; each notes its number while it holds the aggregate's lock. */
+typedef struct {
+    int             n;
+    pthread_mutex_t *mu;
+    int            *order, *norder;
+    int             rollback;
+} writer_t;
+
+static void *
+writer(void *arg)
+{
+    writer_t *w = arg;
+    PGconn   *pg = obh_pg(h.orders_dsn);
+    char      sql[256];
+
+    one(pg, "BEGIN");
+    snprintf(sql, sizeof(sql), "SELECT outboxd.emit('account', 'acct-7', 'account.posted', '{\"n\": %d}')", w->n);
+    one(pg, sql);
+    /* emit returned: this transaction holds the aggregate's row lock until it ends, so the
+     * order writers get here in is the order they commit in */
+    if (!w->rollback) {
+        pthread_mutex_lock(w->mu);
+        w->order[(*w->norder)++] = w->n;
+        pthread_mutex_unlock(w->mu);
+    }
+    one(pg, "SELECT pg_sleep(0.02)");
+    one(pg, w->rollback ? "ROLLBACK" : "COMMIT");
+    PQfinish(pg);
+    return NULL;
+}
+
+static void
+concurrent_writers(const char *mode)
+{
+    pthread_t       t[9];
+    writer_t        w[9];
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    int             order[9], norder = 0;
+    recs_t          rs = { .n = 0 };
+    char            extra[128];
+
+    snprintf(extra, sizeof(extra), "[workers]\nhttp = 0\nrelays = 2\nconsumers = 0\n[relay]\nmode = %s\n", mode);
+    start(extra);     /* running: the writers' events are published as they commit */
+    if (strcmp(mode, "wal") == 0)
+        obh_wait_streaming(&h, 2);   /* the stream, not the polling pass before it, carries them */
+    for (int i = 0; i < 9; i++) {
+        w[i] = (writer_t) { i + 1, &mu, order, &norder, i == 4 };
+        cr_assert_eq(pthread_create(&t[i], NULL, writer, &w[i]), 0);
+    }
+    for (int i = 0; i < 9; i++)
+        pthread_join(t[i], NULL);
+    cr_assert_eq(norder, 8);
+    cr_assert(obh_poll(all_published, &h, NULL, obh_ms(30000)), "not published; log %s", h.log);
+    obh_kafka_each(&h, h.topic, h.partitions, 8, obh_ms(20000), collect, &rs);
+    cr_assert_eq(rs.n, 8, "8 committed, 1 rolled back: %d records", rs.n);
+    for (int i = 0; i < 8; i++) {
+        char want[32];
+        cr_assert_eq(rs.recs[i].partition, rs.recs[0].partition, "one aggregate, one partition");
+        cr_assert_eq(atoi(rs.recs[i].seq), i + 1, "seq without a gap where the rollback was");
+        snprintf(want, sizeof(want), "{\"n\": %d}", order[i]);
+        cr_assert(rs.recs[i].value_len == strlen(want) && memcmp(rs.recs[i].value, want, strlen(want)) == 0,
+                  "record %d is %.*s, but the %d-th commit was writer %d", i, (int) rs.recs[i].value_len,
+                  rs.recs[i].value, i + 1, order[i]);
+    }
+}
+
+Test(emit, eight_concurrent_transactions_on_one_aggregate_publish_in_commit_order, .init = setup, .fini = teardown)
+{
+    concurrent_writers("partitioned");
+}
+
+Test(emit, eight_concurrent_transactions_on_one_aggregate_stream_in_commit_order, .init = setup, .fini = teardown)
+{
+    concurrent_writers("wal");
+}
+
+Test(emit, bad_arguments_get_errors_that_say_what_is_wrong, .init = setup, .fini = teardown)
+{
+    static const struct {
+        const char *sql, *state, *says;
+    } bad[] = {
+        { "SELECT outboxd.emit('product', '', 'x', '{}')", "22023", "aggregate_id must not be empty" },
+        { "SELECT outboxd.emit('', '1', 'x', '{}')", "22023", "aggregate_type must be 1 to 64 characters" },
+        { "SELECT outboxd.emit('pro duct', '1', 'x', '{}')", "22023", "aggregate_type must be" },
+        { "SELECT outboxd.emit('product', repeat('x', 256), 'x', '{}')", "22023", "aggregate_id is 256 bytes" },
+        { "SELECT outboxd.emit('product', '1', '', '{}')", "22023", "event_type must be 1 to 128 bytes" },
+        { "SELECT outboxd.emit('product', '1', 'x', NULL)", "22023", "payload must not be NULL" },
+        { "SELECT outboxd.emit('product', '1', 'x', '{}', '[1, 2]')", "22023", "headers must be a JSON object" },
+        { "SELECT outboxd.emit('product', '1', 'x', '{}', '{\"a\": 1}')", "22023", "header 'a' must be a string" },
+        { "SELECT outboxd.emit('product', '1', 'x', '{}', '{\"event-id\": \"x\"}')", "22023",
+          "header name 'event-id' is set by outboxd itself" },
+        { "SELECT outboxd.emit_bytes('product', '1', 'x', '\\x00', '')", "22023", "content_type must be" },
+        { "SELECT outboxd.emit('product', '1', 'x', jsonb_build_object('a', repeat('x', 2000)))", "54000",
+          "more than the limit of 1000" },
+        /* a writer past the function: the table's checks hold the relay's bounds too */
+        { "INSERT INTO outboxd.outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload)"
+          " VALUES (gen_random_uuid(), 'product', repeat('x', 300), 1, 'x', 0, '\\x00')",
+          "23514", "outbox_aggregate_id_check" },
+    };
+    PGconn *pg;
+
+    obh_sql(h.orders_dsn, "UPDATE outboxd.settings SET max_event_bytes = 1000");
+    pg = obh_pg(h.orders_dsn);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        PGresult   *r = PQexec(pg, bad[i].sql);
+        const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        cr_expect_eq(PQresultStatus(r), PGRES_FATAL_ERROR, "accepted: %s", bad[i].sql);
+        cr_expect_str_eq(st ? st : "", bad[i].state, "%s: %s", bad[i].sql, PQresultErrorMessage(r));
+        cr_expect(strstr(PQresultErrorMessage(r), bad[i].says) != NULL, "%s: %s", bad[i].sql,
+                  PQresultErrorMessage(r));
+        PQclear(r);
+    }
+    PQfinish(pg);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox"), 0);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.aggregate_seq"), 0, "no seq was taken");
+}
+
+Test(emit, a_role_may_emit_without_writing_the_outbox, .init = setup, .fini = teardown)
+{
+    char    role[64], sql[512], dsn[320];
+    PGconn *pg;
+
+    snprintf(role, sizeof(role), "emitter_%s", h.tag);
+    snprintf(sql, sizeof(sql), "DROP ROLE IF EXISTS %s; CREATE ROLE %s LOGIN", role, role);
+    obh_sql(h.orders_dsn, sql);
+    snprintf(sql, sizeof(sql),
+             "GRANT USAGE ON SCHEMA outboxd TO %s;"
+             " GRANT EXECUTE ON FUNCTION outboxd.emit(text, text, text, jsonb, jsonb) TO %s",
+             role, role);
+    obh_sql(h.orders_dsn, sql);
+    snprintf(dsn, sizeof(dsn), "postgresql://%s@127.0.0.1:55432/%s", role, h.orders_db);
+    pg = obh_pg(dsn);
+    one(pg, "SELECT outboxd.emit('product', '9', 'product.created', '{}')");
+    PGresult *r = PQexec(pg, "INSERT INTO outboxd.outbox (event_id, aggregate_type, aggregate_id, seq, event_type,"
+                             " partition, payload) VALUES (gen_random_uuid(), 'product', '9', 2, 'x', 0, '\\x00')");
+    cr_assert_str_eq(PQresultErrorField(r, PG_DIAG_SQLSTATE), "42501", "%s", PQresultErrorMessage(r));
+    PQclear(r);
+    r = PQexec(pg, "SELECT outboxd.emit_bytes('product', '9', 'x', '\\x00', 'a/b')");
+    cr_assert_str_eq(PQresultErrorField(r, PG_DIAG_SQLSTATE), "42501", "only what was granted: %s",
+                     PQresultErrorMessage(r));
+    PQclear(r);
+    PQfinish(pg);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox"), 1);
+    snprintf(sql, sizeof(sql), "DROP OWNED BY %s; DROP ROLE %s", role, role);
+    obh_sql(h.orders_dsn, sql);
+}
+
+/* What an upgraded and a fresh database must agree on: columns, constraints, indexes of the schema outboxd. */
+static char *
+catalog(const char *dsn)
+{
+    PGconn    *pg = obh_pg(dsn);
+    PGresult  *r = PQexec(pg,
+                          "SELECT string_agg(x, E'\\n' ORDER BY x) FROM ("
+                          " SELECT 'col ' || attrelid::regclass || ' ' || attnum || ' ' || attname || ' '"
+                          "   || format_type(atttypid, atttypmod) || ' ' || attnotnull"
+                          "   || coalesce(' ' || pg_get_expr(d.adbin, d.adrelid), '') AS x"
+                          " FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum"
+                          " WHERE attrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'outboxd'::regnamespace"
+                          "   AND relkind = 'r') AND attnum > 0 AND NOT attisdropped"
+                          " UNION ALL SELECT 'con ' || conrelid::regclass || ' ' || conname || ' '"
+                          "   || pg_get_constraintdef(oid) FROM pg_constraint WHERE connamespace = 'outboxd'::regnamespace"
+                          " UNION ALL SELECT 'idx ' || pg_get_indexdef(indexrelid) FROM pg_index"
+                          "   WHERE indrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'outboxd'::regnamespace)"
+                          " UNION ALL SELECT 'fn ' || p.oid::regprocedure FROM pg_proc p"
+                          "   WHERE pronamespace = 'outboxd'::regnamespace) s");
+    char      *out;
+
+    cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQresultErrorMessage(r));
+    out = strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    PQfinish(pg);
+    return out;
+}
+
+static char *
+read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    long  n;
+    char *buf;
+
+    cr_assert_not_null(f, "%s (run from the repository root)", path);
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    rewind(f);
+    buf = malloc((size_t) n + 1);
+    cr_assert_eq(fread(buf, 1, (size_t) n, f), (size_t) n);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+Test(emit, an_older_public_outbox_is_moved_and_matches_a_fresh_install)
+{
+    obh_t       fresh;
+    char       *legacy, out[4096], *a, *b;
+    const char *args[] = { "migrate", "-c", h.conf, NULL };
+
+    obh_init(&h, 0);
+    obh_init(&fresh, 1);
+    obh_write_conf(&h, "");
+    obh_sql(h.orders_dsn, "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                          " applied_at timestamptz NOT NULL DEFAULT now());"
+                          " INSERT INTO schema_migrations (version, name) VALUES (1, '0001_init'), (2, '0002_relay_slots')");
+    legacy = read_file("tests/fixtures/orderdb_legacy_v2.sql");
+    obh_sql(h.orders_dsn, legacy);
+    free(legacy);
+    obh_sql(h.orders_dsn, "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition,"
+                          " payload) VALUES ('01a20000-0000-7000-8000-000000000001', 'order',"
+                          " '01a20000-0000-7000-8000-0000000000aa', 1, 'order.created', 3, '\\x01')");
+    cr_assert_eq(obh_run(args, out, sizeof(out)), 0, "%s", out);
+    cr_assert(strstr(out, "outbox: applied 0001_tables") != NULL, "%s", out);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+                                          " AND tablename IN ('outbox', 'outbox_quarantine', 'relay_slots')"),
+                 0, "moved out of public");
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE aggregate_type = 'order'"
+                                          " AND aggregate_id = '01a20000-0000-7000-8000-0000000000aa' AND seq = 1"),
+                 1, "the older row kept, its id now text");
+    a = catalog(h.orders_dsn);
+    b = catalog(fresh.orders_dsn);
+    cr_assert_str_eq(a, b, "an upgraded database differs from a fresh one");
+    free(a);
+    free(b);
+    obh_cleanup(&fresh);
+    obh_cleanup(&h);
+}
+
+static int
+relay_refused(obh_t *hh, void *arg)
+{
+    (void) arg;
+    return obh_log_count(hh, "outboxd.settings says 7 partitions") > 0 && obh_count(hh, OB_KIND_RELAY) == 0;
+}
+
+Test(emit, relay_and_migrate_refuse_a_partition_count_settings_does_not_hold, .init = setup, .fini = teardown)
+{
+    char        out[4096];
+    const char *args[] = { "migrate", "-c", h.conf, NULL };
+
+    obh_write_conf(&h, "[workers]\nhttp = 0\nrelays = 1\nconsumers = 0\n");
+    obh_sql(h.orders_dsn, "UPDATE outboxd.settings SET partitions = 7");
+    cr_assert_eq(obh_run(args, out, sizeof(out)), 1, "%s", out);
+    cr_assert(strstr(out, "outboxd.settings holds another partition count") != NULL, "%s", out);
+    obh_start(&h, NULL);
+    cr_assert(obh_poll(relay_refused, &h, NULL, obh_ms(15000)), "relay not refused, or respawned; log %s", h.log);
+}
