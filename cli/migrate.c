@@ -24,11 +24,17 @@
 
 #define MIGRATE_LOCK_KEY "7411020001"   /* pg_advisory_xact_lock key: "outboxd migrate" */
 
-/* The table of applied versions of a stream: the outbox stream keeps its own inside its schema. */
+/*
+ * The table of applied versions of a stream: the outbox stream keeps its
+ * own inside its schema. Both are named with their schema, and the session
+ * migrates with search_path = public: for a role called outboxd, the
+ * default "$user", public would otherwise put orderdb's tables, and find its
+ * versions, in the schema outboxd.
+ */
 static const char *
 migrate_table(const char *db)
 {
-    return strcmp(db, "outbox") == 0 ? "outboxd.schema_migrations" : "schema_migrations";
+    return strcmp(db, "outbox") == 0 ? "outboxd.schema_migrations" : "public.schema_migrations";
 }
 
 static int
@@ -112,6 +118,7 @@ ob_migrate_db(const char *db, const char *dsn, char *err, size_t errlen)
              " applied_at timestamptz NOT NULL DEFAULT now())",
              strcmp(db, "outbox") == 0 ? "CREATE SCHEMA IF NOT EXISTS outboxd; " : "", migrate_table(db));
     if (ob_pg_exec(pg, "SET client_min_messages = warning", err, errlen) != 0 ||
+        ob_pg_exec(pg, "SET search_path = public", err, errlen) != 0 ||
         ob_pg_exec(pg, ddl, err, errlen) != 0) {
         PQfinish(pg);
         return -1;

@@ -151,13 +151,19 @@ ob_cfg_relay_dsn(const ob_cfg_t *cfg)
 int
 ob_cfg_orders_api(const ob_cfg_t *cfg)
 {
-    return cfg->orders.listen[0] != '\0';
+    return cfg->workers.http > 0 && cfg->orders.listen[0] != '\0';
 }
 
 int
 ob_cfg_ledger_used(const ob_cfg_t *cfg)
 {
-    return cfg->workers.consumers > 0 || cfg->ledger.listen[0] != '\0';
+    return cfg->workers.consumers > 0 || (cfg->workers.http > 0 && cfg->ledger.listen[0] != '\0');
+}
+
+int
+ob_cfg_http_workers(const ob_cfg_t *cfg)
+{
+    return cfg->workers.http > 0 ? cfg->workers.http : cfg->admin.listen[0] != '\0';
 }
 
 static int cfg_set_value(ob_cfg_t *cfg, const key_def_t *k, const char *v, char *why, size_t whylen);

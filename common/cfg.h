@@ -112,10 +112,16 @@ typedef struct ob_cfg_s {
 
 /* The DSN the relays use on orderdb: [relay] dsn, or [orders] dsn when that is empty. */
 const char *ob_cfg_relay_dsn(const ob_cfg_t *cfg);
-/* Whether the built-in orders API is on ([orders] listen set): its table is migrated and checked. */
+/* Whether the built-in orders API is served (HTTP workers, [orders] listen set): its table is migrated. */
 int ob_cfg_orders_api(const ob_cfg_t *cfg);
-/* Whether anything uses ledgerdb: consumers, or the ledger API ([ledger] listen set). */
+/* Whether anything uses ledgerdb: consumers, or the ledger API served. */
 int ob_cfg_ledger_used(const ob_cfg_t *cfg);
+/*
+ * HTTP worker processes to run: [workers] http, or with 0 one that serves
+ * only the admin listener (when set), so a relay-only deployment can still
+ * be scraped and health-checked.
+ */
+int ob_cfg_http_workers(const ob_cfg_t *cfg);
 
 /* Fills every field with its documented default. */
 void ob_cfg_defaults(ob_cfg_t *cfg);

@@ -312,3 +312,24 @@ ob_event_content_type(int json)
 {
     return json ? "application/json" : "application/msgpack";
 }
+
+/* n lower-case hex digits at p, not all zero when nonzero is set. */
+static int
+trace_hex(const char *p, int n, int nonzero)
+{
+    int any = 0;
+
+    for (int i = 0; i < n; i++) {
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+            return 0;
+        any |= p[i] != '0';
+    }
+    return any || !nonzero;
+}
+
+int
+ob_traceparent_valid(const char *s, size_t len)
+{
+    return len == OB_TRACEPARENT_LEN && s[2] == '-' && s[35] == '-' && s[52] == '-' && trace_hex(s, 2, 0) &&
+           strncmp(s, "ff", 2) != 0 && trace_hex(s + 3, 32, 1) && trace_hex(s + 36, 16, 1) && trace_hex(s + 53, 2, 0);
+}

@@ -34,6 +34,14 @@ arr_sep(ob_pgarr_t *a)
 void
 ob_pgarr_add(ob_pgarr_t *a, const char *elem)
 {
+    if (elem == NULL) {
+        if (arr_reserve(a, 5) == 0) {
+            arr_sep(a);
+            memcpy(a->s + a->len, "NULL", 4);
+            a->len += 4;
+        }
+        return;
+    }
     if (arr_reserve(a, 2 * strlen(elem) + 3) != 0)
         return;
     arr_sep(a);

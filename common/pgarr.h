@@ -15,7 +15,8 @@ typedef struct {
     int    n, failed;
 } ob_pgarr_t;
 
-/* Adds one text element, quoted and escaped, so text of any shape stays one element (fits any element type). */
+/* Adds one text element, quoted and escaped, so text of any shape stays one element (fits any element type);
+ * NULL adds a NULL element. */
 void ob_pgarr_add(ob_pgarr_t *a, const char *elem);
 
 /* Adds one whole number, unquoted. */

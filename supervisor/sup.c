@@ -95,6 +95,8 @@ static const sup_kind_t kinds[OB_KIND_COUNT] = {
 static int
 sup_wanted(const ob_cfg_t *cfg, int kind)
 {
+    if (kind == OB_KIND_HTTP)
+        return ob_cfg_http_workers(cfg);   /* with http = 0, one still serves the admin listener */
     return kinds[kind].main != NULL ? *(const int *) ((const char *) cfg + kinds[kind].wanted) : 0;
 }
 
@@ -288,7 +290,7 @@ sup_retire_replaced_http(ob_sup_t *sup)
         ob_child_t *c = &sup->ch[i];
         if (!c->in_use || !c->replace || c->kill_at_ms != 0)
             continue;
-        ob_child_t *next = c->index < sup->cfg->workers.http ? sup_find(sup, OB_KIND_HTTP, c->index, 0) : NULL;
+        ob_child_t *next = c->index < sup_wanted(sup->cfg, OB_KIND_HTTP) ? sup_find(sup, OB_KIND_HTTP, c->index, 0) : NULL;
         if (c->pid == 0) {
             sup_free(sup, c);
         } else if (next == NULL || sup_ready(sup, next)) {
@@ -648,10 +650,9 @@ sup_open_listeners(const ob_cfg_t *cfg, char *err, size_t errlen)
 {
     const char *addrs[OB_LISTEN_COUNT] = { cfg->orders.listen, cfg->ledger.listen, cfg->admin.listen };
 
-    if (cfg->workers.http == 0)
-        return 0;   /* nobody would accept: leave the ports free */
+    /* with [workers] http = 0 only the admin listener is served (one worker): the APIs' ports stay free */
     for (int i = 0; i < OB_LISTEN_COUNT; i++)
-        if (ob_listen_open(&ob_listeners[i], addrs[i], err, errlen) != 0)
+        if ((cfg->workers.http > 0 || i == OB_LISTEN_ADMIN) && ob_listen_open(&ob_listeners[i], addrs[i], err, errlen) != 0)
             return -1;
     return 0;
 }

@@ -418,3 +418,78 @@ Test(emit, relay_and_migrate_refuse_a_partition_count_settings_does_not_hold, .i
     obh_start(&h, NULL);
     cr_assert(obh_poll(relay_refused, &h, NULL, obh_ms(15000)), "relay not refused, or respawned; log %s", h.log);
 }
+
+/* The deployment of the README's "Use it with your own service": a database outboxd did not make. */
+#define RELAY_ONLY                                                                                                   \
+    "[workers]\nhttp = 0\nrelays = 2\nconsumers = 0\n[orders]\nlisten =\n[ledger]\nlisten =\n"
+
+Test(emit, relay_only_against_a_database_without_the_orders_table)
+{
+    char        out[4096], body[8192];
+    const char *args[] = { "migrate", "-c", h.conf, NULL };
+    recs_t      rs = { .n = 0 };
+
+    obh_init(&h, 0);
+    /* the user's own tables, one named like ours: the schema outboxd keeps them apart */
+    obh_sql(h.orders_dsn, "CREATE TABLE outbox (id serial PRIMARY KEY, note text);"
+                          " CREATE TABLE orders (sku text PRIMARY KEY, qty int)");
+    obh_write_conf(&h, RELAY_ONLY);
+    cr_assert_eq(obh_run(args, out, sizeof(out)), 0, "%s", out);
+    cr_assert(strstr(out, "outbox: applied 0002_emit") != NULL, "%s", out);
+    cr_assert(strstr(out, "orderdb") == NULL && strstr(out, "ledgerdb") == NULL, "only the outbox schema: %s", out);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM information_schema.columns"
+                                          " WHERE table_schema = 'public' AND table_name = 'orders'"),
+                 2, "the user's orders table is theirs, untouched");
+    cr_assert_eq(obh_scalar(h.ledger_dsn, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), 0);
+
+    obh_start(&h, NULL);
+    obh_sql(h.orders_dsn, "BEGIN; INSERT INTO orders VALUES ('sku-1', 3);"
+                          " SELECT outboxd.emit('stock', 'sku-1', 'stock.changed', '{\"qty\": 3}'); COMMIT");
+    cr_assert(obh_poll(all_published, &h, NULL, obh_ms(30000)), "not published; log %s", h.log);
+    obh_kafka_each(&h, h.topic, h.partitions, 1, obh_ms(20000), collect, &rs);
+    cr_assert_eq(rs.n, 1);
+    cr_assert_str_eq(rs.recs[0].key, "sku-1");
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM public.outbox"), 0, "the user's outbox untouched");
+
+    /* scraped and health-checked although no API runs; the APIs' ports stay closed */
+    cr_assert_eq(obh_http(h.admin_port, "GET", "/healthcheck", NULL, NULL, body, sizeof(body), NULL, 0), 200);
+    cr_assert_eq(obh_http(h.admin_port, "GET", "/status.json", NULL, NULL, body, sizeof(body), NULL, 0), 200);
+    cr_assert_eq(obh_http(h.admin_port, "GET", "/metrics", NULL, NULL, body, sizeof(body), NULL, 0), 200);
+    cr_assert(strstr(body, "outboxd_relay_published_total") != NULL, "%.300s", body);
+    cr_assert_lt(obh_http(h.orders_port, "GET", "/healthcheck", NULL, NULL, body, sizeof(body), NULL, 0), 0);
+    obh_cleanup(&h);
+}
+
+static int
+other_aggregate_passed_over(obh_t *hh, void *arg)
+{
+    uint64_t seen = 0;
+
+    (void) arg;
+    for (int i = 0; i < OB_SHM_SLOTS; i++) {
+        ob_shm_slot_t s;
+        if (ob_shm_slot_snapshot(&hh->shm->map->slots[i], &s) == 0 && s.kind == OB_KIND_CONSUMER)
+            seen += atomic_load(&s.counters[OB_CTR_CONS_OTHER_AGGREGATES]);
+    }
+    return seen >= 2 && obh_scalar(hh->ledger_dsn, "SELECT count(*) FROM ledger_entries") == 1;
+}
+
+/* Another service's events share the topic with orders: the ledger books the order, and neither
+ * books nor dead-letters the rest, even one that carries its own traceparent. */
+Test(emit, the_ledger_passes_over_other_aggregates_events, .init = setup, .fini = teardown)
+{
+    char resp[1024];
+
+    start("[workers]\nhttp = 1\nrelays = 1\nconsumers = 1\n");
+    obh_sql(h.orders_dsn, "SELECT outboxd.emit('product', 'sku-9', 'product.created', '{\"price\": \"1.00\"}',"
+                          " '{\"traceparent\": \"" TRACEPARENT "\"}')");
+    cr_assert_eq(obh_http(h.orders_port, "POST", "/orders", "traceparent: " TRACEPARENT "\r\n",
+                          "{\"customerId\":\"c\",\"amount\":\"2.50\",\"currency\":\"EUR\"}", resp, sizeof(resp), NULL, 0),
+                 201, "%s", resp);
+    obh_sql(h.orders_dsn, "SELECT outboxd.emit_bytes('stock', 'sku-9', 'stock.changed', '\\x00', 'a/b')");
+    cr_assert(obh_poll(other_aggregate_passed_over, &h, NULL, obh_ms(30000)), "log %s", h.log);
+    cr_assert_eq(obh_scalar(h.ledger_dsn, "SELECT count(*) FROM ledger_dead_letter"), 0);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE aggregate_type = 'order'"
+                                          " AND headers->>'traceparent' = '" TRACEPARENT "'"),
+                 1, "the order's traceparent is stored with its event");
+}

@@ -1,5 +1,6 @@
 /* workers/http/order_req.c: see order_req.h. */
 #include "order_req.h"
+#include "../../common/event.h"
 #include "../../common/util.h"
 
 #include <jansson.h>
@@ -260,30 +261,13 @@ ob_order_req_parse(const char *body, size_t len, ob_order_req_t *req, char *msg,
     return rc;
 }
 
-/* n lower-case hex digits at p, not all zero when nonzero is set. */
-static int
-trace_hex(const char *p, int n, int nonzero)
-{
-    int any = 0;
-
-    for (int i = 0; i < n; i++) {
-        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
-            return 0;
-        any |= p[i] != '0';
-    }
-    return any || !nonzero;
-}
-
 int
 ob_order_traceparent(const char *hdr, char out[OB_TRACE_HEADERS_MAX], char *msg, size_t msglen)
 {
     out[0] = '\0';
     if (hdr == NULL)
         return 0;
-    /* 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>: 55 characters */
-    if (strlen(hdr) != 55 || hdr[2] != '-' || hdr[35] != '-' || hdr[52] != '-' || !trace_hex(hdr, 2, 0) ||
-        strncmp(hdr, "ff", 2) == 0 || !trace_hex(hdr + 3, 32, 1) || !trace_hex(hdr + 36, 16, 1) ||
-        !trace_hex(hdr + 53, 2, 0)) {
+    if (!ob_traceparent_valid(hdr, strlen(hdr))) {
         snprintf(msg, msglen, "traceparent: expected W3C trace context version-traceid-parentid-flags"
                               " (00-<32 hex>-<16 hex>-<2 hex>, lower case, ids not all zero)");
         return 400;

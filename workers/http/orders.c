@@ -64,7 +64,7 @@ const ob_http_stmt_t ob_orders_statements[] = {
       "), e AS ("
       "  INSERT INTO outboxd.outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload,"
       "   content_type, headers)"
-      "  SELECT $6::uuid, 'order', o.id::text, 1, 'order.created', $7::int, $8::bytea, $10, $11::jsonb FROM o"
+      "  SELECT $6::uuid, 'order', o.id::text, 1, 'order.created', $7::int, $8::bytea, $10::text, $11::jsonb FROM o"
       "  RETURNING 1"
       ") SELECT (SELECT count(*) FROM o), (SELECT count(*) FROM e), (SELECT ok FROM d)" },
     /* [orders] max_backlog_age: the oldest pending event's age in ms (NULL: none), from
@@ -94,7 +94,7 @@ const ob_http_stmt_t ob_orders_statements[] = {
       "), e AS ("
       "  INSERT INTO outboxd.outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload,"
       "   content_type, headers)"
-      "  SELECT $2::uuid, 'order', u.id::text, u.version, 'order.cancelled', $3::int, $4::bytea, $7, $8::jsonb"
+      "  SELECT $2::uuid, 'order', u.id::text, u.version, 'order.cancelled', $3::int, $4::bytea, $7::text, $8::jsonb"
       "  FROM u WHERE u.version = $5::int RETURNING 1"
       ") SELECT (SELECT count(*) FROM e), (SELECT ok FROM d)" },
     /* (currency, sum, count) rows, as ob_http_totals_json (reply.c) reads them */
