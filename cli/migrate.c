@@ -99,6 +99,32 @@ fail:
     return -1;
 }
 
+/*
+ * An older outboxd migrated with the session's own search_path. Where that
+ * put its tables outside public (a role's own "$user" schema, a DSN's
+ * options), migrating into public would start an empty second copy beside
+ * them: refuse, and say where they are. 0, or -1 with err.
+ */
+static int
+migrate_where_before(PGconn *pg, const char *db, char *err, size_t errlen)
+{
+    PGresult *r = ob_pg_query(pg,
+                              "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                              " WHERE c.oid = to_regclass('schema_migrations')"
+                              " AND n.nspname NOT IN ('public', 'outboxd')",
+                              0, NULL, NULL, err, errlen);
+    int       rc = r == NULL ? -1 : 0;
+
+    if (r != NULL && PQntuples(r) > 0) {
+        snprintf(err, errlen, "%s: an older migration's schema_migrations is in the schema %s, not public; move its"
+                              " tables to public (ALTER TABLE ... SET SCHEMA public) before migrating", db,
+                 PQgetvalue(r, 0, 0));
+        rc = -1;
+    }
+    PQclear(r);
+    return rc;
+}
+
 /* Applies every migration for one database; prints one line per step. */
 int
 ob_migrate_db(const char *db, const char *dsn, char *err, size_t errlen)
@@ -118,6 +144,7 @@ ob_migrate_db(const char *db, const char *dsn, char *err, size_t errlen)
              " applied_at timestamptz NOT NULL DEFAULT now())",
              strcmp(db, "outbox") == 0 ? "CREATE SCHEMA IF NOT EXISTS outboxd; " : "", migrate_table(db));
     if (ob_pg_exec(pg, "SET client_min_messages = warning", err, errlen) != 0 ||
+        (strcmp(db, "outbox") != 0 && migrate_where_before(pg, db, err, errlen) != 0) ||
         ob_pg_exec(pg, "SET search_path = public", err, errlen) != 0 ||
         ob_pg_exec(pg, ddl, err, errlen) != 0) {
         PQfinish(pg);
@@ -156,7 +183,8 @@ static int
 migrate_settings(const char *dsn, const ob_cfg_t *cfg, char *err, size_t errlen)
 {
     char        parts[16], maxb[16];
-    const char *params[2] = { parts, maxb };
+    /* the orders API's events are the ledger's: nobody else may emit them */
+    const char *params[3] = { parts, maxb, ob_cfg_orders_api(cfg) || cfg->workers.consumers > 0 ? "{order}" : "{}" };
     PGconn     *pg = PQconnectdb(dsn);
     PGresult   *r;
     int         rc = -1;
@@ -169,11 +197,12 @@ migrate_settings(const char *dsn, const ob_cfg_t *cfg, char *err, size_t errlen)
         return -1;
     }
     r = PQexecParams(pg,
-                     "INSERT INTO outboxd.settings AS s (partitions, max_event_bytes) VALUES ($1::int, $2::int)"
+                     "INSERT INTO outboxd.settings AS s (partitions, max_event_bytes, reserved_types)"
+                     " VALUES ($1::int, $2::int, $3::text[])"
                      " ON CONFLICT (singleton) DO UPDATE SET max_event_bytes = EXCLUDED.max_event_bytes,"
-                     " updated_at = now() WHERE s.partitions = EXCLUDED.partitions"
-                     " RETURNING partitions, (SELECT partitions FROM outboxd.settings)",
-                     2, NULL, params, NULL, NULL, 0);
+                     " reserved_types = EXCLUDED.reserved_types, updated_at = now()"
+                     " WHERE s.partitions = EXCLUDED.partitions RETURNING partitions",
+                     3, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         snprintf(err, errlen, "outbox: settings: %s", PQresultErrorMessage(r));
     else if (PQntuples(r) == 0)

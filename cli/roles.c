@@ -45,6 +45,7 @@ static const roles_need_t ledger_needs[] = {
     { "ledger_orders", "SELECT, INSERT, UPDATE" },
     { "ledger_parked", "SELECT, INSERT, UPDATE, DELETE" },
     { "ledger_dead_letter", "SELECT, INSERT" },
+    { "ledger_traces", "SELECT, INSERT" },
     { NULL, NULL },
 };
 
@@ -167,6 +168,41 @@ roles_check(const char *who, const char *dsn, const roles_need_t *needs, int wal
     return missing;
 }
 
+/*
+ * outboxd.emit runs as its owner (SECURITY DEFINER): the owner must be able
+ * to write what emit writes. It loses that when the outbox is given to the
+ * relay role for mode wal, since ownership takes the old owner's grants.
+ */
+static int
+roles_check_emit(const char *dsn)
+{
+    static const char *need[][2] = { { "outboxd.outbox", "INSERT" }, { "outboxd.aggregate_seq", "INSERT, UPDATE" },
+                                     { "outboxd.settings", "SELECT" } };
+    PGconn   *pg = PQconnectdb(dsn);
+    int       missing = 0;
+
+    for (size_t i = 0; PQstatus(pg) == CONNECTION_OK && i < sizeof(need) / sizeof(need[0]); i++) {
+        const char *params[2] = { need[i][0], need[i][1] };
+        PGresult   *r = PQexecParams(pg,
+                                     "SELECT pg_get_userbyid(proowner), has_table_privilege(proowner, $1, $2)"
+                                     " FROM pg_proc WHERE oid = 'outboxd.emit_bytes(text, text, text, bytea, text, jsonb)'"
+                                     "::regprocedure",
+                                     2, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+            printf("roles: emit: cannot read outboxd.emit_bytes' owner: %s", PQresultErrorMessage(r));
+            missing++;
+        } else if (strcmp(PQgetvalue(r, 0, 1), "t") != 0) {
+            printf("roles: emit: outboxd.emit runs as its owner %s, which lacks %s on %s; as the table's owner:"
+                   " GRANT %s ON %s TO %s;\n", PQgetvalue(r, 0, 0), need[i][1], need[i][0], need[i][1], need[i][0],
+                   PQgetvalue(r, 0, 0));
+            missing++;
+        }
+        PQclear(r);
+    }
+    PQfinish(pg);
+    return missing;
+}
+
 int
 ob_roles_check(const ob_cfg_t *cfg)
 {
@@ -180,5 +216,5 @@ ob_roles_check(const ob_cfg_t *cfg)
                                cfg->relay.mode == OB_RELAY_WAL);
     if (ob_cfg_ledger_used(cfg))
         missing += roles_check("ledger (consumers and ledger API, [ledger] dsn)", cfg->ledger.dsn, ledger_needs, 0);
-    return missing;
+    return missing + roles_check_emit(cfg->orders.dsn);
 }

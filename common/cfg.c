@@ -59,6 +59,7 @@ static const char *const relay_modes[] = { "partitioned", "skip_locked", "wal", 
 static const char *const log_formats[] = { "logfmt", "json", NULL };
 static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
 static const char *const kafka_formats[] = { "msgpack", "json", NULL };
+static const char *const kafka_compats[] = { "none", "debezium", NULL };
 static const char *const faults[] = { "none", "relay_mark_before_ack", "consumer_commit_before_apply",
                                       "http_lose_write_reply", NULL };
 
@@ -101,6 +102,8 @@ static const key_def_t keys[] = {
       "largest payload outboxd.emit accepts; outboxd migrate writes it to outboxd.settings"),
     E("kafka", "format", K_STR_ENUM, kafka.format, kafka_formats, "msgpack", KAFKA,
       "record encoding: msgpack is compact, json is readable by any tool"),
+    E("kafka", "compat", K_ENUM, kafka.compat, kafka_compats, "none", RELAYS,
+      "debezium adds the header id = event id, so a consumer written for Debezium's outbox router reads ours"),
     E("kafka", "signing_key", K_SIGN_KEY, kafka.signing_key, NULL, NULL, KAFKA,
       "id:secret the relays sign every record with (HMAC-SHA256); empty = unsigned; never shown"),
     E("kafka", "verify_keys", K_SIGN_KEYS, kafka.verify_keys, NULL, NULL, KAFKA,

@@ -17,6 +17,8 @@
 #define OB_CFG_STR 512
 
 typedef enum { OB_RELAY_PARTITIONED, OB_RELAY_SKIP_LOCKED, OB_RELAY_WAL } ob_relay_mode_t;
+/* [kafka] compat: debezium adds the header `id` (= event id) Debezium's outbox router sets. */
+typedef enum { OB_COMPAT_NONE, OB_COMPAT_DEBEZIUM } ob_compat_t;
 
 /*
  * Deliberately broken modes for the fault suite's negative controls: a
@@ -74,6 +76,7 @@ typedef struct ob_cfg_s {
         int  partitions;
         int  max_event_bytes;    /* outboxd.emit's payload limit, kept in outboxd.settings by migrate */
         char format[16];         /* msgpack | json */
+        int  compat;             /* ob_compat_t */
         int  nprops;
         ob_kprop_t props[OB_KPROP_MAX];
         ob_rsig_key_t     signing_key;       /* relays sign with it; len 0 = unsigned (secret: never shown) */

@@ -330,6 +330,9 @@ trace_hex(const char *p, int n, int nonzero)
 int
 ob_traceparent_valid(const char *s, size_t len)
 {
-    return len == OB_TRACEPARENT_LEN && s[2] == '-' && s[35] == '-' && s[52] == '-' && trace_hex(s, 2, 0) &&
+    /* a later version may append fields after a '-': its first 55 bytes read as version 00's */
+    int later = len > OB_TRACEPARENT_LEN && s[OB_TRACEPARENT_LEN] == '-' && strncmp(s, "00", 2) != 0;
+
+    return (len == OB_TRACEPARENT_LEN || later) && s[2] == '-' && s[35] == '-' && s[52] == '-' && trace_hex(s, 2, 0) &&
            strncmp(s, "ff", 2) != 0 && trace_hex(s + 3, 32, 1) && trace_hex(s + 36, 16, 1) && trace_hex(s + 53, 2, 0);
 }

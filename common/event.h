@@ -37,7 +37,11 @@ int ob_event_encode(const ob_event_t *ev, int json, char **out, size_t *outlen);
 /* Decodes a value (msgpack, or JSON when json != 0) into ev; -1 with err naming the problem. */
 int ob_event_decode(const void *buf, size_t len, int json, ob_event_t *ev, char *err, size_t errlen);
 
-/* A W3C traceparent: 00-<32 hex>-<16 hex>-<2 hex> (55 bytes), lower case, ids not all zero, version not ff. */
+/*
+ * A W3C traceparent: 00-<32 hex>-<16 hex>-<2 hex> (55 bytes), lower case,
+ * ids not all zero, version not ff; a later version may carry more after a
+ * '-' at byte 55, and its first 55 bytes are what is kept.
+ */
 #define OB_TRACEPARENT_LEN 55
 int ob_traceparent_valid(const char *s, size_t len);
 

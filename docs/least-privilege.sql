@@ -26,6 +26,9 @@ GRANT SELECT ON outboxd.settings TO :"relay";
 --   ALTER ROLE :"relay" REPLICATION;
 --   ALTER TABLE outboxd.outbox OWNER TO :"relay";
 --   GRANT CREATE ON DATABASE orderdb TO :"relay";
+-- and, since a new owner takes the old one's grants, give back to the
+-- owner of outboxd.emit (the role that migrated) what emit writes:
+--   GRANT INSERT ON outboxd.outbox TO <migrating role>;
 -- A service that emits its own events needs neither table, only the
 -- functions (they run as their owner, with a fixed search_path):
 --   GRANT USAGE ON SCHEMA outboxd TO app;
@@ -38,3 +41,4 @@ GRANT SELECT, INSERT ON ledger_entries TO :"ledger";
 GRANT SELECT, INSERT, UPDATE ON ledger_orders TO :"ledger";
 GRANT SELECT, INSERT, UPDATE, DELETE ON ledger_parked TO :"ledger";
 GRANT SELECT, INSERT ON ledger_dead_letter TO :"ledger";
+GRANT SELECT, INSERT ON ledger_traces TO :"ledger";

@@ -20,10 +20,25 @@ BEGIN
         RETURN;
     END IF;
     -- Ours, not a user's table of the same name: an older outboxd recorded
-    -- its orderdb migrations, and the table has the relay's columns. EXECUTE,
-    -- because a plan naming public.schema_migrations fails where it is absent.
+    -- its orderdb migrations, and the table has the relay's columns. Another
+    -- tool's schema_migrations (Rails: version varchar; golang-migrate: no
+    -- name) is not read at all. EXECUTE, because a plan naming
+    -- public.schema_migrations fails where it is absent.
+    IF (SELECT count(*) FROM pg_attribute
+         WHERE attrelid = 'public.schema_migrations'::regclass AND NOT attisdropped
+           AND ((attname = 'version' AND atttypid = 'integer'::regtype)
+                OR (attname = 'name' AND atttypid = 'text'::regtype))) <> 2
+       OR NOT has_table_privilege('public.schema_migrations', 'SELECT') THEN
+        RETURN;
+    END IF;
     EXECUTE $q$SELECT EXISTS (SELECT 1 FROM public.schema_migrations WHERE version = 1 AND name = '0001_init')$q$
         INTO ours;
+    IF ours AND NOT pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = 'public.outbox'::regclass),
+                                'USAGE') THEN
+        RAISE EXCEPTION 'public.outbox (an older outboxd''s) is owned by %, which this migration cannot move',
+                        (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'public.outbox'::regclass)
+            USING HINT = 'run outboxd migrate --orders-dsn with that role, or a member of it';
+    END IF;
     IF ours AND (SELECT count(*) FROM pg_attribute
                   WHERE attrelid = 'public.outbox'::regclass AND NOT attisdropped
                     AND attname IN ('event_id', 'aggregate_id', 'seq', 'partition', 'published', 'kafka_offset')) = 6

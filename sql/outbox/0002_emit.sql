@@ -9,11 +9,15 @@
 
 -- What `outboxd migrate` keeps equal to the configuration: the partition
 -- count is the one the HTTP workers hash with, so one aggregate's events are
--- never split over two counts; migrate refuses to change it.
+-- never split over two counts; migrate refuses to change it. The reserved
+-- aggregate types are those whose events outboxd's own workers write and
+-- its ledger books ('order' while the orders API is served): a service
+-- allowed to emit must not be able to book in the ledger.
 CREATE TABLE outboxd.settings (
     singleton       boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     partitions      integer NOT NULL CHECK (partitions BETWEEN 1 AND 4096),
     max_event_bytes integer NOT NULL CHECK (max_event_bytes >= 1),
+    reserved_types  text[] NOT NULL DEFAULT '{}',
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
 
@@ -121,7 +125,8 @@ ALTER TABLE outboxd.outbox
 -- The checks emit makes, one sentence per refusal (SQLSTATE 22023, or 54000
 -- for a payload over the limit), naming the argument.
 CREATE FUNCTION outboxd.emit_check(aggregate_type text, aggregate_id text, event_type text, payload_bytes integer,
-                                   content_type text, headers jsonb, max_event_bytes integer) RETURNS void
+                                   content_type text, headers jsonb, max_event_bytes integer,
+                                   reserved_types text[]) RETURNS void
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
 DECLARE
     why text;
@@ -129,6 +134,9 @@ BEGIN
     IF aggregate_type IS NULL OR aggregate_type !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' THEN
         why := format('aggregate_type must be 1 to 64 characters of A-Z a-z 0-9 . _ - starting with a letter or'
                       ' digit, got %s', coalesce(quote_literal(left(aggregate_type, 80)), 'NULL'));
+    ELSIF aggregate_type = ANY (reserved_types) THEN
+        why := format('aggregate type %s is reserved: outboxd''s own orders API writes those events and its ledger'
+                      ' books them', quote_literal(aggregate_type));
     ELSIF aggregate_id IS NULL OR aggregate_id = '' THEN
         why := 'aggregate_id must not be empty';
     ELSIF octet_length(aggregate_id) > 255 THEN
@@ -168,7 +176,7 @@ BEGIN
                         ' configuration' USING ERRCODE = '55000';
     END IF;
     PERFORM outboxd.emit_check(aggregate_type, aggregate_id, event_type, octet_length(payload), content_type, headers,
-                               s.max_event_bytes);
+                               s.max_event_bytes, s.reserved_types);
     INSERT INTO outboxd.aggregate_seq AS a (aggregate_type, aggregate_id, last_seq)
     VALUES (emit_bytes.aggregate_type, emit_bytes.aggregate_id, 1)
     ON CONFLICT ON CONSTRAINT aggregate_seq_pkey DO UPDATE SET last_seq = a.last_seq + 1

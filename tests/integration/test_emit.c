@@ -23,7 +23,7 @@ typedef struct {
     char    key[256];
     char    value[512];
     size_t  value_len;
-    char    event_id[40], seq[16], aggregate_type[80], content_type[140], traceparent[80], tenant[40];
+    char    event_id[40], seq[16], aggregate_type[80], content_type[140], traceparent[80], tenant[40], id[40];
 } rec_t;
 
 typedef struct {
@@ -51,6 +51,7 @@ collect(const rd_kafka_message_t *m, void *arg)
     obh_header(m, "content-type", r->content_type, sizeof(r->content_type));
     obh_header(m, "traceparent", r->traceparent, sizeof(r->traceparent));
     obh_header(m, "x-tenant", r->tenant, sizeof(r->tenant));
+    obh_header(m, "id", r->id, sizeof(r->id));
 }
 
 /* Runs sql on pg (one statement); asserts it succeeded and returns the first value (static buffer). */
@@ -253,6 +254,9 @@ Test(emit, bad_arguments_get_errors_that_say_what_is_wrong, .init = setup, .fini
         const char *sql, *state, *says;
     } bad[] = {
         { "SELECT outboxd.emit('product', '', 'x', '{}')", "22023", "aggregate_id must not be empty" },
+        /* the orders API is served here: its events are the ledger's to book, nobody else's to write */
+        { "SELECT outboxd.emit('order', '01a20000-0000-7000-8000-0000000000aa', 'order.cancelled', '{}')", "22023",
+          "aggregate type 'order' is reserved" },
         { "SELECT outboxd.emit('', '1', 'x', '{}')", "22023", "aggregate_type must be 1 to 64 characters" },
         { "SELECT outboxd.emit('pro duct', '1', 'x', '{}')", "22023", "aggregate_type must be" },
         { "SELECT outboxd.emit('product', repeat('x', 256), 'x', '{}')", "22023", "aggregate_id is 256 bytes" },
@@ -492,4 +496,75 @@ Test(emit, the_ledger_passes_over_other_aggregates_events, .init = setup, .fini 
     cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE aggregate_type = 'order'"
                                           " AND headers->>'traceparent' = '" TRACEPARENT "'"),
                  1, "the order's traceparent is stored with its event");
+    cr_assert_eq(obh_scalar(h.ledger_dsn, "SELECT count(*) FROM ledger_traces t JOIN ledger_entries e USING (event_id)"
+                                          " WHERE t.traceparent = '" TRACEPARENT "'"),
+                 1, "and kept with its ledger entry: the trace crosses the outbox");
+}
+
+/* A consumer written for Debezium's outbox router (StringConverter key, BinaryDataConverter value,
+ * header id) reads our records unchanged. */
+Test(emit, compat_debezium_adds_the_id_header_with_the_raw_key_and_value, .init = setup, .fini = teardown)
+{
+    recs_t rs = { .n = 0 };
+    char   event[40];
+    PGconn *pg = obh_pg(h.orders_dsn);
+
+    snprintf(event, sizeof(event), "%s", one(pg, "SELECT outboxd.emit('invoice', 'inv-1', 'invoice.issued', '{\"total\": \"5.00\"}')"));
+    PQfinish(pg);
+    start("[workers]\nhttp = 0\nrelays = 1\nconsumers = 0\n[kafka]\ncompat = debezium\n");
+    cr_assert(obh_poll(all_published, &h, NULL, obh_ms(30000)), "not published; log %s", h.log);
+    obh_kafka_each(&h, h.topic, h.partitions, 1, obh_ms(20000), collect, &rs);
+    cr_assert_eq(rs.n, 1);
+    cr_assert_str_eq(rs.recs[0].id, event, "Debezium's header id is the event id");
+    cr_assert_str_eq(rs.recs[0].event_id, event);
+    cr_assert_str_eq(rs.recs[0].key, "inv-1", "the key as a plain string");
+    cr_assert(rs.recs[0].value_len == strlen("{\"total\": \"5.00\"}") &&
+              memcmp(rs.recs[0].value, "{\"total\": \"5.00\"}", rs.recs[0].value_len) == 0,
+              "the value is the payload's bytes");
+}
+
+static int
+two_quarantined(obh_t *hh, void *arg)
+{
+    (void) arg;
+    return obh_scalar(hh->orders_dsn, "SELECT count(*) FROM outboxd.outbox_quarantine") == 2 &&
+           obh_scalar(hh->orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE NOT published") == 0;
+}
+
+/* A writer past the table's checks (its owner dropped one) cannot make the relay send a second content-type,
+ * or a key it would have to cut: such rows are quarantined, the rest is published. */
+static void
+rows_past_the_checks(const char *mode)
+{
+    char   extra[128];
+    recs_t rs = { .n = 0 };
+
+    obh_sql(h.orders_dsn, "ALTER TABLE outboxd.outbox DROP CONSTRAINT outbox_headers_check,"
+                          " DROP CONSTRAINT outbox_aggregate_id_check");
+    snprintf(extra, sizeof(extra), "[workers]\nhttp = 0\nrelays = 1\nconsumers = 0\n[relay]\nmode = %s\n", mode);
+    start(extra);
+    if (strcmp(mode, "wal") == 0)
+        obh_wait_streaming(&h, 1);     /* the stream meets them, not the polling pass before it */
+    obh_sql(h.orders_dsn, "INSERT INTO outboxd.outbox (event_id, aggregate_type, aggregate_id, seq, event_type,"
+                          "   partition, payload, headers)"
+                          " VALUES (gen_random_uuid(), 'product', 'p-1', 1, 'x', 0, '\\x00', '{\"content-type\": \"a/b\"}'),"
+                          "        (gen_random_uuid(), 'product', repeat('k', 300), 1, 'x', 1, '\\x00', NULL),"
+                          "        (gen_random_uuid(), 'product', 'p-2', 1, 'x', 2, '\\x00', '{\"fine\": \"yes\"}')");
+    cr_assert(obh_poll(two_quarantined, &h, NULL, obh_ms(30000)),
+              "the reserved header and the oversized key are quarantined, the rest published; log %s", h.log);
+    obh_kafka_each(&h, h.topic, h.partitions, 1, obh_ms(20000), collect, &rs);
+    cr_assert_geq(rs.n, 1);
+    /* mode wal's polling pass, which quarantines what the stream refused, may send p-2 once more */
+    for (int i = 0; i < rs.n; i++)
+        cr_assert_str_eq(rs.recs[i].key, "p-2", "record %d of %d", i, rs.n);
+}
+
+Test(emit, rows_past_the_tables_checks_are_quarantined_not_cut, .init = setup, .fini = teardown)
+{
+    rows_past_the_checks("partitioned");
+}
+
+Test(emit, rows_past_the_tables_checks_are_quarantined_not_cut_by_the_stream, .init = setup, .fini = teardown)
+{
+    rows_past_the_checks("wal");
 }

@@ -197,3 +197,38 @@ Test(cons_decode, follows_the_content_type_header)
     cr_assert_str_eq(ev.amount, "2.50");
     free(buf);
 }
+
+/* A payload crafted apart from its record (another order, another event, another seq) is not booked. */
+Test(cons_decode, refuses_a_payload_its_key_and_headers_do_not_agree_with)
+{
+    ob_event_t       ev = good_event(OB_EVENT_CANCELLED, 2, "3.00", "EUR"), out;
+    ob_cons_record_t r;
+    char            *buf, why[256];
+    size_t           len;
+
+    cr_assert_eq(ob_event_encode(&ev, 0, &buf, &len), 0);
+    memset(&r, 0, sizeof(r));
+    r.topic = "t";
+    r.value = buf;
+    r.value_len = len;
+    r.key = ev.aggregate_id;
+    r.key_len = strlen(ev.aggregate_id);
+    r.nheaders = 4;
+    r.headers[0] = (ob_cons_header_t) { "event-id", ev.id, strlen(ev.id) };
+    r.headers[1] = (ob_cons_header_t) { "aggregate-seq", "2", 1 };
+    r.headers[2] = (ob_cons_header_t) { "event-type", OB_EVENT_CANCELLED, strlen(OB_EVENT_CANCELLED) };
+    r.headers[3] = (ob_cons_header_t) { "aggregate-type", "order", 5 };
+    cr_assert_eq(ob_cons_decode(&r, &out, why, sizeof(why)), 0, "%s", why);
+
+    r.key = "01a20000-0000-7000-8000-0000000000ff";
+    cr_assert_eq(ob_cons_decode(&r, &out, why, sizeof(why)), -1, "another order's key");
+    cr_assert(strstr(why, "key") != NULL, "%s", why);
+    r.key = ev.aggregate_id;
+    r.headers[1] = (ob_cons_header_t) { "aggregate-seq", "3", 1 };
+    cr_assert_eq(ob_cons_decode(&r, &out, why, sizeof(why)), -1, "another seq");
+    r.headers[1] = (ob_cons_header_t) { "aggregate-seq", "2", 1 };
+    r.headers[3] = (ob_cons_header_t) { "aggregate-type", "ordr", 4 };
+    cr_assert_eq(ob_cons_decode(&r, &out, why, sizeof(why)), -1, "another aggregate type");
+    cr_assert(strstr(why, "headers disagree") != NULL, "%s", why);
+    free(buf);
+}

@@ -219,6 +219,8 @@ Test(order_req, traceparent_becomes_the_events_headers_or_a_400)
         "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",               /* parent id all zero */
         "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",               /* version ff */
         "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\"}",            /* would break out of JSON */
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x",             /* version 00 has no more */
+        "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01x",              /* more, but not after a '-' */
         "00_0af7651916cd43dd8448eb211c80319c_b7ad6b7169203331_01",
     };
     char out[OB_TRACE_HEADERS_MAX], msg[256];
@@ -228,6 +230,10 @@ Test(order_req, traceparent_becomes_the_events_headers_or_a_400)
     cr_assert_eq(ob_order_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", out, msg,
                                       sizeof(msg)), 0);
     cr_assert_str_eq(out, "{\"traceparent\":\"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\"}");
+    /* a later version's extra fields are not ours to read: its version-00 part is kept */
+    cr_assert_eq(ob_order_traceparent("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-what-comes-next", out,
+                                      msg, sizeof(msg)), 0);
+    cr_assert_str_eq(out, "{\"traceparent\":\"01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\"}");
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         msg[0] = '\0';
         cr_expect_eq(ob_order_traceparent(bad[i], out, msg, sizeof(msg)), 400, "accepted \"%s\"", bad[i]);

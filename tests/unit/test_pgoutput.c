@@ -158,63 +158,63 @@ print_row(char *out, size_t outlen, const ob_pgo_outbox_row_t *row)
     return n + (size_t) snprintf(out + n, outlen - n, "\n");
 }
 
-Test(pgoutput, inserts_decode_to_the_rows_sql_returned, .init = setup, .fini = teardown)
+/* The older capture's line: id partition seq event_id aggregate_id event_type payload. */
+static size_t
+print_legacy_row(char *out, size_t outlen, const ob_pgo_outbox_row_t *row)
 {
-    blob_t              expected = load(FIXTURES "/expected.txt");
+    cr_assert_null(row->content_type.p);
+    cr_assert_null(row->headers.p);
+    return (size_t) snprintf(out, outlen, "%lld %d %d %s %.*s %.*s %.*s\n", (long long) row->id, row->partition,
+                             row->seq, row->event_id, (int) row->aggregate_id.len, row->aggregate_id.p,
+                             (int) row->event_type.len, row->event_type.p, (int) row->payload.len, row->payload.p);
+}
+
+/*
+ * Maps the capture's Relation (frame 2, of nspname, with a uuid or text
+ * aggregate id) and prints every Insert after it; equal to the rows SQL
+ * returned when it was captured (dir/expected.txt).
+ */
+static void
+inserts_equal_expected(const char *dir, const char *nspname, int uuid_id,
+                       size_t (*print)(char *, size_t, const ob_pgo_outbox_row_t *))
+{
+    char                path[256], err[256], got[8192] = "";
     ob_pgo_outbox_map_t map;
     ob_pgo_frame_t      f;
     ob_pgo_msg_t        m;
-    char                err[256], got[8192] = "";
     size_t              used = 0;
+    blob_t              expected;
 
+    snprintf(path, sizeof(path), "%s/expected.txt", dir);
+    expected = load(path);
     decode(2, &f, &m);
     cr_assert_eq(m.kind, OB_PGO_RELATION);
     cr_assert_str_eq(m.rel.relname, "outbox");
-    cr_assert_str_eq(m.rel.nspname, "outboxd");
+    cr_assert_str_eq(m.rel.nspname, nspname);
     cr_assert(ob_pgo_is_outbox(&m.rel));
     cr_assert_eq(ob_pgo_outbox_map(&m.rel, &map, err, sizeof(err)), 0, "%s", err);
-    cr_assert_eq(map.aggregate_id_uuid, 0);
+    cr_assert_eq(map.aggregate_id_uuid, uuid_id);
     for (int i = 3; i < nframes; i++) {
         ob_pgo_outbox_row_t row;
         decode(i, &f, &m);
         if (m.kind != OB_PGO_INSERT)
             continue;
         cr_assert_eq(ob_pgo_outbox_row(&m, &map, &row, err, sizeof(err)), 0, "frame %d: %s", i, err);
-        used += print_row(got + used, sizeof(got) - used, &row);
+        used += print(got + used, sizeof(got) - used, &row);
     }
     cr_assert_str_eq(got, expected.buf);
     free(expected.buf);
 }
 
+Test(pgoutput, inserts_decode_to_the_rows_sql_returned, .init = setup, .fini = teardown)
+{
+    inserts_equal_expected(FIXTURES, "outboxd", 0, print_row);
+}
+
 /* The older shape's rows decode too, their uuid aggregate ids as text, without content type or headers. */
 Test(pgoutput, older_public_outbox_rows_decode, .init = setup_legacy, .fini = teardown)
 {
-    blob_t              expected = load(LEGACY "/expected.txt");
-    ob_pgo_outbox_map_t map;
-    ob_pgo_frame_t      f;
-    ob_pgo_msg_t        m;
-    char                err[256], got[4096] = "";
-    size_t              used = 0;
-
-    decode(2, &f, &m);
-    cr_assert_str_eq(m.rel.nspname, "public");
-    cr_assert(ob_pgo_is_outbox(&m.rel));
-    cr_assert_eq(ob_pgo_outbox_map(&m.rel, &map, err, sizeof(err)), 0, "%s", err);
-    cr_assert_eq(map.aggregate_id_uuid, 1);
-    for (int i = 3; i < nframes; i++) {
-        ob_pgo_outbox_row_t row;
-        decode(i, &f, &m);
-        if (m.kind != OB_PGO_INSERT)
-            continue;
-        cr_assert_eq(ob_pgo_outbox_row(&m, &map, &row, err, sizeof(err)), 0, "frame %d: %s", i, err);
-        cr_assert_null(row.content_type.p);
-        cr_assert_null(row.headers.p);
-        used += (size_t) snprintf(got + used, sizeof(got) - used, "%lld %d %d %s %.*s %.*s %.*s\n", (long long) row.id,
-                                  row.partition, row.seq, row.event_id, (int) row.aggregate_id.len, row.aggregate_id.p,
-                                  (int) row.event_type.len, row.event_type.p, (int) row.payload.len, row.payload.p);
-    }
-    cr_assert_str_eq(got, expected.buf);
-    free(expected.buf);
+    inserts_equal_expected(LEGACY, "public", 1, print_legacy_row);
 }
 
 Test(pgoutput, only_outboxd_or_the_older_public_outbox_is_the_outbox)

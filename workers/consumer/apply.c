@@ -1,5 +1,6 @@
 /* workers/consumer/apply.c: see apply.h. */
 #include "apply.h"
+#include "../../common/log.h"
 #include "../../common/pg.h"
 #include "../../common/pgarr.h"
 #include "../../common/money.h"
@@ -167,6 +168,43 @@ ob_cons_validate(ob_event_t *ev, char *why, size_t whylen)
     return 0;
 }
 
+/* Whether header name, where the record has it, says want: absent, or every copy equal. */
+static int
+cons_header_agrees(const ob_cons_record_t *r, const char *name, const char *want)
+{
+    for (int i = 0; i < r->nheaders; i++)
+        if (strcmp(r->headers[i].name, name) == 0 &&
+            (r->headers[i].value == NULL || r->headers[i].value_len != strlen(want) ||
+             memcmp(r->headers[i].value, want, r->headers[i].value_len) != 0))
+            return 0;
+    return 1;
+}
+
+/*
+ * The payload must say what the record's key and headers say (the relay
+ * writes all of them from one row, and signs the headers): a value that
+ * claims another order or event than its record is refused, so neither a
+ * mislabelled record nor one whose payload was crafted apart from its
+ * headers is booked. 0, or -1 with why.
+ */
+static int
+cons_agrees(const ob_cons_record_t *r, const ob_event_t *ev, char *why, size_t whylen)
+{
+    char seq[16];
+
+    snprintf(seq, sizeof(seq), "%d", (int) ev->seq);
+    if (r->key != NULL && (r->key_len != strlen(ev->aggregate_id) || memcmp(r->key, ev->aggregate_id, r->key_len) != 0))
+        snprintf(why, whylen, "the record's key is not the payload's aggregate_id");
+    else if (!cons_header_agrees(r, "event-id", ev->id) || !cons_header_agrees(r, "aggregate-id", ev->aggregate_id) ||
+             !cons_header_agrees(r, "aggregate-seq", seq) || !cons_header_agrees(r, "event-type", ev->type) ||
+             !cons_header_agrees(r, OB_HDR_AGGREGATE_TYPE, ev->aggregate_type))
+        snprintf(why, whylen, "the record's headers disagree with its payload (event-id, aggregate-id, aggregate-seq,"
+                              " event-type or aggregate-type)");
+    else
+        return 0;
+    return -1;
+}
+
 int
 ob_cons_decode(const ob_cons_record_t *r, ob_event_t *ev, char *why, size_t whylen)
 {
@@ -184,9 +222,9 @@ ob_cons_decode(const ob_cons_record_t *r, ob_event_t *ev, char *why, size_t whyl
         snprintf(why, whylen, "empty value");
         return -1;
     }
-    if (ob_event_decode(r->value, r->value_len, json, ev, why, whylen) != 0)
+    if (ob_event_decode(r->value, r->value_len, json, ev, why, whylen) != 0 || ob_cons_validate(ev, why, whylen) != 0)
         return -1;
-    return ob_cons_validate(ev, why, whylen);
+    return cons_agrees(r, ev, why, whylen);
 }
 
 void
@@ -348,6 +386,64 @@ typedef struct {
     int   n;
 } batch_t;
 
+/* The record's traceparent header when it is one well-formed W3C value, else NULL (malformed ones are not kept). */
+static const ob_cons_header_t *
+cons_traceparent(const ob_cons_record_t *r)
+{
+    const ob_cons_header_t *t = NULL;
+
+    for (int i = 0; i < r->nheaders; i++)
+        if (strcmp(r->headers[i].name, "traceparent") == 0) {
+            if (t != NULL)
+                return NULL;
+            t = &r->headers[i];
+        }
+    return t != NULL && t->value != NULL && ob_traceparent_valid(t->value, t->value_len) ? t : NULL;
+}
+
+/*
+ * Keeps the trace context of the events booked or parked (code >= 0) in
+ * ledger_traces, in the batch's transaction; nothing to do, no round trip.
+ */
+static ob_cons_class_t
+cons_keep_traces(PGconn *pg, const batch_t *b, const ob_cons_record_t *recs, const ob_cons_outcome_t *out,
+                 char *state, char *err, size_t errlen)
+{
+    ob_pgarr_t      ids = { 0 }, traces = { 0 };
+    char            tp[OB_TRACEPARENT_LEN + 1], *lit[2];
+    ob_cons_class_t c = OB_CONS_OK;
+
+    for (int k = 0; k < b->n; k++) {
+        const ob_cons_header_t *t = cons_traceparent(&recs[b->idx[k]]);
+        if (t == NULL || out[b->idx[k]].code < 0)
+            continue;
+        memcpy(tp, t->value, OB_TRACEPARENT_LEN);
+        tp[OB_TRACEPARENT_LEN] = '\0';
+        ob_pgarr_add(&ids, b->ids[k]);
+        ob_pgarr_add(&traces, tp);
+    }
+    int any = ids.n > 0;
+    lit[0] = ob_pgarr_end(&ids);
+    lit[1] = ob_pgarr_end(&traces);
+    if (lit[0] == NULL || lit[1] == NULL)
+        abort();      /* out of memory: the worker restarts, the batch is re-read */
+    if (any) {
+        char      st[6];
+        PGresult *r = ob_pg_query(pg, "SELECT ledger_keep_traces($1::uuid[], $2::text[])", 2,
+                                  (const char *const *) lit, st, err, errlen);
+        if (r == NULL && state != NULL)
+            memcpy(state, st, sizeof(st));
+        if (r == NULL)
+            c = cons_failed(pg, st);
+        else if (!PQgetisnull(r, 0, 0))
+            ob_log(OB_LOG_WARN, "trace context not kept (the events are booked): %s", PQgetvalue(r, 0, 0));
+        PQclear(r);
+    }
+    free(lit[0]);
+    free(lit[1]);
+    return c;
+}
+
 static void
 batch_add(batch_t *b, int i, const ob_event_t *ev, const ob_cons_record_t *r)
 {
@@ -404,7 +500,7 @@ cons_results(PGconn *pg, PGresult *res, const batch_t *b, const ob_cons_record_t
         if (dead_letter)
             c = ob_cons_dead_letter(pg, &recs[b->idx[k]], o->why, o->state, 0, err, errlen);
     }
-    return c;
+    return c == OB_CONS_OK ? cons_keep_traces(pg, b, recs, out, state, err, errlen) : c;
 }
 
 /* The batch's valid events in one call of ledger_apply_events: one round trip, one transaction. */

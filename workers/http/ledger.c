@@ -22,9 +22,11 @@ const ob_http_stmt_t ob_ledger_statements[] = {
       "SELECT currency, sum(amount)::text,"
       " count(*) FILTER (WHERE kind = 'charge') - count(*) FILTER (WHERE kind = 'credit_note')"
       " FROM ledger_entries GROUP BY ROLLUP (currency) ORDER BY currency NULLS LAST" },
+    /* columns E_*, as ledger_entry_json reads them */
     { "entries",
-      "SELECT id, event_id, seq, kind, amount::text, currency, reverses_entry_id, created_at, kafka_partition,"
-      " kafka_offset FROM ledger_entries WHERE order_id = $1::uuid ORDER BY seq" },
+      "SELECT e.id, e.event_id, e.seq, e.kind, e.amount::text, e.currency, e.reverses_entry_id, e.created_at,"
+      " e.kafka_partition, e.kafka_offset, t.traceparent FROM ledger_entries e"
+      " LEFT JOIN ledger_traces t ON t.event_id = e.event_id WHERE e.order_id = $1::uuid ORDER BY e.seq" },
     { NULL, NULL },
 };
 
@@ -55,20 +57,25 @@ ledger_total(ob_http_t *hw, struct mg_connection *conn)
     return status;
 }
 
+/* Columns of the entries statement, in order. */
+enum { E_ID, E_EVENT, E_SEQ, E_KIND, E_AMOUNT, E_CURRENCY, E_REVERSES, E_CREATED, E_PARTITION, E_OFFSET, E_TRACE };
+
 static json_t *
 ledger_entry_json(PGresult *r, int i)
 {
-    const ob_currency_t *cur = ob_currency_find(PQgetvalue(r, i, 5));
+    const ob_currency_t *cur = ob_currency_find(PQgetvalue(r, i, E_CURRENCY));
     char                 amount[64];
 
-    if (cur == NULL || ob_decimal_rescale(PQgetvalue(r, i, 4), cur->digits, amount, sizeof(amount)) != 0)
-        ob_strlcpy(amount, PQgetvalue(r, i, 4), sizeof(amount));
-    return json_pack("{s:I, s:s, s:i, s:s, s:s, s:s, s:o, s:s, s:i, s:I}", "id", (json_int_t) atoll(PQgetvalue(r, i, 0)),
-                     "eventId", PQgetvalue(r, i, 1), "seq", atoi(PQgetvalue(r, i, 2)), "kind", PQgetvalue(r, i, 3),
-                     "amount", amount, "currency", PQgetvalue(r, i, 5), "reverses",
-                     PQgetisnull(r, i, 6) ? json_null() : json_integer(atoll(PQgetvalue(r, i, 6))), "createdAt",
-                     PQgetvalue(r, i, 7), "kafkaPartition", atoi(PQgetvalue(r, i, 8)), "kafkaOffset",
-                     (json_int_t) atoll(PQgetvalue(r, i, 9)));
+    if (cur == NULL || ob_decimal_rescale(PQgetvalue(r, i, E_AMOUNT), cur->digits, amount, sizeof(amount)) != 0)
+        ob_strlcpy(amount, PQgetvalue(r, i, E_AMOUNT), sizeof(amount));
+    return json_pack("{s:I, s:s, s:i, s:s, s:s, s:s, s:o, s:s, s:i, s:I, s:o}", "id",
+                     (json_int_t) atoll(PQgetvalue(r, i, E_ID)), "eventId", PQgetvalue(r, i, E_EVENT), "seq",
+                     atoi(PQgetvalue(r, i, E_SEQ)), "kind", PQgetvalue(r, i, E_KIND), "amount", amount, "currency",
+                     PQgetvalue(r, i, E_CURRENCY), "reverses",
+                     PQgetisnull(r, i, E_REVERSES) ? json_null() : json_integer(atoll(PQgetvalue(r, i, E_REVERSES))),
+                     "createdAt", PQgetvalue(r, i, E_CREATED), "kafkaPartition", atoi(PQgetvalue(r, i, E_PARTITION)),
+                     "kafkaOffset", (json_int_t) atoll(PQgetvalue(r, i, E_OFFSET)), "traceparent",
+                     PQgetisnull(r, i, E_TRACE) ? json_null() : json_string(PQgetvalue(r, i, E_TRACE)));
 }
 
 static int

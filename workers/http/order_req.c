@@ -272,6 +272,6 @@ ob_order_traceparent(const char *hdr, char out[OB_TRACE_HEADERS_MAX], char *msg,
                               " (00-<32 hex>-<16 hex>-<2 hex>, lower case, ids not all zero)");
         return 400;
     }
-    snprintf(out, OB_TRACE_HEADERS_MAX, "{\"traceparent\":\"%s\"}", hdr);
+    snprintf(out, OB_TRACE_HEADERS_MAX, "{\"traceparent\":\"%.*s\"}", OB_TRACEPARENT_LEN, hdr);
     return 0;
 }

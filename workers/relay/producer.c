@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static void
 producer_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -87,10 +88,25 @@ ob_relay_field(char *dst, size_t dstlen, const char *src, size_t n)
     return 0;
 }
 
+/* Names the relay sets itself (outboxd.headers_problem refuses them too): a second copy could mislead a reader. */
+static int
+producer_reserved(const char *name)
+{
+    static const char *const ours[] = { "id", "event-id", "event-type", "aggregate-type", "aggregate-id",
+                                        "aggregate-seq", "content-type", OB_RSIG_HEADER };
+
+    for (size_t i = 0; i < sizeof(ours) / sizeof(ours[0]); i++)
+        if (strcasecmp(name, ours[i]) == 0)
+            return 1;
+    return 0;
+}
+
 /*
  * The event's own headers (outboxd.emit's headers argument, a traceparent)
- * after ours: a JSON object of string values, as the outbox's check
- * constraint keeps it. Anything else refuses the event: -1 with why.
+ * after ours: a JSON object of string values, under names outboxd does not
+ * set, as the outbox's check constraint keeps it; checked again here for a
+ * writer that got past the constraint. Anything else refuses the event: -1
+ * with why.
  */
 static int
 producer_user_headers(rd_kafka_headers_t *hs, const ob_relay_body_t *b, char *why, size_t whylen)
@@ -109,8 +125,8 @@ producer_user_headers(rd_kafka_headers_t *hs, const ob_relay_body_t *b, char *wh
         return -1;
     }
     json_object_foreach(obj, k, v) {
-        if (!json_is_string(v)) {
-            snprintf(why, whylen, "header %.64s is not a string", k);
+        if (!json_is_string(v) || producer_reserved(k)) {
+            snprintf(why, whylen, "header %.64s is %s", k, producer_reserved(k) ? "set by outboxd itself" : "not a string");
             rc = -1;
             break;
         }
@@ -148,6 +164,9 @@ producer_headers(ob_relay_t *rl, const ob_relay_row_t *row, const ob_relay_body_
         rd_kafka_header_add(hs, OB_RSIG_HEADER, -1, sig, -1);
     }
     rd_kafka_header_add(hs, OB_HDR_AGGREGATE_TYPE, -1, row->aggregate_type, -1);
+    /* Debezium's outbox router: key and value are ours already (StringConverter, BinaryDataConverter) */
+    if (rl->cfg->kafka.compat == OB_COMPAT_DEBEZIUM)
+        rd_kafka_header_add(hs, "id", -1, row->event_id, -1);
     if (producer_user_headers(hs, b, why, whylen) != 0) {
         rd_kafka_headers_destroy(hs);
         return NULL;
