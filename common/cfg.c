@@ -99,7 +99,7 @@ static const key_def_t keys[] = {
     I("kafka", "partitions", kafka.partitions, 1, 256, "12", RESTART,
       "the topic's partition count, which the hash of an order id picks from; must match the topic"),
     I("kafka", "max_event_bytes", kafka.max_event_bytes, 1, 100000000, "1000000", 0,
-      "largest payload outboxd.emit accepts; outboxd migrate writes it to outboxd.settings"),
+      "largest payload outboxd.emit accepts; takes effect when outboxd migrate writes it to outboxd.settings"),
     E("kafka", "format", K_STR_ENUM, kafka.format, kafka_formats, "msgpack", KAFKA,
       "record encoding: msgpack is compact, json is readable by any tool"),
     E("kafka", "compat", K_ENUM, kafka.compat, kafka_compats, "none", RELAYS,
