@@ -97,6 +97,7 @@ test: deps
 	$(INTEG_ENV) OB_BIN=$(abspath $(BUILD)/outboxd) $(INTEG_BIN) --jobs 1
 	$(if $(SKIP_FAULT),@echo "fault tier: not repeated here (SKIP_FAULT: it proves distributed behaviour, which a sanitizer does not check)",\
 	    $(INTEG_ENV) OB_BIN=$(abspath $(BUILD)/outboxd) $(FAULT_BIN) --jobs 1 --filter 'fault/*')
+	$(if $(SKIP_FAULT),,bash tests/readme/own_service.sh)
 
 # The architecture as rules a change cannot break unnoticed: the supervisor
 # talks to no database, Kafka or JSON (cli/ does); no two files call each
