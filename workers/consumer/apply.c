@@ -326,7 +326,7 @@ ob_cons_dead_letter(PGconn *pg, const ob_cons_record_t *r, const char *why, cons
     int             lens[9] = { 0, 0, 0, (int) r->key_len, (int) r->value_len, 0, 0, 0, 0 };
     int             fmts[9] = { 0, 0, 0, 1, 1, 0, 0, 0, 0 };
     PGresult       *res;
-    ob_cons_class_t c = OB_CONS_OK;
+    ob_cons_class_t c;
 
     /* the reason may quote the record's bytes: only ASCII reaches a text column */
     ob_cons_printable(why, strlen(why), text, sizeof(text));
@@ -353,7 +353,7 @@ cons_park_record(PGconn *pg, const ob_cons_record_t *r, const char *event_id, ch
     int             lens[5] = { 0, (int) r->key_len, (int) r->value_len, 0, 0 };
     int             fmts[5] = { 0, 1, 1, 0, 0 };
     PGresult       *res;
-    ob_cons_class_t c = OB_CONS_OK;
+    ob_cons_class_t c;
 
     res = PQexecParams(pg,
                        "UPDATE ledger_parked SET kafka_key = $2, payload = $3, kafka_header_keys = $4::bytea[],"
