@@ -79,6 +79,15 @@ md_passthrough(FILE *out)
           "refused, and values of secret-looking names are shown as `***`. A change restarts relays\n"
           "and consumers.\n",
           out);
+    fputs("\n## [routes]\n\n"
+          "`aggregate_type = topic`, one line per aggregate type: its events go to that topic, the\n"
+          "rest to `[kafka] topic` (or, with `[kafka] strict_routes`, `outboxd.emit` refuses them).\n"
+          "Every routed topic is checked, or created, with `[kafka] partitions` partitions when the\n"
+          "relays start. At most 32 routes and 16 distinct topics. A reload applies a change and\n"
+          "restarts relays and consumers; an event already in the outbox whose route was removed\n"
+          "goes to `[kafka] topic`, or with strict routes is quarantined (`outboxd replay` sends it\n"
+          "once a route is back).\n",
+          out);
 }
 
 int

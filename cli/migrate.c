@@ -15,6 +15,7 @@
 #include "migrations.h"
 #include "../common/log.h"
 #include "../common/pg.h"
+#include "../common/routing.h"
 #include "../common/util.h"
 
 #include <libpq-fe.h>
@@ -184,7 +185,7 @@ migrate_settings(const char *dsn, const ob_cfg_t *cfg, char *err, size_t errlen)
 {
     char        parts[16], maxb[16];
     /* the orders API's events are the ledger's: nobody else may emit them */
-    const char *params[3] = { parts, maxb, ob_cfg_orders_api(cfg) || cfg->workers.consumers > 0 ? "{order}" : "{}" };
+    const char *params[3] = { parts, maxb, ob_cfg_order_reserved(cfg) ? "{order}" : "{}" };
     PGconn     *pg = PQconnectdb(dsn);
     PGresult   *r;
     int         rc = -1;
@@ -210,7 +211,11 @@ migrate_settings(const char *dsn, const ob_cfg_t *cfg, char *err, size_t errlen)
                  "outbox: outboxd.settings holds another partition count than [kafka] partitions = %d; the count"
                  " cannot change under existing events (set [kafka] partitions back to the topic's count)",
                  cfg->kafka.partitions);
-    else
+    else if (ob_routing_sync(pg, cfg, err, errlen) != 0) {
+        char tmp[512];
+        ob_strlcpy(tmp, err, sizeof(tmp));
+        snprintf(err, errlen, "outbox: routing: %s", tmp);
+    } else
         rc = 0;
     PQclear(r);
     PQfinish(pg);

@@ -38,6 +38,7 @@ static const roles_need_t relay_needs[] = {
     { "outboxd.outbox_quarantine", "SELECT, INSERT" },
     { "outboxd.relay_slots", "SELECT, INSERT, UPDATE, DELETE" },
     { "outboxd.settings", "SELECT" },
+    { "outboxd.routing", "SELECT, INSERT, UPDATE" },
     { NULL, NULL },
 };
 static const roles_need_t ledger_needs[] = {
@@ -177,7 +178,7 @@ static int
 roles_check_emit(const char *dsn)
 {
     static const char *need[][2] = { { "outboxd.outbox", "INSERT" }, { "outboxd.aggregate_seq", "INSERT, UPDATE" },
-                                     { "outboxd.settings", "SELECT" } };
+                                     { "outboxd.settings", "SELECT" }, { "outboxd.routing", "SELECT" } };
     PGconn   *pg = PQconnectdb(dsn);
     int       missing = 0;
 

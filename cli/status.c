@@ -111,6 +111,9 @@ status_print_text(const ob_status_t *v)
                (unsigned long long) atomic_load(&pt->produced), (unsigned long long) atomic_load(&pt->pending),
                br == OB_BREAKER_CLOSED ? "closed" : br == OB_BREAKER_OPEN ? "open" : "half-open");
     }
+    printf("\n# topics\n%-40s %9s\n", "topic", "produced");
+    for (int t = 0; t < v->ntopics; t++)
+        printf("%-40s %9llu\n", v->topics[t].name, (unsigned long long) ob_status_topic_produced(v, t));
 }
 
 int

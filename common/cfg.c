@@ -93,7 +93,10 @@ static const key_def_t keys[] = {
     D("ledger", "stall_after", ledger.stall_after_s, 1, "30s", 0,
       "status reports the ledger stalled when events wait and none was applied for this long"),
     S("kafka", "brokers", kafka.brokers, "127.0.0.1:59092", KAFKA, "bootstrap brokers, host:port[,host:port...]"),
-    S("kafka", "topic", kafka.topic, "outbox-events", KAFKA, "the topic relays publish to and consumers read"),
+    S("kafka", "topic", kafka.topic, "outbox-events", KAFKA,
+      "the topic of every aggregate type [routes] does not name, the orders API's among them unless routed"),
+    B("kafka", "strict_routes", kafka.strict_routes, "no", KAFKA,
+      "outboxd.emit refuses an aggregate type [routes] does not name, instead of sending it to [kafka] topic"),
     /* restart-only: HTTP workers would write rows for partitions the topic
      * lacks while the relays go fatal, and reverting strands those rows */
     I("kafka", "partitions", kafka.partitions, 1, 256, "12", RESTART,
@@ -161,6 +164,47 @@ int
 ob_cfg_ledger_used(const ob_cfg_t *cfg)
 {
     return cfg->workers.consumers > 0 || (cfg->workers.http > 0 && cfg->ledger.listen[0] != '\0');
+}
+
+int
+ob_cfg_order_reserved(const ob_cfg_t *cfg)
+{
+    return ob_cfg_orders_api(cfg) || cfg->workers.consumers > 0;
+}
+
+const char *
+ob_cfg_topic_for(const ob_cfg_t *cfg, const char *type)
+{
+    const char *t = ob_routes_find(&cfg->routes, type);
+
+    if (t != NULL)
+        return t;
+    if (!cfg->kafka.strict_routes || (strcmp(type, "order") == 0 && ob_cfg_order_reserved(cfg)))
+        return cfg->kafka.topic;
+    return NULL;
+}
+
+static int
+cfg_topic_add(const char *out[OB_TOPICS_MAX + 1], int n, const char *topic)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(out[i], topic) == 0)
+            return n;
+    if (n <= OB_TOPICS_MAX)
+        out[n++] = topic;
+    return n;
+}
+
+int
+ob_cfg_topics(const ob_cfg_t *cfg, const char *out[OB_TOPICS_MAX + 1])
+{
+    int n = 0;
+
+    if (!cfg->kafka.strict_routes || (ob_cfg_order_reserved(cfg) && ob_routes_find(&cfg->routes, "order") == NULL))
+        n = cfg_topic_add(out, n, cfg->kafka.topic);
+    for (int i = 0; i < cfg->routes.n; i++)
+        n = cfg_topic_add(out, n, cfg->routes.r[i].topic);
+    return n;
 }
 
 int
@@ -246,7 +290,7 @@ cfg_find_key(const char *section, const char *key)
 static int
 cfg_known_section(const char *section)
 {
-    if (ob_kprops_section(section) >= 0)
+    if (ob_kprops_section(section) >= 0 || strcmp(section, "routes") == 0)
         return 1;
     for (size_t i = 0; i < OB_ARRAY_LEN(keys); i++)
         if (strcmp(keys[i].section, section) == 0)
@@ -470,6 +514,15 @@ cfg_handler(void *user, const char *section, const char *name, const char *value
     }
     if (ob_kprops_section(section) >= 0)
         return cfg_kprop(pc, section, name, value);
+    if (strcmp(section, "routes") == 0) {
+        if (ob_routes_add(&pc->cfg->routes, name, value, why, sizeof(why)) != 0) {
+            char msg[400];
+            snprintf(msg, sizeof(msg), "%s (got %.64s = \"%.200s\")", why, name, value);
+            cfg_fail(pc, section, name, msg);
+            return 0;
+        }
+        return 1;
+    }
     k = cfg_find_key(section, name);
     if (k == NULL) {
         cfg_fail(pc, section, name, "unknown key");
@@ -554,6 +607,23 @@ cfg_check_signing(const ob_cfg_t *cfg, char *err, size_t errlen)
     return 0;
 }
 
+static int
+cfg_check_topics(const ob_cfg_t *cfg, char *err, size_t errlen)
+{
+    const char *topics[OB_TOPICS_MAX + 1];
+
+    if (!ob_topic_name_valid(cfg->kafka.topic)) {
+        snprintf(err, errlen, "[kafka] topic: a topic name is 1 to 249 characters of A-Z a-z 0-9 . _ -, and not . or .."
+                              " (got \"%.200s\")", cfg->kafka.topic);
+        return -1;
+    }
+    if (ob_cfg_topics(cfg, topics) > OB_TOPICS_MAX) {
+        snprintf(err, errlen, "[routes] and [kafka] topic name more than %d distinct topics", OB_TOPICS_MAX);
+        return -1;
+    }
+    return 0;
+}
+
 int
 ob_cfg_validate(const ob_cfg_t *cfg, char *err, size_t errlen)
 {
@@ -584,10 +654,12 @@ ob_cfg_validate(const ob_cfg_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "[orders], [ledger] and [admin] listen must be different addresses");
         return -1;
     }
-    if (cfg->kafka.topic[0] == '\0' || cfg->kafka.brokers[0] == '\0') {
-        snprintf(err, errlen, "[kafka] brokers and topic must not be empty");
+    if (cfg->kafka.brokers[0] == '\0') {
+        snprintf(err, errlen, "[kafka] brokers must not be empty");
         return -1;
     }
+    if (cfg_check_topics(cfg, err, errlen) != 0)
+        return -1;
     if (cfg_check_signing(cfg, err, errlen) != 0)
         return -1;
     if (cfg->orders.dsn[0] == '\0' || cfg->ledger.dsn[0] == '\0') {
@@ -620,6 +692,9 @@ ob_cfg_restarts(const ob_cfg_t *running, const ob_cfg_t *next)
         if (cfg_key_differs(&keys[i], running, next))
             kinds |= keys[i].reload & ~OB_CFG_RESTART_ONLY;
     /* the librdkafka passthrough sections are not keys of the table; every client reads them */
+    /* routes decide the relays' topics and the consumers' one */
+    if (memcmp(&running->routes, &next->routes, sizeof(next->routes)) != 0)
+        kinds |= OB_CFG_RESTARTS_RELAYS | OB_CFG_RESTARTS_CONSUMERS;
     if (running->kafka.nprops != next->kafka.nprops ||
         memcmp(running->kafka.props, next->kafka.props, sizeof(next->kafka.props)) != 0)
         kinds |= OB_CFG_RESTARTS_RELAYS | OB_CFG_RESTARTS_CONSUMERS;

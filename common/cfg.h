@@ -9,6 +9,7 @@
 #ifndef OB_CFG_H
 #define OB_CFG_H
 
+#include "routes.h"
 #include "rsig.h"
 
 #include <stddef.h>
@@ -72,7 +73,8 @@ typedef struct ob_cfg_s {
     } ledger;
     struct {
         char brokers[OB_CFG_STR];
-        char topic[256];
+        char topic[256];        /* the default topic: aggregate types [routes] does not name */
+        int  strict_routes;     /* refuse aggregate types [routes] does not name */
         int  partitions;
         int  max_event_bytes;    /* outboxd.emit's payload limit, kept in outboxd.settings by migrate */
         char format[16];         /* msgpack | json */
@@ -83,6 +85,7 @@ typedef struct ob_cfg_s {
         ob_rsig_keyring_t verify_keys;       /* consumers accept these and signing_key (secrets) */
         int               require_signature; /* consumers dead-letter unsigned records too */
     } kafka;
+    ob_routes_t routes;         /* [routes] aggregate_type = topic */
     struct {
         int http;
         int relays;
@@ -119,6 +122,19 @@ const char *ob_cfg_relay_dsn(const ob_cfg_t *cfg);
 int ob_cfg_orders_api(const ob_cfg_t *cfg);
 /* Whether anything uses ledgerdb: consumers, or the ledger API served. */
 int ob_cfg_ledger_used(const ob_cfg_t *cfg);
+/* Whether aggregate type 'order' is outboxd's own (the orders API or the ledger runs): nobody else may emit it. */
+int ob_cfg_order_reserved(const ob_cfg_t *cfg);
+/*
+ * The topic an event of aggregate type goes to: its route, else [kafka]
+ * topic; with strict_routes NULL for a type without a route, except 'order'
+ * while reserved, whose topic is always [kafka] topic unless routed.
+ */
+const char *ob_cfg_topic_for(const ob_cfg_t *cfg, const char *type);
+/*
+ * The distinct topics events can go to (at most OB_TOPICS_MAX), the
+ * default first when it is used; returns how many.
+ */
+int ob_cfg_topics(const ob_cfg_t *cfg, const char *out[OB_TOPICS_MAX + 1]);
 /*
  * HTTP worker processes to run: [workers] http, or with 0 one that serves
  * only the admin listener (when set), so a relay-only deployment can still

@@ -23,9 +23,18 @@ ob_status_collect(ob_shm_t *shm, ob_status_t *v)
         atomic_store(&dst->pending, atomic_load(&src->pending));
         atomic_store(&dst->oldest_pending_ms, atomic_load(&src->oldest_pending_ms));
         atomic_store(&dst->produced, atomic_load(&src->produced));
-        atomic_store(&dst->last_offset, atomic_load(&src->last_offset));
         atomic_store(&dst->errors, atomic_load(&src->errors));
         v->owner[p] = -1;
+    }
+    v->ntopics = atomic_load(&shm->map->hdr.ntopics);
+    v->ntopics = v->ntopics < 0 ? 0 : v->ntopics > OB_SHM_TOPICS ? OB_SHM_TOPICS : v->ntopics;
+    for (int t = 0; t < v->ntopics; t++) {
+        memcpy(v->topics[t].name, shm->map->topics[t].name, sizeof(v->topics[t].name));
+        for (int p = 0; p < OB_SHM_PARTITIONS; p++) {
+            ob_shm_tpart_t *src = &shm->map->topics[t].parts[p], *dst = &v->topics[t].parts[p];
+            atomic_store(&dst->produced, atomic_load(&src->produced));
+            atomic_store(&dst->last_offset, atomic_load(&src->last_offset));
+        }
     }
     for (int i = 0; i < OB_SHM_SLOTS; i++) {
         ob_shm_slot_snapshot(&shm->map->slots[i], &v->slots[i]);
@@ -35,6 +44,16 @@ ob_status_collect(ob_shm_t *shm, ob_status_t *v)
             if (ob_shm_is_owned(&v->slots[i], p))
                 v->owner[p] = v->owner[p] == -1 ? i : -2;
     }
+}
+
+uint64_t
+ob_status_topic_produced(const ob_status_t *v, int t)
+{
+    uint64_t sum = 0;
+
+    for (int p = 0; p < v->hdr.partitions && p < OB_SHM_PARTITIONS; p++)
+        sum += atomic_load(&((ob_shm_tpart_t *) &v->topics[t].parts[p])->produced);
+    return sum;
 }
 
 double
@@ -131,6 +150,26 @@ status_rates_json(const ob_status_t *v, int n)
     return out;
 }
 
+/* Each topic [routes] and [kafka] topic have named since the start, with its partitions' progress. */
+static json_t *
+status_topics_json(const ob_status_t *v)
+{
+    json_t *out = json_array();
+
+    for (int t = 0; t < v->ntopics; t++) {
+        json_t *parts = json_array();
+        for (int p = 0; p < v->hdr.partitions && p < OB_SHM_PARTITIONS; p++) {
+            ob_shm_tpart_t *tp = (ob_shm_tpart_t *) &v->topics[t].parts[p];
+            json_array_append_new(parts, json_pack("{s:i, s:I, s:I}", "partition", p, "produced",
+                                                   (json_int_t) atomic_load(&tp->produced), "last_offset",
+                                                   (json_int_t) atomic_load(&tp->last_offset)));
+        }
+        json_array_append_new(out, json_pack("{s:s, s:I, s:o}", "topic", v->topics[t].name, "produced",
+                                             (json_int_t) ob_status_topic_produced(v, t), "partitions", parts));
+    }
+    return out;
+}
+
 json_t *
 ob_status_json(const ob_status_t *v)
 {
@@ -145,24 +184,24 @@ ob_status_json(const ob_status_t *v)
         const ob_shm_part_t *pt = &v->parts[p];
         int                  b = atomic_load(&((ob_shm_part_t *) pt)->breaker);
         json_array_append_new(
-            parts, json_pack("{s:i, s:o, s:I, s:I, s:I, s:f, s:I, s:I, s:s}", "partition", p, "owner",
+            parts, json_pack("{s:i, s:o, s:I, s:I, s:I, s:f, s:I, s:s}", "partition", p, "owner",
                              v->owner[p] >= 0 ? json_sprintf("relay %d", v->slots[v->owner[p]].index)
                                               : v->owner[p] == -2 ? json_string("SEVERAL") : json_null(),
                              "committed", (json_int_t) atomic_load(&((ob_shm_part_t *) pt)->committed), "produced",
                              (json_int_t) atomic_load(&((ob_shm_part_t *) pt)->produced), "pending",
                              (json_int_t) atomic_load(&((ob_shm_part_t *) pt)->pending), "oldest_pending_age_s",
-                             oldest_age_s(v, pt), "last_offset",
-                             (json_int_t) atomic_load(&((ob_shm_part_t *) pt)->last_offset), "errors",
+                             oldest_age_s(v, pt), "errors",
                              (json_int_t) atomic_load(&((ob_shm_part_t *) pt)->errors), "breaker",
                              breaker_names[b >= 0 && b <= 2 ? b : 0]));
     }
-    return json_pack("{s:{s:s, s:i, s:I, s:I, s:s, s:s, s:s, s:o, s:s}, s:o, s:o, s:o}", "supervisor", "name",
+    return json_pack("{s:{s:s, s:i, s:I, s:I, s:s, s:s, s:s, s:o, s:s}, s:o, s:o, s:o, s:o}", "supervisor", "name",
                      v->hdr.name, "pid", (int) v->hdr.sup_pid, "uptime_s",
                      (json_int_t) ((v->now_wall_ms - v->hdr.start_wall_ms) / 1000), "generation",
                      (json_int_t) v->hdr.generation, "config", v->hdr.cfg_path, "config_digest", digest,
                      "last_reload", v->hdr.reload_ok < 0 ? "never" : v->hdr.reload_ok ? "ok" : "failed",
                      "last_reload_at_ms", v->hdr.reload_ok < 0 ? json_null() : json_integer(v->hdr.reload_wall_ms),
-                     "last_reload_message", v->hdr.reload_msg, "workers", workers, "partitions", parts, "rates",
+                     "last_reload_message", v->hdr.reload_msg, "workers", workers, "partitions", parts, "topics",
+                     status_topics_json(v), "rates",
                      status_rates_json(v, 120));
 }
 
@@ -340,7 +379,6 @@ metrics_partitions(sbuf_t *b, const ob_status_t *v)
         { "partition_pending", "gauge", "Pending outbox rows (capped at 100000)." },
         { "partition_oldest_pending_age_seconds", "gauge", "Age of the oldest pending event." },
         { "partition_errors_total", "counter", "Events not acknowledged or rejected." },
-        { "partition_last_offset", "gauge", "Kafka offset of the last event produced." },
         { "partition_breaker_open", "gauge", "1 while the relay's circuit breaker is open or half-open." },
     };
 
@@ -355,12 +393,26 @@ metrics_partitions(sbuf_t *b, const ob_status_t *v)
             case 2: val = (double) atomic_load(&pt->pending); break;
             case 3: val = oldest_age_s(v, pt); break;
             case 4: val = (double) atomic_load(&pt->errors); break;
-            case 5: val = (double) atomic_load(&pt->last_offset); break;
             default: val = atomic_load(&pt->breaker) != OB_BREAKER_CLOSED;
             }
             sb_printf(b, "outboxd_%s{partition=\"%d\"} %.17g\n", fam[f].name, p, val);
         }
     }
+}
+
+static void
+metrics_topics(sbuf_t *b, const ob_status_t *v)
+{
+    metric_head(b, "topic_produced_total", "counter", "Events acknowledged by Kafka, per topic and partition.");
+    for (int t = 0; t < v->ntopics; t++)
+        for (int p = 0; p < v->hdr.partitions && p < OB_SHM_PARTITIONS; p++)
+            sb_printf(b, "outboxd_topic_produced_total{topic=\"%s\",partition=\"%d\"} %llu\n", v->topics[t].name, p,
+                      (unsigned long long) atomic_load(&((ob_shm_tpart_t *) &v->topics[t].parts[p])->produced));
+    metric_head(b, "topic_last_offset", "gauge", "Kafka offset of the last event produced, -1 before the first.");
+    for (int t = 0; t < v->ntopics; t++)
+        for (int p = 0; p < v->hdr.partitions && p < OB_SHM_PARTITIONS; p++)
+            sb_printf(b, "outboxd_topic_last_offset{topic=\"%s\",partition=\"%d\"} %lld\n", v->topics[t].name, p,
+                      (long long) atomic_load(&((ob_shm_tpart_t *) &v->topics[t].parts[p])->last_offset));
 }
 
 char *
@@ -379,6 +431,7 @@ ob_status_metrics(const ob_status_t *v)
     metrics_workers(&b, v);
     metrics_http(&b, v);
     metrics_partitions(&b, v);
+    metrics_topics(&b, v);
     return b.s;
 }
 
@@ -459,7 +512,7 @@ html_partitions(sbuf_t *b, const ob_status_t *v)
         if (atomic_load(&((ob_shm_part_t *) &v->parts[p])->pending) > maxp)
             maxp = atomic_load(&((ob_shm_part_t *) &v->parts[p])->pending);
     sb_printf(b, "<h2>Partitions</h2><table id=partitions><tr><th>partition</th><th>owner</th><th>backlog</th>"
-                 "<th>oldest pending</th><th>produced</th><th>last offset</th><th>errors</th><th>breaker</th></tr>\n");
+                 "<th>oldest pending</th><th>produced</th><th>errors</th><th>breaker</th></tr>\n");
     for (int p = 0; p < v->hdr.partitions && p < OB_SHM_PARTITIONS; p++) {
         ob_shm_part_t *pt = (ob_shm_part_t *) &v->parts[p];
         uint64_t       pending = atomic_load(&pt->pending);
@@ -470,12 +523,32 @@ html_partitions(sbuf_t *b, const ob_status_t *v)
         else
             snprintf(owner, sizeof(owner), "%s", v->owner[p] == -2 ? "SEVERAL" : "none");
         sb_printf(b, "<tr class=partition data-partition=\"%d\"><td>%d</td><td>%s</td><td><div class=bar>"
-                     "<i style=\"width:%d%%\"></i></div>%llu</td><td>%.1fs</td><td>%llu</td><td>%lld</td><td>%llu</td>"
+                     "<i style=\"width:%d%%\"></i></div>%llu</td><td>%.1fs</td><td>%llu</td><td>%llu</td>"
                      "<td class=\"breaker %s\">%s</td></tr>\n",
                   p, p, owner, (int) (100 * pending / maxp), (unsigned long long) pending, oldest_age_s(v, pt),
-                  (unsigned long long) atomic_load(&pt->produced), (long long) atomic_load(&pt->last_offset),
+                  (unsigned long long) atomic_load(&pt->produced),
                   (unsigned long long) atomic_load(&pt->errors), breaker_names[br >= 0 && br <= 2 ? br : 0],
                   breaker_names[br >= 0 && br <= 2 ? br : 0]);
+    }
+    sb_printf(b, "</table>\n");
+}
+
+/* A topic's produced count, and the partitions that have a last offset. */
+static void
+html_topics(sbuf_t *b, const ob_status_t *v)
+{
+    sb_printf(b, "<h2>Topics</h2><table id=topics><tr><th>topic</th><th>produced</th><th>last offsets"
+                 " (partition:offset)</th></tr>\n");
+    for (int t = 0; t < v->ntopics; t++) {
+        sb_printf(b, "<tr class=topic><td>");
+        html_escape(b, v->topics[t].name);
+        sb_printf(b, "</td><td>%llu</td><td>", (unsigned long long) ob_status_topic_produced(v, t));
+        for (int p = 0; p < v->hdr.partitions && p < OB_SHM_PARTITIONS; p++) {
+            int64_t off = atomic_load(&((ob_shm_tpart_t *) &v->topics[t].parts[p])->last_offset);
+            if (off >= 0)
+                sb_printf(b, "%d:%lld ", p, (long long) off);
+        }
+        sb_printf(b, "</td></tr>\n");
     }
     sb_printf(b, "</table>\n");
 }
@@ -507,6 +580,7 @@ ob_status_html(const ob_status_t *v)
     html_sparkline(&b, v, 2, "applied");
     html_workers(&b, v);
     html_partitions(&b, v);
+    html_topics(&b, v);
     sb_printf(&b, "<p>Served from shared memory; refreshes every 2 s. <a href=status.json>status.json</a> "
                   "<a href=metrics>metrics</a></p></body></html>\n");
     return b.s;

@@ -18,12 +18,16 @@ typedef struct {
     ob_shm_slot_t slots[OB_SHM_SLOTS];
     ob_shm_part_t parts[OB_SHM_PARTITIONS];
     int           owner[OB_SHM_PARTITIONS];   /* slot holding the partition, -1 none, -2 several */
+    int           ntopics;
+    ob_shm_topic_t topics[OB_SHM_TOPICS];
     int64_t       now_wall_ms;
     int64_t       now_mono_ms;
 } ob_status_t;
 
 /* Fills v from shm (never blocks a writer). */
 void ob_status_collect(ob_shm_t *shm, ob_status_t *v);
+/* Events of topics[t] acknowledged by Kafka, all partitions. */
+uint64_t ob_status_topic_produced(const ob_status_t *v, int t);
 /* Heartbeat age in seconds, -1 when the worker never beat. */
 double ob_status_beat_age(const ob_status_t *v, const ob_shm_slot_t *s);
 

@@ -16,11 +16,13 @@ GRANT USAGE ON SCHEMA outboxd TO :"http", :"relay";
 GRANT SELECT, INSERT, UPDATE ON orders TO :"http";
 GRANT SELECT, INSERT ON outboxd.outbox TO :"http";
 -- Relays: claim and mark events, prune published ones, quarantine rejects,
--- and check the partition count outboxd.emit hashes with.
+-- check the partition count outboxd.emit hashes with, and (relay 0) keep
+-- outboxd.routing equal to [routes].
 GRANT SELECT, UPDATE, DELETE ON outboxd.outbox TO :"relay";
 GRANT SELECT, INSERT ON outboxd.outbox_quarantine TO :"relay";
 GRANT SELECT, INSERT, UPDATE, DELETE ON outboxd.relay_slots TO :"relay";
 GRANT SELECT ON outboxd.settings TO :"relay";
+GRANT SELECT, INSERT, UPDATE ON outboxd.routing TO :"relay";
 -- Relay mode wal also needs, on PostgreSQL 15 (ALTER PUBLICATION ... SET
 -- TABLE is the table owner's), as a superuser and the owner:
 --   ALTER ROLE :"relay" REPLICATION;

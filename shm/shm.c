@@ -54,10 +54,11 @@ shm_init_layout(ob_shm_layout_t *map, const char *name)
     for (int i = 0; i < OB_SHM_SLOTS; i++) {
         map->slots[i].last_status = -1;
     }
-    for (int p = 0; p < OB_SHM_PARTITIONS; p++) {
+    for (int p = 0; p < OB_SHM_PARTITIONS; p++)
         atomic_store(&map->parts[p].owner_slot, -1);
-        atomic_store(&map->parts[p].last_offset, -1);
-    }
+    for (int t = 0; t < OB_SHM_TOPICS; t++)
+        for (int p = 0; p < OB_SHM_PARTITIONS; p++)
+            atomic_store(&map->topics[t].parts[p].last_offset, -1);
 }
 
 /*
@@ -303,6 +304,35 @@ ob_shm_wait(ob_shm_slot_t *slot, uint32_t seen, int timeout_ms)
     struct timespec ts = { timeout_ms / 1000, (long) (timeout_ms % 1000) * 1000000L };
 
     syscall(SYS_futex, (uint32_t *) &slot->wake, FUTEX_WAIT, seen, &ts, NULL, 0);
+}
+
+int
+ob_shm_topic_index(const ob_shm_t *shm, const char *topic)
+{
+    int n = atomic_load(&shm->map->hdr.ntopics);
+
+    for (int t = 0; t < n && t < OB_SHM_TOPICS; t++)
+        if (strcmp(shm->map->topics[t].name, topic) == 0)
+            return t;
+    return -1;
+}
+
+int
+ob_shm_topics_add(ob_shm_t *shm, const char *const *names, int n, int dry_run)
+{
+    int have = atomic_load(&shm->map->hdr.ntopics), fresh = 0;
+
+    for (int i = 0; i < n; i++)
+        fresh += ob_shm_topic_index(shm, names[i]) < 0;
+    if (have + fresh > OB_SHM_TOPICS)
+        return -1;
+    for (int i = 0; i < n && !dry_run; i++) {
+        if (ob_shm_topic_index(shm, names[i]) >= 0)
+            continue;
+        snprintf(shm->map->topics[have].name, sizeof(shm->map->topics[have].name), "%s", names[i]);
+        atomic_store(&shm->map->hdr.ntopics, ++have);   /* the name is whole before it counts */
+    }
+    return 0;
 }
 
 const char *

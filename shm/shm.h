@@ -1,8 +1,10 @@
 /*
  * shm/shm.h: the one POSIX shared-memory segment of an outboxd instance.
  *
- * Layout (fixed, versioned): a header, OB_SHM_SLOTS worker slots, and
- * OB_SHM_PARTITIONS partition rows. Everything the status page, /metrics and
+ * Layout (fixed, versioned): a header, OB_SHM_SLOTS worker slots,
+ * OB_SHM_PARTITIONS partition rows, and OB_SHM_TOPICS topics with a row per
+ * partition each ([routes] send aggregate types to several topics, and
+ * Kafka's offsets are per topic and partition). Everything the status page, /metrics and
  * `outboxd status` show is read from here, so they work with PostgreSQL and
  * Kafka down.
  *
@@ -12,7 +14,11 @@
  *     only, under slot.seq (a seqlock: readers retry, never block);
  *   - slot heartbeat, counters, owned-partition bits: the worker of that slot;
  *   - partition rows: the relay that owns the partition, except `committed`,
- *     which HTTP workers bump with an atomic add.
+ *     which HTTP workers bump with an atomic add;
+ *   - topic names: the supervisor, once each, before publishing ntopics (a
+ *     name never changes or goes while the instance runs, so readers take
+ *     the names below ntopics without a lock); a topic's partition rows: the
+ *     relay that owns the partition.
  * A process that dies mid-write leaves at worst an odd seq on a slot that
  * the supervisor rewrites when it reaps; readers give up after a few tries.
  */
@@ -25,10 +31,11 @@
 #include <sys/types.h>
 
 #define OB_SHM_MAGIC      0x314d485344584f42ULL  /* "BOXDSHM1" */
-#define OB_SHM_VERSION    1
+#define OB_SHM_VERSION    2   /* 2: the topic table, last_offset per topic */
 #define OB_SHM_SLOTS      128
 #define OB_SHM_PARTITIONS 256
 #define OB_SHM_COUNTERS   32
+#define OB_SHM_TOPICS     16   /* = OB_TOPICS_MAX (common/routes.h) */
 #define OB_SHM_OWN_WORDS  (OB_SHM_PARTITIONS / 64)
 
 typedef enum {
@@ -108,10 +115,19 @@ typedef struct {
     _Atomic uint64_t committed;      /* events committed (bumped by HTTP workers) */
     _Atomic uint64_t pending;        /* relay's latest estimate */
     _Atomic int64_t  oldest_pending_ms;
-    _Atomic uint64_t produced;
-    _Atomic int64_t  last_offset;
+    _Atomic uint64_t produced;       /* all topics */
     _Atomic uint64_t errors;
 } ob_shm_part_t;
+
+typedef struct {
+    _Atomic uint64_t produced;
+    _Atomic int64_t  last_offset;    /* -1: nothing produced yet */
+} ob_shm_tpart_t;
+
+typedef struct {
+    char           name[256];
+    ob_shm_tpart_t parts[OB_SHM_PARTITIONS];
+} ob_shm_topic_t;
 
 /* One second of instance-wide totals, sampled by the supervisor for sparklines. */
 #define OB_SHM_RING 300
@@ -141,6 +157,7 @@ typedef struct {
     char             reload_msg[256];
     char             name[64];
     char             cfg_path[256];
+    _Atomic int32_t  ntopics;        /* topics[0..ntopics) are named */
     _Atomic uint32_t ring_seq;       /* seqlock over ring[] and ring_head */
     uint32_t         ring_head;      /* next entry to write */
     ob_shm_rate_t    ring[OB_SHM_RING];
@@ -150,6 +167,7 @@ typedef struct {
     ob_shm_hdr_t  hdr;
     ob_shm_slot_t slots[OB_SHM_SLOTS];
     ob_shm_part_t parts[OB_SHM_PARTITIONS];
+    ob_shm_topic_t topics[OB_SHM_TOPICS];
 } ob_shm_layout_t;
 
 typedef struct {
@@ -192,6 +210,15 @@ int  ob_shm_is_owned(const ob_shm_slot_t *slot, int partition);
 void ob_shm_wake(ob_shm_slot_t *slot);
 /* Sleeps until slot->wake differs from seen or timeout_ms passes. */
 void ob_shm_wait(ob_shm_slot_t *slot, uint32_t seen, int timeout_ms);
+
+/*
+ * Supervisor side: names each of names[0..n) not yet in the table. -1 when
+ * they would not fit (names are kept for the instance's life, so a reload
+ * adding topics can run out); with dry_run nothing is written.
+ */
+int ob_shm_topics_add(ob_shm_t *shm, const char *const *names, int n, int dry_run);
+/* The table index of topic, or -1. */
+int ob_shm_topic_index(const ob_shm_t *shm, const char *topic);
 
 const char *ob_kind_name(int kind);
 const char *ob_slot_state_name(int state);

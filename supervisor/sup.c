@@ -535,6 +535,26 @@ sup_keep_restart_only(const ob_cfg_t *old, ob_cfg_t *next)
     ob_log(OB_LOG_WARN, "reload: %s changed; these take effect only after a restart", changed);
 }
 
+/* Names next's topics in shm, or with dry_run says whether they would fit: -1 with err. */
+static int
+sup_topics(ob_sup_t *sup, const ob_cfg_t *next, int dry_run, char *err, size_t errlen)
+{
+    const char *topics[OB_TOPICS_MAX + 1];
+    int         n = ob_cfg_topics(next, topics);
+
+    if (ob_shm_topics_add(sup->shm, topics, n, dry_run) == 0)
+        return 0;
+    snprintf(err, errlen, "[routes] name topics past the %d this instance can track since it started; restart it"
+                          " to forget the topics no longer routed", OB_SHM_TOPICS);
+    return -1;
+}
+
+static int
+sup_topics_fit(ob_sup_t *sup, const ob_cfg_t *next, char *err, size_t errlen)
+{
+    return sup_topics(sup, next, 1, err, errlen);
+}
+
 /* The file re-read, flags and restart-only keys applied, validated whole; NULL (said why) keeps the running one. */
 static ob_cfg_t *
 sup_reload_read(ob_sup_t *sup)
@@ -549,7 +569,7 @@ sup_reload_read(ob_sup_t *sup)
         /* before validating: the checks that relate keys (relays <= partitions)
          * must see the values that will run, not the file's restart-only ones */
         sup_keep_restart_only(sup->cfg, next);
-        if (ob_cfg_validate(next, err, sizeof(err)) == 0)
+        if (ob_cfg_validate(next, err, sizeof(err)) == 0 && sup_topics_fit(sup, next, err, sizeof(err)) == 0)
             return next;
     }
     ob_log(OB_LOG_ERROR, "config not reloaded: %s", err);
@@ -579,6 +599,7 @@ sup_reload(ob_sup_t *sup)
     int      cons_restart = (restarts & OB_CFG_RESTARTS_CONSUMERS) != 0;
 
     sup->cfg = next;
+    (void) sup_topics(sup, next, 0, msg, sizeof(msg));    /* cannot fail: sup_topics_fit said they fit */
     atomic_fetch_add(&sup->shm->map->hdr.generation, 1);
     for (int i = 0; i < OB_SHM_SLOTS; i++) {
         ob_child_t *c = &sup->ch[i];
@@ -795,6 +816,7 @@ sup_claim(ob_sup_t *sup)
         return OB_EXIT_FATAL;
     }
     ob_shm = sup->shm;
+    (void) sup_topics(sup, sup->cfg, 0, err, sizeof(err));   /* validation bounds them to the table */
     if (sup_write_pidfile(sup, err, sizeof(err)) != 0) {
         ob_log(OB_LOG_ERROR, "%s", err);
         fprintf(stderr, "outboxd: %s\n", err);

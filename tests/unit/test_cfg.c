@@ -383,3 +383,79 @@ Test(cfg, kafka_properties_change_the_kafka_section_so_relays_and_consumers_rest
     cr_assert_eq(obu_load("[kafka.producer]\nsasl.username = relay\n", &b, err, sizeof(err)), 0, "%s", err);
     cr_assert_eq(memcmp(&a.kafka, &b.kafka, sizeof(a.kafka)), 0);
 }
+
+Test(cfg, routes_send_types_to_topics_with_the_default_for_the_rest)
+{
+    ob_cfg_t    cfg;
+    const char *topics[OB_TOPICS_MAX + 1];
+    char        err[512] = "";
+
+    cr_assert_eq(obu_load("[routes]\nproduct = product-events\nstock = stock-events\ncoupon = product-events\n", &cfg,
+                          err, sizeof(err)),
+                 0, "%s", err);
+    cr_assert_str_eq(ob_cfg_topic_for(&cfg, "product"), "product-events");
+    cr_assert_str_eq(ob_cfg_topic_for(&cfg, "coupon"), "product-events");
+    cr_assert_str_eq(ob_cfg_topic_for(&cfg, "stock"), "stock-events");
+    cr_assert_str_eq(ob_cfg_topic_for(&cfg, "order"), "outbox-events");
+    cr_assert_str_eq(ob_cfg_topic_for(&cfg, "anything"), "outbox-events", "not strict: the default topic");
+    cr_assert_eq(ob_cfg_topics(&cfg, topics), 3, "distinct topics, the default first");
+    cr_assert_str_eq(topics[0], "outbox-events");
+    cr_assert_str_eq(topics[1], "product-events");
+    cr_assert_str_eq(topics[2], "stock-events");
+}
+
+Test(cfg, strict_routes_refuse_unrouted_types_but_keep_the_orders_topic_while_orders_run)
+{
+    ob_cfg_t    cfg;
+    const char *topics[OB_TOPICS_MAX + 1];
+    char        err[512] = "";
+
+    cr_assert_eq(obu_load("[kafka]\nstrict_routes = yes\n[routes]\nproduct = p\n", &cfg, err, sizeof(err)), 0, "%s",
+                 err);
+    cr_assert_null(ob_cfg_topic_for(&cfg, "coupon"));
+    cr_assert_str_eq(ob_cfg_topic_for(&cfg, "order"), "outbox-events", "the built-in orders API runs by default");
+    cr_assert_eq(ob_cfg_topics(&cfg, topics), 2);
+    cr_assert_eq(obu_load("[kafka]\nstrict_routes = yes\n[workers]\nhttp = 0\nconsumers = 0\n[routes]\nproduct = p\n",
+                          &cfg, err, sizeof(err)),
+                 0, "%s", err);
+    cr_assert_null(ob_cfg_topic_for(&cfg, "order"), "relay-only: 'order' is nobody's own type");
+    cr_assert_eq(ob_cfg_topics(&cfg, topics), 1, "the default topic is unused and not checked");
+    cr_assert_str_eq(topics[0], "p");
+}
+
+Test(cfg, bad_routes_name_file_line_and_why)
+{
+    static const struct {
+        const char *text, *says;
+    } bad[] = {
+        { "[routes]\nproduct = bad topic\n", ":2: [routes] product: a topic name is 1 to 249 characters" },
+        { "[routes]\nproduct = ..\n", ":2: [routes] product: a topic name" },
+        { "[routes]\n.x = t\n", ":2: [routes] .x: an aggregate type is" },
+        { "[routes]\np = a\nq = b\np = c\n", ":4: [routes] p: aggregate type routed twice" },
+        { "[kafka]\ntopic = a/b\n", "[kafka] topic: a topic name" },
+    };
+    ob_cfg_t cfg;
+    char     err[512];
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        cr_expect_eq(obu_load(bad[i].text, &cfg, err, sizeof(err)), -1, "accepted: %s", bad[i].text);
+        cr_expect(strstr(err, bad[i].says) != NULL, "%s: got %s", bad[i].text, err);
+    }
+}
+
+Test(cfg, more_than_sixteen_topics_are_refused_and_a_route_change_restarts_relays_and_consumers)
+{
+    ob_cfg_t a, b;
+    char     text[2048], err[512] = "";
+    size_t   n = (size_t) snprintf(text, sizeof(text), "[routes]\n");
+
+    for (int i = 0; i < OB_TOPICS_MAX; i++)
+        n += (size_t) snprintf(text + n, sizeof(text) - n, "t%d = topic-%d\n", i, i);
+    cr_assert_eq(obu_load(text, &a, err, sizeof(err)), -1, "the default and 16 routed topics are 17");
+    cr_assert(strstr(err, "more than 16 distinct topics") != NULL, "%s", err);
+    cr_assert_eq(obu_load("[routes]\nproduct = p\n", &a, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(obu_load("[routes]\nproduct = p\nstock = s\n", &b, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(ob_cfg_restarts(&a, &b), OB_CFG_RESTARTS_RELAYS | OB_CFG_RESTARTS_CONSUMERS);
+    cr_assert_neq(ob_cfg_digest(&a), ob_cfg_digest(&b));
+}

@@ -30,6 +30,8 @@ Test(shm, layout_is_fixed_and_aligned)
     cr_assert_eq(offsetof(ob_shm_slot_t, counters) % 8, 0);
     cr_assert_eq(offsetof(ob_shm_layout_t, slots) % 8, 0);
     cr_assert_eq(offsetof(ob_shm_layout_t, parts) % 8, 0);
+    cr_assert_eq(offsetof(ob_shm_layout_t, topics) % 8, 0);
+    cr_assert_eq(offsetof(ob_shm_topic_t, parts) % 8, 0);
     cr_assert_eq(sizeof(ob_shm_slot_t) % 8, 0);
     cr_assert(sizeof(ob_shm_layout_t) < 1024 * 1024, "segment grew past 1 MiB: %zu", sizeof(ob_shm_layout_t));
     cr_assert_eq(OB_SHM_PARTITIONS % 64, 0);
@@ -220,5 +222,35 @@ Test(shm, futex_wake_crosses_processes)
     cr_assert_neq(atomic_load(&s->wake), seen);
     cr_assert_lt(ob_now_ms() - t0, 4000, "woke only by timeout");
     waitpid(waker, NULL, 0);
+    ob_shm_close(w, 1);
+}
+
+Test(shm, topics_are_named_once_and_kept_until_the_table_is_full)
+{
+    char        err[256];
+    const char *first[] = { "outbox-events", "product-events" };
+    const char *again[] = { "product-events", "stock-events" };
+    const char *many[OB_SHM_TOPICS];
+    char        names[OB_SHM_TOPICS][32];
+    ob_shm_t   *w;
+
+    fresh_name();
+    w = ob_shm_create(name, err, sizeof(err));
+    cr_assert_not_null(w, "%s", err);
+    cr_assert_eq(atomic_load(&w->map->topics[0].parts[5].last_offset), -1, "no offset before the first event");
+    cr_assert_eq(ob_shm_topics_add(w, first, 2, 0), 0);
+    cr_assert_eq(ob_shm_topics_add(w, again, 2, 0), 0, "a reload adding one topic");
+    cr_assert_eq(atomic_load(&w->map->hdr.ntopics), 3, "product-events is not named twice");
+    cr_assert_eq(ob_shm_topic_index(w, "stock-events"), 2);
+    cr_assert_eq(ob_shm_topic_index(w, "outbox-events"), 0, "a topic no longer routed keeps its row");
+    cr_assert_eq(ob_shm_topic_index(w, "nope"), -1);
+    for (int i = 0; i < OB_SHM_TOPICS; i++) {
+        snprintf(names[i], sizeof(names[i]), "t%d", i);
+        many[i] = names[i];
+    }
+    cr_assert_eq(ob_shm_topics_add(w, many, OB_SHM_TOPICS, 1), -1, "3 named and 16 new do not fit");
+    cr_assert_eq(atomic_load(&w->map->hdr.ntopics), 3, "a dry run that fails writes nothing");
+    cr_assert_eq(ob_shm_topics_add(w, many, OB_SHM_TOPICS - 3, 0), 0);
+    cr_assert_eq(atomic_load(&w->map->hdr.ntopics), OB_SHM_TOPICS);
     ob_shm_close(w, 1);
 }

@@ -229,11 +229,13 @@ cons_init(ob_cons_t *cs, char *err, size_t errlen)
         return OB_EXIT_RETRY;
     rd_kafka_poll_set_consumer(cs->rk);
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(topics, cfg->kafka.topic, RD_KAFKA_PARTITION_UA);
+    /* the orders' topic only: other aggregates routed elsewhere are not the ledger's */
+    const char                      *topic = ob_cfg_topic_for(cfg, "order");
+    rd_kafka_topic_partition_list_add(topics, topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t e = rd_kafka_subscribe(cs->rk, topics);
     rd_kafka_topic_partition_list_destroy(topics);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        snprintf(err, errlen, "subscribe(%s) failed: %s", cfg->kafka.topic, rd_kafka_err2str(e));
+        snprintf(err, errlen, "subscribe(%s) failed: %s", topic, rd_kafka_err2str(e));
         return OB_EXIT_RETRY;
     }
     snprintf(app, sizeof(app), "outboxd consumer %d", cs->index);

@@ -95,10 +95,13 @@ ob_relay_mark_rows(ob_relay_t *rl, const ob_relay_mark_t *m, int n, unsigned cha
 }
 
 void
-ob_relay_count_produced(int partition, int64_t offset)
+ob_relay_count_produced(const ob_relay_t *rl, int topic, int partition, int64_t offset)
 {
-    ob_shm_part_t *pt = &ob_shm->map->parts[partition];
+    int t = topic >= 0 && topic < rl->ntopics ? rl->shm_topic[topic] : -1;
 
-    atomic_fetch_add(&pt->produced, 1);
-    atomic_store(&pt->last_offset, offset);
+    atomic_fetch_add(&ob_shm->map->parts[partition].produced, 1);
+    if (t >= 0) {
+        atomic_fetch_add(&ob_shm->map->topics[t].parts[partition].produced, 1);
+        atomic_store(&ob_shm->map->topics[t].parts[partition].last_offset, offset);
+    }
 }

@@ -71,7 +71,11 @@ publish_record(ob_relay_t *rl, int i, rd_kafka_resp_err_t e, int64_t offset)
 {
     ob_relay_row_t *row = &rl->rows[i];
 
-    row->state = ob_relay_outcome(e, offset, row->error, sizeof(row->error));
+    char            why[sizeof(row->error)] = "";
+
+    row->state = ob_relay_outcome(e, offset, why, sizeof(why));
+    if (row->error[0] == '\0' || row->state != OB_DR_REJECTED)
+        memcpy(row->error, why, sizeof(why));    /* a refusal ob_relay_produce explained keeps its reason */
     if (row->state == OB_DR_OK) {
         row->offset = offset;
         row->acked_ms = ob_wall_ms();
@@ -302,7 +306,7 @@ publish_apply(ob_relay_t *rl, int one_group, int i, unsigned char plan, ob_relay
     switch ((ob_mark_plan_t) plan) {
     case OB_MARK_PUBLISHED:
         marks[(*marked)++] = (ob_relay_mark_t) { row->id, row->offset, row->acked_ms };
-        ob_relay_count_produced(row->partition, row->offset);
+        ob_relay_count_produced(rl, row->topic, row->partition, row->offset);
         break;
     case OB_MARK_ISOLATE:
         ob_relay_isolation_begin(rl->isolate, rl->rows, rl->nrows, i, one_group);

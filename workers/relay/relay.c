@@ -32,6 +32,7 @@
 #include "relay_int.h"
 #include "../../common/log.h"
 #include "../../common/pg.h"
+#include "../../common/routing.h"
 #include "../../common/sig.h"
 #include "../../common/util.h"
 #include "../../common/worker.h"
@@ -199,9 +200,14 @@ relay_init(ob_relay_t *rl, char *err, size_t errlen)
     rl->rk = ob_relay_producer_new(rl, relay_dr, err, errlen);
     if (rl->rk == NULL)
         return OB_EXIT_FATAL;     /* a bad producer setting is a config problem */
-    rc = ob_relay_check_topic(rl->rk, cfg->kafka.topic, cfg->kafka.partitions, err, errlen);
-    if (rc != OB_EXIT_OK)
-        return rc;
+    /* every routed topic, at start: a missing one would otherwise show only when its first event comes */
+    rl->ntopics = ob_cfg_topics(cfg, rl->topics);
+    for (int t = 0; t < rl->ntopics; t++) {
+        rl->shm_topic[t] = ob_shm_topic_index(ob_shm, rl->topics[t]);
+        if ((rc = ob_relay_check_topic(rl->rk, rl->topics[t], cfg->kafka.partitions, err, errlen)) != OB_EXIT_OK)
+            return rc;
+        ob_shm_beat(rl->slot);
+    }
     ob_shm_beat(rl->slot);
     snprintf(app, sizeof(app), "outboxd relay %d", rl->index);
     rl->pg = ob_pg_connect(ob_cfg_relay_dsn(cfg), app, err, errlen);
@@ -209,6 +215,9 @@ relay_init(ob_relay_t *rl, char *err, size_t errlen)
         return OB_EXIT_RETRY;
     if ((rc = relay_check_settings(rl, err, errlen)) != OB_EXIT_OK)
         return rc;
+    /* relay 0 speaks for the instance: after a reload, emit takes a newly routed type once it runs */
+    if (rl->index == 0 && ob_routing_sync(rl->pg, cfg, err, errlen) != 0)
+        return PQstatus(rl->pg) == CONNECTION_OK ? OB_EXIT_FATAL : OB_EXIT_RETRY;
     relay_session_setup(rl);
     rl->next_janitor_ms = ob_now_ms() + RELAY_JANITOR_MS;
     if (cfg->relay.mode == OB_RELAY_WAL)

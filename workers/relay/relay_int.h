@@ -33,6 +33,7 @@ typedef enum { OB_DR_PENDING = 0, OB_DR_OK, OB_DR_REJECTED, OB_DR_RETRY } ob_dr_
 typedef struct {
     int64_t      id;          /* outbox id */
     int32_t      partition;
+    int32_t      topic;       /* index into ob_relay_t.topics, set by ob_relay_produce */
     int32_t      seq;
     ob_dr_state_t state;
     int64_t      offset;
@@ -66,6 +67,9 @@ typedef struct {
     int             index;
     PGconn         *pg;
     rd_kafka_t     *rk;
+    int             ntopics;                      /* what ob_cfg_topics gives, checked at start */
+    const char     *topics[OB_TOPICS_MAX + 1];
+    int             shm_topic[OB_TOPICS_MAX + 1]; /* each one's row in shm's topic table, or -1 */
     int             nparts;                       /* partitions assigned by p mod R = i */
     int             parts[OB_SHM_PARTITIONS];
     unsigned char   held[OB_SHM_PARTITIONS];      /* advisory lock held on pg */
@@ -174,7 +178,7 @@ typedef void (*ob_relay_dr_cb)(rd_kafka_t *rk, const rd_kafka_message_t *m, void
 /* The producer, with the caller's delivery-report callback; NULL with err. */
 rd_kafka_t *ob_relay_producer_new(ob_relay_t *rl, ob_relay_dr_cb dr, char *err, size_t errlen);
 /* Produces one event (same key, headers, payload in every mode). */
-rd_kafka_resp_err_t ob_relay_produce(ob_relay_t *rl, const ob_relay_row_t *row, const ob_relay_body_t *b,
+rd_kafka_resp_err_t ob_relay_produce(ob_relay_t *rl, ob_relay_row_t *row, const ob_relay_body_t *b,
                                      void *opaque);
 /* Copies n bytes of a text value into dst (dstlen with its NUL); -1, copying nothing, when it does not fit. */
 int ob_relay_field(char *dst, size_t dstlen, const char *src, size_t n);
@@ -192,7 +196,7 @@ typedef struct {
  * -1. With missing, sets missing[i] for rows it did not find. */
 int  ob_relay_mark_rows(ob_relay_t *rl, const ob_relay_mark_t *m, int n, unsigned char *missing);
 /* Per-partition figures of an acknowledged event, in shm. */
-void ob_relay_count_produced(int partition, int64_t offset);
+void ob_relay_count_produced(const ob_relay_t *rl, int topic, int partition, int64_t offset);
 /* Whether a statement succeeded; logs a failure under what, and clears r. */
 int  ob_relay_sql_ok(PGconn *pg, PGresult *r, const char *what);
 

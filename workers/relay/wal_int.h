@@ -24,6 +24,7 @@ typedef struct {
     int64_t             offset;
     int64_t             acked_ms;
     int32_t             partition;
+    int32_t             topic;          /* ob_relay_row_t.topic */
     ob_dr_state_t       state;
     rd_kafka_resp_err_t err;
 } wal_ev_t;

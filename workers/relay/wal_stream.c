@@ -209,7 +209,7 @@ wal_advance(ob_relay_t *rl)
         w->mark_n[w->nmark] = w->done;
         w->mark_tries[w->nmark] = 0;
         w->marks[w->nmark++] = (ob_relay_mark_t) { ev->id, ev->offset, ev->acked_ms };
-        ob_relay_count_produced(ev->partition, ev->offset);
+        ob_relay_count_produced(rl, ev->topic, ev->partition, ev->offset);
         w->done++;
     }
     if (w->nmark > 0 && ob_now_ms() >= w->mark_due_ms && wal_flush_marks(rl) != 0)
@@ -335,6 +335,7 @@ wal_insert(ob_relay_t *rl, const ob_pgo_msg_t *m)
         e = RD_KAFKA_RESP_ERR__INVALID_ARG;
     } else {
         e = ob_relay_produce(rl, &ev, &b, (void *) (uintptr_t) (OB_WAL_OPAQUE_TAG | w->next));
+        fl->topic = ev.topic;
     }
     w->next++;
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
