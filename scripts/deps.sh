@@ -23,6 +23,7 @@ PACKAGES=(
     postgresql-15 postgresql-contrib
     wrk iptables procps
     chromium            # headless, for the status page test
+    python3-psycopg     # examples/product-stock, run by tests/integration/test_example.c
 )
 # A JDK/Maven the user installed by other means is good enough; only pull in
 # Debian's when nothing is on PATH, so we never fight a hand-picked toolchain.

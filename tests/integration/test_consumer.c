@@ -238,11 +238,15 @@ Test(consumer, kill9_mid_batch_twenty_times_books_everything_once, .init = setup
     cr_assert_neq(obh_wait_worker(&h, OB_KIND_CONSUMER, 1, 0, obh_ms(20000)), 0);
     for (int i = 0; i < 3; i++)
         pthread_create(&th[i], NULL, client, &c);
+    pid_t killed[2] = { 0, 0 };
     for (int k = 0; k < 20; k++) {
         ob_shm_slot_t s;
         int           idx = k % 2;
-        pid_t         pid = obh_wait_worker(&h, OB_KIND_CONSUMER, idx, 0, obh_ms(20000));
+        /* the successor of the one killed last, never its not-yet-reaped slot: every kill is real. The tenth
+         * kill of a consumer follows nine quick failures, whose backoff is 25.6 s (ob_sup_backoff_ms). */
+        pid_t         pid = obh_wait_worker(&h, OB_KIND_CONSUMER, idx, killed[idx], obh_ms(40000));
         cr_assert_neq(pid, 0, "consumer %d not back before kill %d", idx, k);
+        killed[idx] = pid;
         uint64_t before = obh_worker(&h, OB_KIND_CONSUMER, idx, &s) >= 0 ? s.counters[OB_CTR_CONS_APPLIED] : 0;
         for (int64_t t0 = ob_now_ms(); ob_now_ms() - t0 < 3000; ob_sleep_ms(2))
             if (obh_worker(&h, OB_KIND_CONSUMER, idx, &s) >= 0 && s.counters[OB_CTR_CONS_APPLIED] > before)
