@@ -617,7 +617,12 @@ cfg_check_topics(const ob_cfg_t *cfg, char *err, size_t errlen)
                               " (got \"%.200s\")", cfg->kafka.topic);
         return -1;
     }
-    if (ob_cfg_topics(cfg, topics) > OB_TOPICS_MAX) {
+    int n = ob_cfg_topics(cfg, topics);
+    if (n == 0) {
+        snprintf(err, errlen, "[kafka] strict_routes = yes and [routes] empty: every event would be refused");
+        return -1;
+    }
+    if (n > OB_TOPICS_MAX) {
         snprintf(err, errlen, "[routes] and [kafka] topic name more than %d distinct topics", OB_TOPICS_MAX);
         return -1;
     }
@@ -692,8 +697,10 @@ ob_cfg_restarts(const ob_cfg_t *running, const ob_cfg_t *next)
         if (cfg_key_differs(&keys[i], running, next))
             kinds |= keys[i].reload & ~OB_CFG_RESTART_ONLY;
     /* the librdkafka passthrough sections are not keys of the table; every client reads them */
-    /* routes decide the relays' topics and the consumers' one */
-    if (memcmp(&running->routes, &next->routes, sizeof(next->routes)) != 0)
+    /* routes decide the relays' topics and the consumers' one; with strict routes so does whether
+     * 'order' is outboxd's own ([workers] keys that restart nothing by themselves) */
+    if (memcmp(&running->routes, &next->routes, sizeof(next->routes)) != 0 ||
+        ob_cfg_order_reserved(running) != ob_cfg_order_reserved(next))
         kinds |= OB_CFG_RESTARTS_RELAYS | OB_CFG_RESTARTS_CONSUMERS;
     if (running->kafka.nprops != next->kafka.nprops ||
         memcmp(running->kafka.props, next->kafka.props, sizeof(next->kafka.props)) != 0)

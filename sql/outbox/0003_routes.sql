@@ -90,3 +90,17 @@ BEGIN
     RETURN v_event;
 END
 $$;
+
+-- emit runs as its owner, the role that applied version 2. When another
+-- role (a superuser) applies this one, it owns the new table: emit must
+-- still be able to read it.
+DO $$
+DECLARE
+    owner name := (SELECT pg_get_userbyid(proowner) FROM pg_proc
+                   WHERE oid = 'outboxd.emit_bytes(text, text, text, bytea, text, jsonb)'::regprocedure);
+BEGIN
+    IF owner <> current_user THEN
+        EXECUTE format('GRANT SELECT ON outboxd.routing TO %I', owner);
+    END IF;
+END
+$$;

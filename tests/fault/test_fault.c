@@ -538,6 +538,19 @@ owned(const obh_t *h)
 
 static obh_t twin;
 
+/* Relays of h holding partition p by their own bitmaps (a killed relay's partition row is not reset). */
+static int
+holders(const obh_t *h, int p)
+{
+    int n = 0;
+
+    for (int i = 0; i < OB_SHM_SLOTS; i++) {
+        ob_shm_slot_t *s = &h->shm->map->slots[i];
+        n += s->kind == OB_KIND_RELAY && s->state == OB_SLOT_RUNNING && ob_shm_is_owned(s, p);
+    }
+    return n;
+}
+
 /*
  * Every partition held by exactly one relay of the two instances. Which
  * instance holds how many is a race of their advisory-lock attempts (fair
@@ -547,12 +560,9 @@ static int
 covered_once(obh_t *h, void *arg)
 {
     (void) arg;
-    for (int p = 0; p < h->partitions; p++) {
-        int here = atomic_load(&h->shm->map->parts[p].owner_slot) >= 0;
-        int there = atomic_load(&twin.shm->map->parts[p].owner_slot) >= 0;
-        if (here + there != 1)
+    for (int p = 0; p < h->partitions; p++)
+        if (holders(h, p) + holders(&twin, p) != 1)
             return 0;
-    }
     return 1;
 }
 

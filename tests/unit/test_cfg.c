@@ -459,3 +459,19 @@ Test(cfg, more_than_sixteen_topics_are_refused_and_a_route_change_restarts_relay
     cr_assert_eq(ob_cfg_restarts(&a, &b), OB_CFG_RESTARTS_RELAYS | OB_CFG_RESTARTS_CONSUMERS);
     cr_assert_neq(ob_cfg_digest(&a), ob_cfg_digest(&b));
 }
+
+Test(cfg, strict_routes_need_a_route_and_turning_the_orders_api_off_restarts_relays)
+{
+    ob_cfg_t a, b;
+    char     err[512] = "";
+
+    cr_assert_eq(obu_load("[kafka]\nstrict_routes = yes\n[workers]\nhttp = 0\nconsumers = 0\n", &a, err, sizeof(err)),
+                 -1);
+    cr_assert(strstr(err, "every event would be refused") != NULL, "%s", err);
+    cr_assert_eq(obu_load("[kafka]\nstrict_routes = yes\n[routes]\np = p\n", &a, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(obu_load("[kafka]\nstrict_routes = yes\n[workers]\nhttp = 0\nconsumers = 0\n[routes]\np = p\n", &b,
+                          err, sizeof(err)),
+                 0, "%s", err);
+    cr_assert_eq(ob_cfg_restarts(&a, &b) & OB_CFG_RESTARTS_RELAYS, OB_CFG_RESTARTS_RELAYS,
+                 "'order' lost its topic: relays must restart with it");
+}

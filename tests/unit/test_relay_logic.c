@@ -358,3 +358,21 @@ Test(relay_wal_gate, the_commit_ring_wraps)
     cr_assert_eq(ob_relay_gate(ring, 4, &head, tail, 35, 600), 800);
     cr_assert_eq(head, 5);
 }
+
+/*
+ * A row the relay refused itself (no route, bad headers) names its culprit:
+ * quarantined at once. Isolating it sent the acknowledged rows after it again.
+ */
+Test(relay_marks, a_row_refused_before_it_left_is_quarantined_among_others)
+{
+    const int spec[][2] = { { 3, OB_DR_OK }, { 3, OB_DR_REJECTED }, { 3, OB_DR_OK } };
+    const unsigned char want[] = { OB_MARK_PUBLISHED, OB_MARK_QUARANTINE, OB_MARK_PUBLISHED };
+    ob_relay_row_t rows[3];
+    unsigned char  plan[3];
+    int            n = batch(rows, spec, 3);
+
+    rows[1].refused = 1;
+    ob_relay_plan_marks(rows, n, 0, plan);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(plan[i], want[i], "row %d: plan %d, want %d", i, plan[i], want[i]);
+}

@@ -228,10 +228,17 @@ cons_init(ob_cons_t *cs, char *err, size_t errlen)
     if (cs->rk == NULL)
         return OB_EXIT_RETRY;
     rd_kafka_poll_set_consumer(cs->rk);
-    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
-    /* the orders' topic only: other aggregates routed elsewhere are not the ledger's */
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(2);
+    /*
+     * The orders' topic, and [kafka] topic when a route moved them: events
+     * published before the reload that moved them may still wait there, and
+     * the ledger parks a later seq until its predecessor comes. Other
+     * aggregates' events on either are passed over.
+     */
     const char                      *topic = ob_cfg_topic_for(cfg, "order");
     rd_kafka_topic_partition_list_add(topics, topic, RD_KAFKA_PARTITION_UA);
+    if (strcmp(topic, cfg->kafka.topic) != 0)
+        rd_kafka_topic_partition_list_add(topics, cfg->kafka.topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t e = rd_kafka_subscribe(cs->rk, topics);
     rd_kafka_topic_partition_list_destroy(topics);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {

@@ -50,6 +50,9 @@ ob_relay_rows_in(const ob_relay_row_t *rows, int n, int partition, int one_group
 }
 
 /*
+ * A row refused before it left is named as the culprit by that refusal, so
+ * it is quarantined at once: isolating it would send the rows after it
+ * again, already acknowledged, as duplicates.
  * A partition stops at its first row to retry or to isolate: a row is
  * never marked while an earlier row of its partition is not. Each
  * partition is remembered on its own: skip_locked claims in id order, so
@@ -69,7 +72,8 @@ ob_relay_plan_marks(const ob_relay_row_t *rows, int n, int one_group, unsigned c
             plan[i] = OB_MARK_SKIP;
         else if (row->state == OB_DR_OK)
             plan[i] = OB_MARK_PUBLISHED;
-        else if (row->state == OB_DR_REJECTED && ob_relay_rows_in(rows, n, row->partition, one_group) > 1)
+        else if (row->state == OB_DR_REJECTED && !row->refused &&
+                 ob_relay_rows_in(rows, n, row->partition, one_group) > 1)
             plan[i] = OB_MARK_ISOLATE;      /* the whole request failed: no culprit named */
         else if (row->state == OB_DR_REJECTED)
             plan[i] = OB_MARK_QUARANTINE;

@@ -226,8 +226,10 @@ publish_produce(ob_relay_t *rl, PGresult *r, int i)
     }
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
         rl->outstanding++;
-    else
+    else {
+        row->refused = 1;
         publish_record(rl, i, e, -1);    /* refused before it left: no report will come */
+    }
 }
 
 /* Waits for every delivery report, heartbeating; bounded by message.timeout.ms. */

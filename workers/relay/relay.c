@@ -215,9 +215,14 @@ relay_init(ob_relay_t *rl, char *err, size_t errlen)
         return OB_EXIT_RETRY;
     if ((rc = relay_check_settings(rl, err, errlen)) != OB_EXIT_OK)
         return rc;
-    /* relay 0 speaks for the instance: after a reload, emit takes a newly routed type once it runs */
-    if (rl->index == 0 && ob_routing_sync(rl->pg, cfg, err, errlen) != 0)
-        return PQstatus(rl->pg) == CONNECTION_OK ? OB_EXIT_FATAL : OB_EXIT_RETRY;
+    /* relay 0 speaks for the instance: after a reload, emit takes a newly routed type once it runs.
+     * Failing that (a grant missing after an upgrade) costs only emit's strict check its freshness:
+     * publishing goes on. */
+    if (rl->index == 0 && ob_routing_sync(rl->pg, cfg, err, errlen) != 0) {
+        if (PQstatus(rl->pg) != CONNECTION_OK)
+            return OB_EXIT_RETRY;
+        ob_log(OB_LOG_WARN, "outboxd.routing not updated, emit's strict routes check keeps its last state: %s", err);
+    }
     relay_session_setup(rl);
     rl->next_janitor_ms = ob_now_ms() + RELAY_JANITOR_MS;
     if (cfg->relay.mode == OB_RELAY_WAL)

@@ -36,6 +36,7 @@ typedef struct {
     int32_t      topic;       /* index into ob_relay_t.topics, set by ob_relay_produce */
     int32_t      seq;
     ob_dr_state_t state;
+    int          refused;     /* refused before it left (no route, bad headers, too long): it is its own culprit */
     int64_t      offset;
     int64_t      acked_ms;    /* wall clock of Kafka's acknowledgement */
     char         event_id[37];

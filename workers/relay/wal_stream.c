@@ -438,7 +438,8 @@ wal_failed(ob_relay_t *rl, int state)
     wal_ev_t        *ev = &w->ring[w->done % WAL_WINDOW];
 
     if (state == OB_DR_REJECTED) {
-        ob_log(OB_LOG_ERROR, "wal: Kafka rejected event id %lld (%s); a polling pass quarantines it",
+        ob_log(OB_LOG_ERROR, "wal: event id %lld refused (%s; the relay's own refusals are logged above it);"
+                             " a polling pass quarantines it",
                (long long) ev->id, rd_kafka_err2str(ev->err));
         ob_wal_update_flag(rl, 1);
         atomic_fetch_add(&ob_shm->map->parts[ev->partition].errors, 1);
