@@ -14,6 +14,8 @@ TEST_LIBS := $(LIBS) -lcriterion
 
 CONFIG  ?= outboxd.conf
 FUZZ_SECONDS ?= 10
+# e.g. INTEG_FLAGS=--verbose: each integration test's duration (where CI time goes)
+INTEG_FLAGS ?=
 
 SRC := $(wildcard common/*.c shm/*.c supervisor/*.c cli/*.c workers/http/*.c workers/relay/*.c workers/consumer/*.c)
 SQL := $(sort $(wildcard sql/outbox/*.sql)) $(sort $(wildcard sql/orderdb/*.sql)) $(sort $(wildcard sql/ledgerdb/*.sql))
@@ -21,7 +23,7 @@ GEN := $(BUILD)/gen/migrations.c
 OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(SRC)) $(BUILD)/obj/gen/migrations.o
 LIB_OBJ := $(filter-out $(BUILD)/obj/cli/main.o,$(OBJ))
 
-UNIT_SRC := $(wildcard tests/unit/*.c) tests/fault/checker.c
+UNIT_SRC := $(wildcard tests/unit/*.c) tests/fault/checker.c tests/fault/emit_check.c tests/fault/check_util.c
 HARNESS_SRC := $(wildcard tests/harness/*.c)
 INTEG_SRC := $(wildcard tests/integration/*.c) $(HARNESS_SRC)
 FAULT_SRC := $(wildcard tests/fault/*.c) $(HARNESS_SRC)
@@ -94,7 +96,7 @@ test: deps
 	@bash scripts/stack.sh up
 	$(UNIT_BIN) --jobs 2
 	$(FUZZ_BIN) -runs=3000000 -seconds=$(FUZZ_SECONDS) tests/fuzz/corpus
-	$(INTEG_ENV) OB_BIN=$(abspath $(BUILD)/outboxd) $(INTEG_BIN) --jobs 1
+	$(INTEG_ENV) OB_BIN=$(abspath $(BUILD)/outboxd) $(INTEG_BIN) --jobs 1 $(INTEG_FLAGS)
 	$(if $(SKIP_FAULT),@echo "fault tier: not repeated here (SKIP_FAULT: it proves distributed behaviour, which a sanitizer does not check)",\
 	    $(INTEG_ENV) OB_BIN=$(abspath $(BUILD)/outboxd) $(FAULT_BIN) --jobs 1 --filter 'fault/*')
 	$(if $(SKIP_FAULT),,bash tests/readme/own_service.sh)

@@ -1,102 +1,16 @@
 /*
  * tests/fault/checker.c: see checker.h. Order ids and event ids are looked
- * up through small open-addressing maps; a run holds at most some hundred
- * thousand of each.
+ * up through the maps of check_util.h.
  */
 #include "tests/fault/checker.h"
+#include "tests/fault/check_util.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    const char **keys;
-    size_t      *vals;
-    size_t       cap;
-} smap_t;
-
-static uint64_t
-smap_hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-
-    while (*s)
-        h = (h ^ (unsigned char) *s++) * 1099511628211ULL;
-    return h;
-}
-
-static void
-smap_init(smap_t *m, size_t n)
-{
-    m->cap = 16;
-    while (m->cap < n * 2 + 1)
-        m->cap *= 2;
-    m->keys = calloc(m->cap, sizeof(*m->keys));
-    m->vals = calloc(m->cap, sizeof(*m->vals));
-    if (m->keys == NULL || m->vals == NULL)
-        abort();    /* a test tool: no memory is not a result */
-}
-
-static void
-smap_free(smap_t *m)
-{
-    free(m->keys);
-    free(m->vals);
-}
-
-/* Slot of key: where it is, or the empty slot where it would go. */
-static size_t
-smap_slot(const smap_t *m, const char *key)
-{
-    size_t i = (size_t) smap_hash(key) & (m->cap - 1);
-
-    while (m->keys[i] != NULL && strcmp(m->keys[i], key) != 0)
-        i = (i + 1) & (m->cap - 1);
-    return i;
-}
-
-/* Inserts key -> val unless present; returns 1 when it was already there. */
-static int
-smap_put(smap_t *m, const char *key, size_t val)
-{
-    size_t i = smap_slot(m, key);
-
-    if (m->keys[i] != NULL)
-        return 1;
-    m->keys[i] = key;
-    m->vals[i] = val;
-    return 0;
-}
-
-static int
-smap_get(const smap_t *m, const char *key, size_t *val)
-{
-    size_t i = smap_slot(m, key);
-
-    if (m->keys[i] == NULL)
-        return 0;
-    if (val != NULL)
-        *val = m->vals[i];
-    return 1;
-}
-
 /* Records a problem: counts it and keeps the first few words about it. */
-static void
-note(obc_result_t *res, long *counter, const char *fmt, ...)
-{
-    size_t  used = strlen(res->first);
-    va_list ap;
-
-    (*counter)++;
-    if (used + 2 >= sizeof(res->first))
-        return;
-    if (used > 0)
-        res->first[used++] = ';', res->first[used++] = ' ', res->first[used] = '\0';
-    va_start(ap, fmt);
-    vsnprintf(res->first + used, sizeof(res->first) - used, fmt, ap);
-    va_end(ap);
-}
+#define note(res, counter, ...) obc_note((res)->first, sizeof((res)->first), (counter), __VA_ARGS__)
 
 int
 obc_parse_amount(const char *s, int64_t *out)
@@ -147,7 +61,7 @@ entry_cmp(const void *a, const void *b)
 }
 
 static void
-check_history(const obc_input_t *in, const smap_t *by_id, const smap_t *by_key, obc_result_t *res)
+check_history(const obc_input_t *in, const obc_smap_t *by_id, const obc_smap_t *by_key, obc_result_t *res)
 {
     size_t k;
 
@@ -169,8 +83,8 @@ check_history(const obc_input_t *in, const smap_t *by_id, const smap_t *by_key, 
             break;
         }
         if (q->op == OBC_CREATE) {
-            int committed = smap_get(by_key, q->key, &k);
-            if (q->outcome == OBC_OK && (!smap_get(by_id, q->order, &k) || !committed))
+            int committed = obc_smap_get(by_key, q->key, &k);
+            if (q->outcome == OBC_OK && (!obc_smap_get(by_id, q->order, &k) || !committed))
                 note(res, &res->lost, "create %s acknowledged as %s but not in orderdb", q->key, q->order);
             else if (q->outcome == OBC_OK && in->orders[k].amount != q->amount)
                 note(res, &res->mismatch, "order %s: asked %lld, stored %lld", q->order, (long long) q->amount,
@@ -182,7 +96,7 @@ check_history(const obc_input_t *in, const smap_t *by_id, const smap_t *by_key, 
             else if (q->outcome != OBC_OK)
                 res->unknown_absent++;
         } else if (q->outcome == OBC_OK) {
-            if (!smap_get(by_id, q->order, &k) || !in->orders[k].cancelled)
+            if (!obc_smap_get(by_id, q->order, &k) || !in->orders[k].cancelled)
                 note(res, &res->lost, "cancel of %s acknowledged but the order is not cancelled", q->order);
         }
     }
@@ -190,24 +104,24 @@ check_history(const obc_input_t *in, const smap_t *by_id, const smap_t *by_key, 
 
 /* Walks ledger entries in booking order: existence, duplicates, seq order. */
 static ledger_agg_t *
-check_ledger(const obc_input_t *in, const smap_t *by_id, obc_result_t *res)
+check_ledger(const obc_input_t *in, const obc_smap_t *by_id, obc_result_t *res)
 {
     ledger_agg_t        *agg = calloc(in->norders + 1, sizeof(*agg));
     const obc_entry_t  **sorted = malloc((in->nentries + 1) * sizeof(*sorted));
-    smap_t               events;
+    obc_smap_t               events;
     size_t               k;
 
     if (agg == NULL || sorted == NULL)
         abort();
-    smap_init(&events, in->nentries);
+    obc_smap_init(&events, in->nentries);
     for (size_t i = 0; i < in->nentries; i++)
         sorted[i] = &in->entries[i];
     qsort(sorted, in->nentries, sizeof(*sorted), entry_cmp);
     for (size_t i = 0; i < in->nentries; i++) {
         const obc_entry_t *e = sorted[i];
-        if (smap_put(&events, e->event_id, i))
+        if (obc_smap_put(&events, e->event_id, i))
             note(res, &res->duplicate, "event %s booked twice", e->event_id);
-        if (!smap_get(by_id, e->order, &k)) {
+        if (!obc_smap_get(by_id, e->order, &k)) {
             note(res, &res->phantom, "ledger %s for order %s, which orderdb never committed",
                  e->kind == OBC_CHARGE ? "charge" : "credit note", e->order);
             continue;
@@ -221,7 +135,7 @@ check_ledger(const obc_input_t *in, const smap_t *by_id, obc_result_t *res)
         else
             a->credits++, a->credited = e->amount;
     }
-    smap_free(&events);
+    obc_smap_free(&events);
     free(sorted);
     return agg;
 }
@@ -230,15 +144,15 @@ check_ledger(const obc_input_t *in, const smap_t *by_id, obc_result_t *res)
 static void
 check_orders(const obc_input_t *in, const ledger_agg_t *agg, obc_result_t *res)
 {
-    smap_t held;
+    obc_smap_t held;
 
-    smap_init(&held, in->nquarantined);
+    obc_smap_init(&held, in->nquarantined);
     for (size_t i = 0; i < in->nquarantined; i++)
-        smap_put(&held, in->quarantined[i], i);
+        obc_smap_put(&held, in->quarantined[i], i);
     for (size_t i = 0; i < in->norders; i++) {
         const obc_order_t  *o = &in->orders[i];
         const ledger_agg_t *a = &agg[i];
-        if (smap_get(&held, o->id, NULL)) {
+        if (obc_smap_get(&held, o->id, NULL)) {
             res->quarantined++;
             continue;
         }
@@ -259,7 +173,7 @@ check_orders(const obc_input_t *in, const ledger_agg_t *agg, obc_result_t *res)
         else if (!o->cancelled && a->credits > 0)
             note(res, &res->phantom, "order %s not cancelled, yet credited", o->id);
     }
-    smap_free(&held);
+    obc_smap_free(&held);
 }
 
 /* An event marked published that the topic lacks: say what the topic holds
@@ -287,7 +201,7 @@ check_lost_in_kafka(const obc_input_t *in, const obc_outbox_t *o, obc_result_t *
  * the relay took some other message's acknowledgement for this one.
  */
 static void
-check_offsets(const obc_input_t *in, const smap_t *events, obc_result_t *res)
+check_offsets(const obc_input_t *in, const obc_smap_t *events, obc_result_t *res)
 {
     size_t k;
 
@@ -295,7 +209,7 @@ check_offsets(const obc_input_t *in, const smap_t *events, obc_result_t *res)
         const obc_outbox_t *o = &in->outbox[i];
         if (!o->published)
             continue;
-        if (!smap_get(events, o->event_id, &k)) {
+        if (!obc_smap_get(events, o->event_id, &k)) {
             check_lost_in_kafka(in, o, res);
             continue;
         }
@@ -316,27 +230,27 @@ check_offsets(const obc_input_t *in, const smap_t *events, obc_result_t *res)
 static void
 check_kafka(const obc_input_t *in, obc_result_t *res)
 {
-    smap_t       orders, events, outbox;
+    obc_smap_t       orders, events, outbox;
     kafka_agg_t *agg = calloc(in->nkmsgs + 1, sizeof(*agg));
     size_t       norders = 0, k;
 
     if (agg == NULL)
         abort();
-    smap_init(&orders, in->nkmsgs);
-    smap_init(&events, in->nkmsgs);
-    smap_init(&outbox, in->noutbox);
+    obc_smap_init(&orders, in->nkmsgs);
+    obc_smap_init(&events, in->nkmsgs);
+    obc_smap_init(&outbox, in->noutbox);
     for (size_t i = 0; i < in->noutbox; i++)
-        smap_put(&outbox, in->outbox[i].event_id, i);
+        obc_smap_put(&outbox, in->outbox[i].event_id, i);
     for (size_t i = 0; i < in->nkmsgs; i++) {
         const obc_kmsg_t *m = &in->kmsgs[i];
         uint64_t          bit = 1ULL << (m->seq < 63 ? m->seq : 63);
-        smap_put(&events, m->event_id, i);
-        if (!smap_get(&outbox, m->event_id, NULL))
+        obc_smap_put(&events, m->event_id, i);
+        if (!obc_smap_get(&outbox, m->event_id, NULL))
             note(res, &res->phantom, "Kafka %d@%lld holds event %s, which the outbox never had", m->partition,
                  (long long) m->offset, m->event_id);
-        if (!smap_get(&orders, m->order, &k)) {
+        if (!obc_smap_get(&orders, m->order, &k)) {
             k = norders++;
-            smap_put(&orders, m->order, k);
+            obc_smap_put(&orders, m->order, k);
             agg[k].partition = m->partition;
         }
         kafka_agg_t *a = &agg[k];
@@ -350,34 +264,34 @@ check_kafka(const obc_input_t *in, obc_result_t *res)
         a->max_seq = m->seq > a->max_seq ? m->seq : a->max_seq;
     }
     check_offsets(in, &events, res);
-    smap_free(&orders);
-    smap_free(&events);
-    smap_free(&outbox);
+    obc_smap_free(&orders);
+    obc_smap_free(&events);
+    obc_smap_free(&outbox);
     free(agg);
 }
 
 long
 obc_check(const obc_input_t *in, obc_result_t *res)
 {
-    smap_t by_id, by_key;
+    obc_smap_t by_id, by_key;
 
     memset(res, 0, sizeof(*res));
     res->orders = (long) in->norders;
     res->entries = (long) in->nentries;
     res->kmsgs = (long) in->nkmsgs;
-    smap_init(&by_id, in->norders);
-    smap_init(&by_key, in->norders);
+    obc_smap_init(&by_id, in->norders);
+    obc_smap_init(&by_key, in->norders);
     for (size_t i = 0; i < in->norders; i++) {
-        smap_put(&by_id, in->orders[i].id, i);
+        obc_smap_put(&by_id, in->orders[i].id, i);
         if (in->orders[i].key[0] != '\0')
-            smap_put(&by_key, in->orders[i].key, i);
+            obc_smap_put(&by_key, in->orders[i].key, i);
     }
     check_history(in, &by_id, &by_key, res);
     ledger_agg_t *agg = check_ledger(in, &by_id, res);
     check_orders(in, agg, res);
     free(agg);
     check_kafka(in, res);
-    smap_free(&by_id);
-    smap_free(&by_key);
+    obc_smap_free(&by_id);
+    obc_smap_free(&by_key);
     return res->lost + res->phantom + res->duplicate + res->violations + res->mismatch;
 }

@@ -11,6 +11,7 @@
 #define OB_FAULT_H
 
 #include "tests/fault/checker.h"
+#include "tests/fault/emit_check.h"
 #include "tests/harness.h"
 
 #include <stdatomic.h>
@@ -65,6 +66,51 @@ int  fx_wait_acked(fx_t *fx, long more, int timeout_ms);
  * history files read back. */
 fx_shared_t *fx_shared_new(void);
 size_t       fx_history(fx_t *fx, obc_req_t **out);
+
+/* Waits (bounded) until done(fx), setting converge_s from the heal. */
+void fx_wait_until(fx_t *fx, int (*done)(fx_t *), int timeout_ms);
+/* Reads a topic whole (every partition up to its high watermark), handing
+ * each record to each() in offset order per partition; returns how many. */
+size_t fx_read_topic(fx_t *fx, const char *topic, void (*each)(const rd_kafka_message_t *m, void *arg), void *arg);
+/* Rows of sql on pg, asserted; n + 1 zeroed elements of size bytes, asserted. */
+PGresult *fx_rows(PGconn *pg, const char *sql);
+void     *fx_alloc(size_t n, size_t size);
+
+/* One row of var/chaos/report.md (columns of scripts/chaos_report.sh). */
+typedef struct {
+    long attempts, requests, acked, unavailable, unknown_committed, unknown_absent, bad;
+    long lost, phantom, duplicate, violations, mismatch;
+} fx_row_t;
+void fx_report_append(fx_t *fx, const fx_row_t *row, const char *verdict);
+
+/*
+ * Foreign writers (emit_load.c): SQL clients calling outboxd.emit in
+ * transactions of their own, one to three calls each, of types picked at
+ * random with one aggregate id per transaction, ids "0".."aggregates-1" so
+ * writers contend on the same aggregates; rollback_pct of them roll back.
+ * They share fx_load_stop() and the acked counter (committed transactions).
+ */
+typedef struct {
+    int                writers;
+    int                aggregates;
+    int                rollback_pct;
+    int                pace_ms;
+    const char *const *types;
+    int                ntypes;
+} fx_emit_opts_t;
+
+void fx_emit_start(fx_t *fx, const fx_emit_opts_t *o);
+size_t fx_emit_history(fx_t *fx, obe_call_t **out);
+/* Stops the writers, waits for the outbox to drain, reads the outbox and
+ * topics[0..ntopics-1] (route_types[t] routed to topics[t], the last one the
+ * default) and runs obe_check; returns the faults. */
+long fx_emit_verify(fx_t *fx, const char *const *topics, const char *const *route_types, int ntopics,
+                    int converge_ms, obe_result_t *res);
+/* Append the report row and assert a clean foreign-writer run (no faults,
+ * drained, commits and rollbacks, nothing quarantined), or, for a negative
+ * control, that the checker flagged `count` (> 0) of `what`. */
+void fx_emit_assert_clean(fx_t *fx, const obe_result_t *res);
+void fx_emit_assert_flagged(fx_t *fx, const obe_result_t *res, long count, const char *what);
 
 /* Marks the fault healed now. */
 void fx_healed(fx_t *fx);

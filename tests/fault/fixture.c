@@ -112,15 +112,15 @@ fx_converged(fx_t *fx)
     return on == ln && oc == lc && strcmp(osum, lsum) == 0 && pending == 0 && parked == 0;
 }
 
-static void
-fx_wait_converged(fx_t *fx, int timeout_ms)
+void
+fx_wait_until(fx_t *fx, int (*done)(fx_t *), int timeout_ms)
 {
     int64_t deadline = ob_now_ms() + timeout_ms;
 
     if (fx->healed_ms == 0)
         fx_healed(fx);
     for (;;) {
-        if (fx_converged(fx)) {
+        if (done(fx)) {
             fx->converge_s = (double) (ob_now_ms() - fx->healed_ms) / 1000.0;
             return;
         }
@@ -132,7 +132,7 @@ fx_wait_converged(fx_t *fx, int timeout_ms)
 
 /* ---- gathering ---------------------------------------------------------- */
 
-static PGresult *
+PGresult *
 fx_rows(PGconn *pg, const char *sql)
 {
     PGresult *r = PQexec(pg, sql);
@@ -141,7 +141,7 @@ fx_rows(PGconn *pg, const char *sql)
     return r;
 }
 
-static void *
+void *
 fx_alloc(size_t n, size_t size)
 {
     void *p = calloc(n + 1, size);
@@ -227,58 +227,50 @@ fx_gather_ledger(fx_t *fx, obc_input_t *in)
 }
 
 /*
- * The whole topic: each partition read from the beginning up to the high
+ * A whole topic: each partition read from the beginning up to the high
  * watermark queried first, so the read ends exactly when everything that
- * was in the log has been seen.
+ * was in the log has been seen. each() gets the records per partition in
+ * offset order; returns how many it got.
  */
-static void
-fx_gather_kafka(fx_t *fx, obc_input_t *in)
+size_t
+fx_read_topic(fx_t *fx, const char *topic, void (*each)(const rd_kafka_message_t *m, void *arg), void *arg)
 {
-    char                     err[256];
-    int                      P = fx->h.partitions;
-    int64_t                  hi[OB_SHM_PARTITIONS], lo, next[OB_SHM_PARTITIONS], total = 0;
-    rd_kafka_conf_t         *conf = rd_kafka_conf_new();
-    int64_t                  deadline = ob_now_ms() + obh_ms(60000);
+    char             err[256], group[160];
+    int              P = fx->h.partitions;
+    int64_t          hi[OB_SHM_PARTITIONS], lo, next[OB_SHM_PARTITIONS];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    int64_t          deadline = ob_now_ms() + obh_ms(60000);
+    size_t           got = 0;
 
+    snprintf(group, sizeof(group), "%s-%s", fx->h.tag, topic);
     rd_kafka_conf_set(conf, "bootstrap.servers", STACK_KAFKA, err, sizeof(err));
-    rd_kafka_conf_set(conf, "group.id", fx->h.tag, err, sizeof(err));
+    rd_kafka_conf_set(conf, "group.id", group, err, sizeof(err));
     rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err));
     rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
     cr_assert_not_null(c, "%s", err);
     for (int p = 0; p < P; p++) {
-        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(c, fx->h.topic, p, &lo, &hi[p], 10000);
-        cr_assert_eq(e, 0, "watermarks of %s/%d: %s", fx->h.topic, p, rd_kafka_err2str(e));
+        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(c, topic, p, &lo, &hi[p], 10000);
+        cr_assert_eq(e, 0, "watermarks of %s/%d: %s", topic, p, rd_kafka_err2str(e));
         next[p] = lo;
-        total += hi[p] - lo;
     }
-    obc_kmsg_t *k = fx_alloc((size_t) total, sizeof(*k));
     rd_kafka_topic_partition_list_t *tp = rd_kafka_topic_partition_list_new(P);
     for (int p = 0; p < P; p++)
-        rd_kafka_topic_partition_list_add(tp, fx->h.topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+        rd_kafka_topic_partition_list_add(tp, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
     cr_assert_eq(rd_kafka_assign(c, tp), 0);
     rd_kafka_topic_partition_list_destroy(tp);
-    size_t got = 0;
     for (;;) {
         int behind = 0;
         for (int p = 0; p < P; p++)
             behind += next[p] < hi[p];
         if (behind == 0)
             break;
-        cr_assert(ob_now_ms() < deadline, "reading %s back: %d partitions short of their high watermark", fx->h.topic,
-                  behind);
+        cr_assert(ob_now_ms() < deadline, "reading %s back: %d partitions short of their high watermark", topic, behind);
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 100);
         if (m == NULL)
             continue;
-        if (m->err == 0 && m->offset < hi[m->partition] && got < (size_t) total) {
-            char seq[16];
-            obc_kmsg_t *o = &k[got++];
-            o->partition = m->partition;
-            o->offset = m->offset;
-            snprintf(o->order, sizeof(o->order), "%.*s", (int) (m->key_len < 39 ? m->key_len : 39),
-                     (const char *) m->key);
-            obh_header(m, "event-id", o->event_id, sizeof(o->event_id));
-            obh_header(m, "aggregate-seq", seq, sizeof(seq));
-            o->seq = atoi(seq);
+        if (m->err == 0 && m->offset < hi[m->partition]) {
+            each(m, arg);
+            got++;
         }
         if (m->err == 0)
             next[m->partition] = m->offset + 1;
@@ -286,8 +278,43 @@ fx_gather_kafka(fx_t *fx, obc_input_t *in)
     }
     rd_kafka_consumer_close(c);
     rd_kafka_destroy(c);
-    in->kmsgs = k;    /* per partition in offset order: what the checker walks */
-    in->nkmsgs = got;
+    return got;
+}
+
+typedef struct {
+    obc_kmsg_t *v;
+    size_t      n, cap;
+} kmsgs_t;
+
+static void
+fx_take_kmsg(const rd_kafka_message_t *m, void *arg)
+{
+    kmsgs_t *k = arg;
+    char     seq[16];
+
+    if (k->n == k->cap) {
+        k->cap = k->cap ? k->cap * 2 : 1024;
+        k->v = realloc(k->v, (k->cap + 1) * sizeof(*k->v));
+        cr_assert_not_null(k->v);
+    }
+    obc_kmsg_t *o = &k->v[k->n++];
+    memset(o, 0, sizeof(*o));
+    o->partition = m->partition;
+    o->offset = m->offset;
+    snprintf(o->order, sizeof(o->order), "%.*s", (int) (m->key_len < 39 ? m->key_len : 39), (const char *) m->key);
+    obh_header(m, "event-id", o->event_id, sizeof(o->event_id));
+    obh_header(m, "aggregate-seq", seq, sizeof(seq));
+    o->seq = atoi(seq);
+}
+
+static void
+fx_gather_kafka(fx_t *fx, obc_input_t *in)
+{
+    kmsgs_t k = { 0 };
+
+    fx_read_topic(fx, fx->h.topic, fx_take_kmsg, &k);
+    in->kmsgs = k.v != NULL ? k.v : fx_alloc(0, sizeof(*k.v));    /* per partition in offset order: what the checker walks */
+    in->nkmsgs = k.n;
 }
 
 /* ---- verdict ------------------------------------------------------------ */
@@ -295,7 +322,6 @@ fx_gather_kafka(fx_t *fx, obc_input_t *in)
 static void
 fx_report_row(fx_t *fx, long faults, const char *verdict)
 {
-    const char  *path = getenv("OB_CHAOS_REPORT");
     obc_result_t *r = &fx->res;
 
     fprintf(stderr,
@@ -306,16 +332,25 @@ fx_report_row(fx_t *fx, long faults, const char *verdict)
             r->unknown_committed, r->unknown_absent, r->bad_status, r->orders, r->kmsgs, r->kafka_resends, r->entries, r->lost, r->phantom, r->duplicate,
             r->violations, r->mismatch, r->quarantined, fx->converge_s, faults, verdict, r->first[0] ? ": " : "",
             r->first);
+    fx_row_t row = { atomic_load(&fx->sh->attempts), r->requests, r->acked, r->unavailable, r->unknown_committed,
+                     r->unknown_absent, r->bad_status, r->lost, r->phantom, r->duplicate, r->violations, r->mismatch };
+    fx_report_append(fx, &row, verdict);
+}
+
+void
+fx_report_append(fx_t *fx, const fx_row_t *r, const char *verdict)
+{
+    const char *path = getenv("OB_CHAOS_REPORT");
+    char        conv[16] = "never";
+
     if (path == NULL)
         return;
-    char conv[16] = "never";
     if (fx->converge_s >= 0)
         snprintf(conv, sizeof(conv), "%.1f", fx->converge_s);
     FILE *f = fopen(path, "a");
     cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-    fprintf(f, "%s\t%ld\t%ld\t%ld\t%ld\t%ld/%ld\t%ld\t%ld\t%ld\t%ld\t%ld\t%ld\t%s\t%s\n", fx->scenario,
-            atomic_load(&fx->sh->attempts), r->requests, r->acked, r->unavailable, r->unknown_committed,
-            r->unknown_absent, r->bad_status, r->lost, r->phantom,
+    fprintf(f, "%s\t%ld\t%ld\t%ld\t%ld\t%ld/%ld\t%ld\t%ld\t%ld\t%ld\t%ld\t%ld\t%s\t%s\n", fx->scenario, r->attempts,
+            r->requests, r->acked, r->unavailable, r->unknown_committed, r->unknown_absent, r->bad, r->lost, r->phantom,
             r->duplicate, r->violations, r->mismatch, conv, verdict);
     fclose(f);
 }
@@ -329,7 +364,7 @@ fx_verify(fx_t *fx, int converge_timeout_ms)
 
     if (fx->nclients > 0)
         fx_load_stop(fx);
-    fx_wait_converged(fx, converge_timeout_ms);
+    fx_wait_until(fx, fx_converged, converge_timeout_ms);
     in.nreqs = fx_history(fx, &reqs);
     in.reqs = reqs;
     fx_gather_orders(fx, &in);

@@ -4,7 +4,8 @@
  *
  * Suite `fault` is the short tier `make test` runs: scenarios 1, 2, 4, 6, 7,
  * 10 and 15, the mode-wal runs (w04, w06, w10, w12, w15) and one negative
- * control (nc1). Suite `fault_long` holds the rest;
+ * control (nc1). Suite `fault_long` holds the rest, with the foreign
+ * writers' scenario (e1, we1) and its negative control (nc3) at the end;
  * `make chaos` runs both with OB_CHAOS_LONG=1 (longer loads, more faults)
  * and writes var/chaos/report.md from the rows each scenario appends.
  *
@@ -653,4 +654,97 @@ Test(fault_long, nc2_consumer_commits_before_apply, .init = setup, .fini = teard
     wait_acked(50);
     fx_verify(&fx, obh_ms(15000));
     fx_assert_flagged(&fx, fx.res.lost, "lost events");
+}
+
+/* ---- foreign writers: any service calling outboxd.emit ------------------------ */
+
+/*
+ * A relay-only instance (no orders API, no ledger) with [routes] sending
+ * product and stock events to topics of their own and coupon, unrouted, to
+ * [kafka] topic; four SQL clients emit all three types in transactions of
+ * their own, a tenth rolled back, on twelve ids per type so they contend on
+ * the same aggregates.
+ */
+static const char *const emit_types[] = { "product", "stock", "coupon" };
+static const char *const emit_routed[] = { "product", "stock" };
+static const fx_emit_opts_t emit_writers = { .writers = 4, .aggregates = 12, .rollback_pct = 10, .pace_ms = 5,
+                                             .types = emit_types, .ntypes = 3 };
+static char emit_topics[3][128];
+
+static void
+emit_begin(const char *name, const char *extra, int relays, int unsafe)
+{
+    char conf[768];
+
+    fx.scenario = name;
+    snprintf(emit_topics[0], sizeof(emit_topics[0]), "%s-product", fx.h.topic);
+    snprintf(emit_topics[1], sizeof(emit_topics[1]), "%s-stock", fx.h.topic);
+    snprintf(emit_topics[2], sizeof(emit_topics[2]), "%s", fx.h.topic);
+    snprintf(conf, sizeof(conf), "%s[workers]\nhttp = 0\nconsumers = 0\nrelays = %d\n[routes]\nproduct = %s\nstock = %s\n",
+             extra, relays, emit_topics[0], emit_topics[1]);
+    obh_write_conf(&fx.h, conf);
+    if (unsafe)
+        setenv("OUTBOXD_UNSAFE_FAULTS", "1", 1);
+    obh_start(&fx.h, NULL);
+    unsetenv("OUTBOXD_UNSAFE_FAULTS");
+    for (int i = 0; i < relays; i++)
+        cr_assert(obh_wait_worker(&fx.h, OB_KIND_RELAY, i, 0, obh_ms(20000)) > 0, "relay %d never ran; log %s", i,
+                  fx.h.log);
+    fx_emit_start(&fx, &emit_writers);
+    wait_acked(50);
+}
+
+static long
+emit_verify(obe_result_t *r, int converge_ms)
+{
+    const char *topics[3] = { emit_topics[0], emit_topics[1], emit_topics[2] };
+
+    return fx_emit_verify(&fx, topics, emit_routed, 3, obh_ms(converge_ms), r);
+}
+
+/* kill -9 of relays in a loop, then of Kafka, while the writers go on. */
+static void
+scenario_emit(const char *name, const char *extra)
+{
+    int          relays = fx_n(&fx, 2, 4);
+    obe_result_t r;
+
+    emit_begin(name, extra, relays, 0);
+    kill_loop(OB_KIND_RELAY, relays, fx_n(&fx, 6, 16));
+    kafka_kill();
+    wait_acked(100);    /* the writers' transactions need no broker */
+    ob_sleep_ms(fx_n(&fx, 3000, 10000));
+    fx_kafka_restart();
+    kill_loop(OB_KIND_RELAY, relays, 2);    /* and relays killed again while they reconnect */
+    fx_healed(&fx);
+    emit_verify(&r, 90000);
+    fx_emit_assert_clean(&fx, &r);
+}
+
+Test(fault_long, e1_emit_writers_kill_relays_and_kafka, .init = setup, .fini = teardown, .timeout = 900)
+{
+    scenario_emit("e1 emit writers: kill -9 relays, loop, then kafka", "");
+}
+
+Test(fault_long, we1_wal_emit_writers_kill_relays_and_kafka, .init = setup, .fini = teardown, .timeout = 900)
+{
+    scenario_emit("wal e1 emit writers: kill -9 relays, loop, then kafka", WAL_MODE);
+    assert_streamed();
+}
+
+/* The checker of foreign writers sees a relay that marks without acks. */
+Test(fault_long, nc3_emit_relay_marks_without_acks, .init = setup, .fini = teardown, .timeout = 600)
+{
+    obe_result_t r;
+
+    emit_begin("negative: emit writers, relay marks without acks, kafka killed",
+               "[relay]\ndelivery_timeout_ms = 1500\n[debug]\nfault = relay_mark_before_ack\n", 2, 1);
+    kafka_kill();
+    wait_acked(100);    /* these events meet no broker */
+    ob_sleep_ms(3000);  /* past the delivery timeout */
+    fx_kafka_restart();
+    fx_healed(&fx);
+    wait_acked(50);
+    emit_verify(&r, 15000);
+    fx_emit_assert_flagged(&fx, &r, r.lost, "lost events");
 }

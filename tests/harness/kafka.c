@@ -24,24 +24,50 @@ obh_kafka_admin(void)
     return rk;
 }
 
+/* The names to drop: the test's topic and every "<topic>-..." of its
+ * routes, which tests name after it; tags are unique, so nothing else matches. */
+static int
+drop_names(rd_kafka_t *rk, const obh_t *h, char (*names)[256], int max)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    size_t                          len = strlen(h->topic);
+    int                             n = 0;
+
+    if (rd_kafka_metadata(rk, 1, NULL, &md, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        md = NULL;
+    for (int i = 0; md != NULL && i < md->topic_cnt && n < max; i++) {
+        const char *t = md->topics[i].topic;
+        if (strcmp(t, h->topic) == 0 || (strncmp(t, h->topic, len) == 0 && t[len] == '-'))
+            snprintf(names[n++], sizeof(names[0]), "%s", t);
+    }
+    if (md != NULL)
+        rd_kafka_metadata_destroy(md);
+    if (n == 0)
+        snprintf(names[n++], sizeof(names[0]), "%s", h->topic);
+    return n;
+}
+
 void
 obh_kafka_drop_topic(obh_t *h)
 {
-    char             err[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char                    err[256], names[32][256];
+    rd_kafka_DeleteTopic_t *dt[32];
+    rd_kafka_conf_t        *conf = rd_kafka_conf_new();
 
     rd_kafka_conf_set(conf, "bootstrap.servers", STACK_KAFKA, err, sizeof(err));
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
     if (rk == NULL)
         return;
-    rd_kafka_DeleteTopic_t *dt = rd_kafka_DeleteTopic_new(h->topic);
-    rd_kafka_queue_t       *q = rd_kafka_queue_new(rk);
-    rd_kafka_DeleteTopics(rk, &dt, 1, NULL, q);
+    int n = drop_names(rk, h, names, 32);
+    for (int i = 0; i < n; i++)
+        dt[i] = rd_kafka_DeleteTopic_new(names[i]);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_DeleteTopics(rk, dt, (size_t) n, NULL, q);
     rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 10000);
     if (ev)
         rd_kafka_event_destroy(ev);
     rd_kafka_queue_destroy(q);
-    rd_kafka_DeleteTopic_destroy(dt);
+    rd_kafka_DeleteTopic_destroy_array(dt, (size_t) n);
     rd_kafka_destroy(rk);
 }
 
