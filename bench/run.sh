@@ -185,7 +185,9 @@ sql() { "$OBBENCH" sql "$@"; }
 reset_orders() { sql "$ORDERS_DSN" "TRUNCATE orders, outboxd.outbox" "CHECKPOINT"; }
 
 # `outboxd migrate` brings both databases up to date (a no-op for one already there).
-migrate() { "$OB_BIN" migrate -c "$(write_conf migrate 0 0 0 partitioned unused unused)" >>"$WORK/migrate.log" 2>&1; }
+# It applies orderdb's and ledgerdb's streams only for a config whose orders
+# API and consumers run, so this one has them, though it never starts.
+migrate() { "$OB_BIN" migrate -c "$(write_conf migrate 2 0 2 partitioned unused unused)" >>"$WORK/migrate.log" 2>&1; }
 
 # ledger_entries refuses TRUNCATE (immutability trigger): a new database instead.
 fresh_ledger() {
