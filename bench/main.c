@@ -215,6 +215,7 @@ static const struct {
     { "apply", cmd_apply, "--name N --pid P --dsn LEDGER --rows N [--consumers C --partitions P --timeout S]" },
     { "settle", cmd_settle, "--orders-dsn O [--ledger-dsn L] [--timeout S]" },
     { "pace", cmd_pace, "--port P --rate R --seconds S [--conns C]" },
+    { "emit-pace", cmd_emit_pace, "--dsn D --rate R --seconds S [--conns 8 --aggregates 1000]" },
     { "latency", cmd_latency, "--orders-dsn O [--ledger-dsn L] [--until-ms W]" },
     { "pgbench-log", cmd_pgbench_log, "FILE..." },
     { "report", cmd_report, "--dir DIR" },

@@ -108,6 +108,10 @@ int cmd_settle(int argc, char **argv);
 
 int cmd_pace(int argc, char **argv);
 
+/* ---- emit.c: open-loop paced outboxd.emit from foreign SQL connections ----- */
+
+int cmd_emit_pace(int argc, char **argv);
+
 /* ---- latency.c: commit->Kafka / commit->ledger from the databases; pgbench logs */
 
 int cmd_latency(int argc, char **argv);

@@ -538,6 +538,123 @@ md_wal(report_t *r)
     put(r, "wal", "ledger_p99_ms", num(r, "latency_wal_db", "ledger_ms.p99"));
 }
 
+/* ---- foreign SQL writers: outboxd.emit beside POST /orders ------------------------ */
+
+/* The performance issue's target for emit, in both modes: commit -> Kafka at 500/s. */
+#define EMIT_P50_MS 5.0
+#define EMIT_P99_MS 20.0
+
+static const char *const emit_modes[] = { "partitioned", "wal" };
+
+/* A number of part emit_MODE_WHO (who: http_db, sql_db, sql_pace...). */
+static double
+emit_num(report_t *r, const char *mode, const char *who, const char *path)
+{
+    char name[64];
+
+    snprintf(name, sizeof(name), "emit_%s_%s", mode, who);
+    return num(r, name, path);
+}
+
+static const char *
+emit_verdict(double p50, double p99)
+{
+    if (isnan(p50) || isnan(p99))
+        return "?";
+    return p50 <= EMIT_P50_MS && p99 <= EMIT_P99_MS ? "met" : "**missed**";
+}
+
+static void
+emit_put(report_t *r, const char *mode, const char *key, double v)
+{
+    char k[64];
+
+    snprintf(k, sizeof(k), "%s_%s", mode, key);
+    put(r, "emit", k, v);
+}
+
+static void
+md_emit_row(report_t *r, const char *mode)
+{
+    double h50 = emit_num(r, mode, "http_db", "kafka_ms.p50"), h99 = emit_num(r, mode, "http_db", "kafka_ms.p99");
+    double e50 = emit_num(r, mode, "sql_db", "kafka_ms.p50"), e99 = emit_num(r, mode, "sql_db", "kafka_ms.p99");
+    double c50 = emit_num(r, mode, "sql_pace", "latency_ms.p50"), c99 = emit_num(r, mode, "sql_pace", "latency_ms.p99");
+
+    fprintf(r->md, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", mode, fms(h50), fms(h99), fms(e50),
+            fms(e99), fratio(ratio(e50, h50)), fratio(ratio(e99, h99)), fms(c50), fms(c99), emit_verdict(e50, e99));
+    emit_put(r, mode, "http_kafka_p50_ms", h50);
+    emit_put(r, mode, "http_kafka_p99_ms", h99);
+    emit_put(r, mode, "emit_kafka_p50_ms", e50);
+    emit_put(r, mode, "emit_kafka_p99_ms", e99);
+    emit_put(r, mode, "emit_over_http_p50", ratio(e50, h50));
+    emit_put(r, mode, "emit_over_http_p99", ratio(e99, h99));
+    emit_put(r, mode, "emit_client_p50_ms", c50);
+    emit_put(r, mode, "emit_client_p99_ms", c99);
+}
+
+/* What each run actually did, so a failed or overloaded run is not read as a figure. */
+static void
+md_emit_run(report_t *r, const char *mode, const char *who, const char *label)
+{
+    char        pace[16], db[16], watch[16], name[64];
+    const char *first;
+
+    snprintf(pace, sizeof(pace), "%s_pace", who);
+    snprintf(db, sizeof(db), "%s_db", who);
+    snprintf(watch, sizeof(watch), "%s_watch", who);
+    snprintf(name, sizeof(name), "emit_%s_%s", mode, pace);
+    first = part(r, name) ? json_string_value(json_object_get(part(r, name), "first_error")) : NULL;
+    double errors = strcmp(who, "http") == 0
+                        ? emit_num(r, mode, pace, "http_errors") + emit_num(r, mode, pace, "lost")
+                        : emit_num(r, mode, pace, "errors") + emit_num(r, mode, pace, "unsent");
+    fprintf(r->md, "| %s, %s | %s | %s | %s | %s | %s | %s | %s |\n", mode, label,
+            fnum(emit_num(r, mode, pace, "sent"), 0), fnum(errors, 0),
+            fnum(emit_num(r, mode, pace, "achieved_rate"), 0),
+            fnum(emit_num(r, mode, pace, "late"), 0), fnum(emit_num(r, mode, db, "kafka_ms.n"), 0),
+            fnum(emit_num(r, mode, db, "kafka_ms.pending"), 0), fnum(emit_num(r, mode, watch, "cpu.cores.others"), 2));
+    if (first != NULL)
+        fprintf(r->md, "| | first error: `%s` | | | | | | |\n", first);
+}
+
+static void
+md_emit(report_t *r)
+{
+    const char *title = "## 8. Foreign SQL writers: outboxd.emit beside POST /orders";
+    double      rate = num(r, "settings", "emit_rate");
+
+    if (!ran(r, title, part(r, "emit_wal_sql_db") ? "emit_wal_sql_db" : "emit_partitioned_sql_db"))
+        return;
+    fprintf(r->md, "%s\n\n", title);
+    fprintf(r->md, "The same rate, %s transactions/s for %.0f s, written two ways in each relay mode, each on a fresh "
+                   "orderdb and topic with 2 relays and no consumers: `POST /orders` through our 2 HTTP workers "
+                   "(`obbench pace`, %.0f connections; the workers wake the relays after each commit), and "
+                   "`SELECT outboxd.emit('product', id, 'product.updated', payload)` as one autocommit transaction "
+                   "from %.0f SQL connections of a foreign writer (`obbench emit-pace`, open loop, http=0: nobody "
+                   "wakes the relays). commit → Kafka = outboxd.outbox.published_at − created_at in both. Client = "
+                   "emit-pace's own latency, from when a transaction was due until emit returned.\n\n",
+            fnum(rate, 0), num(r, "settings", "latency_seconds"), num(r, "settings", "pace_conns"),
+            num(r, "settings", "emit_conns"));
+    fprintf(r->md, "| mode | HTTP → Kafka p50 | HTTP → Kafka p99 | emit → Kafka p50 | emit → Kafka p99 "
+                   "| emit / HTTP p50 | emit / HTTP p99 | emit client p50 | emit client p99 "
+                   "| target (p50 ≤ %.0f, p99 ≤ %.0f ms) |\n"
+                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+            EMIT_P50_MS, EMIT_P99_MS);
+    for (size_t i = 0; i < sizeof(emit_modes) / sizeof(emit_modes[0]); i++)
+        md_emit_row(r, emit_modes[i]);
+    fprintf(r->md, "\nAll figures in ms. Mode partitioned finds rows nobody woke it for only at its next poll "
+                   "(poll_interval_ms, 100 ms by default); mode wal receives them from the WAL stream.\n\n");
+    fprintf(r->md, "| run | sent | errors | achieved /s | late > 1 ms | in Kafka | pending | *others* cores |\n"
+                   "|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (size_t i = 0; i < sizeof(emit_modes) / sizeof(emit_modes[0]); i++) {
+        md_emit_run(r, emit_modes[i], "http", "POST /orders");
+        md_emit_run(r, emit_modes[i], "sql", "outboxd.emit");
+    }
+    fprintf(r->md, "\n*others* = cores busy outside outboxd, PostgreSQL and Kafka (section 6), the load generator "
+                   "itself included: well above its share, someone else's load distorted the run. Errors include "
+                   "requests lost or never sent.\n\n");
+    put(r, "emit", "rate", rate);
+}
+
 /* ---- targets: what outboxd must reach beside its baselines ------------------- */
 
 static void
@@ -550,6 +667,19 @@ target(report_t *r, const char *what, double v, double limit, int at_least, cons
     json_array_append_new(r->targets, json_pack("{s:s, s:o, s:f, s:s, s:b}", "target", what, "value",
                                                 isnan(v) ? json_null() : json_real(v), "limit", limit, "sense",
                                                 at_least ? ">=" : "<=", "met", met));
+}
+
+static void
+md_emit_targets(report_t *r, const char *mode)
+{
+    char   what[128];
+    double p50 = emit_num(r, mode, "sql_db", "kafka_ms.p50"), p99 = emit_num(r, mode, "sql_db", "kafka_ms.p99");
+    double rate = num(r, "settings", "emit_rate");
+
+    snprintf(what, sizeof(what), "outboxd.emit commit → Kafka p50 (ms), %s, %s/s", mode, fnum(rate, 0));
+    target(r, what, p50, EMIT_P50_MS, 0, fms(p50));
+    snprintf(what, sizeof(what), "outboxd.emit commit → Kafka p99 (ms), %s, %s/s", mode, fnum(rate, 0));
+    target(r, what, p99, EMIT_P99_MS, 0, fms(p99));
 }
 
 static void
@@ -581,6 +711,8 @@ md_targets(report_t *r)
     double naive = ratio(num(r, "latency_naive_db", "kafka_ms.p50"), num(r, "latency_db", "ledger_ms.p50"));
     target(r, "naive commit → Kafka p50 / ours commit → ledger p50", naive, 100, 1, fratio(naive));
     target(r, "largest RSS growth of any process (MB)", growth, 64, 0, fnum(growth, 1));
+    for (size_t i = 0; i < sizeof(emit_modes) / sizeof(emit_modes[0]); i++)
+        md_emit_targets(r, emit_modes[i]);
     fprintf(r->md, "\n");
 }
 
@@ -756,6 +888,7 @@ cmd_report(int argc, char **argv)
     md_memory(&r);
     md_cpu(&r);
     md_wal(&r);
+    md_emit(&r);
     md_targets(&r);
     md_settings(&r);
     fclose(r.md);

@@ -12,9 +12,10 @@
 #   BENCH_APPLY_ROWS=ROWS     events the consumers must book (section 3)
 #   BENCH_INTAKE_S=10         each wrk / pgbench run (section 1)
 #   BENCH_NAIVE_S=20          the naive poller's fixed run (section 2)
-#   BENCH_LATENCY_S=20        the paced load (section 4)
+#   BENCH_LATENCY_S=20        the paced load (sections 4 and 8)
 #   BENCH_LATENCY_RATE=       req/s for section 4; default half the full intake
-#   BENCH_SECTIONS="intake drain apply latency"   a subset, while developing
+#   BENCH_EMIT_RATE=500       transactions/s of section 8, through outboxd.emit and through POST /orders
+#   BENCH_SECTIONS="intake drain apply latency emit"   a subset, while developing
 #   BENCH_PACE_CONNS=16       connections of the paced load (section 4)
 #   BENCH_DRAIN_TIMEOUT_S=200, BENCH_APPLY_TIMEOUT_S=150   per run, so the whole stays under 20 min
 set -euo pipefail
@@ -30,7 +31,8 @@ BENCH_INTAKE_S="${BENCH_INTAKE_S:-10}"
 BENCH_NAIVE_S="${BENCH_NAIVE_S:-20}"
 BENCH_LATENCY_S="${BENCH_LATENCY_S:-20}"
 BENCH_LATENCY_RATE="${BENCH_LATENCY_RATE:-}"
-BENCH_SECTIONS="${BENCH_SECTIONS:-intake drain apply latency}"
+BENCH_EMIT_RATE="${BENCH_EMIT_RATE:-500}"
+BENCH_SECTIONS="${BENCH_SECTIONS:-intake drain apply latency emit}"
 BENCH_DRAIN_TIMEOUT_S="${BENCH_DRAIN_TIMEOUT_S:-200}"
 BENCH_APPLY_TIMEOUT_S="${BENCH_APPLY_TIMEOUT_S:-150}"
 
@@ -41,6 +43,7 @@ INTAKE_CONNS=32
 # connections than that, an uneven accept split parks some of them until a
 # thread frees (keep_alive_timeout, 5 s); see bench/README.md.
 PACE_CONNS="${BENCH_PACE_CONNS:-16}"
+EMIT_CONNS=8             # a service's connection pool, not one per request
 PARTITIONS=12
 NAIVE_INTERVAL_MS=1000
 NAIVE_LIMIT=10
@@ -477,6 +480,57 @@ section_latency() {
 }
 
 # ---------------------------------------------------------------------------
+# 8. Foreign SQL writers: outboxd.emit beside POST /orders
+# ---------------------------------------------------------------------------
+
+# emit_start RUN HTTP MODE: a fresh orderdb and topic (in TOPIC), 2 relays and
+# no consumers in both runs of a mode (the ledger plays no part in commit ->
+# Kafka), so only who writes the rows differs.
+emit_start() {
+    local run="$1" http="$2" mode="$3" conf
+    fresh_orders
+    new_topic "$run"
+    conf="$(write_conf "$run" "$http" 2 0 "$mode" "$TOPIC" "$NAME-unused")"
+    start_outboxd "$conf"
+    ready --http "$http" --relays 2 --mode "$mode"
+    watch_start "${run}_watch"
+}
+
+# emit_end RUN TOPIC: caught up, then commit -> Kafka from outboxd.outbox, as section 4 reads it.
+emit_end() {
+    local run="$1" topic="$2"
+    run "$OBBENCH" settle --orders-dsn "$ORDERS_DSN" --timeout 60 >"$PARTS/${run}_settle.json"
+    watch_stop
+    "$OBBENCH" latency --orders-dsn "$ORDERS_DSN" >"$PARTS/${run}_db.json"
+    stop_outboxd
+    drop_slots
+    drop_topic "$topic"
+}
+
+# emit_mode MODE: the baseline (POST /orders) and then outboxd.emit, at the same rate; parts emit_MODE_{http,sql}_*.
+emit_mode() {
+    local mode="$1" run="emit_$1_http"
+    say "emit: baseline POST /orders ($mode, http=2 relays=2) at $BENCH_EMIT_RATE req/s for $BENCH_LATENCY_S s"
+    emit_start "$run" 2 "$mode"
+    run "$OBBENCH" pace --port "$ORDERS_PORT" --rate "$BENCH_EMIT_RATE" --seconds "$BENCH_LATENCY_S" \
+        --conns "$PACE_CONNS" >"$PARTS/${run}_pace.json"
+    emit_end "$run" "$TOPIC"
+    run="emit_${mode}_sql"
+    say "emit: outboxd.emit from $EMIT_CONNS SQL connections ($mode, http=0 relays=2) at $BENCH_EMIT_RATE/s"
+    emit_start "$run" 0 "$mode"
+    run "$OBBENCH" emit-pace --dsn "$ORDERS_DSN" --rate "$BENCH_EMIT_RATE" --seconds "$BENCH_LATENCY_S" \
+        --conns "$EMIT_CONNS" >"$PARTS/${run}_pace.json"
+    emit_end "$run" "$TOPIC"
+    say "  emit_$mode: commit → Kafka p50 $(json_num "$PARTS/emit_${mode}_http_db.json" p50) ms via POST /orders," \
+        "$(json_num "$PARTS/${run}_db.json" p50) ms via outboxd.emit"
+}
+
+section_emit() {
+    emit_mode partitioned
+    emit_mode wal
+}
+
+# ---------------------------------------------------------------------------
 # Facts, settings, report
 # ---------------------------------------------------------------------------
 write_facts() {
@@ -495,6 +549,7 @@ write_facts() {
  "naive_seconds": $BENCH_NAIVE_S, "naive_interval_ms": $NAIVE_INTERVAL_MS, "naive_limit": $NAIVE_LIMIT,
  "latency_seconds": $BENCH_LATENCY_S, "pace_conns": $PACE_CONNS,
  "latency_rate": "${BENCH_LATENCY_RATE:-half the whole-pipeline intake}",
+ "emit_rate": $BENCH_EMIT_RATE, "emit_conns": $EMIT_CONNS,
  "kafka_partitions": $PARTITIONS, "orders_threads_per_http_worker": 16,
  "relay": "batch 500, poll_interval_ms 100, linger_ms 1, delivery_timeout_ms 10000 (defaults)",
  "consumer": "batch 500: first poll waits up to 250 ms, then only what is already fetched (consumer.c constants)",
@@ -518,8 +573,8 @@ main() {
     local s
     for s in $BENCH_SECTIONS; do
         case "$s" in
-            intake|drain|apply|latency) "section_$s" ;;
-            *) echo "unknown section $s (intake drain apply latency)" >&2; exit 1 ;;
+            intake|drain|apply|latency|emit) "section_$s" ;;
+            *) echo "unknown section $s (intake drain apply latency emit)" >&2; exit 1 ;;
         esac
     done
     "$OBBENCH" report --dir "$OUT"
