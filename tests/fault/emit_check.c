@@ -69,7 +69,8 @@ topic_for(const obe_input_t *in, const char *type)
 static int
 committed(const ec_t *c, const obe_call_t *call)
 {
-    return call->outcome == OBE_COMMITTED || (call->outcome == OBE_UNKNOWN && obc_smap_get(&c->rows, call->event_id, NULL));
+    return call->outcome == OBE_COMMITTED ||
+           (call->outcome == OBE_UNKNOWN && obc_smap_get(&c->rows, call->event_id, NULL));
 }
 
 static void
@@ -94,11 +95,13 @@ ec_init(ec_t *c, const obe_input_t *in, obe_result_t *res)
     c->max_seq = ec_alloc(in->nkmsgs, sizeof(*c->max_seq));
     c->nseqs = ec_alloc(in->nkmsgs, sizeof(*c->nseqs));
     for (size_t i = 0; i < in->ncalls; i++) {
-        obc_smap_put(&c->calls, in->calls[i].event_id, i);
+        if (obc_smap_put(&c->calls, in->calls[i].event_id, i))
+            note(res, &res->duplicate, "emit returned event id %s twice", in->calls[i].event_id);
         agg_key(c->call_agg[i], in->calls[i].type, in->calls[i].id);
     }
     for (size_t i = 0; i < in->nrows; i++)
-        obc_smap_put(&c->rows, in->rows[i].event_id, i);
+        if (obc_smap_put(&c->rows, in->rows[i].event_id, i))
+            note(res, &res->duplicate, "the outbox holds event %s twice", in->rows[i].event_id);
     for (size_t i = 0; i < in->nquarantined; i++) {
         agg_key(c->held_agg[i], in->quarantined[i].type, in->quarantined[i].id);
         obc_smap_put(&c->held, c->held_agg[i], i);
@@ -140,7 +143,11 @@ ec_history(ec_t *c)
         else if (call->outcome == OBE_ROLLED_BACK)
             res->rolled_back++;
         else
-            res->unknown++, in_outbox ? res->unknown_committed++ : res->unknown_absent++;
+            res->unknown++;
+        if (call->outcome == OBE_UNKNOWN && in_outbox)
+            res->unknown_committed++;
+        else if (call->outcome == OBE_UNKNOWN)
+            res->unknown_absent++;
         if (call->outcome == OBE_ROLLED_BACK && in_outbox)
             note(res, &res->phantom, "event %s (%s %s) rolled back, yet in the outbox", call->event_id, call->type,
                  call->id);
@@ -177,6 +184,9 @@ ec_first_seq(ec_t *c, size_t i, size_t call_index)
     obe_result_t     *res = c->res;
     size_t            a, prev;
 
+    if (m->seq < 1)
+        note(res, &res->violations, "event %s (%s, %s) carries no aggregate-seq of 1 or more", m->event_id, m->type,
+             m->id);
     agg_key(c->msg_agg[i], m->type, m->id);
     snprintf(c->msg_seq[i], sizeof(seqkey_t), "%s\x1f%d", c->msg_agg[i], m->seq);
     if (!obc_smap_get(&c->aggs, c->msg_agg[i], &a)) {
@@ -197,6 +207,26 @@ ec_first_seq(ec_t *c, size_t i, size_t call_index)
     c->call_seq[call_index] = m->seq;
 }
 
+/* A later record of an event already seen: harmless only as a copy of the
+ * first, at its partition; a re-send that renumbers or re-keys the event
+ * would pass every check made on first appearances. */
+static void
+ec_resend(ec_t *c, const obe_kmsg_t *first, const obe_kmsg_t *m)
+{
+    obe_result_t *res = c->res;
+
+    if (first->topic != m->topic || first->partition != m->partition)
+        note(res, &res->duplicate, "event %s on topic %d partition %d and topic %d partition %d", m->event_id,
+             first->topic, first->partition, m->topic, m->partition);
+    else if (first->seq != m->seq || strcmp(first->type, m->type) != 0 || strcmp(first->id, m->id) != 0 ||
+             first->writer != m->writer || first->n != m->n)
+        note(res, &res->mismatch, "event %s re-sent at %d@%lld as (%s, %s) seq %d, first sent as (%s, %s) seq %d",
+             m->event_id, m->partition, (long long) m->offset, m->type, m->id, m->seq, first->type, first->id,
+             first->seq);
+    else
+        res->kafka_resends++;
+}
+
 static void
 ec_kafka(ec_t *c)
 {
@@ -215,11 +245,7 @@ ec_kafka(ec_t *c)
         }
         if (obc_smap_put(&c->events, m->event_id, i)) {
             obc_smap_get(&c->events, m->event_id, &first);
-            if (in->kmsgs[first].topic == m->topic && in->kmsgs[first].partition == m->partition)
-                res->kafka_resends++;
-            else
-                note(res, &res->duplicate, "event %s on topic %d partition %d and topic %d partition %d", m->event_id,
-                     in->kmsgs[first].topic, in->kmsgs[first].partition, m->topic, m->partition);
+            ec_resend(c, &in->kmsgs[first], m);
             continue;
         }
         ec_record_matches(c, m, &in->calls[k]);
@@ -255,7 +281,7 @@ ec_lost(ec_t *c)
         if (c->max_seq[a] != c->nseqs[a] || c->nseqs[a] != want[a])
             note(res, &res->violations, "(%s, %s): %d committed events carry %d distinct seqs up to %d, not 1..%d",
                  in->kmsgs[i].type, in->kmsgs[i].id, want[a], c->nseqs[a], c->max_seq[a], want[a]);
-        want[a] = -1;    /* judged once */
+        want[a] = -1;    /* an aggregate has many records: one verdict, not one per record */
     }
     free(want);
 }
@@ -295,7 +321,6 @@ ordered_cmp(const void *a, const void *b)
     return d != 0 ? d : (x->seq > y->seq) - (x->seq < y->seq);
 }
 
-#define EC_WRITERS 64
 
 /*
  * Seq order is commit order: an event whose transaction ended before
@@ -315,13 +340,13 @@ ec_commit_order(ec_t *c)
     qsort(v, n, sizeof(*v), ordered_cmp);
     for (size_t g = 0; g < n;) {
         int64_t max_begin = INT64_MIN;
-        long    last_n[EC_WRITERS];
+        long    last_n[OBE_MAX_WRITERS];
         size_t  end = g;
-        for (int w = 0; w < EC_WRITERS; w++)
+        for (int w = 0; w < OBE_MAX_WRITERS; w++)
             last_n[w] = -1;
         for (; end < n && strcmp(v[end].agg, v[g].agg) == 0; end++) {
             const obe_call_t *x = v[end].call;
-            int               w = x->writer >= 0 && x->writer < EC_WRITERS ? x->writer : 0;
+            int               w = x->writer >= 0 && x->writer < OBE_MAX_WRITERS ? x->writer : 0;
             if (max_begin > x->end_us)
                 note(c->res, &c->res->violations, "(%s, %s) seq %d committed before a lower seq's transaction began",
                      x->type, x->id, v[end].seq);

@@ -21,6 +21,9 @@ typedef enum {
     OBE_UNKNOWN,      /* COMMIT sent, no answer: the outbox decides */
 } obe_outcome_t;
 
+/* Writers are numbered 0..OBE_MAX_WRITERS-1. */
+#define OBE_MAX_WRITERS 64
+
 /* One emit call as its writer saw it. */
 typedef struct {
     char          event_id[40];   /* what emit returned */

@@ -4,7 +4,10 @@
  * Each writer is a forked process with one libpq connection to the orders
  * database, as any service in any language would have, and a history file
  * of its own, one line per emit call once its transaction's outcome is known:
- *   outcome(C|R|U)  event-id  type  id  writer  n  begin-us  end-us
+ *   outcome(C|R|U)  event-id  type  id  writer  n  begin-us  end-us  xid
+ * An unknown outcome (COMMIT sent, no answer) is settled after the run by
+ * txid_status() of the transaction's xid: by the database's own commit
+ * log, never by what the relay under test left in the outbox.
  * The payload of call n is {"w": writer, "n": n}, so the checker can tell a
  * record that carries another call's payload. Times are CLOCK_MONOTONIC,
  * which every process of this machine shares.
@@ -21,6 +24,8 @@
 #include <unistd.h>
 
 #define EMIT_MAX_CALLS 3
+
+_Static_assert(FX_MAX_CLIENTS <= OBE_MAX_WRITERS, "the checker numbers writers below OBE_MAX_WRITERS");
 
 typedef struct {
     fx_t                 *fx;
@@ -72,6 +77,21 @@ writer_exec(writer_t *w, const char *sql, ExecStatusType want)
     return ok;
 }
 
+/* The transaction's id, for txid_status() should its COMMIT go unanswered. */
+static int
+writer_xid(writer_t *w, char *out, size_t outlen)
+{
+    PGresult *r = PQexec(w->pg, "SELECT txid_current()");
+    int       ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+
+    if (ok)
+        ob_strlcpy(out, PQgetvalue(r, 0, 0), outlen);
+    PQclear(r);
+    if (!ok)
+        writer_exec(w, "ROLLBACK", PGRES_COMMAND_OK);
+    return ok;
+}
+
 /* One emit call; 1 with its event id, 0 when the statement failed. */
 static int
 writer_emit(writer_t *w, const char *type, const char *id, pending_t *p)
@@ -111,13 +131,13 @@ writer_tx(writer_t *w)
 {
     const fx_emit_opts_t *o = w->o;
     pending_t             p[EMIT_MAX_CALLS];
-    char                  id[16];
+    char                  id[16], xid[24] = "0";
     int                   k = 1 + (int) (random() % EMIT_MAX_CALLS), made = 0;
     char                  outcome = 'R';
 
     snprintf(id, sizeof(id), "%ld", random() % o->aggregates);
     int64_t begin = now_us();
-    if (writer_exec(w, "BEGIN", PGRES_COMMAND_OK)) {
+    if (writer_exec(w, "BEGIN", PGRES_COMMAND_OK) && writer_xid(w, xid, sizeof(xid))) {
         while (made < k && writer_emit(w, o->types[random() % o->ntypes], id, &p[made]))
             made++;
         if (made == k && random() % 100 >= o->rollback_pct)
@@ -127,8 +147,9 @@ writer_tx(writer_t *w)
     }
     int64_t end = now_us();
     for (int i = 0; i < made; i++)
-        fprintf(w->hist, "%c %s %s %s %d %ld %lld %lld\n", outcome, p[i].event_id, p[i].type, id, w->index, p[i].n,
-                (long long) begin, (long long) end);
+        if (fprintf(w->hist, "%c %s %s %s %d %ld %lld %lld %s\n", outcome, p[i].event_id, p[i].type, id, w->index,
+                    p[i].n, (long long) begin, (long long) end, xid) < 0)
+            _exit(4);    /* a short history would read as phantoms: fail the client, and so the run */
     if (outcome == 'C')
         atomic_fetch_add(&w->fx->sh->acked, 1);
     atomic_fetch_add(&w->fx->sh->attempts, 1);
@@ -151,8 +172,7 @@ writer_main(writer_t *w)
             ob_sleep_ms(w->o->pace_ms);
     }
     PQfinish(w->pg);
-    fclose(w->hist);
-    _exit(0);
+    _exit(fclose(w->hist) == 0 ? 0 : 4);
 }
 
 void
@@ -177,19 +197,38 @@ fx_emit_start(fx_t *fx, const fx_emit_opts_t *o)
 }
 
 static int
-emit_parse(const char *line, obe_call_t *c)
+emit_parse(const char *line, obe_call_t *c, char *xid, size_t xidlen)
 {
-    char      outcome;
+    char      outcome, x[24];
     long long begin, end;
 
     memset(c, 0, sizeof(*c));
-    if (sscanf(line, "%c %39s %23s %39s %d %ld %lld %lld", &outcome, c->event_id, c->type, c->id, &c->writer, &c->n,
-               &begin, &end) != 8)
+    if (sscanf(line, "%c %39s %23s %39s %d %ld %lld %lld %23s", &outcome, c->event_id, c->type, c->id, &c->writer,
+               &c->n, &begin, &end, x) != 9 || strchr("CRU", outcome) == NULL)
         return -1;
     c->begin_us = begin;
     c->end_us = end;
     c->outcome = outcome == 'C' ? OBE_COMMITTED : outcome == 'U' ? OBE_UNKNOWN : OBE_ROLLED_BACK;
+    ob_strlcpy(xid, x, xidlen);
     return 0;
+}
+
+/* What the database's commit log says of a transaction whose COMMIT went
+ * unanswered; counted in unknown_committed / unknown_absent. */
+static obe_outcome_t
+emit_settle(fx_t *fx, PGconn *pg, const char *xid)
+{
+    const char *params[1] = { xid };
+    PGresult   *r = PQexecParams(pg, "SELECT txid_status($1::bigint)", 1, NULL, params, NULL, NULL, 0);
+
+    cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "txid_status(%s): %s", xid, PQresultErrorMessage(r));
+    int committed = strcmp(PQgetvalue(r, 0, 0), "committed") == 0;
+    PQclear(r);
+    if (committed)
+        fx->unknown_committed++;
+    else
+        fx->unknown_absent++;
+    return committed ? OBE_COMMITTED : OBE_ROLLED_BACK;
 }
 
 size_t
@@ -199,8 +238,9 @@ fx_emit_history(fx_t *fx, obe_call_t **out)
     obe_call_t *v = malloc(cap * sizeof(*v));
 
     cr_assert_not_null(v);
+    PGconn *pg = obh_pg(fx->h.orders_dsn);
     for (int i = 0; i < fx->nclients; i++) {
-        char path[256], line[512];
+        char path[256], line[512], xid[24];
         snprintf(path, sizeof(path), "%s/emit.%d", fx->h.dir, i);
         FILE *f = fopen(path, "r");
         cr_assert_not_null(f, "history %s missing", path);
@@ -210,11 +250,14 @@ fx_emit_history(fx_t *fx, obe_call_t **out)
                 v = realloc(v, cap * sizeof(*v));
                 cr_assert_not_null(v);
             }
-            cr_assert_eq(emit_parse(line, &v[n]), 0, "bad history line in %s: %s", path, line);
+            cr_assert_eq(emit_parse(line, &v[n], xid, sizeof(xid)), 0, "bad history line in %s: %s", path, line);
+            if (v[n].outcome == OBE_UNKNOWN)
+                v[n].outcome = emit_settle(fx, pg, xid);
             n++;
         }
         fclose(f);
     }
+    PQfinish(pg);
     *out = v;
     return n;
 }
@@ -274,8 +317,10 @@ emit_payload(const rd_kafka_message_t *m, obe_kmsg_t *o)
     char text[128];
 
     snprintf(text, sizeof(text), "%.*s", (int) (m->len < 127 ? m->len : 127), (const char *) m->payload);
-    if (sscanf(text, "{\"n\": %ld, \"w\": %d}", &o->n, &o->writer) != 2)
-        o->writer = -1, o->n = -1;
+    if (sscanf(text, "{\"n\": %ld, \"w\": %d}", &o->n, &o->writer) != 2) {
+        o->writer = -1;
+        o->n = -1;
+    }
 }
 
 static void
@@ -306,15 +351,17 @@ static void
 emit_report(fx_t *fx, const obe_result_t *r, const char *verdict)
 {
     long     faults = r->lost + r->phantom + r->duplicate + r->violations + r->mismatch;
-    fx_row_t row = { r->calls, r->calls, r->committed, r->unknown, r->unknown_committed, r->unknown_absent, 0,
-                     r->lost, r->phantom, r->duplicate, r->violations, r->mismatch };
+    /* columns: transactions, emit calls, committed calls, calls with an unknown outcome, settled both ways */
+    fx_row_t row = { atomic_load(&fx->sh->attempts), r->calls, r->committed, fx->unknown_committed + fx->unknown_absent,
+                     fx->unknown_committed, fx->unknown_absent, 0, r->lost, r->phantom, r->duplicate, r->violations,
+                     r->mismatch };
 
     fprintf(stderr,
-            "chaos %s: transactions=%ld calls=%ld committed=%ld rolled_back=%ld unknown=%ld (committed %ld, absent %ld)"
+            "chaos %s: transactions=%ld calls=%ld committed=%ld rolled_back=%ld unknown=%ld (committed %ld, aborted %ld)"
             " kafka=%ld resends=%ld lost=%ld phantom=%ld duplicate=%ld violations=%ld mismatch=%ld quarantined=%ld"
             " converged=%.1fs faults=%ld %s%s%s\n",
-            fx->scenario, atomic_load(&fx->sh->attempts), r->calls, r->committed, r->rolled_back, r->unknown,
-            r->unknown_committed, r->unknown_absent, r->kmsgs, r->kafka_resends, r->lost, r->phantom, r->duplicate,
+            fx->scenario, atomic_load(&fx->sh->attempts), r->calls, r->committed, r->rolled_back,
+            fx->unknown_committed + fx->unknown_absent, fx->unknown_committed, fx->unknown_absent, r->kmsgs, r->kafka_resends, r->lost, r->phantom, r->duplicate,
             r->violations, r->mismatch, r->quarantined, fx->converge_s, faults, verdict, r->first[0] ? ": " : "",
             r->first);
     fx_report_append(fx, &row, verdict);

@@ -33,8 +33,10 @@ drop_names(rd_kafka_t *rk, const obh_t *h, char (*names)[256], int max)
     size_t                          len = strlen(h->topic);
     int                             n = 0;
 
-    if (rd_kafka_metadata(rk, 1, NULL, &md, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    if (rd_kafka_metadata(rk, 1, NULL, &md, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        fprintf(stderr, "harness: no topic list from Kafka: dropping %s only, its routed topics stay\n", h->topic);
         md = NULL;
+    }
     for (int i = 0; md != NULL && i < md->topic_cnt && n < max; i++) {
         const char *t = md->topics[i].topic;
         if (strcmp(t, h->topic) == 0 || (strncmp(t, h->topic, len) == 0 && t[len] == '-'))

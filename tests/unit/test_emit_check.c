@@ -254,3 +254,65 @@ Test(emit_check, offset_recorded_for_another_record_is_a_mismatch, .init = clean
     obe_result_t r = run();
     cr_assert_eq(r.mismatch, 1, "%s", r.first);
 }
+
+Test(emit_check, a_resend_that_renumbers_the_event_is_a_mismatch, .init = clean)
+{
+    kmsgs[4] = kmsgs[0];
+    kmsgs[4].offset = 2;
+    kmsgs[4].seq = 5;
+    in.nkmsgs = 5;
+    obe_result_t r = run();
+    cr_assert_eq(r.mismatch, 1, "%s", r.first);
+    cr_assert_eq(r.kafka_resends, 0);
+}
+
+Test(emit_check, a_resend_with_another_calls_payload_is_a_mismatch, .init = clean)
+{
+    kmsgs[4] = kmsgs[0];
+    kmsgs[4].offset = 2;
+    kmsgs[4].n = 2;
+    in.nkmsgs = 5;
+    obe_result_t r = run();
+    cr_assert_eq(r.mismatch, 1, "%s", r.first);
+}
+
+Test(emit_check, one_event_on_two_topics_is_a_duplicate, .init = clean)
+{
+    kmsgs[4] = kmsgs[3];
+    kmsgs[4].topic = 0;    /* the coupon also on the product topic */
+    in.nkmsgs = 5;
+    obe_result_t r = run();
+    cr_assert_eq(r.duplicate, 1, "%s", r.first);
+}
+
+Test(emit_check, a_record_without_a_seq_is_a_violation, .init = clean)
+{
+    kmsgs[0].seq = 0;    /* what a missing aggregate-seq header reads as */
+    kmsgs[1].seq = 1;
+    obe_result_t r = run();
+    cr_assert_geq(r.violations, 1, "%s", r.first);
+    cr_assert(strstr(r.first, "no aggregate-seq") != NULL, "%s", r.first);
+}
+
+Test(emit_check, an_unknown_commit_absent_from_the_outbox_yet_on_a_topic_is_phantom, .init = clean)
+{
+    calls[3].outcome = OBE_UNKNOWN;
+    in.nrows = 3;    /* the coupon's row is not in the outbox */
+    obe_result_t r = run();
+    cr_assert_eq(r.phantom, 1, "%s", r.first);
+}
+
+Test(emit_check, an_unknown_commit_in_the_outbox_but_on_no_topic_is_lost, .init = clean)
+{
+    calls[3].outcome = OBE_UNKNOWN;
+    in.nkmsgs = 3;
+    obe_result_t r = run();
+    cr_assert_eq(r.lost, 1, "%s", r.first);
+}
+
+Test(emit_check, one_event_id_returned_twice_is_a_duplicate, .init = clean)
+{
+    strcpy(calls[4].event_id, calls[0].event_id);
+    obe_result_t r = run();
+    cr_assert_geq(r.duplicate, 1, "%s", r.first);
+}
