@@ -158,14 +158,7 @@ writer_tx(writer_t *w)
 static void
 writer_main(writer_t *w)
 {
-    char path[256];
-
-    snprintf(path, sizeof(path), "%s/emit.%d", w->fx->h.dir, w->index);
-    w->hist = fopen(path, "w");
-    if (w->hist == NULL)
-        _exit(3);
-    setvbuf(w->hist, NULL, _IOLBF, 0);
-    srandom((unsigned) (getpid() * 2654435761u));
+    w->hist = fx_client_history(w->fx, "emit", w->index);
     while (writer_connect(w)) {
         writer_tx(w);
         if (w->o->pace_ms > 0)
@@ -234,10 +227,10 @@ emit_settle(fx_t *fx, PGconn *pg, const char *xid)
 size_t
 fx_emit_history(fx_t *fx, obe_call_t **out)
 {
-    size_t      n = 0, cap = 1024;
-    obe_call_t *v = malloc(cap * sizeof(*v));
+    size_t      n = 0, cap = 0;
+    obe_call_t *v = NULL;
 
-    cr_assert_not_null(v);
+    fx_grow((void **) &v, &cap, 0, sizeof(*v));
     PGconn *pg = obh_pg(fx->h.orders_dsn);
     for (int i = 0; i < fx->nclients; i++) {
         char path[256], line[512], xid[24];
@@ -245,11 +238,7 @@ fx_emit_history(fx_t *fx, obe_call_t **out)
         FILE *f = fopen(path, "r");
         cr_assert_not_null(f, "history %s missing", path);
         while (fgets(line, sizeof(line), f) != NULL) {
-            if (n == cap) {
-                cap *= 2;
-                v = realloc(v, cap * sizeof(*v));
-                cr_assert_not_null(v);
-            }
+            fx_grow((void **) &v, &cap, n, sizeof(*v));
             cr_assert_eq(emit_parse(line, &v[n], xid, sizeof(xid)), 0, "bad history line in %s: %s", path, line);
             if (v[n].outcome == OBE_UNKNOWN)
                 v[n].outcome = emit_settle(fx, pg, xid);
@@ -329,11 +318,7 @@ emit_take_kmsg(const rd_kafka_message_t *m, void *arg)
     emit_kmsgs_t *k = arg;
     char          seq[16];
 
-    if (k->n == k->cap) {
-        k->cap = k->cap ? k->cap * 2 : 1024;
-        k->v = realloc(k->v, (k->cap + 1) * sizeof(*k->v));
-        cr_assert_not_null(k->v);
-    }
+    fx_grow((void **) &k->v, &k->cap, k->n, sizeof(*k->v));
     obe_kmsg_t *o = &k->v[k->n++];
     memset(o, 0, sizeof(*o));
     o->topic = k->topic;

@@ -76,6 +76,13 @@ size_t fx_read_topic(fx_t *fx, const char *topic, void (*each)(const rd_kafka_me
 /* Rows of sql on pg, asserted; n + 1 zeroed elements of size bytes, asserted. */
 PGresult *fx_rows(PGconn *pg, const char *sql);
 void     *fx_alloc(size_t n, size_t size);
+/* Room for element n of *v (elements of size bytes, *cap of them): doubles when full. */
+void      fx_grow(void **v, size_t *cap, size_t n, size_t size);
+
+/* In a forked client: its history file dir/<prefix>.<index>, line-buffered
+ * so it is whole whatever happens to the system under test, and random()
+ * seeded apart from its siblings'. Exits the child when it cannot. */
+FILE *fx_client_history(fx_t *fx, const char *prefix, int index);
 
 /* One row of var/chaos/report.md (columns of scripts/chaos_report.sh). */
 typedef struct {

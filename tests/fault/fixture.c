@@ -132,6 +132,16 @@ fx_wait_until(fx_t *fx, int (*done)(fx_t *), int timeout_ms)
 
 /* ---- gathering ---------------------------------------------------------- */
 
+void
+fx_grow(void **v, size_t *cap, size_t n, size_t size)
+{
+    if (*v != NULL && n < *cap)
+        return;
+    *cap = *cap ? *cap * 2 : 1024;
+    *v = realloc(*v, (*cap + 1) * size);
+    cr_assert_not_null(*v);
+}
+
 PGresult *
 fx_rows(PGconn *pg, const char *sql)
 {
@@ -292,11 +302,7 @@ fx_take_kmsg(const rd_kafka_message_t *m, void *arg)
     kmsgs_t *k = arg;
     char     seq[16];
 
-    if (k->n == k->cap) {
-        k->cap = k->cap ? k->cap * 2 : 1024;
-        k->v = realloc(k->v, (k->cap + 1) * sizeof(*k->v));
-        cr_assert_not_null(k->v);
-    }
+    fx_grow((void **) &k->v, &k->cap, k->n, sizeof(*k->v));
     obc_kmsg_t *o = &k->v[k->n++];
     memset(o, 0, sizeof(*o));
     o->partition = m->partition;

@@ -109,15 +109,10 @@ client_cancel(client_t *c)
 static void
 client_main(client_t *c)
 {
-    char path[256];
-
-    snprintf(path, sizeof(path), "%s/hist.%d", c->fx->h.dir, c->index);
-    c->hist = fopen(path, "w");
+    c->hist = fx_client_history(c->fx, "hist", c->index);
     c->open_orders = calloc(1 << 16, sizeof(*c->open_orders));
-    if (c->hist == NULL || c->open_orders == NULL)
+    if (c->open_orders == NULL)
         _exit(3);
-    setvbuf(c->hist, NULL, _IOLBF, 0);
-    srandom((unsigned) (getpid() * 2654435761u));
     obh_http_timeout_ms = c->o->timeout_ms;
     for (int n = 0; !atomic_load(&c->fx->sh->stop) && (c->o->max_requests == 0 || n < c->o->max_requests); n++) {
         if (c->nopen > 0 && random() % 100 < c->o->cancel_pct)
@@ -210,10 +205,10 @@ fx_wait_acked(fx_t *fx, long more, int timeout_ms)
 size_t
 fx_history(fx_t *fx, obc_req_t **out)
 {
-    size_t     n = 0, cap = 1024;
-    obc_req_t *v = malloc(cap * sizeof(*v));
+    size_t     n = 0, cap = 0;
+    obc_req_t *v = NULL;
 
-    cr_assert_not_null(v);
+    fx_grow((void **) &v, &cap, 0, sizeof(*v));
     for (int i = 0; i < fx->nclients; i++) {
         char  path[256], line[512], op[16], key[64], order[40];
         int   outcome, status;
@@ -224,11 +219,7 @@ fx_history(fx_t *fx, obc_req_t **out)
         while (fgets(line, sizeof(line), f) != NULL) {
             cr_assert_eq(sscanf(line, "%15s %d %d %63s %39s %lld", op, &outcome, &status, key, order, &amount), 6,
                          "bad history line in %s: %s", path, line);
-            if (n == cap) {
-                cap *= 2;
-                v = realloc(v, cap * sizeof(*v));
-                cr_assert_not_null(v);
-            }
+            fx_grow((void **) &v, &cap, n, sizeof(*v));
             obc_req_t *q = &v[n++];
             memset(q, 0, sizeof(*q));
             q->op = strcmp(op, "cancel") == 0 ? OBC_CANCEL : OBC_CREATE;
@@ -242,6 +233,20 @@ fx_history(fx_t *fx, obc_req_t **out)
     }
     *out = v;
     return n;
+}
+
+FILE *
+fx_client_history(fx_t *fx, const char *prefix, int index)
+{
+    char  path[256];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s.%d", fx->h.dir, prefix, index);
+    if ((f = fopen(path, "w")) == NULL)
+        _exit(3);
+    setvbuf(f, NULL, _IOLBF, 0);
+    srandom((unsigned) (getpid() * 2654435761u));
+    return f;
 }
 
 fx_shared_t *

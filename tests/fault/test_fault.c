@@ -100,6 +100,19 @@ kafka_kill(void)
     cr_assert(!obh_alive(kafka), "Kafka survived SIGKILL");
 }
 
+/* The negative controls' fault: events made while no broker is there, held
+ * past delivery_timeout_ms (1500 ms in their config), then a broker again. */
+static void
+kafka_killed_past_delivery_timeout(void)
+{
+    kafka_kill();
+    wait_acked(100);    /* these events meet no broker */
+    ob_sleep_ms(3000);  /* past the delivery timeout */
+    fx_kafka_restart();
+    fx_healed(&fx);
+    wait_acked(50);
+}
+
 static int
 outbox_drained(obh_t *h, void *arg)
 {
@@ -250,12 +263,7 @@ Test(fault, nc1_relay_marks_without_acks, .init = setup, .fini = teardown, .time
     begin("negative: relay marks without acks, kafka killed",
           "[relay]\ndelivery_timeout_ms = 1500\n[debug]\nfault = relay_mark_before_ack\n", &steady, 50);
     unsetenv("OUTBOXD_UNSAFE_FAULTS");
-    kafka_kill();
-    wait_acked(100);    /* these events meet no broker */
-    ob_sleep_ms(3000);  /* past the delivery timeout */
-    fx_kafka_restart();
-    fx_healed(&fx);
-    wait_acked(50);
+    kafka_killed_past_delivery_timeout();
     fx_verify(&fx, obh_ms(15000));
     fx_assert_flagged(&fx, fx.res.lost, "lost events");
     cr_assert_lt(fx.converge_s, 0, "totals converged although events were dropped");
@@ -739,12 +747,7 @@ Test(fault_long, nc3_emit_relay_marks_without_acks, .init = setup, .fini = teard
 
     emit_begin("negative: emit writers, relay marks without acks, kafka killed",
                "[relay]\ndelivery_timeout_ms = 1500\n[debug]\nfault = relay_mark_before_ack\n", 2, 1);
-    kafka_kill();
-    wait_acked(100);    /* these events meet no broker */
-    ob_sleep_ms(3000);  /* past the delivery timeout */
-    fx_kafka_restart();
-    fx_healed(&fx);
-    wait_acked(50);
+    kafka_killed_past_delivery_timeout();
     emit_verify(&r, 15000);
     fx_emit_assert_flagged(&fx, &r, r.lost, "lost events");
 }
