@@ -167,7 +167,9 @@ obh_kafka_each(obh_t *h, const char *topic, int partitions, int want, int timeou
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     int64_t          deadline = ob_now_ms() + timeout_ms;
     int              got = 0, eof = 0;
+    char            *at_end = calloc((size_t) partitions + 1, 1);    /* partition p read to its end since its last record */
 
+    cr_assert_not_null(at_end);
     snprintf(group, sizeof(group), "%s-%s", h->tag, topic);
     rd_kafka_conf_set(conf, "bootstrap.servers", STACK_KAFKA, err, sizeof(err));
     rd_kafka_conf_set(conf, "group.id", group, err, sizeof(err));
@@ -183,15 +185,26 @@ obh_kafka_each(obh_t *h, const char *topic, int partitions, int want, int timeou
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 100);
         if (m == NULL)
             continue;
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        /*
+         * librdkafka reports a partition's end each time it reaches it, so
+         * only the partitions that got records report it again: counting
+         * ends anew after every record waited out the whole timeout.
+         */
+        int p = m->partition >= 0 && m->partition < partitions ? m->partition : -1;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF && p >= 0 && !at_end[p]) {
+            at_end[p] = 1;
             eof++;
         } else if (m->err == 0) {
             each(m, arg);
             got++;
-            eof = 0;      /* a new message: wait for every partition's EOF again */
+            if (p >= 0 && at_end[p]) {
+                at_end[p] = 0;
+                eof--;
+            }
         }
         rd_kafka_message_destroy(m);
     }
+    free(at_end);
     rd_kafka_consumer_close(c);
     rd_kafka_destroy(c);
     return got;
