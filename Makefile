@@ -136,15 +136,14 @@ test-integration: build $(INTEG_BIN)
 
 # AddressSanitizer + UBSan build of everything, then the same tests except
 # those a sanitizer cannot help: the fault tier (distributed behaviour under
-# injected faults, about 8 minutes here), the secure-Kafka test (Kafka's
-# refusals) and the streaming twins of the emit tests (OB_SKIP_TWINS: the
-# polling twin runs), so .ci/run stays within its time budget.
+# injected faults, about 8 minutes here) and the secure-Kafka test (Kafka's
+# refusals), so .ci/run stays within its time budget.
 # Leak checking stays on for the unit tests; the forked workers of the real
 # binary exit through library teardown paths we do not own, so it is off there.
 asan:
 	$(MAKE) build BUILD=build/asan OPT=-O1 SAN="$(ASAN_FLAGS)"
 	$(MAKE) test BUILD=build/asan OPT=-O1 SAN="$(ASAN_FLAGS)" \
-	    INTEG_ENV="ASAN_OPTIONS=detect_leaks=0 OB_TEST_SLOW=2 OB_SKIP_KAFKA_SECURE=1 OB_SKIP_TWINS=1" SKIP_FAULT=1
+	    INTEG_ENV="ASAN_OPTIONS=detect_leaks=0 OB_TEST_SLOW=2 OB_SKIP_KAFKA_SECURE=1" SKIP_FAULT=1
 
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 

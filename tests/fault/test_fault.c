@@ -3,9 +3,9 @@
  * faults", numbers them).
  *
  * Suite `fault` is the short tier `make test` runs: scenarios 1, 2, 4, 6, 7,
- * 10 and 15, the mode-wal runs (w04, w06, w10, w12, w15) and one negative
- * control (nc1). Suite `fault_long` holds the rest, with the foreign
- * writers' scenario (e1, we1) and its negative control (nc3) at the end;
+ * 10 and 15, the mode-wal runs (w04, w06, w10, w12, w15), the foreign
+ * writers' scenario (e1, we1, at the end of the file) and one negative
+ * control (nc1). Suite `fault_long` holds the rest, nc3 among them;
  * `make chaos` runs both with OB_CHAOS_LONG=1 (longer loads, more faults)
  * and writes var/chaos/report.md from the rows each scenario appends.
  *
@@ -729,12 +729,12 @@ scenario_emit(const char *name, const char *extra)
     fx_emit_assert_clean(&fx, &r);
 }
 
-Test(fault_long, e1_emit_writers_kill_relays_and_kafka, .init = setup, .fini = teardown, .timeout = 900)
+Test(fault, e1_emit_writers_kill_relays_and_kafka, .init = setup, .fini = teardown, .timeout = 900)
 {
     scenario_emit("e1 emit writers: kill -9 relays, loop, then kafka", "");
 }
 
-Test(fault_long, we1_wal_emit_writers_kill_relays_and_kafka, .init = setup, .fini = teardown, .timeout = 900)
+Test(fault, we1_wal_emit_writers_kill_relays_and_kafka, .init = setup, .fini = teardown, .timeout = 900)
 {
     scenario_emit("wal e1 emit writers: kill -9 relays, loop, then kafka", WAL_MODE);
     assert_streamed();

@@ -84,19 +84,6 @@ find_type(const recs_t *rs, const char *type)
     return NULL;
 }
 
-/*
- * The streaming twin of a polling test runs the same SQL and C paths but
- * for the stream's decoder, which the pgoutput fixtures' unit tests cover
- * under the sanitizer; the sanitizer pass (OB_SKIP_TWINS) runs one of the
- * two, so .ci/run stays within its time budget.
- */
-static void
-skip_twin_under_sanitizer(void)
-{
-    if (getenv("OB_SKIP_TWINS") != NULL)
-        cr_skip_test("OB_SKIP_TWINS is set (sanitizer pass): the polling twin runs");
-}
-
 static void
 commit_versus_rollback(const char *mode)
 {
@@ -148,7 +135,6 @@ Test(emit, committed_events_are_published_rolled_back_ones_never_exist, .init = 
 
 Test(emit, committed_events_are_streamed_rolled_back_ones_never_exist, .init = setup, .fini = teardown)
 {
-    skip_twin_under_sanitizer();
     commit_versus_rollback("wal");
 }
 
@@ -259,7 +245,6 @@ Test(emit, eight_concurrent_transactions_on_one_aggregate_publish_in_commit_orde
 
 Test(emit, eight_concurrent_transactions_on_one_aggregate_stream_in_commit_order, .init = setup, .fini = teardown)
 {
-    skip_twin_under_sanitizer();
     concurrent_writers("wal");
 }
 
@@ -581,7 +566,6 @@ Test(emit, rows_past_the_tables_checks_are_quarantined_not_cut, .init = setup, .
 
 Test(emit, rows_past_the_tables_checks_are_quarantined_not_cut_by_the_stream, .init = setup, .fini = teardown)
 {
-    skip_twin_under_sanitizer();
     rows_past_the_checks("wal");
 }
 
