@@ -67,10 +67,9 @@ topic_for(const obe_input_t *in, const char *type)
 }
 
 static int
-committed(const ec_t *c, const obe_call_t *call)
+committed(const obe_call_t *call)
 {
-    return call->outcome == OBE_COMMITTED ||
-           (call->outcome == OBE_UNKNOWN && obc_smap_get(&c->rows, call->event_id, NULL));
+    return call->outcome == OBE_COMMITTED || (call->outcome == OBE_UNKNOWN && call->committed_in_log);
 }
 
 static void
@@ -128,7 +127,8 @@ ec_free(ec_t *c)
     free(c->nseqs);
 }
 
-/* What the writers were told, and unknown commits resolved by the outbox. */
+/* What the writers were told, unanswered COMMITs as the commit log settled them,
+ * and nothing uncommitted in the outbox. */
 static void
 ec_history(ec_t *c)
 {
@@ -136,7 +136,6 @@ ec_history(ec_t *c)
 
     for (size_t i = 0; i < c->in->ncalls; i++) {
         const obe_call_t *call = &c->in->calls[i];
-        int               in_outbox = obc_smap_get(&c->rows, call->event_id, NULL);
         res->calls++;
         if (call->outcome == OBE_COMMITTED)
             res->committed++;
@@ -144,13 +143,13 @@ ec_history(ec_t *c)
             res->rolled_back++;
         else
             res->unknown++;
-        if (call->outcome == OBE_UNKNOWN && in_outbox)
+        if (call->outcome == OBE_UNKNOWN && call->committed_in_log)
             res->unknown_committed++;
         else if (call->outcome == OBE_UNKNOWN)
             res->unknown_absent++;
-        if (call->outcome == OBE_ROLLED_BACK && in_outbox)
-            note(res, &res->phantom, "event %s (%s %s) rolled back, yet in the outbox", call->event_id, call->type,
-                 call->id);
+        if (!committed(call) && obc_smap_get(&c->rows, call->event_id, NULL))
+            note(res, &res->phantom, "event %s (%s %s) never committed, yet in the outbox", call->event_id,
+                 call->type, call->id);
     }
 }
 
@@ -238,7 +237,7 @@ ec_kafka(ec_t *c)
         const obe_kmsg_t *m = &in->kmsgs[i];
         snprintf(c->msg_at[i], sizeof(seqkey_t), "%d/%d/%lld", m->topic, m->partition, (long long) m->offset);
         obc_smap_put(&c->at, c->msg_at[i], i);
-        if (!obc_smap_get(&c->calls, m->event_id, &k) || !committed(c, &in->calls[k])) {
+        if (!obc_smap_get(&c->calls, m->event_id, &k) || !committed(&in->calls[k])) {
             note(res, &res->phantom, "topic %d %d@%lld holds event %s (%s, %s), which no writer committed", m->topic,
                  m->partition, (long long) m->offset, m->event_id, m->type, m->id);
             continue;
@@ -265,7 +264,7 @@ ec_lost(ec_t *c)
 
     for (size_t i = 0; i < in->ncalls; i++) {
         const obe_call_t *call = &in->calls[i];
-        if (!committed(c, call))
+        if (!committed(call))
             continue;
         if (obc_smap_get(&c->held, c->call_agg[i], NULL))
             res->quarantined++;

@@ -18,7 +18,7 @@
 typedef enum {
     OBE_COMMITTED,    /* COMMIT answered: the event must be published */
     OBE_ROLLED_BACK,  /* rolled back, or its transaction failed before COMMIT */
-    OBE_UNKNOWN,      /* COMMIT sent, no answer: the outbox decides */
+    OBE_UNKNOWN,      /* COMMIT sent, no answer: `committed_in_log` decides */
 } obe_outcome_t;
 
 /* Writers are numbered 0..OBE_MAX_WRITERS-1. */
@@ -34,6 +34,7 @@ typedef struct {
     int64_t       begin_us;       /* its transaction: BEGIN sent */
     int64_t       end_us;         /*                 COMMIT (or ROLLBACK) answered */
     obe_outcome_t outcome;
+    int           committed_in_log;   /* OBE_UNKNOWN only: txid_status() of its transaction said committed */
 } obe_call_t;
 
 /* One outbox row. */
@@ -84,10 +85,10 @@ typedef struct {
 typedef struct {
     /* history */
     long calls, committed, rolled_back, unknown;
-    long unknown_committed, unknown_absent;    /* resolved against the outbox */
+    long unknown_committed, unknown_absent;    /* settled by the commit log, never by the outbox under test */
     /* faults: any of these non-zero fails the run */
     long lost;        /* committed, not on its topic */
-    long phantom;     /* on a topic, never committed: rolled back, or unknown to the outbox */
+    long phantom;     /* on a topic or in the outbox, never committed */
     long duplicate;   /* one seq of an aggregate given to two events; one event on two partitions */
     long violations;  /* seqs out of commit order, not 1..n, wrong topic or partition */
     long mismatch;    /* a record's key, type or payload is not what the writer emitted;

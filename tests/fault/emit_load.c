@@ -207,9 +207,9 @@ emit_parse(const char *line, obe_call_t *c, char *xid, size_t xidlen)
 }
 
 /* What the database's commit log says of a transaction whose COMMIT went
- * unanswered; counted in unknown_committed / unknown_absent. */
-static obe_outcome_t
-emit_settle(fx_t *fx, PGconn *pg, const char *xid)
+ * unanswered: 1 when it committed. */
+static int
+emit_settle(PGconn *pg, const char *xid)
 {
     const char *params[1] = { xid };
     PGresult   *r = PQexecParams(pg, "SELECT txid_status($1::bigint)", 1, NULL, params, NULL, NULL, 0);
@@ -217,11 +217,7 @@ emit_settle(fx_t *fx, PGconn *pg, const char *xid)
     cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "txid_status(%s): %s", xid, PQresultErrorMessage(r));
     int committed = strcmp(PQgetvalue(r, 0, 0), "committed") == 0;
     PQclear(r);
-    if (committed)
-        fx->unknown_committed++;
-    else
-        fx->unknown_absent++;
-    return committed ? OBE_COMMITTED : OBE_ROLLED_BACK;
+    return committed;
 }
 
 size_t
@@ -241,7 +237,7 @@ fx_emit_history(fx_t *fx, obe_call_t **out)
             fx_grow((void **) &v, &cap, n, sizeof(*v));
             cr_assert_eq(emit_parse(line, &v[n], xid, sizeof(xid)), 0, "bad history line in %s: %s", path, line);
             if (v[n].outcome == OBE_UNKNOWN)
-                v[n].outcome = emit_settle(fx, pg, xid);
+                v[n].committed_in_log = emit_settle(pg, xid);
             n++;
         }
         fclose(f);
@@ -337,8 +333,8 @@ emit_report(fx_t *fx, const obe_result_t *r, const char *verdict)
 {
     long     faults = r->lost + r->phantom + r->duplicate + r->violations + r->mismatch;
     /* columns: transactions, emit calls, committed calls, calls with an unknown outcome, settled both ways */
-    fx_row_t row = { atomic_load(&fx->sh->attempts), r->calls, r->committed, fx->unknown_committed + fx->unknown_absent,
-                     fx->unknown_committed, fx->unknown_absent, 0, r->lost, r->phantom, r->duplicate, r->violations,
+    fx_row_t row = { atomic_load(&fx->sh->attempts), r->calls, r->committed, r->unknown, r->unknown_committed,
+                     r->unknown_absent, 0, r->lost, r->phantom, r->duplicate, r->violations,
                      r->mismatch };
 
     fprintf(stderr,
@@ -346,7 +342,7 @@ emit_report(fx_t *fx, const obe_result_t *r, const char *verdict)
             " kafka=%ld resends=%ld lost=%ld phantom=%ld duplicate=%ld violations=%ld mismatch=%ld quarantined=%ld"
             " converged=%.1fs faults=%ld %s%s%s\n",
             fx->scenario, atomic_load(&fx->sh->attempts), r->calls, r->committed, r->rolled_back,
-            fx->unknown_committed + fx->unknown_absent, fx->unknown_committed, fx->unknown_absent, r->kmsgs, r->kafka_resends, r->lost, r->phantom, r->duplicate,
+            r->unknown, r->unknown_committed, r->unknown_absent, r->kmsgs, r->kafka_resends, r->lost, r->phantom, r->duplicate,
             r->violations, r->mismatch, r->quarantined, fx->converge_s, faults, verdict, r->first[0] ? ": " : "",
             r->first);
     fx_report_append(fx, &row, verdict);

@@ -46,7 +46,6 @@ typedef struct {
     int            nclients;
     int64_t        healed_ms;     /* when the last fault was healed */
     double         converge_s;    /* heal -> totals agree; negative when they never did */
-    long           unknown_committed, unknown_absent;   /* foreign writers' unanswered COMMITs, settled */
     obc_result_t   res;
 } fx_t;
 

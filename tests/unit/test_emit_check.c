@@ -146,10 +146,11 @@ Test(emit_check, another_producers_record_is_phantom, .init = clean)
     cr_assert_eq(r.phantom, 1, "%s", r.first);
 }
 
-Test(emit_check, unknown_commit_is_resolved_by_the_outbox, .init = clean)
+Test(emit_check, unknown_commit_is_settled_by_the_commit_log, .init = clean)
 {
-    calls[3].outcome = OBE_UNKNOWN;    /* in the outbox: committed, and published */
-    call(5, "coupon", "8", 1, 4, 900, 1000, OBE_UNKNOWN);    /* absent everywhere: never committed */
+    calls[3].outcome = OBE_UNKNOWN;    /* the log says committed: it must be, and is, published */
+    calls[3].committed_in_log = 1;
+    call(5, "coupon", "8", 1, 4, 900, 1000, OBE_UNKNOWN);    /* the log says aborted: absent everywhere */
     in.ncalls = 6;
     obe_result_t r = run();
     cr_assert_eq(faults(&r), 0, "%s", r.first);
@@ -294,17 +295,26 @@ Test(emit_check, a_record_without_a_seq_is_a_violation, .init = clean)
     cr_assert(strstr(r.first, "no aggregate-seq") != NULL, "%s", r.first);
 }
 
-Test(emit_check, an_unknown_commit_absent_from_the_outbox_yet_on_a_topic_is_phantom, .init = clean)
+Test(emit_check, an_unknown_commit_the_log_aborted_yet_on_a_topic_is_phantom, .init = clean)
 {
-    calls[3].outcome = OBE_UNKNOWN;
+    calls[3].outcome = OBE_UNKNOWN;    /* committed_in_log 0 */
     in.nrows = 3;    /* the coupon's row is not in the outbox */
     obe_result_t r = run();
     cr_assert_eq(r.phantom, 1, "%s", r.first);
 }
 
-Test(emit_check, an_unknown_commit_in_the_outbox_but_on_no_topic_is_lost, .init = clean)
+Test(emit_check, an_unknown_commit_the_log_aborted_yet_in_the_outbox_is_phantom, .init = clean)
+{
+    calls[3].outcome = OBE_UNKNOWN;    /* the outbox under test does not get to say it committed */
+    obe_result_t r = run();
+    cr_assert_geq(r.phantom, 1, "%s", r.first);
+    cr_assert(strstr(r.first, "never committed, yet in the outbox") != NULL, "%s", r.first);
+}
+
+Test(emit_check, an_unknown_commit_the_log_committed_but_on_no_topic_is_lost, .init = clean)
 {
     calls[3].outcome = OBE_UNKNOWN;
+    calls[3].committed_in_log = 1;
     in.nkmsgs = 3;
     obe_result_t r = run();
     cr_assert_eq(r.lost, 1, "%s", r.first);
