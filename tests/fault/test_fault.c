@@ -679,6 +679,13 @@ static const fx_emit_opts_t emit_writers = { .writers = 4, .aggregates = 12, .ro
                                              .types = emit_types, .ntypes = 3 };
 static char emit_topics[3][128];
 
+static int
+some_published(obh_t *h, void *arg)
+{
+    (void) arg;
+    return obh_scalar(h->orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE published") > 0;
+}
+
 static void
 emit_begin(const char *name, const char *extra, int relays, int unsafe)
 {
@@ -700,6 +707,9 @@ emit_begin(const char *name, const char *extra, int relays, int unsafe)
                   fx.h.log);
     fx_emit_start(&fx, &emit_writers);
     wait_acked(50);
+    /* the writers' commits need no relay: the faults must meet relays that publish, not ones still starting */
+    cr_assert(obh_poll(some_published, &fx.h, NULL, obh_ms(30000)), "%s: nothing published before the faults; log %s",
+              fx.scenario, fx.h.log);
 }
 
 static long
