@@ -95,6 +95,7 @@ typedef struct ob_cfg_s {
         ob_relay_mode_t mode;
         int             batch;
         int             poll_interval_ms;
+        int             poll_min_ms;
         int             retention_s;
         int             linger_ms;
         int             delivery_timeout_ms; /* Kafka's message.timeout.ms for the relay */

@@ -645,3 +645,54 @@ Test(emit, routes_send_aggregate_types_to_their_topics_and_strict_ones_refuse_th
     snprintf(want, sizeof(want), "outboxd_topic_produced_total{topic=\"%s\",partition=\"%d\"} 2", product, part);
     cr_assert(obh_poll(metric_has, &h, want, obh_ms(10000)), "no %s", want);
 }
+
+/* Emits n events of their own transaction, one every gap_ms, as a service would. */
+static void
+emit_paced(PGconn *pg, const char *prefix, int n, int gap_ms)
+{
+    char sql[256];
+
+    for (int i = 0; i < n; i++) {
+        snprintf(sql, sizeof(sql), "SELECT outboxd.emit('product', '%s-%d', 'product.created', '{\"n\": %d}')", prefix,
+                 i, i);
+        one(pg, sql);
+        ob_sleep_ms(gap_ms);    /* the writer's pace, not a wait for the relay */
+    }
+}
+
+/* The longest commit -> Kafka acknowledgement among the events of prefix, in ms, once all are published. */
+static long long
+slowest_ms(const char *prefix)
+{
+    char sql[256];
+
+    cr_assert(obh_poll(all_published, &h, NULL, obh_ms(30000)), "not published; log %s", h.log);
+    snprintf(sql, sizeof(sql),
+             "SELECT (extract(epoch FROM max(published_at - created_at)) * 1000)::bigint FROM outboxd.outbox"
+             " WHERE aggregate_id LIKE '%s-%%'", prefix);
+    return obh_scalar(h.orders_dsn, sql);
+}
+
+/*
+ * Rows written by any SQL client wake no relay. With a fixed 3 s interval a
+ * steady writer's events wait for it; with poll_min_ms the relay, once it
+ * found rows, polls again within milliseconds while they keep coming.
+ */
+Test(emit, a_steady_writer_is_polled_adaptively_not_at_the_idle_interval, .init = setup, .fini = teardown)
+{
+    PGconn *pg = obh_pg(h.orders_dsn);
+
+    start("[workers]\nhttp = 0\nrelays = 1\nconsumers = 0\n[relay]\npoll_interval_ms = 3000\npoll_min_ms = 0\n");
+    emit_paced(pg, "fixed", 40, 20);
+    long long fixed = slowest_ms("fixed");
+    cr_assert_gt(fixed, 1500, "the control: at a fixed 3 s interval some event waited %lld ms", fixed);
+    cr_assert_eq(obh_stop(&h, obh_ms(10000)), 0, "outboxd did not stop; log %s", h.log);
+
+    start("[workers]\nhttp = 0\nrelays = 1\nconsumers = 0\n[relay]\npoll_interval_ms = 3000\npoll_min_ms = 2\n");
+    emit_paced(pg, "first", 1, 0);
+    slowest_ms("first");      /* found after at most one idle interval; the relay is now polling fast */
+    emit_paced(pg, "steady", 40, 20);
+    long long steady = slowest_ms("steady");
+    cr_assert_lt(steady, 1500, "polling adaptively, the slowest event waited %lld ms", steady);
+    PQfinish(pg);
+}

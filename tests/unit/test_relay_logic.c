@@ -376,3 +376,30 @@ Test(relay_marks, a_row_refused_before_it_left_is_quarantined_among_others)
     for (int i = 0; i < n; i++)
         cr_assert_eq(plan[i], want[i], "row %d: plan %d, want %d", i, plan[i], want[i]);
 }
+
+/* Rows written by other clients wake nobody: the sleep after a poll shrinks to
+ * poll_min_ms when it found rows and doubles back to poll_interval_ms when not. */
+Test(relay_poll, the_sleep_shrinks_after_rows_and_doubles_back_while_polls_find_none)
+{
+    const int want[] = { 4, 8, 16, 32, 64, 100, 100 };
+    int       w = 0;
+
+    cr_assert_eq(ob_relay_poll_wait(w, 0, 2, 100), 2, "the first sleep is the shortest");
+    cr_assert_eq(w = ob_relay_poll_wait(100, 3, 2, 100), 2, "rows found: back to poll_min_ms at once");
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        w = ob_relay_poll_wait(w, 0, 2, 100);
+        cr_assert_eq(w, want[i], "empty poll %zu: %d ms, want %d", i + 1, w, want[i]);
+    }
+    cr_assert_eq(ob_relay_poll_wait(100, 1, 2, 100), 2);
+    cr_assert_eq(ob_relay_poll_wait(2, 0, 2, 3), 3, "never above poll_interval_ms");
+}
+
+Test(relay_poll, poll_min_ms_zero_or_not_below_the_interval_keeps_a_fixed_interval)
+{
+    cr_assert_eq(ob_relay_poll_wait(0, 5, 0, 100), 100);
+    cr_assert_eq(ob_relay_poll_wait(7, 0, 0, 100), 100);
+    cr_assert_eq(ob_relay_poll_wait(0, 5, 100, 100), 100);
+    cr_assert_eq(ob_relay_poll_wait(0, 5, 500, 100), 100);
+    cr_assert_eq(ob_relay_poll_wait(60000, 0, 1, 60000), 60000);
+    cr_assert_eq(ob_relay_poll_wait(40000, 0, 1, 60000), 60000, "no overflow past the interval");
+}

@@ -104,6 +104,16 @@ ob_relay_claim_limit(const int *isolate, int key, int batch)
     return isolate[key] > 0 ? 1 : batch;
 }
 
+int
+ob_relay_poll_wait(int prev_ms, int found, int min_ms, int max_ms)
+{
+    if (min_ms <= 0 || min_ms >= max_ms)
+        return max_ms;
+    if (found > 0 || prev_ms < min_ms)
+        return min_ms;
+    return prev_ms > max_ms / 2 ? max_ms : prev_ms * 2;
+}
+
 void
 ob_relay_isolation_settled(const ob_relay_row_t *rows, int n, int one_group, const int *isolate,
                            unsigned char *settled)

@@ -8,8 +8,10 @@
  *   connection; then loops: one publish cycle (publish.c) over the held
  *   partitions, or in mode wal a step of the stream (wal_stream.c), again
  *   at once while batches come back full, otherwise a sleep on its shm
- *   wake word (bumped by HTTP workers after each commit) of at most
- *   poll_interval_ms, so rows written by other hosts are still found.
+ *   wake word (bumped by HTTP workers after each commit). Rows written by
+ *   any other client wake nobody, so the sleep adapts: poll_min_ms after a
+ *   poll that found rows, doubling while polls find none, up to
+ *   poll_interval_ms (outcome.c, ob_relay_poll_wait).
  *   Once a second it re-checks its session, retries locks it lacks and
  *   refreshes per-partition backlog figures in shm (upkeep.c); every 10 s
  *   the janitor deletes published rows older than retention.
@@ -99,14 +101,14 @@ relay_loop(ob_relay_t *rl)
                 return;     /* exit 0 would hide it: the caller's shutdown returns, supervisor restarts */
             }
         }
-        int allowed = rl->pg != NULL && relay_breaker_allows(rl);
+        int allowed = rl->pg != NULL && relay_breaker_allows(rl), found = 0;
         if (allowed && ob_wal_streams(rl)) {
             if (ob_wal_step(rl) < 0)
                 relay_lose_connection(rl, PQerrorMessage(rl->pg));
             continue;     /* the step waited on the stream itself */
         }
         if (allowed) {
-            if ((rl->wal ? ob_wal_poll_cycle(rl, ob_relay_cycle) : ob_relay_cycle(rl)) < 0) {
+            if ((found = rl->wal ? ob_wal_poll_cycle(rl, ob_relay_cycle) : ob_relay_cycle(rl)) < 0) {
                 relay_lose_connection(rl, PQerrorMessage(rl->pg));
                 continue;
             }
@@ -114,7 +116,9 @@ relay_loop(ob_relay_t *rl)
                 continue;
         }
         rd_kafka_poll(rl->rk, 0);
-        ob_shm_wait(rl->slot, seen, rl->breaker == OB_BREAKER_OPEN ? 100 : rl->cfg->relay.poll_interval_ms);
+        rl->wait_ms =
+            ob_relay_poll_wait(rl->wait_ms, found, rl->cfg->relay.poll_min_ms, rl->cfg->relay.poll_interval_ms);
+        ob_shm_wait(rl->slot, seen, rl->breaker == OB_BREAKER_OPEN ? 100 : rl->wait_ms);
     }
 }
 

@@ -90,6 +90,7 @@ typedef struct {
     int64_t         breaker_backoff_ms;
     int             fatal;                        /* producer raised a fatal error */
     int             more;                         /* last cycle filled a batch: go again at once */
+    int             wait_ms;                      /* the sleep before the next poll (ob_relay_poll_wait) */
     /* Kafka fails a whole produce request when one record in it is too
      * large, so a rejection in a multi-row batch names no culprit: the
      * partition then sends one row per cycle for this many rows. */
@@ -133,6 +134,13 @@ void ob_relay_plan_marks(const ob_relay_row_t *rows, int n, int one_group, unsig
  * its group now isolates every row the batch had of it.
  */
 void ob_relay_isolation_begin(int *isolate, const ob_relay_row_t *rows, int n, int i, int one_group);
+/*
+ * How long a relay sleeps (unless woken) after a poll that found `found`
+ * rows, when the sleep before it was prev_ms: min_ms after rows, doubling
+ * while polls come back empty, never above max_ms (poll_interval_ms).
+ * min_ms 0, or not below max_ms: always max_ms.
+ */
+int  ob_relay_poll_wait(int prev_ms, int found, int min_ms, int max_ms);
 /* The claim LIMIT of group key: 1 while isolating, else batch. */
 int  ob_relay_claim_limit(const int *isolate, int key, int batch);
 /*
