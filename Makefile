@@ -167,3 +167,8 @@ $(BENCH_BIN): $(BENCH_OBJ) $(LIB_OBJ)
 bench: build stack-up
 	$(MAKE) $(BENCH_BIN)
 	OB_BIN=$(abspath $(BUILD)/outboxd) OBBENCH=$(abspath $(BENCH_BIN)) bash bench/run.sh
+
+# Kafka Connect and Debezium for the bench's peers section (section 9), fetched once into var/peers.
+.PHONY: bench-peers-deps
+bench-peers-deps: deps
+	@bash bench/peers/deps.sh

@@ -74,21 +74,33 @@ cpu_machine(void)
 }
 
 /* Tracks pid under label; a process born after the start counts from zero. */
-static void
+static cpu_proc_t *
 cpu_track(bench_cpu_t *c, pid_t pid, const char *label, int db)
 {
     for (int i = 0; i < c->n; i++)
         if (c->procs[i].pid == pid)
-            return;
+            return &c->procs[i];
     double now = cpu_of(pid);
     if (now < 0 || c->n == CPU_MAX_PROCS)
-        return;
+        return NULL;
     cpu_proc_t *p = &c->procs[c->n++];
     p->pid = pid;
     snprintf(p->label, sizeof(p->label), "%s", label);
     p->db = db;
     p->first = c->scans == 0 ? now : 0;
     p->last = now;
+    return p;
+}
+
+/* A process named by the caller (a peer's JVM), counted from now on: it was
+ * running before the measurement, and its start-up is not the measurement's. */
+void
+bench_cpu_track(bench_cpu_t *c, pid_t pid, const char *label)
+{
+    cpu_proc_t *p = c != NULL && pid > 0 ? cpu_track(c, pid, label, -1) : NULL;
+
+    if (p != NULL)
+        p->first = p->last;
 }
 
 /* "outboxd relay 1" -> "pg relay"; autovacuum and the rest by backend type. */
@@ -101,8 +113,8 @@ cpu_pg_label(const char *app, const char *type, char *out, size_t outlen)
         snprintf(out, outlen, "pg autovacuum");
         return;
     }
-    if (strcmp(type, "walsender") == 0 && strncmp(app, "outboxd relay ", 14) == 0) {
-        snprintf(out, outlen, "pg relay wal");     /* decoding the WAL for relay mode wal */
+    if (strcmp(type, "walsender") == 0) {      /* decoding the WAL: for relay mode wal, or for a peer (Debezium) */
+        snprintf(out, outlen, strncmp(app, "outboxd relay ", 14) == 0 ? "pg relay wal" : "pg walsender");
         return;
     }
     if (strcmp(type, "client backend") != 0) {

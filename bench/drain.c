@@ -150,9 +150,7 @@ cmd_backlog(int argc, char **argv)
     copy_t  c;
 
     bench_exec(pg, "DROP TABLE IF EXISTS outbox_backlog");
-    /* outbox's own column types, without its indexes: loading is not what we time */
-    bench_exec(pg, "CREATE TABLE outbox_backlog (event_id uuid, aggregate_type text, aggregate_id text, seq int,"
-                   " event_type text, partition int, payload bytea)");
+    bench_exec(pg, BENCH_BACKLOG_DDL);
     copy_begin(&c, pg, "COPY outbox_backlog FROM STDIN (FORMAT binary)");
     for (long i = 0; i < rows; i++) {
         ob_uuid_t  order, event;
@@ -189,23 +187,12 @@ cmd_backlog(int argc, char **argv)
 
 /* ---- drain ------------------------------------------------------------------ */
 
-/*
- * Sum of the topic's high watermarks: how many messages it holds. More than
- * the backlog means re-sends (at-least-once); fewer means loss.
- */
 static long long
 topic_messages(const char *brokers, const char *topic, int partitions)
 {
     rd_kafka_t *rk = bench_producer(brokers, 0, NULL);
-    long long   sum = 0;
+    long long   sum = bench_topic_messages(rk, topic, partitions, NULL);
 
-    for (int p = 0; p < partitions; p++) {
-        int64_t lo, hi;
-        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000);
-        if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-            bench_die("watermarks %s/%d: %s", topic, p, rd_kafka_err2str(e));
-        sum += hi;
-    }
     rd_kafka_destroy(rk);
     return sum;
 }

@@ -94,7 +94,7 @@ topic_admin_result(rd_kafka_event_t *ev, const char *what, const char *name)
     rd_kafka_event_destroy(ev);
 }
 
-/* topic create|delete BROKERS NAME [PARTITIONS] */
+/* topic create|delete BROKERS NAME [PARTITIONS [CONFIG=VALUE...]] */
 static int
 cmd_topic(int argc, char **argv)
 {
@@ -103,13 +103,21 @@ cmd_topic(int argc, char **argv)
     rd_kafka_queue_t *q;
 
     if (argc < 4)
-        bench_die("usage: topic create|delete BROKERS NAME [PARTITIONS]");
+        bench_die("usage: topic create|delete BROKERS NAME [PARTITIONS [CONFIG=VALUE...]]");
     rk = bench_producer(argv[2], 0, NULL);
     q = rd_kafka_queue_new(rk);
     if (strcmp(argv[1], "create") == 0) {
         rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(argv[3], argc > 4 ? atoi(argv[4]) : 12, 1, err, sizeof(err));
         if (nt == NULL)
             bench_die("topic create %s: %s", argv[3], err);
+        for (int i = 5; i < argc; i++) {
+            char *eq = strchr(argv[i], '=');
+            if (eq == NULL)
+                bench_die("topic create %s: %s is not CONFIG=VALUE", argv[3], argv[i]);
+            *eq = '\0';
+            if (rd_kafka_NewTopic_set_config(nt, argv[i], eq + 1) != RD_KAFKA_RESP_ERR_NO_ERROR)
+                bench_die("topic create %s: cannot set %s", argv[3], argv[i]);
+        }
         rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
         topic_admin_result(rd_kafka_queue_poll(q, 30000), "create", argv[3]);
         rd_kafka_NewTopic_destroy(nt);
@@ -202,7 +210,7 @@ static const struct {
     { "free-ports", cmd_free_ports, "N" },
     { "db", cmd_db, "create|drop SERVER_DSN NAME" },
     { "sql", cmd_sql, "DSN STATEMENT..." },
-    { "topic", cmd_topic, "create|delete BROKERS NAME [PARTITIONS]" },
+    { "topic", cmd_topic, "create|delete BROKERS NAME [PARTITIONS [CONFIG=VALUE...]]" },
     { "machine", cmd_machine, "--orders-dsn O --ledger-dsn L [--kafka V --wrk V --pgbench V]" },
     { "ready", cmd_ready, "--name N --pid P [--http H --relays R --consumers C --partitions P --mode M]" },
     { "rss", cmd_rss, "--name N" },
@@ -218,6 +226,12 @@ static const struct {
     { "emit-pace", cmd_emit_pace, "--dsn D --rate R --seconds S [--conns 8 --aggregates 1000]" },
     { "latency", cmd_latency, "--orders-dsn O [--ledger-dsn L] [--until-ms W]" },
     { "pgbench-log", cmd_pgbench_log, "FILE..." },
+    { "backlog-save", cmd_backlog_save, "--dsn D --file F" },
+    { "backlog-load", cmd_backlog_load, "--dsn D --file F" },
+    { "peer-ready", cmd_peer_ready, "--dsn D --slot S --pid JVM --rest-port P --connector C --launched EPOCH_S" },
+    { "peer-drain", cmd_peer_drain, "--dsn D --brokers B --topic T --partitions P --rows N --pid JVM [--timeout S]" },
+    { "peer-watch", cmd_peer_watch, "--pid JVM [--orders-dsn O --kafka-pid K]" },
+    { "peer-read", cmd_peer_read, "--dsn D --brokers B --topic T --partitions P [--per-partition K --settle-timeout S]" },
     { "report", cmd_report, "--dir DIR" },
 };
 

@@ -59,6 +59,13 @@ double  bench_pct(const double *sorted, size_t n, double p);
 /* Kafka producer with the relay's own settings (workers/relay/publish.c). */
 rd_kafka_t *bench_producer(const char *brokers, int idempotent, rd_kafka_conf_t *conf);
 
+/*
+ * How many messages a topic holds: the sum of its partitions' high
+ * watermarks (each one in per_part when given). More than were written
+ * means re-sends (at-least-once); fewer means loss.
+ */
+long long bench_topic_messages(rd_kafka_t *rk, const char *topic, int partitions, long long *per_part);
+
 /* ---- shm.c: the running instance seen through its segment --------------- */
 
 typedef struct {
@@ -86,12 +93,19 @@ void         bench_cpu_sample(bench_cpu_t *c);
 json_t      *bench_cpu_end(bench_cpu_t *c);
 /* bench_cpu_start from the --orders-dsn, --ledger-dsn and --kafka-pid options. */
 bench_cpu_t *bench_cpu_from_opts(ob_shm_t *shm, int argc, char **argv);
+/* Also count pid (not outboxd's, not PostgreSQL's) under label, from now on. */
+void         bench_cpu_track(bench_cpu_t *c, pid_t pid, const char *label);
 
 int cmd_ready(int argc, char **argv);
 int cmd_rss(int argc, char **argv);
 int cmd_watch(int argc, char **argv);
 
 /* ---- drain.c: backlog, relay drain, ceiling, naive poller ---------------- */
+
+/* The side table the backlog waits in: outbox's column types, no indexes (loading is not what is timed). */
+#define BENCH_BACKLOG_DDL                                                                                     \
+    "CREATE TABLE outbox_backlog (event_id uuid, aggregate_type text, aggregate_id text, seq int,"             \
+    " event_type text, partition int, payload bytea)"
 
 int cmd_backlog(int argc, char **argv);
 int cmd_fill(int argc, char **argv);
@@ -116,6 +130,18 @@ int cmd_emit_pace(int argc, char **argv);
 
 int cmd_latency(int argc, char **argv);
 int cmd_pgbench_log(int argc, char **argv);
+
+/* ---- peers.c: a peer publisher (Kafka Connect + Debezium) beside outboxd -- */
+
+int cmd_peer_ready(int argc, char **argv);
+int cmd_peer_drain(int argc, char **argv);
+int cmd_peer_watch(int argc, char **argv);
+int cmd_backlog_save(int argc, char **argv);
+int cmd_backlog_load(int argc, char **argv);
+
+/* ---- peer_read.c: a peer's records read back and checked against the outbox */
+
+int cmd_peer_read(int argc, char **argv);
 
 /* ---- report.c: report.json, report.md, latency.svg ---------------------- */
 

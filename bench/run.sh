@@ -4,8 +4,10 @@
 #
 # Everything it touches is its own: databases orderdb_bench_<pid> and
 # ledgerdb_bench_<pid>, topics outbox-events-bench-<pid>-*, the shm name
-# bench-<pid>, free ports. All of it is removed at exit, whatever happens;
-# only processes this script started are ever signalled, by pid.
+# bench-<pid>, free ports; for the peers, a Kafka Connect worker on a
+# loopback port and a slot and publication bench_<pid>_dbz_*. All of it is
+# removed at exit, whatever happens; only processes this script started are
+# ever signalled, by pid.
 #
 # Sizes (environment):
 #   BENCH_ROWS=1000000        backlog events for the drain (section 2)
@@ -15,9 +17,14 @@
 #   BENCH_LATENCY_S=20        the paced load (sections 4 and 8)
 #   BENCH_LATENCY_RATE=       req/s for section 4; default half the full intake
 #   BENCH_EMIT_RATE=500       transactions/s of section 8, through outboxd.emit and through POST /orders
-#   BENCH_SECTIONS="intake drain apply latency emit"   a subset, while developing
+#   BENCH_SECTIONS="intake drain apply latency emit peers"   a subset, while developing.
+#                             peers = Debezium beside outboxd (section 9): about 3 min at
+#                             1M rows (165 s measured), always run last so its ratios use
+#                             this run's drain and emit; its jars are fetched once by
+#                             bench/peers/deps.sh (make bench-peers-deps)
 #   BENCH_PACE_CONNS=16       connections of the paced load (section 4)
-#   BENCH_DRAIN_TIMEOUT_S=200, BENCH_APPLY_TIMEOUT_S=150   per run, so the whole stays under 20 min
+#   BENCH_DRAIN_TIMEOUT_S=200, BENCH_APPLY_TIMEOUT_S=150   per run, so the whole stays bounded (about 20 min)
+#   BENCH_OUT=var/bench       where the report, parts and work files go
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,7 +39,7 @@ BENCH_NAIVE_S="${BENCH_NAIVE_S:-20}"
 BENCH_LATENCY_S="${BENCH_LATENCY_S:-20}"
 BENCH_LATENCY_RATE="${BENCH_LATENCY_RATE:-}"
 BENCH_EMIT_RATE="${BENCH_EMIT_RATE:-500}"
-BENCH_SECTIONS="${BENCH_SECTIONS:-intake drain apply latency emit}"
+BENCH_SECTIONS="${BENCH_SECTIONS:-intake drain apply latency emit peers}"
 BENCH_DRAIN_TIMEOUT_S="${BENCH_DRAIN_TIMEOUT_S:-200}"
 BENCH_APPLY_TIMEOUT_S="${BENCH_APPLY_TIMEOUT_S:-150}"
 
@@ -48,9 +55,10 @@ PARTITIONS=12
 NAIVE_INTERVAL_MS=1000
 NAIVE_LIMIT=10
 
-OUT="$ROOT/var/bench"
+OUT="${BENCH_OUT:-$ROOT/var/bench}"   # BENCH_OUT: another directory, so a second bench run cannot overwrite this one
 PARTS="$OUT/parts"
 WORK="$OUT/work"         # configs, outboxd logs, raw wrk/pgbench output: kept for a post-mortem
+BACKLOG_FILE="$WORK/backlog.copy"    # the drain's backlog, kept for the peers (~350 MB at 1M rows; removed at exit)
 
 eval "$(bash scripts/stack.sh env)"
 ORDERS_SERVER="postgresql://outboxd@127.0.0.1:$OB_PG_ORDERS_PORT/postgres"
@@ -67,6 +75,8 @@ read -r ORDERS_PORT LEDGER_PORT ADMIN_PORT <<<"$("$OBBENCH" free-ports 3)"
 KAFKA_PID="$(cat "$ROOT/var/run/kafka.pid" 2>/dev/null || echo 0)"   # for its CPU share only
 
 OB_PID=""          # the outboxd under test, when one runs
+CONNECT_PID=""     # the Kafka Connect worker of section 9, when one runs
+PEER_SLOT=""       # its replication slot, while it exists
 WATCH_PID=""       # the RSS/CPU watcher, when one runs
 NAIVE_PID=""       # the naive poller of section 4, when it runs
 FG_PID=""          # the step `run` waits for
@@ -82,10 +92,13 @@ cleanup() {
     local rc=$? pid t
     trap - EXIT INT TERM
     stop_outboxd || true
+    stop_connect || true
+    [[ -z "$PEER_SLOT" ]] || peer_slot_drop "$PEER_SLOT" 2>/dev/null || true
     drop_slots 2>/dev/null || true
     for pid in "$FG_PID" "$WATCH_PID" "$NAIVE_PID"; do     # cleared once reaped, so never a recycled pid
         [[ -z "$pid" ]] || kill -TERM "$pid" 2>/dev/null || true
     done
+    rm -f "$BACKLOG_FILE"
     for t in "${TOPICS[@]}"; do
         "$OBBENCH" topic delete "$BROKERS" "$t" 2>/dev/null || true
     done
@@ -213,12 +226,12 @@ create_databases() {
     migrate
 }
 
-# new_topic SUFFIX: a fresh 12-partition topic, named in TOPIC and
-# remembered for the clean-up (so not called in a $(...) subshell).
+# new_topic SUFFIX [CONFIG=VALUE...]: a fresh 12-partition topic, named in
+# TOPIC and remembered for the clean-up (so not called in a $(...) subshell).
 TOPIC=""
 new_topic() {
     TOPIC="$TOPIC_PREFIX-$1"
-    "$OBBENCH" topic create "$BROKERS" "$TOPIC" "$PARTITIONS"
+    "$OBBENCH" topic create "$BROKERS" "$TOPIC" "$PARTITIONS" "${@:2}"
     TOPICS+=("$TOPIC")
 }
 
@@ -386,6 +399,8 @@ section_drain() {
     run "$OBBENCH" naive --dsn "$ORDERS_DSN" --brokers "$BROKERS" --topic "$topic" --seconds "$BENCH_NAIVE_S" \
         --interval-ms "$NAIVE_INTERVAL_MS" --limit "$NAIVE_LIMIT" >"$PARTS/drain_naive.json"
     drop_topic "$topic"
+    # the peers drain these very rows, after sections that drop this database
+    if peers_wanted; then run "$OBBENCH" backlog-save --dsn "$ORDERS_DSN" --file "$BACKLOG_FILE"; fi
     # the side table is 1/3 of orderdb's size; nothing needs it any more
     sql "$ORDERS_DSN" "DROP TABLE outbox_backlog" "TRUNCATE outboxd.outbox"
 }
@@ -531,6 +546,172 @@ section_emit() {
 }
 
 # ---------------------------------------------------------------------------
+# 9. Peers: Debezium in a Kafka Connect worker, on the same rows
+# ---------------------------------------------------------------------------
+PEERS_VAR="$ROOT/var/peers"          # jars, fetched once by bench/peers/deps.sh
+# connect-standalone.sh's JVM as Kafka ships it: its heap (KAFKA_HEAP_OPTS)
+# and kafka-run-class.sh's performance options; nothing tuned for the bench.
+CONNECT_JVM=(java -Xms256M -Xmx2G -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
+             -XX:+ExplicitGCInvokesConcurrent -XX:MaxInlineLevel=15 -Djava.awt.headless=true)
+PEER_TUNED_POLL_MS=10
+# The content-type outboxd's relay sends for rows in its own encoding
+# ([kafka] format, msgpack by default); peer-read checks every record against the relay's.
+OWN_CONTENT_TYPE=application/msgpack
+PEER_CHECK_PER_PARTITION=200         # drain records compared field by field, per partition
+
+peers_wanted() { [[ " $BENCH_SECTIONS " == *" peers "* ]]; }
+
+# peer_conf CFG SLOT TOPICS REST_PORT [POLL_MS]: the worker's and the connector's properties.
+peer_conf() {
+    local cfg="$1" slot="$2" topics="$3" rest="$4" poll="${5:-}"
+    sed -e "s|@BROKERS@|$BROKERS|" -e "s|@OFFSETS@|$WORK/peer_$cfg.offsets|" -e "s|@PLUGINS@|$PEERS_VAR/plugins|" \
+        -e "s|@REST_PORT@|$rest|" bench/peers/worker.properties >"$WORK/peer_$cfg.worker.properties"
+    sed -e "s|@NAME@|$NAME-$cfg|g" -e "s|@PGPORT@|$OB_PG_ORDERS_PORT|" -e "s|@DB@|$ORDERS_DB|" -e "s|@SLOT@|$slot|g" \
+        -e "s|@TOPICS@|$topics|g" -e "s|@OWN_CONTENT_TYPE@|$OWN_CONTENT_TYPE|" \
+        bench/peers/connector.properties >"$WORK/peer_$cfg.connector.properties"
+    # absent in the default run, so Debezium's own default applies
+    if [[ -n "$poll" ]]; then printf 'poll.interval.ms=%s\n' "$poll" >>"$WORK/peer_$cfg.connector.properties"; fi
+}
+
+# start_connect CFG REST_PORT SLOT: the worker, then wait until it streams; part peer_CFG_ready.
+start_connect() {
+    local cfg="$1" rest="$2" slot="$3" launched=${EPOCHREALTIME/,/.}   # a decimal comma in some locales
+    "${CONNECT_JVM[@]}" "-Dlog4j2.configurationFile=$ROOT/bench/peers/log4j2.properties" \
+        "-Doutboxd.bench.connect.log=$WORK/peer_$cfg.connect.log" -cp "$PEERS_VAR/connect/libs/*" \
+        org.apache.kafka.connect.cli.ConnectStandalone "$WORK/peer_$cfg.worker.properties" \
+        "$WORK/peer_$cfg.connector.properties" </dev/null >"$WORK/peer_$cfg.connect.out" 2>&1 &
+    CONNECT_PID=$!
+    run "$OBBENCH" peer-ready --dsn "$ORDERS_DSN" --slot "$slot" --pid "$CONNECT_PID" --rest-port "$rest" \
+        --connector "$NAME-$cfg" --launched "$launched" >"$PARTS/peer_${cfg}_ready.json"
+}
+
+# Graceful stop (TERM: the worker commits its offsets and closes the slot), SIGKILL after 30 s; our pid only.
+stop_connect() {
+    [[ -n "$CONNECT_PID" ]] || return 0
+    local i
+    kill -TERM "$CONNECT_PID" 2>/dev/null || true
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$CONNECT_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$CONNECT_PID" 2>/dev/null; then
+        say "Connect worker $CONNECT_PID did not stop within 30 s; SIGKILL"
+        kill -KILL "$CONNECT_PID" 2>/dev/null || true
+    fi
+    wait "$CONNECT_PID" 2>/dev/null || true
+    CONNECT_PID=""
+}
+
+# The publication covers outboxd.outbox only and publishes inserts only, as
+# outboxd's own mode wal makes it: an outbox row is never meant to change.
+# Both exist before a row is written, so snapshot.mode=no_data misses nothing.
+peer_slot_create() {
+    PEER_SLOT="$1"
+    sql "$ORDERS_DSN" "CREATE PUBLICATION $1 FOR TABLE outboxd.outbox WITH (publish = 'insert')" \
+        "SELECT pg_create_logical_replication_slot('$1', 'pgoutput')"
+}
+
+# The slot stays active until its WAL sender has noticed the worker is gone:
+# up to 10 s for that, then the drop (which refuses an active slot).
+peer_slot_drop() {
+    sql "$ORDERS_DSN" "DO \$\$ BEGIN FOR i IN 1..100 LOOP
+            EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '$1' AND active);
+            PERFORM pg_sleep(0.1);
+        END LOOP;
+        PERFORM pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '$1'; END \$\$" \
+        "DROP PUBLICATION IF EXISTS $1"
+    PEER_SLOT=""
+}
+
+# The drain's own rows when section 2 ran (saved by it), else the same generator's.
+peer_backlog() {
+    if [[ -s "$BACKLOG_FILE" ]]; then
+        say "peers: section 2's $BENCH_ROWS-event backlog back into a fresh orderdb"
+        run "$OBBENCH" backlog-load --dsn "$ORDERS_DSN" --file "$BACKLOG_FILE" >"$PARTS/peer_backlog.json"
+    else
+        say "peers: generating a $BENCH_ROWS-event backlog (section 2 did not run)"
+        run "$OBBENCH" backlog --dsn "$ORDERS_DSN" --rows "$BENCH_ROWS" --partitions "$PARTITIONS" \
+            >"$PARTS/peer_backlog.json"
+    fi
+}
+
+# peer_drain CFG TOPIC: as drain_wal_run: the peer streams, then the backlog
+# arrives as one transaction; then a sample of its records checked.
+peer_drain() {
+    local cfg="$1" topic="$2"
+    say "peers: $cfg: drain of $BENCH_ROWS rows committed as one transaction"
+    run "$OBBENCH" fill --dsn "$ORDERS_DSN" --streaming 1
+    run "$OBBENCH" peer-drain --dsn "$ORDERS_DSN" --brokers "$BROKERS" --topic "$topic" --partitions "$PARTITIONS" \
+        --rows "$BENCH_ROWS" --pid "$CONNECT_PID" --timeout "$BENCH_DRAIN_TIMEOUT_S" --kafka-pid "$KAFKA_PID" \
+        >"$PARTS/peer_${cfg}_drain.json"
+    run "$OBBENCH" peer-read --dsn "$ORDERS_DSN" --brokers "$BROKERS" --topic "$topic" --partitions "$PARTITIONS" \
+        --per-partition "$PEER_CHECK_PER_PARTITION" >"$PARTS/peer_${cfg}_drain_check.json"
+    say "  peer_${cfg}_drain: $(json_num "$PARTS/peer_${cfg}_drain.json" events_per_s) events/s"
+}
+
+# peer_latency CFG TOPIC: section 8's foreign writer (outboxd.emit, same rate,
+# connections and length) with the peer publishing instead of the relays.
+peer_latency() {
+    local cfg="$1" topic="$2"
+    say "peers: $cfg: outboxd.emit from $EMIT_CONNS SQL connections at $BENCH_EMIT_RATE/s for $BENCH_LATENCY_S s"
+    sql "$ORDERS_DSN" "TRUNCATE outboxd.outbox, outboxd.aggregate_seq" "CHECKPOINT"
+    "$OBBENCH" peer-watch --pid "$CONNECT_PID" --orders-dsn "$ORDERS_DSN" --kafka-pid "$KAFKA_PID" \
+        >"$PARTS/peer_${cfg}_watch.json" &
+    WATCH_PID=$!
+    run "$OBBENCH" emit-pace --dsn "$ORDERS_DSN" --rate "$BENCH_EMIT_RATE" --seconds "$BENCH_LATENCY_S" \
+        --conns "$EMIT_CONNS" >"$PARTS/peer_${cfg}_pace.json"
+    run "$OBBENCH" peer-read --dsn "$ORDERS_DSN" --brokers "$BROKERS" --topic "$topic" --partitions "$PARTITIONS" \
+        --settle-timeout 60 >"$PARTS/peer_${cfg}_db.json"
+    watch_stop
+    say "  peer_$cfg: commit → Kafka p50 $(json_num "$PARTS/peer_${cfg}_db.json" p50) ms"
+}
+
+# peer_run CFG [POLL_MS]: one worker for the drain, then the paced load
+# (so that is measured on a warm JVM, as a long-running worker is); parts peer_CFG_*.
+peer_run() {
+    local cfg="$1" poll="${2:-}" slot="${TAG}_dbz_$1" topics="$TOPIC_PREFIX-dbz-$1" rest
+    say "peers: Debezium $cfg (poll.interval.ms ${poll:-default, 500})"
+    sql "$ORDERS_DSN" "TRUNCATE outboxd.outbox, outboxd.aggregate_seq" "CHECKPOINT"
+    peer_slot_create "$slot"
+    # one topic per aggregate type (the connector routes by it); stamped by the broker on append
+    new_topic "dbz-$cfg-order" message.timestamp.type=LogAppendTime
+    new_topic "dbz-$cfg-product" message.timestamp.type=LogAppendTime
+    read -r rest <<<"$("$OBBENCH" free-ports 1)"
+    peer_conf "$cfg" "$slot" "$topics" "$rest" "$poll"
+    start_connect "$cfg" "$rest" "$slot"
+    say "  peer_$cfg: streaming $(json_num "$PARTS/peer_${cfg}_ready.json" startup_seconds) s after the JVM started"
+    peer_drain "$cfg" "$topics-order"
+    peer_latency "$cfg" "$topics-product"
+    stop_connect
+    peer_slot_drop "$slot"
+    drop_topic "$topics-order"
+    drop_topic "$topics-product"
+}
+
+jar_version() { find "$1" -name "$2-[0-9]*.jar" -printf '%f\n' | sed "s/^$2-\(.*\)\.jar$/\1/" | head -n 1; }
+
+section_peers() {
+    local t0
+    command -v java >/dev/null || { echo "peers: java is needed (make deps)" >&2; exit 1; }
+    say "peers: Kafka Connect and Debezium jars (bench/peers/deps.sh: fetched once into var/peers, then reused)"
+    bash bench/peers/deps.sh
+    t0=$SECONDS
+    fresh_orders
+    peer_backlog
+    peer_run default
+    peer_run tuned "$PEER_TUNED_POLL_MS"
+    sql "$ORDERS_DSN" "DROP TABLE outbox_backlog" "TRUNCATE outboxd.outbox"
+    rm -f "$BACKLOG_FILE"
+    cat >"$PARTS/peers.json" <<EOF
+{"seconds": $((SECONDS - t0)), "tuned_poll_interval_ms": $PEER_TUNED_POLL_MS,
+ "connect": "$(jar_version "$PEERS_VAR/connect/libs" connect-runtime)",
+ "debezium": "$(jar_version "$PEERS_VAR/plugins/debezium-connector-postgres" debezium-connector-postgres)",
+ "jvm": "${CONNECT_JVM[*]:1}", "java": "$(java -version 2>&1 | head -n 1 | tr -d '"')"}
+EOF
+    say "peers: took $((SECONDS - t0)) s"
+}
+
+# ---------------------------------------------------------------------------
 # Facts, settings, report
 # ---------------------------------------------------------------------------
 write_facts() {
@@ -574,9 +755,11 @@ main() {
     for s in $BENCH_SECTIONS; do
         case "$s" in
             intake|drain|apply|latency|emit) "section_$s" ;;
-            *) echo "unknown section $s (intake drain apply latency emit)" >&2; exit 1 ;;
+            peers) ;;     # last, whatever its place: its ratios need the drain's and emit's figures of this run
+            *) echo "unknown section $s (intake drain apply latency emit peers)" >&2; exit 1 ;;
         esac
     done
+    if peers_wanted; then section_peers; fi
     "$OBBENCH" report --dir "$OUT"
     say "done: $OUT/report.md"
 }

@@ -243,3 +243,20 @@ bench_producer(const char *brokers, int idempotent, rd_kafka_conf_t *conf)
         bench_die("producer: %s", err);
     return rk;
 }
+
+long long
+bench_topic_messages(rd_kafka_t *rk, const char *topic, int partitions, long long *per_part)
+{
+    long long sum = 0;
+
+    for (int p = 0; p < partitions; p++) {
+        int64_t             lo, hi;
+        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000);
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+            bench_die("watermarks %s/%d: %s", topic, p, rd_kafka_err2str(e));
+        sum += hi;
+        if (per_part != NULL)
+            per_part[p] = hi;
+    }
+    return sum;
+}
