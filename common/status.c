@@ -368,6 +368,55 @@ metrics_http(sbuf_t *b, const ob_status_t *v)
     }
 }
 
+/* One stage histogram of slot s, as a Prometheus histogram's series. */
+static void
+metrics_stage(sbuf_t *b, const ob_shm_slot_t *s, const char *kind, int stage, const char *name)
+{
+    static const char *le[OB_STAGE_BUCKETS] = { "0.0005", "0.001", "0.002", "0.003", "0.005", "0.01",
+                                                "0.02",   "0.05",  "0.1",   "0.25",  "1",     "+Inf" };
+    int                base = OB_CTR_STAGE_BASE + stage * OB_STAGE_WIDTH;
+    uint64_t           cum = 0;
+
+    for (int k = 0; k < OB_STAGE_BUCKETS; k++) {
+        cum += ctr(s, base + k);
+        sb_printf(b, "outboxd_stage_duration_seconds_bucket{kind=\"%s\",worker=\"%d\",stage=\"%s\",le=\"%s\"} %llu\n",
+                  kind, s->index, name, le[k], (unsigned long long) cum);
+    }
+    sb_printf(b, "outboxd_stage_duration_seconds_sum{kind=\"%s\",worker=\"%d\",stage=\"%s\"} %.6f\n", kind, s->index,
+              name, (double) ctr(s, base + OB_STAGE_BUCKETS) / 1e6);
+    sb_printf(b, "outboxd_stage_duration_seconds_count{kind=\"%s\",worker=\"%d\",stage=\"%s\"} %llu\n", kind,
+              s->index, name, (unsigned long long) cum);
+}
+
+/*
+ * Where an event's time goes, stage by stage, each from the clock the
+ * worker has (DESIGN §2): commit -> claimed (partitioned: from created_at,
+ * the writer's transaction start; wal: from the commit time the stream
+ * gives) -> acknowledged by Kafka -> fetched by a consumer (from the
+ * record's timestamp, the relay's produce) -> ledger committed, and the
+ * whole from the event's occurred_at.
+ */
+static void
+metrics_stages(sbuf_t *b, const ob_status_t *v)
+{
+    static const char *relay[OB_STAGE_RELAY_COUNT] = { "commit_to_claim", "claim_to_ack" };
+    static const char *cons[OB_STAGE_CONS_COUNT] = { "produce_to_fetch", "fetch_to_ledger_commit",
+                                                     "occurred_to_ledger_commit" };
+
+    metric_head(b, "stage_duration_seconds", "histogram", "Time an event spent in each stage of the pipeline.");
+    for (int i = 0; i < OB_SHM_SLOTS; i++) {
+        const ob_shm_slot_t *s = &v->slots[i];
+        if (s->state == OB_SLOT_EMPTY)
+            continue;
+        if (s->kind == OB_KIND_RELAY)
+            for (int k = 0; k < OB_STAGE_RELAY_COUNT; k++)
+                metrics_stage(b, s, "relay", k, relay[k]);
+        if (s->kind == OB_KIND_CONSUMER)
+            for (int k = 0; k < OB_STAGE_CONS_COUNT; k++)
+                metrics_stage(b, s, "consumer", k, cons[k]);
+    }
+}
+
 static void
 metrics_partitions(sbuf_t *b, const ob_status_t *v)
 {
@@ -430,6 +479,7 @@ ob_status_metrics(const ob_status_t *v)
     sb_printf(&b, "outboxd_uptime_seconds %lld\n", (long long) ((v->now_wall_ms - v->hdr.start_wall_ms) / 1000));
     metrics_workers(&b, v);
     metrics_http(&b, v);
+    metrics_stages(&b, v);
     metrics_partitions(&b, v);
     metrics_topics(&b, v);
     return b.s;

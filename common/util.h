@@ -25,6 +25,8 @@ int64_t ob_now_ms(void);
 int64_t ob_now_us(void);
 /* Wall-clock milliseconds since the epoch, for display only. */
 int64_t ob_wall_ms(void);
+/* Wall-clock microseconds since the epoch: stage times that start on another host's clock (a commit time). */
+int64_t ob_wall_us(void);
 
 /* Integers from PostgreSQL binary results (network byte order). */
 int32_t ob_be32(const char *p);

@@ -251,6 +251,23 @@ ob_shm_slot_snapshot(ob_shm_slot_t *slot, ob_shm_slot_t *out)
     return rc;
 }
 
+const int64_t ob_stage_bounds_us[OB_STAGE_BUCKETS - 1] = { 500,   1000,  2000,   3000,   5000,   10000,
+                                                            20000, 50000, 100000, 250000, 1000000 };
+
+void
+ob_shm_stage_add(ob_shm_slot_t *slot, int stage, int64_t us)
+{
+    _Atomic uint64_t *h = &slot->counters[OB_CTR_STAGE_BASE + stage * OB_STAGE_WIDTH];
+    int               b = 0;
+
+    if (us < 0)
+        us = 0;
+    while (b < OB_STAGE_BUCKETS - 1 && us > ob_stage_bounds_us[b])
+        b++;
+    atomic_fetch_add(&h[b], 1);
+    atomic_fetch_add(&h[OB_STAGE_BUCKETS], (uint64_t) us);
+}
+
 int
 ob_shm_hdr_snapshot(ob_shm_hdr_t *hdr, ob_shm_hdr_t *out)
 {

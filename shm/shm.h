@@ -31,10 +31,10 @@
 #include <sys/types.h>
 
 #define OB_SHM_MAGIC      0x314d485344584f42ULL  /* "BOXDSHM1" */
-#define OB_SHM_VERSION    2   /* 2: the topic table, last_offset per topic */
+#define OB_SHM_VERSION    3   /* 2: the topic table, last_offset per topic; 3: 80 counters, stage histograms */
 #define OB_SHM_SLOTS      128
 #define OB_SHM_PARTITIONS 256
-#define OB_SHM_COUNTERS   32
+#define OB_SHM_COUNTERS   80
 #define OB_SHM_TOPICS     16   /* = OB_TOPICS_MAX (common/routes.h) */
 #define OB_SHM_OWN_WORDS  (OB_SHM_PARTITIONS / 64)
 
@@ -88,6 +88,36 @@ enum {
     OB_CTR_CONS_NO_PROGRESS_MS,      /* since the last applied batch, or since nothing waited */
     OB_CTR_CONS_OTHER_AGGREGATES,    /* events of other aggregate types, passed over */
 };
+
+/*
+ * Where an event's time goes, stage by stage (DESIGN §2): a histogram per
+ * stage in a worker's counters[], from OB_CTR_STAGE_BASE, OB_STAGE_WIDTH
+ * counters each: OB_STAGE_BUCKETS counts (not cumulative), then the sum in
+ * microseconds. A relay keeps two stages, a consumer three.
+ */
+#define OB_STAGE_BUCKETS  12         /* <= 0.5, 1, 2, 3, 5, 10, 20, 50, 100, 250, 1000 ms, +Inf */
+#define OB_STAGE_WIDTH    (OB_STAGE_BUCKETS + 1)
+#define OB_CTR_STAGE_BASE 32
+enum {
+    /* relay: the row's commit (see DESIGN §2 for the clock of each mode) -> claimed or streamed */
+    OB_STAGE_RELAY_CLAIM = 0,
+    /* relay: claimed or streamed -> Kafka's acknowledgement */
+    OB_STAGE_RELAY_ACK,
+    OB_STAGE_RELAY_COUNT,
+};
+enum {
+    /* consumer: the record's timestamp (the relay's produce) -> fetched by the consumer */
+    OB_STAGE_CONS_FETCH = 0,
+    /* consumer: fetched -> its ledger transaction committed */
+    OB_STAGE_CONS_APPLY,
+    /* consumer: the event's occurred_at (the order's commit, near enough) -> ledger committed */
+    OB_STAGE_CONS_TOTAL,
+    OB_STAGE_CONS_COUNT,
+};
+_Static_assert(OB_CTR_STAGE_BASE >= OB_CTR_HTTP_BODY_REFUSED + 1, "stage histograms after the HTTP counters");
+_Static_assert(OB_CTR_STAGE_BASE + OB_STAGE_CONS_COUNT * OB_STAGE_WIDTH <= OB_SHM_COUNTERS, "stages fit counters[]");
+/* Upper bounds of the buckets but the last (+Inf), in microseconds. */
+extern const int64_t ob_stage_bounds_us[OB_STAGE_BUCKETS - 1];
 
 typedef struct {
     _Atomic uint32_t seq;            /* seqlock over the fields down to reason[] */
@@ -203,6 +233,8 @@ int ob_shm_hdr_snapshot(ob_shm_hdr_t *hdr, ob_shm_hdr_t *out);
 
 /* Worker side. */
 void ob_shm_beat(ob_shm_slot_t *slot);
+/* Counts us (negative: 0, a clock step) in stage histogram `stage` of the slot. */
+void ob_shm_stage_add(ob_shm_slot_t *slot, int stage, int64_t us);
 void ob_shm_set_owned(ob_shm_slot_t *slot, int partition, int owned);
 int  ob_shm_is_owned(const ob_shm_slot_t *slot, int partition);
 /* Wakes the worker sleeping on slot->wake; no syscall when nobody waits is not

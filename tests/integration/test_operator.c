@@ -215,6 +215,25 @@ Test(operator, metrics_pass_a_strict_format_check_and_move_with_orders, .init = 
     cr_assert_geq(sum_series(body, "outboxd_partition_produced_total{"), 10);
     cr_assert_geq(sum_series(body, "outboxd_consumer_applied_total{"), 10);
     cr_assert(strstr(body, "outboxd_http_request_duration_seconds_bucket{worker=\"0\",le=\"+Inf\"}") != NULL);
+    /* every published event passed each stage once; each stage took a plausible time */
+    static const char *stages[] = { "kind=\"relay\",worker=\"%d\",stage=\"commit_to_claim\"",
+                                    "kind=\"relay\",worker=\"%d\",stage=\"claim_to_ack\"",
+                                    "kind=\"consumer\",worker=\"%d\",stage=\"produce_to_fetch\"",
+                                    "kind=\"consumer\",worker=\"%d\",stage=\"fetch_to_ledger_commit\"",
+                                    "kind=\"consumer\",worker=\"%d\",stage=\"occurred_to_ledger_commit\"" };
+    for (size_t k = 0; k < sizeof(stages) / sizeof(stages[0]); k++) {
+        double count = 0, sum = 0;
+        char   labels[160], series[200];
+        for (int w = 0; w < 2; w++) {
+            snprintf(labels, sizeof(labels), stages[k], w);
+            snprintf(series, sizeof(series), "outboxd_stage_duration_seconds_count{%s}", labels);
+            count += sum_series(body, series);
+            snprintf(series, sizeof(series), "outboxd_stage_duration_seconds_sum{%s}", labels);
+            sum += sum_series(body, series);
+        }
+        cr_assert_geq(count, 10, "%s: %.0f events", stages[k], count);
+        cr_assert(sum >= 0 && sum / count < 20, "%s: %.6f s in all", stages[k], sum);
+    }
     /* status.json carries the same story */
     cr_assert_eq(obh_http(h.admin_port, "GET", "/status.json", NULL, NULL, body, sizeof(body), NULL, 0), 200);
     json_t *j = json_loads(body, 0, NULL);

@@ -35,10 +35,11 @@ Test(stack, migrate_applies_once_then_is_a_no_op, .init = setup_plain, .fini = t
     cr_assert(strstr(out, "ledgerdb: applied 0002_apply") != NULL, "%s", out);
     cr_assert(strstr(out, "ledgerdb: applied 0003_poison") != NULL, "%s", out);
     cr_assert(strstr(out, "ledgerdb: applied 0004_traces") != NULL, "%s", out);
+    cr_assert(strstr(out, "ledgerdb: applied 0005_apply_set") != NULL, "%s", out);
     cr_assert_eq(obh_run(args, out, sizeof(out)), 0, "%s", out);
     cr_assert(strstr(out, "outbox: up to date (version 3)") != NULL, "%s", out);
     cr_assert(strstr(out, "orderdb: up to date (version 1)") != NULL, "%s", out);
-    cr_assert(strstr(out, "ledgerdb: up to date (version 4)") != NULL, "%s", out);
+    cr_assert(strstr(out, "ledgerdb: up to date (version 5)") != NULL, "%s", out);
     cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.schema_migrations"), 3);
     cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM public.schema_migrations"), 1);
     cr_assert_eq(obh_scalar(h.orders_dsn,

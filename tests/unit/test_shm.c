@@ -254,3 +254,23 @@ Test(shm, topics_are_named_once_and_kept_until_the_table_is_full)
     cr_assert_eq(atomic_load(&w->map->hdr.ntopics), OB_SHM_TOPICS);
     ob_shm_close(w, 1);
 }
+
+/* A stage time lands in the first bucket whose bound holds it, and its sum in microseconds. */
+Test(shm, stage_times_land_in_their_bucket_and_sum)
+{
+    static ob_shm_slot_t slot;
+    const int64_t        us[] = { -5, 0, 500, 501, 3000, 3001, 1000000, 1000001, 60000000 };
+    const int            want[] = { 0, 0, 0, 1, 3, 4, 10, 11, 11 };
+    _Atomic uint64_t    *h = &slot.counters[OB_CTR_STAGE_BASE + OB_STAGE_CONS_TOTAL * OB_STAGE_WIDTH];
+    uint64_t             sum = 0;
+
+    for (size_t i = 0; i < sizeof(us) / sizeof(us[0]); i++) {
+        uint64_t before = atomic_load(&h[want[i]]);
+        ob_shm_stage_add(&slot, OB_STAGE_CONS_TOTAL, us[i]);
+        cr_assert_eq(atomic_load(&h[want[i]]), before + 1, "%lld us: bucket %d", (long long) us[i], want[i]);
+        sum += us[i] > 0 ? (uint64_t) us[i] : 0;
+    }
+    cr_assert_eq(atomic_load(&h[OB_STAGE_BUCKETS]), sum, "negative times count as 0 in the sum");
+    for (int k = 0; k < OB_CTR_STAGE_BASE + OB_STAGE_CONS_TOTAL * OB_STAGE_WIDTH; k++)
+        cr_assert_eq(atomic_load(&slot.counters[k]), 0, "counter %d: another stage or counter was touched", k);
+}

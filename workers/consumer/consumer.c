@@ -69,6 +69,7 @@ typedef struct {
     rd_kafka_message_t *batch[CONS_BATCH];
     ob_cons_record_t    recs[CONS_BATCH];
     ob_cons_outcome_t   out[CONS_BATCH];
+    int64_t             fetched_us[CONS_BATCH];  /* wall clock: consumer_poll handed it over */
     ob_cons_trust_t     trust;               /* which signatures are accepted */
     int                 n;
     int                 unapplied;           /* the batch in hand is not in the ledger yet */
@@ -309,6 +310,7 @@ cons_fill(ob_cons_t *cs)
             continue;
         }
         cons_record(&cs->recs[cs->n], m);
+        cs->fetched_us[cs->n] = ob_wall_us();
         cs->batch[cs->n++] = m;
     }
     return cs->n;
@@ -356,10 +358,28 @@ cons_txn(ob_cons_t *cs, int first, int n, char *state, char *err, size_t errlen)
 }
 
 /* Tallies the outcomes of recs[first .. first+n) into the slot counters. */
+/*
+ * Stage times of booked event i, its ledger transaction just committed. The
+ * record's timestamp is the relay's produce time (CreateTime); occurred_at
+ * is the order's, taken just before its commit.
+ */
+static void
+cons_stages(ob_cons_t *cs, int i, int64_t committed_us)
+{
+    rd_kafka_timestamp_type_t tstype;
+    int64_t                   ts = rd_kafka_message_timestamp(cs->batch[i], &tstype);
+
+    if (tstype == RD_KAFKA_TIMESTAMP_CREATE_TIME && ts > 0)
+        ob_shm_stage_add(cs->slot, OB_STAGE_CONS_FETCH, cs->fetched_us[i] - ts * 1000);
+    ob_shm_stage_add(cs->slot, OB_STAGE_CONS_APPLY, committed_us - cs->fetched_us[i]);
+    if (cs->out[i].occurred_ms > 0)
+        ob_shm_stage_add(cs->slot, OB_STAGE_CONS_TOTAL, committed_us - cs->out[i].occurred_ms * 1000);
+}
+
 static void
 cons_count(ob_cons_t *cs, int first, int n)
 {
-    int64_t newest = 0;
+    int64_t newest = 0, committed_us = ob_wall_us();
 
     for (int i = first; i < first + n; i++) {
         const ob_cons_outcome_t *o = &cs->out[i];
@@ -375,6 +395,8 @@ cons_count(ob_cons_t *cs, int first, int n)
                    (long long) cs->recs[i].offset, o->state[0] ? " SQLSTATE " : "", o->state, o->why);
         if (o->occurred_ms > newest)
             newest = o->occurred_ms;
+        if (o->code > 0)
+            cons_stages(cs, i, committed_us);
     }
     if (newest > 0)
         atomic_store(&cs->slot->counters[OB_CTR_CONS_APPLY_LAG_MS], (uint64_t) (ob_wall_ms() - newest));

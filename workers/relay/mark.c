@@ -95,6 +95,14 @@ ob_relay_mark_rows(ob_relay_t *rl, const ob_relay_mark_t *m, int n, unsigned cha
 }
 
 void
+ob_relay_count_stages(const ob_relay_t *rl, int64_t committed_us, int64_t claimed_us, int64_t acked_us)
+{
+    if (committed_us > 0)
+        ob_shm_stage_add(rl->slot, OB_STAGE_RELAY_CLAIM, claimed_us - committed_us);
+    ob_shm_stage_add(rl->slot, OB_STAGE_RELAY_ACK, acked_us - claimed_us);
+}
+
+void
 ob_relay_count_produced(const ob_relay_t *rl, int topic, int partition, int64_t offset)
 {
     int t = topic >= 0 && topic < rl->ntopics ? rl->shm_topic[topic] : -1;

@@ -36,10 +36,12 @@
 
 /* The columns both claims return, binary, in this order. */
 enum { COL_ID, COL_PARTITION, COL_SEQ, COL_EVENT_ID, COL_AGG_TYPE, COL_AGG_ID, COL_EVENT_TYPE, COL_PAYLOAD,
-       COL_CONTENT_TYPE, COL_HEADERS };
+       COL_CONTENT_TYPE, COL_HEADERS, COL_CREATED_US };
+/* created_at is the writer's transaction start, the latest clock a polled row
+ * has of its commit: commit -> claim is measured from it (DESIGN §2) */
 #define CLAIM_COLS                                                                                               \
     "id, partition, seq, event_id::text, aggregate_type, aggregate_id, event_type, payload, content_type,"        \
-    " headers::text"
+    " headers::text, (extract(epoch FROM created_at) * 1000000)::int8"
 /* parked behind a quarantined event of its aggregate */
 #define NOT_QUARANTINED                                                                                          \
     "NOT EXISTS (SELECT 1 FROM outboxd.outbox_quarantine q"                                                     \
@@ -78,7 +80,8 @@ publish_record(ob_relay_t *rl, int i, rd_kafka_resp_err_t e, int64_t offset)
         memcpy(row->error, why, sizeof(why));    /* a refusal ob_relay_produce explained keeps its reason */
     if (row->state == OB_DR_OK) {
         row->offset = offset;
-        row->acked_ms = ob_wall_ms();
+        row->acked_us = ob_wall_us();
+        row->acked_ms = row->acked_us / 1000;
     }
 }
 
@@ -176,6 +179,7 @@ publish_take(ob_relay_t *rl, PGresult *r)
         ob_log(OB_LOG_WARN, "claim failed: %s", err);
         return -1;
     }
+    rl->claimed_us = ob_wall_us();
     rl->nrows = PQntuples(r);
     if (rl->nrows == 0 || publish_grow(rl, rl->nrows) != 0) {
         PQclear(r);
@@ -197,6 +201,7 @@ static int
 publish_fields(ob_relay_row_t *row, PGresult *r, int i)
 {
     row->id = ob_be64(PQgetvalue(r, i, COL_ID));
+    row->created_us = ob_be64(PQgetvalue(r, i, COL_CREATED_US));
     row->partition = ob_be32(PQgetvalue(r, i, COL_PARTITION));
     row->seq = ob_be32(PQgetvalue(r, i, COL_SEQ));
     return publish_copy(row->event_id, sizeof(row->event_id), r, i, COL_EVENT_ID) |
@@ -217,6 +222,7 @@ publish_produce(ob_relay_t *rl, PGresult *r, int i)
     rd_kafka_resp_err_t e;
 
     memset(row, 0, sizeof(*row));
+    row->claimed_us = rl->claimed_us;
     if (publish_fields(row, r, i) != 0) {
         /* a writer past the schema's checks: refused whole, never cut */
         ob_log(OB_LOG_ERROR, "outbox row %lld has a field longer than the relay's bounds", (long long) row->id);
@@ -259,7 +265,8 @@ publish_ignore_acks(ob_relay_t *rl)
         if (rl->rows[i].state != OB_DR_OK) {
             rl->rows[i].state = OB_DR_OK;
             rl->rows[i].offset = -1;
-            rl->rows[i].acked_ms = ob_wall_ms();
+            rl->rows[i].acked_us = ob_wall_us();
+            rl->rows[i].acked_ms = rl->rows[i].acked_us / 1000;
         }
 }
 
@@ -309,6 +316,7 @@ publish_apply(ob_relay_t *rl, int one_group, int i, unsigned char plan, ob_relay
     case OB_MARK_PUBLISHED:
         marks[(*marked)++] = (ob_relay_mark_t) { row->id, row->offset, row->acked_ms };
         ob_relay_count_produced(rl, row->topic, row->partition, row->offset);
+        ob_relay_count_stages(rl, row->created_us, row->claimed_us, row->acked_us);
         break;
     case OB_MARK_ISOLATE:
         ob_relay_isolation_begin(rl->isolate, rl->rows, rl->nrows, i, one_group);

@@ -39,6 +39,9 @@ typedef struct {
     int          refused;     /* refused before it left (no route, bad headers, too long): it is its own culprit */
     int64_t      offset;
     int64_t      acked_ms;    /* wall clock of Kafka's acknowledgement */
+    int64_t      created_us;  /* wall clock: the row's created_at (its writer's transaction start) */
+    int64_t      claimed_us;  /* wall clock: the claim returned it */
+    int64_t      acked_us;    /* wall clock: Kafka's acknowledgement */
     char         event_id[37];
     char         aggregate_type[OB_AGG_TYPE_MAX + 1];
     char         aggregate_id[OB_AGG_ID_MAX + 1];
@@ -83,6 +86,7 @@ typedef struct {
     int             nrows;
     int             cap;
     int             outstanding;                  /* delivery reports not yet seen */
+    int64_t         claimed_us;                   /* wall clock: the batch in hand came back from its claim */
     uint32_t        batch_gen;                    /* which batch a delivery report belongs to */
 
     ob_breaker_t    breaker;
@@ -206,6 +210,8 @@ typedef struct {
 int  ob_relay_mark_rows(ob_relay_t *rl, const ob_relay_mark_t *m, int n, unsigned char *missing);
 /* Per-partition figures of an acknowledged event, in shm. */
 void ob_relay_count_produced(const ob_relay_t *rl, int topic, int partition, int64_t offset);
+/* An acknowledged event's stage times (wall clock, microseconds) into the relay's histograms. */
+void ob_relay_count_stages(const ob_relay_t *rl, int64_t committed_us, int64_t claimed_us, int64_t acked_us);
 /* Whether a statement succeeded; logs a failure under what, and clears r. */
 int  ob_relay_sql_ok(PGconn *pg, PGresult *r, const char *what);
 

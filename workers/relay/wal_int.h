@@ -18,11 +18,16 @@
 #define WAL_CONFIRM_MS 20        /* least gap between two confirmations */
 #define WAL_STEP_MS    100
 #define WAL_RETRY_MS   1000
+/* PostgreSQL's timestamps count from 2000-01-01, Unix time from 1970 */
+#define WAL_PG_EPOCH_US (INT64_C(946684800) * 1000000)
 
 typedef struct {
     int64_t             id;
     int64_t             offset;
     int64_t             acked_ms;
+    int64_t             committed_us;   /* wall clock: its transaction's commit time, from the stream's Begin */
+    int64_t             streamed_us;    /* wall clock: decoded and produced */
+    int64_t             acked_us;
     int32_t             partition;
     int32_t             topic;          /* ob_relay_row_t.topic */
     ob_dr_state_t       state;
@@ -49,6 +54,7 @@ struct ob_wal_s {
     ob_wal_commit_t *commits;    /* ring of commits not yet confirmed */
     uint64_t     chead, ctail;
     int          in_txn;
+    int64_t      txn_commit_us;  /* the transaction being streamed: its commit time (Begin), Unix microseconds */
     ob_pgo_outbox_map_t map;
     int          have_map;
     uint64_t     received, target, confirmed;

@@ -127,7 +127,8 @@ ob_wal_dr(ob_relay_t *rl, uint64_t n, rd_kafka_resp_err_t err, int64_t offset)
         return;     /* a stream we stopped: its rows are streamed again */
     ev = &w->ring[n % WAL_WINDOW];
     ev->offset = offset;
-    ev->acked_ms = ob_wall_ms();
+    ev->acked_us = ob_wall_us();
+    ev->acked_ms = ev->acked_us / 1000;
     ev->err = err;
     /* success without an offset is not verifiable: streamed again (a RETRY) */
     ev->state = ob_relay_outcome(err, offset, NULL, 0);
@@ -210,6 +211,7 @@ wal_advance(ob_relay_t *rl)
         w->mark_tries[w->nmark] = 0;
         w->marks[w->nmark++] = (ob_relay_mark_t) { ev->id, ev->offset, ev->acked_ms };
         ob_relay_count_produced(rl, ev->topic, ev->partition, ev->offset);
+        ob_relay_count_stages(rl, ev->committed_us, ev->streamed_us, ev->acked_us);
         w->done++;
     }
     if (w->nmark > 0 && ob_now_ms() >= w->mark_due_ms && wal_flush_marks(rl) != 0)
@@ -328,7 +330,8 @@ wal_insert(ob_relay_t *rl, const ob_pgo_msg_t *m)
     if (w->done == w->next)
         w->last_ack_ms = ob_now_ms();     /* the stall clock starts with the first event in flight */
     fl = &w->ring[w->next % WAL_WINDOW];
-    *fl = (wal_ev_t) { .id = row.id, .partition = row.partition, .state = OB_DR_PENDING, .offset = -1 };
+    *fl = (wal_ev_t) { .id = row.id, .partition = row.partition, .state = OB_DR_PENDING, .offset = -1,
+                       .committed_us = w->txn_commit_us, .streamed_us = ob_wall_us() };
     if (!fits) {
         /* a writer past the schema's checks: refused whole (quarantined), never cut */
         ob_log(OB_LOG_ERROR, "wal: outbox row %lld has a field longer than the relay's bounds", (long long) row.id);
@@ -360,6 +363,7 @@ wal_message(ob_relay_t *rl, const ob_pgo_frame_t *f)
     switch (m.kind) {
     case OB_PGO_BEGIN:
         w->in_txn = 1;
+        w->txn_commit_us = m.ts + WAL_PG_EPOCH_US;
         break;
     case OB_PGO_COMMIT:
         w->in_txn = 0;
