@@ -8,8 +8,9 @@
 --
 -- ledger_apply_set books the batch in one pass when it is the common case:
 -- every event either a duplicate (already booked, or its seq is not above
--- its order's last_seq) or the next seq of its order in batch order, no
--- parked event waiting for any of its orders, and nothing the ledger refuses.
+-- its order's last_seq) or the next seq of its order in batch order, every
+-- order it books locked by it (or created by it), no parked event waiting
+-- for any of its orders, and nothing the ledger refuses.
 -- It returns which events were duplicates. Anything else (a gap to park, a
 -- parked successor to release, a refusal to dead-letter, a second booker of
 -- a new order racing us) rolls its one subtransaction back and returns
@@ -26,6 +27,7 @@ CREATE FUNCTION ledger_apply_set(p_events uuid[], p_orders uuid[], p_seqs int[],
 RETURNS boolean[] LANGUAGE plpgsql AS $$
 DECLARE
     v_dup     boolean[];
+    v_locked  uuid[];
     v_fits    boolean;
     v_fresh   int;
     v_booked  int;
@@ -35,10 +37,25 @@ BEGIN
     IF coalesce(array_length(p_events, 1), 0) = 0 THEN
         RETURN '{}';
     END IF;
+    -- what the consumer never sends, the loop judges: arrays of unequal
+    -- length, a NULL where an event is classified, a seq below 1
+    IF array_length(p_orders, 1) IS DISTINCT FROM array_length(p_events, 1)
+       OR array_length(p_seqs, 1) IS DISTINCT FROM array_length(p_events, 1)
+       OR array_length(p_types, 1) IS DISTINCT FROM array_length(p_events, 1)
+       OR array_length(p_amounts, 1) IS DISTINCT FROM array_length(p_events, 1)
+       OR array_length(p_currencies, 1) IS DISTINCT FROM array_length(p_events, 1)
+       OR array_length(p_partitions, 1) IS DISTINCT FROM array_length(p_events, 1)
+       OR array_length(p_offsets, 1) IS DISTINCT FROM array_length(p_events, 1)
+       OR array_position(p_events, NULL) IS NOT NULL OR array_position(p_orders, NULL) IS NOT NULL
+       OR array_position(p_seqs, NULL) IS NOT NULL OR array_position(p_types, NULL) IS NOT NULL
+       OR 1 > ANY (p_seqs) THEN
+        RETURN NULL;
+    END IF;
     BEGIN
         -- one lock order for every booker, so two consumers (or a replay)
         -- touching the same orders wait for each other instead of deadlocking
-        PERFORM 1 FROM ledger_orders WHERE order_id = ANY (p_orders) ORDER BY order_id FOR UPDATE;
+        SELECT coalesce(array_agg(l.order_id), '{}') INTO v_locked
+        FROM (SELECT order_id FROM ledger_orders WHERE order_id = ANY (p_orders) ORDER BY order_id FOR UPDATE) l;
 
         WITH b AS (
             SELECT t.i, t.event_id, t.order_id, t.seq, coalesce(o.last_seq, 0) AS last, o.order_id IS NULL AS fresh,
@@ -49,7 +66,11 @@ BEGIN
         ), r AS (
             SELECT b.*, row_number() OVER (PARTITION BY order_id, dup ORDER BY i) AS rn FROM b
         )
-        SELECT array_agg(dup ORDER BY i), bool_and(dup OR seq = last + rn),
+        -- an order another booker committed after the lock above is one we
+        -- did not lock: its last_seq may move under us (a parked successor
+        -- we cannot see yet), so only locked or absent orders may fit
+        SELECT array_agg(dup ORDER BY i),
+               coalesce(bool_and((dup OR seq = last + rn) AND (fresh OR order_id = ANY (v_locked))), false),
                count(DISTINCT order_id) FILTER (WHERE fresh AND NOT dup), count(*) FILTER (WHERE NOT dup)
         INTO v_dup, v_fits, v_fresh, v_booked
         FROM r;
@@ -103,6 +124,10 @@ BEGIN
               FROM unnest(p_orders, p_seqs, v_dup) AS t(order_id, seq, dup)
               WHERE NOT t.dup GROUP BY t.order_id) m
         WHERE o.order_id = m.order_id AND o.last_seq < m.seq;
+        -- belt and braces: a successor parked meanwhile would wait for ever
+        IF EXISTS (SELECT 1 FROM ledger_parked WHERE order_id = ANY (p_orders)) THEN
+            RAISE EXCEPTION 'batch declined' USING ERRCODE = 'OBD01';
+        END IF;
         RETURN v_dup;
     EXCEPTION WHEN data_exception OR integrity_constraint_violation OR SQLSTATE 'OBD01' THEN
         RETURN NULL;

@@ -208,10 +208,11 @@ cons_init(ob_cons_t *cs, char *err, size_t errlen)
         /* librdkafka prefetches up to 64 MB per consumer by default; a batch
          * is 500 events, so 8 MB of read-ahead keeps the pipe full and the
          * RSS bounded while a large backlog is applied. librdkafka 2.0
-         * stops fetching a partition past queued.min.messages and looks
-         * again only on its broker thread's next turn (up to a second): at
-         * 2 000 a consumer drained its queue in 0.6 s and then waited for
-         * the rest of that second. 10 000 gave 9 % more with the same RSS. */
+         * stops fetching once the consumer's queue (partition queues
+         * forward to it) holds queued.min.messages, and looks again only on
+         * its broker thread's next turn (up to a second): at 2 000 a
+         * consumer drained its queue in 0.6 s and then waited for the rest
+         * of that second. 10 000 gave 9 % more with the same RSS. */
         { "queued.max.messages.kbytes", "8192" },
         { "queued.min.messages", "10000" },
         { "fetch.max.bytes", "8388608" },

@@ -10,8 +10,9 @@
  *   at once while batches come back full, otherwise a sleep on its shm
  *   wake word (bumped by HTTP workers after each commit). Rows written by
  *   any other client wake nobody, so the sleep adapts: poll_min_ms after a
- *   poll that found rows, doubling while polls find none, up to
- *   poll_interval_ms (outcome.c, ob_relay_poll_wait).
+ *   poll that found rows no wake announced, doubling while polls find none
+ *   (or only announced rows), up to poll_interval_ms (outcome.c,
+ *   ob_relay_poll_wait).
  *   Once a second it re-checks its session, retries locks it lacks and
  *   refreshes per-partition backlog figures in shm (upkeep.c); every 10 s
  *   the janitor deletes published rows older than retention.
@@ -90,6 +91,9 @@ relay_loop(ob_relay_t *rl)
 {
     while (ob_worker_tick(rl->slot)) {
         uint32_t seen = atomic_load(&rl->slot->wake);
+        /* rows an HTTP worker announced need no fast polling after them: it wakes us for the next ones too */
+        int      announced = seen != rl->wake_seen;
+        rl->wake_seen = seen;
         relay_tick(rl);
         if (rl->fatal) {
             char err[512];
@@ -116,8 +120,8 @@ relay_loop(ob_relay_t *rl)
                 continue;
         }
         rd_kafka_poll(rl->rk, 0);
-        rl->wait_ms =
-            ob_relay_poll_wait(rl->wait_ms, found, rl->cfg->relay.poll_min_ms, rl->cfg->relay.poll_interval_ms);
+        rl->wait_ms = ob_relay_poll_wait(rl->wait_ms, announced ? 0 : found, rl->cfg->relay.poll_min_ms,
+                                         rl->cfg->relay.poll_interval_ms);
         ob_shm_wait(rl->slot, seen, rl->breaker == OB_BREAKER_OPEN ? 100 : rl->wait_ms);
     }
 }

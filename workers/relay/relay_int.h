@@ -95,6 +95,7 @@ typedef struct {
     int             fatal;                        /* producer raised a fatal error */
     int             more;                         /* last cycle filled a batch: go again at once */
     int             wait_ms;                      /* the sleep before the next poll (ob_relay_poll_wait) */
+    uint32_t        wake_seen;                    /* the wake word when the last sleep began */
     /* Kafka fails a whole produce request when one record in it is too
      * large, so a rejection in a multi-row batch names no culprit: the
      * partition then sends one row per cycle for this many rows. */
