@@ -226,6 +226,7 @@ static const struct {
     { "emit-pace", cmd_emit_pace, "--dsn D --rate R --seconds S [--conns 8 --aggregates 1000]" },
     { "latency", cmd_latency, "--orders-dsn O [--ledger-dsn L] [--until-ms W]" },
     { "pgbench-log", cmd_pgbench_log, "FILE..." },
+    { "stages", cmd_stages, "--name N [--pid P]" },
     { "backlog-save", cmd_backlog_save, "--dsn D --file F" },
     { "backlog-load", cmd_backlog_load, "--dsn D --file F" },
     { "peer-ready", cmd_peer_ready, "--dsn D --slot S --pid JVM --rest-port P --connector C --launched EPOCH_S" },

@@ -131,6 +131,10 @@ int cmd_emit_pace(int argc, char **argv);
 int cmd_latency(int argc, char **argv);
 int cmd_pgbench_log(int argc, char **argv);
 
+/* ---- stages.c: the workers' stage histograms (shm), summed, with percentiles */
+
+int cmd_stages(int argc, char **argv);
+
 /* ---- peers.c: a peer publisher (Kafka Connect + Debezium) beside outboxd -- */
 
 int cmd_peer_ready(int argc, char **argv);

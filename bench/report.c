@@ -386,6 +386,267 @@ md_latency(report_t *r)
     put(r, "latency", "naive_over_ours_p50", ratio(naive, ours));
 }
 
+/* ---- stage breakdown: the workers' own histograms (obbench stages) ------------- */
+
+/* The stages in pipeline order, under the names of /metrics and `obbench stages`. */
+static const struct {
+    const char *name, *label;
+} stage_rows[] = {
+    { "commit_to_claim", "commit → claimed / streamed" },
+    { "claim_to_ack", "claimed / streamed → Kafka acknowledged" },
+    { "produce_to_fetch", "produced → consumer fetched" },
+    { "fetch_to_ledger_commit", "fetched → ledger committed" },
+    { "occurred_to_ledger_commit", "occurred_at → ledger committed (end to end)" },
+};
+#define STAGE_NROWS (sizeof(stage_rows) / sizeof(stage_rows[0]))
+
+/* The runs that read the histograms before their stop (parts RUN_stages, RUN_db). */
+static const struct {
+    const char *run, *label;
+} stage_runs[] = {
+    { "latency", "Section 4, whole pipeline, partitioned" },
+    { "latency_wal", "Section 4, whole pipeline, wal" },
+    { "emit_partitioned_http", "Section 8, POST /orders, partitioned (no consumers)" },
+    { "emit_partitioned_sql", "Section 8, outboxd.emit, partitioned (no consumers)" },
+    { "emit_wal_http", "Section 8, POST /orders, wal (no consumers)" },
+    { "emit_wal_sql", "Section 8, outboxd.emit, wal (no consumers)" },
+};
+#define STAGE_NRUNS (sizeof(stage_runs) / sizeof(stage_runs[0]))
+
+/*
+ * The clock of each stage, for the note under the tables and report.json:
+ * a stage is only as good as the clock it starts from, and in mode
+ * partitioned the relay cannot see a row's commit.
+ */
+static const struct {
+    const char *key, *md;
+} stage_clocks[] = {
+    { "commit_to_claim_partitioned",
+      "*commit → claimed*, mode partitioned (relay): from `created_at`, the writing transaction's `now()`, i.e. its "
+      "**start**, so the writer's own transaction time is included: an upper bound on commit → claim; to the claim "
+      "returning the row, on the relay's clock" },
+    { "commit_to_claim_wal",
+      "*commit → streamed*, mode wal (relay): from the commit timestamp of the transaction as the replication "
+      "stream's Begin message gives it, to the stream decoding the row, on the relay's clock" },
+    { "claim_to_ack", "*claimed / streamed → Kafka acknowledged* (relay): the relay's clock at both ends" },
+    { "produce_to_fetch",
+      "*produced → consumer fetched* (consumer): from the record's CreateTime, set by the relay's producer when it "
+      "produced the record (right after the claim, so this stage overlaps the one before it: the stages do not add "
+      "up), to the fetch, on the consumer's clock" },
+    { "fetch_to_ledger_commit", "*fetched → ledger committed* (consumer): the consumer's clock at both ends" },
+    { "occurred_to_ledger_commit",
+      "*occurred_at → ledger committed* (consumer): from the event's `occurred_at` (the HTTP worker's clock just "
+      "before the order's commit) to the ledger commit, on the consumer's clock: the end-to-end figure" },
+};
+
+static json_t *
+stage_part(report_t *r, const char *run)
+{
+    char name[64];
+
+    snprintf(name, sizeof(name), "%s_stages", run);
+    return part(r, name);
+}
+
+/* A number of stage `stage` in run's stages part ("count", "p50_ms", ...), or NAN. */
+static double
+stage_num(report_t *r, const char *run, const char *stage, const char *key)
+{
+    char name[64], path[96];
+
+    snprintf(name, sizeof(name), "%s_stages", run);
+    snprintf(path, sizeof(path), "stages.%s.%s", stage, key);
+    return num(r, name, path);
+}
+
+/* The percentiles of a stage ("p99", ...) that fell in the +Inf bucket (borrowed), or NULL. */
+static json_t *
+stage_beyond_list(report_t *r, const char *run, const char *stage)
+{
+    json_t *st = json_object_get(json_object_get(stage_part(r, run), "stages"), stage);
+    json_t *b = json_object_get(st, "beyond_last_bound");
+
+    return json_is_array(b) ? b : NULL;
+}
+
+/* Whether percentile pct ("p99") of a stage fell in the +Inf bucket (its figure is then the last bound). */
+static int
+stage_beyond(report_t *r, const char *run, const char *stage, const char *pct)
+{
+    json_t *b;
+    size_t  i;
+
+    json_array_foreach(stage_beyond_list(r, run, stage), i, b) {
+        if (json_is_string(b) && strcmp(json_string_value(b), pct) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* A percentile cell: "> bound" when it fell beyond the histogram's last bound. */
+static const char *
+fstage_pct(report_t *r, const char *run, const char *stage, const char *pct)
+{
+    char key[16], *b;
+
+    snprintf(key, sizeof(key), "%s_ms", pct);
+    if (!stage_beyond(r, run, stage, pct))
+        return fms(stage_num(r, run, stage, key));
+    b = fbuf();
+    snprintf(b, 48, "> %s", fms(stage_num(r, run, stage, key)));
+    return b;
+}
+
+/* One run's figures into report.json's summary.stages.runs. */
+static json_t *
+stage_summary(report_t *r, const char *run)
+{
+    static const char *keys[] = { "count", "mean_ms", "p50_ms", "p99_ms" };
+    json_t            *out = json_object();
+
+    for (size_t s = 0; s < STAGE_NROWS; s++) {
+        json_t *st = json_object();
+        json_t *beyond = stage_beyond_list(r, run, stage_rows[s].name);
+        for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+            double  v = stage_num(r, run, stage_rows[s].name, keys[k]);
+            json_t *j = isnan(v)                        ? json_null()
+                        : strcmp(keys[k], "count") == 0 ? json_integer((json_int_t) v)
+                                                        : json_real(v);
+            json_object_set_new(st, keys[k], j);
+        }
+        json_object_set_new(st, "beyond_last_bound", beyond ? json_copy(beyond) : json_array());
+        json_object_set_new(out, stage_rows[s].name, st);
+    }
+    return out;
+}
+
+static void
+md_stages_run(report_t *r, const char *run, const char *label)
+{
+    char   db[64];
+    double ledger;
+
+    snprintf(db, sizeof(db), "%s_db", run);
+    ledger = num(r, db, "ledger_ms.n");     /* section 8 has no ledger */
+    fprintf(r->md, "**%s**: %s events published (outbox)", label, fnum(num(r, db, "kafka_ms.n"), 0));
+    if (!isnan(ledger))
+        fprintf(r->md, ", %s orders in the ledger", fnum(ledger, 0));
+    fprintf(r->md, ".\n\n");
+    fprintf(r->md, "| stage (ms) | p50 | p99 | mean | count |\n|---|---:|---:|---:|---:|\n");
+    for (size_t s = 0; s < STAGE_NROWS; s++) {
+        const char *st = stage_rows[s].name;
+        fprintf(r->md, "| %s | %s | %s | %s | %s |\n", stage_rows[s].label, fstage_pct(r, run, st, "p50"),
+                fstage_pct(r, run, st, "p99"), fms(stage_num(r, run, st, "mean_ms")),
+                fnum(stage_num(r, run, st, "count"), 0));
+    }
+    fprintf(r->md, "\n");
+}
+
+/* The first run measured, or NULL. */
+static const char *
+stage_first_run(report_t *r)
+{
+    for (size_t k = 0; k < STAGE_NRUNS; k++)
+        if (stage_part(r, stage_runs[k].run) != NULL)
+            return stage_runs[k].run;
+    return NULL;
+}
+
+/* The histograms' upper bounds in ms as `obbench stages` recorded them (borrowed), or NULL. */
+static json_t *
+stage_bounds_json(report_t *r)
+{
+    const char *run = stage_first_run(r);
+    json_t     *b = run ? json_object_get(stage_part(r, run), "bounds_ms") : NULL;
+
+    return json_is_array(b) ? b : NULL;
+}
+
+/* The bounds as text, "0.5, 1, ..., 1000", and the last one (NAN without bounds). */
+static double
+stage_bounds(report_t *r, char *out, size_t outlen)
+{
+    json_t *b;
+    size_t  i, n = 0;
+    double  last = NAN;
+
+    out[0] = '\0';
+    json_array_foreach(stage_bounds_json(r), i, b) {
+        last = json_number_value(b);
+        if (n < outlen)
+            n += (size_t) snprintf(out + n, outlen - n, "%s%g", i ? ", " : "", last);
+    }
+    return last;
+}
+
+static void
+md_stages_note(report_t *r)
+{
+    char   bounds[256];
+    double last = stage_bounds(r, bounds, sizeof(bounds));
+
+    fprintf(r->md, "Clocks (each stage is timed by the worker that counts it; all on this machine's wall clock):\n\n");
+    for (size_t c = 0; c < sizeof(stage_clocks) / sizeof(stage_clocks[0]); c++)
+        fprintf(r->md, "- %s.\n", stage_clocks[c].md);
+    fprintf(r->md, "\nThe histograms are coarse (bucket bounds %s ms, then +Inf), so p50 and p99 are **estimates**, "
+                   "interpolated linearly inside the bucket that holds them (as Prometheus's histogram_quantile "
+                   "does); a percentile beyond the last bound is shown as \"> %g\", a lower bound. The mean is "
+                   "exact (the workers sum the microseconds). CreateTime and occurred_at are whole milliseconds, "
+                   "so the stages that start from them read up to 1 ms long. Section 8 runs no consumers: only the "
+                   "relay stages count there, and in mode partitioned commit → claimed of `outboxd.emit` rows "
+                   "includes the wait for the relay's next poll (nobody wakes it).\n\n",
+            bounds, last);
+}
+
+static void
+stages_put(report_t *r)
+{
+    json_t *runs = json_object(), *clocks = json_object(), *bounds = stage_bounds_json(r);
+
+    for (size_t k = 0; k < STAGE_NRUNS; k++)
+        if (stage_part(r, stage_runs[k].run) != NULL)
+            json_object_set_new(runs, stage_runs[k].run, stage_summary(r, stage_runs[k].run));
+    for (size_t c = 0; c < sizeof(stage_clocks) / sizeof(stage_clocks[0]); c++)
+        json_object_set_new(clocks, stage_clocks[c].key, json_string(stage_clocks[c].md));
+    json_object_set_new(r->summary, "stages",
+                        json_pack("{s:O*, s:s, s:o, s:o}", "bounds_ms", bounds, "estimate",
+                                  "percentiles interpolated linearly inside the histogram bucket holding them; "
+                                  "beyond_last_bound: those that fell in the +Inf bucket, given as the last bound",
+                                  "clocks", clocks, "runs", runs));
+}
+
+/*
+ * Sections 4 and 8 measure commit -> Kafka and commit -> ledger from the
+ * databases; this says which stage holds that time, one table per run.
+ */
+static void
+md_stages(report_t *r)
+{
+    const char *title = "## 4b. Where the time goes: stage histograms (sections 4 and 8)";
+    char        missing[512] = "";
+    size_t      n = 0;
+
+    if (stage_first_run(r) == NULL) {
+        ran(r, title, "latency_stages");        /* says it was not run */
+        return;
+    }
+    fprintf(r->md, "%s\n\n", title);
+    fprintf(r->md, "Each relay and consumer keeps a histogram per stage of every event it handles (DESIGN §2; "
+                   "`outboxd_stage_duration_seconds` in /metrics). `obbench stages` sums each stage over the "
+                   "workers of its kind once the run has settled, just before outboxd stops, so a table covers "
+                   "every event of its run. count = events the stage timed.\n\n");
+    for (size_t k = 0; k < STAGE_NRUNS; k++) {
+        if (stage_part(r, stage_runs[k].run) != NULL)
+            md_stages_run(r, stage_runs[k].run, stage_runs[k].label);
+        else if (n < sizeof(missing))
+            n += (size_t) snprintf(missing + n, sizeof(missing) - n, "%s%s", n ? "; " : "", stage_runs[k].label);
+    }
+    if (n > 0)
+        fprintf(r->md, "_Not measured in this invocation: %s._\n\n", missing);
+    md_stages_note(r);
+    stages_put(r);
+}
+
 /* Max RSS of a kind over the parts of one phase, in MB (NAN if none). */
 static double
 rss_max(report_t *r, const char *const *names, const char *kind)
@@ -1182,6 +1443,7 @@ cmd_report(int argc, char **argv)
     md_drain(&r);
     md_apply(&r);
     md_latency(&r);
+    md_stages(&r);
     md_memory(&r);
     md_cpu(&r);
     md_wal(&r);

@@ -175,6 +175,13 @@ ready() {
     "$OBBENCH" ready --name "$NAME" --pid "$OB_PID" --partitions "$PARTITIONS" --timeout 60 "$@"
 }
 
+# stages RUN: the workers' stage histograms, part RUN_stages. Only while
+# outboxd still runs (its segment goes with it), and once settled, so every
+# event of the run has been counted.
+stages() {
+    "$OBBENCH" stages --name "$NAME" --pid "$OB_PID" >"$PARTS/${1}_stages.json"
+}
+
 # Graceful stop (TERM), SIGKILL after 30 s; our pid only.
 stop_outboxd() {
     [[ -n "$OB_PID" ]] || return 0
@@ -459,6 +466,7 @@ latency_run() {
     run "$OBBENCH" settle --orders-dsn "$ORDERS_DSN" --ledger-dsn "$LEDGER_DSN" --timeout 60 >"$PARTS/${run}_settle.json"
     watch_stop
     "$OBBENCH" latency --orders-dsn "$ORDERS_DSN" --ledger-dsn "$LEDGER_DSN" >"$PARTS/${run}_db.json"
+    stages "$run"
     stop_outboxd
     drop_slots
     drop_topic "$topic"
@@ -517,6 +525,7 @@ emit_end() {
     run "$OBBENCH" settle --orders-dsn "$ORDERS_DSN" --timeout 60 >"$PARTS/${run}_settle.json"
     watch_stop
     "$OBBENCH" latency --orders-dsn "$ORDERS_DSN" >"$PARTS/${run}_db.json"
+    stages "$run"     # no consumers here: only the relay stages count
     stop_outboxd
     drop_slots
     drop_topic "$topic"
