@@ -123,8 +123,8 @@ static const key_def_t keys[] = {
     I("relay", "poll_interval_ms", relay.poll_interval_ms, 1, 60000, "100", RELAYS,
       "how often a relay polls without a wakeup (events written by other services wake nobody)"),
     I("relay", "poll_min_ms", relay.poll_min_ms, 0, 60000, "2", RELAYS,
-      "after a poll that found events the next one comes this soon, doubling while polls find none, up to"
-      " poll_interval_ms; 0 = always poll_interval_ms"),
+      "after a poll that found events no HTTP worker announced the next one comes this soon, doubling while"
+      " polls find none, up to poll_interval_ms; 0 = always poll_interval_ms"),
     D("relay", "retention", relay.retention_s, 60, "24h", RELAYS, "published rows are deleted after this"),
     /* 1, not 0: with 0 a cycle's rows of one partition can leave in several
      * produce requests, and when Kafka rejects one record for its size the
