@@ -6,8 +6,11 @@ CC      ?= gcc
 BUILD   ?= build
 SAN     ?=
 OPT     ?= -O2
+# The one place the version lives: a clean clone may have no tags, and the
+# Debian package takes its version from here too.
+VERSION := $(shell cat VERSION)
 CFLAGS  := -std=gnu11 -D_GNU_SOURCE $(OPT) -g -fcallgraph-info -Wall -Wextra -Werror -Wno-missing-field-initializers -Wno-format-truncation \
-           -I. -I/usr/include/postgresql -pthread $(SAN) $(EXTRA_CFLAGS)
+           -I. -I/usr/include/postgresql -pthread -DOB_VERSION='"$(VERSION)"' $(SAN) $(EXTRA_CFLAGS)
 LDFLAGS := -pthread $(SAN)
 LIBS    := -lpq -lrdkafka -lcivetweb -lmsgpackc -ljansson -linih -lcrypto -ldl
 TEST_LIBS := $(LIBS) -lcriterion
@@ -45,6 +48,9 @@ $(BUILD)/obj/%.o: %.c $(wildcard common/*.h shm/*.h supervisor/*.h cli/*.h worke
 	@mkdir -p $(dir $@)
 	@echo "  CC  $<"
 	@$(CC) $(CFLAGS) -c -o $@ $<
+
+# Only cli/version.c reads OB_VERSION; a new VERSION rebuilds it.
+$(BUILD)/obj/cli/version.o: VERSION
 
 $(GEN): $(SQL) scripts/embed_sql.sh
 	@mkdir -p $(dir $@)

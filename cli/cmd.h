@@ -15,6 +15,12 @@ int ob_cmd_status(const ob_cfg_t *cfg, int json);
  * of the configured DSNs (roles.c); 0, or 1 with what is missing printed.
  */
 int ob_cmd_migrate(const ob_cfg_t *cfg, const char *orders_owner, const char *ledger_owner);
+/*
+ * Before the supervisor starts: refuses (-1, with a sentence on stderr) a
+ * reachable database whose schema is older than this binary needs; an
+ * unreachable one is only a warning, since the workers check it too.
+ */
+int ob_cmd_schema_gate(const ob_cfg_t *cfg);
 /* Prints what the roles of [orders], [relay] and [ledger] dsn lack; returns how many things. */
 int ob_roles_check(const ob_cfg_t *cfg);
 /* Applies one stream ("outbox", "orderdb" or "ledgerdb") to the database of dsn; used by tests too. */
@@ -31,5 +37,11 @@ int ob_cmd_reconcile(const ob_cfg_t *cfg, int json, int grace_s);
 
 /* Writes the configuration reference (docs/CONFIG.md) from the key table; 0, or 1 on a write error. */
 int ob_cmd_config_reference(FILE *out);
+/* outboxd.conf(5) in roff, from the same table and texts as the reference; 0, or 1 on a write error. */
+int ob_cmd_manpage5(FILE *out, const char *version);
+/* The version and the linked libraries' versions, for --version. */
+void ob_cmd_version(FILE *out);
+/* The version alone, as in the file VERSION. */
+const char *ob_cmd_version_string(void);
 
 #endif

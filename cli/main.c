@@ -7,12 +7,13 @@
  *   outboxd reconcile [-c FILE] [--json] [--grace SECONDS]
  *   outboxd replay [-c FILE] (--order ID | --event ID | --since TS | --quarantined
  *                             | --dead-letters (--id N | --all)) [--dry-run]
- *   outboxd config-reference
+ *   outboxd config-reference | manpage (8|5) | help [COMMAND] | --version
  *
  * Bad usage exits 2 with a sentence; so does a config that does not parse.
  */
 #include "../supervisor/sup.h"
 #include "cmd.h"
+#include "help.h"
 #include "../common/cfg.h"
 #include "../common/kprops.h"
 #include "../common/util.h"
@@ -29,20 +30,7 @@
 static void
 usage(FILE *out)
 {
-    fprintf(out,
-            "usage: outboxd [-c FILE] [-t] [-f] [--http-workers N] [--relays N] [--consumers N]\n"
-            "       outboxd status [-c FILE] [--json]\n"
-            "       outboxd migrate [-c FILE] [--orders-dsn OWNER_DSN] [--ledger-dsn OWNER_DSN]\n"
-            "       outboxd reconcile [-c FILE] [--json] [--grace SECONDS]\n"
-            "       outboxd replay [-c FILE] (--order ID | --event ID | --since TIMESTAMP | --quarantined) [--dry-run]\n"
-            "       outboxd replay [-c FILE] --dead-letters (--id N | --all) [--dry-run]\n"
-            "       outboxd config-reference   (every config key, its default and reload rule, as Markdown)\n"
-            "  -c FILE   config file (default %s)\n"
-            "  -t        validate the config and exit (0 valid, 1 invalid)\n"
-            "  -f        stay in the foreground\n"
-            "Flags override the file at start; a reload keeps a flag's value until\n"
-            "the file's own value for that key changes.\n",
-            DEFAULT_CONFIG);
+    ob_help_usage(out);
 }
 
 static int
@@ -105,8 +93,8 @@ load_config(const char *path, ob_cfg_t *cfg)
 
 /* What a subcommand's options said. */
 typedef struct {
-    const char *path, *what, *value, *dl_id, *owner[2];
-    int         json, dry_run, picks, dl_picks, grace;
+    const char *name, *path, *what, *value, *dl_id, *owner[2];
+    int         json, dry_run, picks, dl_picks, grace, help;
 } cli_opts_t;
 
 /* One option of a subcommand into o; 0, or -1 after saying why. */
@@ -136,15 +124,17 @@ cli_option(int ch, cli_opts_t *o)
             return -1;
         o->dl_id = ch == 'i' ? optarg : NULL;
         o->dl_picks++;
-    } else {
-        usage(stderr);
+    } else if (ch == 'h')
+        o->help = 1;
+    else {
+        ob_help_command(stderr, o->name);
         return -1;
     }
     return 0;
 }
 
 static int
-cli_parse(int argc, char **argv, cli_opts_t *o)
+cli_parse(const char *name, int argc, char **argv, cli_opts_t *o)
 {
     static const struct option opts[] = {
         { "json", no_argument, NULL, 'j' },       { "order", required_argument, NULL, 'o' },
@@ -152,13 +142,13 @@ cli_parse(int argc, char **argv, cli_opts_t *o)
         { "quarantined", no_argument, NULL, 'q' }, { "dry-run", no_argument, NULL, 'n' },
         { "grace", required_argument, NULL, 'g' },
         { "dead-letters", no_argument, NULL, 'D' }, { "id", required_argument, NULL, 'i' },
-        { "all", no_argument, NULL, 'a' },
+        { "all", no_argument, NULL, 'a' },         { "help", no_argument, NULL, 'h' },
         { "orders-dsn", required_argument, NULL, 'O' }, { "ledger-dsn", required_argument, NULL, 'L' },
         { NULL, 0, NULL, 0 },
     };
     int ch;
 
-    *o = (cli_opts_t) { .path = DEFAULT_CONFIG, .grace = 10 };
+    *o = (cli_opts_t) { .name = name, .path = DEFAULT_CONFIG, .grace = 10 };
     optind = 1;
     while ((ch = getopt_long(argc, argv, "c:", opts, NULL)) != -1)
         if (cli_option(ch, o) != 0)
@@ -221,8 +211,10 @@ run_subcommand(int which, int argc, char **argv)
     char       err[1024];
     int        rc;
 
-    if (cli_parse(argc, argv, &o) != 0)
+    if (cli_parse(commands[which].name, argc, argv, &o) != 0)
         return OB_EXIT_FATAL;
+    if (o.help)
+        return ob_help_command(stdout, commands[which].name) == 0 ? OB_EXIT_OK : OB_EXIT_FATAL;
     cfg = malloc(sizeof(*cfg));
     if (cfg == NULL)
         return OB_EXIT_RETRY;
@@ -274,6 +266,64 @@ check_config(ob_cfg_t *cfg, const ob_overrides_t *ovr, const char *path)
     return 0;
 }
 
+/* The schema gate sees the workers the flags ask for; cfg stays the file's, as the supervisor needs it. */
+static int
+schema_gate(const ob_cfg_t *cfg, const ob_overrides_t *ovr)
+{
+    ob_cfg_t *eff = malloc(sizeof(*eff));
+    int       rc;
+
+    if (eff == NULL)
+        return -1;
+    *eff = *cfg;
+    ob_sup_apply_overrides(eff, ovr);
+    rc = ob_cmd_schema_gate(eff);
+    free(eff);
+    return rc;
+}
+
+/* `help [COMMAND]`: 0, or 2 naming what does not exist. */
+static int
+tool_help(int argc, char **argv)
+{
+    if (argc == 1) {
+        usage(stdout);
+        return OB_EXIT_OK;
+    }
+    if (argc == 2 && ob_help_command(stdout, argv[1]) == 0)
+        return OB_EXIT_OK;
+    if (argc == 2)
+        fprintf(stderr, "outboxd: there is no command \"%s\"; `outboxd help` lists them\n", argv[1]);
+    else
+        fprintf(stderr, "outboxd: help takes at most one command, got %d\n", argc - 1);
+    return OB_EXIT_FATAL;
+}
+
+/*
+ * The commands that read no config: help, the generated references, and
+ * `COMMAND --help` of each. -1 when argv[0] is none of them.
+ */
+static int
+run_tool(int argc, char **argv)
+{
+    int wants_help = argc == 2 && strcmp(argv[1], "--help") == 0;
+
+    if (strcmp(argv[0], "help") == 0)
+        return wants_help ? ob_help_command(stdout, "help") : tool_help(argc, argv);
+    if (strcmp(argv[0], "config-reference") != 0 && strcmp(argv[0], "manpage") != 0)
+        return -1;
+    if (wants_help)
+        return ob_help_command(stdout, argv[0]);
+    if (strcmp(argv[0], "config-reference") == 0 && argc == 1)
+        return ob_cmd_config_reference(stdout);
+    if (strcmp(argv[0], "manpage") == 0 && argc == 2 && strcmp(argv[1], "8") == 0)
+        return ob_help_manpage8(stdout, ob_cmd_version_string());
+    if (strcmp(argv[0], "manpage") == 0 && argc == 2 && strcmp(argv[1], "5") == 0)
+        return ob_cmd_manpage5(stdout, ob_cmd_version_string());
+    ob_help_command(stderr, argv[0]);
+    return OB_EXIT_FATAL;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -282,6 +332,7 @@ main(int argc, char **argv)
         { "relays", required_argument, NULL, 'R' },
         { "consumers", required_argument, NULL, 'C' },
         { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
     ob_overrides_t ovr = { -1, -1, -1 };
@@ -289,8 +340,8 @@ main(int argc, char **argv)
     int            test_only = 0, foreground = 0, ch, rc;
     ob_cfg_t      *cfg;
 
-    if (argc == 2 && strcmp(argv[1], "config-reference") == 0)
-        return ob_cmd_config_reference(stdout);
+    if (argc > 1 && (rc = run_tool(argc - 1, argv + 1)) >= 0)
+        return rc;
     for (size_t i = 0; argc > 1 && i < OB_ARRAY_LEN(commands); i++)
         if (strcmp(argv[1], commands[i].name) == 0)
             return run_subcommand((int) i, argc - 1, argv + 1);
@@ -303,6 +354,7 @@ main(int argc, char **argv)
         case 'R': if (parse_count("--relays", optarg, &ovr.relays) != 0) return OB_EXIT_FATAL; break;
         case 'C': if (parse_count("--consumers", optarg, &ovr.consumers) != 0) return OB_EXIT_FATAL; break;
         case 'h': usage(stdout); return OB_EXIT_OK;
+        case 'V': ob_cmd_version(stdout); return OB_EXIT_OK;
         default: usage(stderr); return OB_EXIT_FATAL;
         }
     }
@@ -322,6 +374,10 @@ main(int argc, char **argv)
         rc = check_config(cfg, &ovr, path);
         free(cfg);
         return rc;
+    }
+    if (schema_gate(cfg, &ovr) != 0) {
+        free(cfg);
+        return OB_EXIT_FATAL;
     }
     rc = ob_sup_run(cfg, &ovr, foreground);
     free(cfg);

@@ -12,7 +12,8 @@
  * that API is on; `ledgerdb`, only when consumers or the ledger API run.
  */
 #include "cmd.h"
-#include "migrations.h"
+#include "../common/migrations.h"
+#include "../common/schema.h"
 #include "../common/log.h"
 #include "../common/pg.h"
 #include "../common/routing.h"
@@ -26,17 +27,11 @@
 #define MIGRATE_LOCK_KEY "7411020001"   /* pg_advisory_xact_lock key: "outboxd migrate" */
 
 /*
- * The table of applied versions of a stream: the outbox stream keeps its
- * own inside its schema. Both are named with their schema, and the session
- * migrates with search_path = public: for a role called outboxd, the
- * default "$user", public would otherwise put orderdb's tables, and find its
- * versions, in the schema outboxd.
+ * The tables of applied versions (ob_schema_table) are named with their
+ * schema, and the session migrates with search_path = public: for a role
+ * called outboxd, the default "$user", public would otherwise put orderdb's
+ * tables, and find its versions, in the schema outboxd.
  */
-static const char *
-migrate_table(const char *db)
-{
-    return strcmp(db, "outbox") == 0 ? "outboxd.schema_migrations" : "public.schema_migrations";
-}
 
 static int
 migrate_applied(PGconn *pg, const char *db, int version, int *applied, char *err, size_t errlen)
@@ -46,7 +41,7 @@ migrate_applied(PGconn *pg, const char *db, int version, int *applied, char *err
     PGresult   *r;
 
     snprintf(v, sizeof(v), "%d", version);
-    snprintf(sql, sizeof(sql), "SELECT 1 FROM %s WHERE version = $1", migrate_table(db));
+    snprintf(sql, sizeof(sql), "SELECT 1 FROM %s WHERE version = $1", ob_schema_table(db));
     r = PQexecParams(pg, sql, 1, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         snprintf(err, errlen, "%s", PQresultErrorMessage(r));
@@ -80,7 +75,7 @@ migrate_one(PGconn *pg, const ob_migration_t *m, int *did, char *err, size_t err
     if (ob_pg_exec(pg, m->sql, err, errlen) != 0)
         goto fail;
     snprintf(v, sizeof(v), "%d", m->version);
-    snprintf(sql, sizeof(sql), "INSERT INTO %s (version, name) VALUES ($1, $2)", migrate_table(m->db));
+    snprintf(sql, sizeof(sql), "INSERT INTO %s (version, name) VALUES ($1, $2)", ob_schema_table(m->db));
     r = PQexecParams(pg, sql, 2, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         snprintf(err, errlen, "%s", PQresultErrorMessage(r));
@@ -143,7 +138,7 @@ ob_migrate_db(const char *db, const char *dsn, char *err, size_t errlen)
     snprintf(ddl, sizeof(ddl),
              "%sCREATE TABLE IF NOT EXISTS %s (version integer PRIMARY KEY, name text NOT NULL,"
              " applied_at timestamptz NOT NULL DEFAULT now())",
-             strcmp(db, "outbox") == 0 ? "CREATE SCHEMA IF NOT EXISTS outboxd; " : "", migrate_table(db));
+             strcmp(db, "outbox") == 0 ? "CREATE SCHEMA IF NOT EXISTS outboxd; " : "", ob_schema_table(db));
     if (ob_pg_exec(pg, "SET client_min_messages = warning", err, errlen) != 0 ||
         (strcmp(db, "outbox") != 0 && migrate_where_before(pg, db, err, errlen) != 0) ||
         ob_pg_exec(pg, "SET search_path = public", err, errlen) != 0 ||
@@ -243,5 +238,42 @@ ob_cmd_migrate(const ob_cfg_t *cfg, const char *orders_owner, const char *ledger
                         " on them\n", missing);
         return 1;
     }
+    return 0;
+}
+
+/* One stream's gate: 0 let it start, -1 refuse (said why). */
+static int
+gate_one(const char *stream, const char *dsn)
+{
+    char    err[1024];
+    PGconn *pg = ob_pg_connect(dsn, "outboxd schema check", err, sizeof(err));
+    int     rc;
+
+    if (pg == NULL) {
+        /* a database that is down at boot must not keep the daemon down: the workers retry and check it */
+        fprintf(stderr, "outboxd: warning: the %s schema's version is not checked now (%s); the relays and"
+                        " consumers check it when they connect\n", stream, err);
+        return 0;
+    }
+    rc = ob_schema_check(pg, stream, err, sizeof(err));
+    PQfinish(pg);
+    if (rc == OB_EXIT_FATAL) {
+        fprintf(stderr, "outboxd: refusing to start: %s\n", err);
+        return -1;
+    }
+    if (rc != OB_EXIT_OK)
+        fprintf(stderr, "outboxd: warning: %s; the relays and consumers check it when they connect\n", err);
+    return 0;
+}
+
+int
+ob_cmd_schema_gate(const ob_cfg_t *cfg)
+{
+    if (cfg->workers.relays > 0 && gate_one("outbox", ob_cfg_relay_dsn(cfg)) != 0)
+        return -1;
+    if (ob_cfg_orders_api(cfg) && (gate_one("outbox", cfg->orders.dsn) != 0 || gate_one("orderdb", cfg->orders.dsn) != 0))
+        return -1;
+    if (ob_cfg_ledger_used(cfg) && gate_one("ledgerdb", cfg->ledger.dsn) != 0)
+        return -1;
     return 0;
 }

@@ -141,8 +141,9 @@ static const key_def_t keys[] = {
       "mode wal: run although max_slot_wal_keep_size = -1, where a stuck slot can fill orderdb's disk"),
     S("relay", "dsn", relay.dsn, NULL, RELAYS,
       "orderdb for the relays, as a role of their own (docs/least-privilege.sql); empty = [orders] dsn"),
-    S("admin", "listen", admin.listen, "127.0.0.1:9090", RESTART,
-      "host:port of the status page and metrics; empty disables it"),
+    S("admin", "listen", admin.listen, "127.0.0.1:7411", RESTART,
+      "host:port of the status page and metrics; empty disables it. Before 0.9 the default was "
+      "127.0.0.1:9090, Prometheus's own port: set it to keep a scrape config unchanged"),
     S("admin", "token", admin.token, NULL, 0, "when set, the admin listener wants Authorization: Bearer <token>"),
     E("log", "format", K_ENUM, log.format, log_formats, "logfmt", 0, "logfmt or json lines"),
     E("log", "level", K_ENUM, log.level, log_levels, "info", 0, "the least severe level written"),

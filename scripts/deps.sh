@@ -24,6 +24,8 @@ PACKAGES=(
     wrk iptables procps
     chromium            # headless, for the status page test
     python3-psycopg     # examples/product-stock, run by tests/integration/test_example.c
+    debhelper fakeroot lintian   # make deb and its package test
+    prometheus          # promtool and a live Prometheus for the alert rules' tests
 )
 # A JDK/Maven the user installed by other means is good enough; only pull in
 # Debian's when nothing is on PATH, so we never fight a hand-picked toolchain.
@@ -56,9 +58,19 @@ install_packages() {
     # One update only, and only when something is actually missing: it is the
     # slow, network-touching part.
     "${as_root[@]}" apt-get update -qq
+    # Debian's prometheus starts a daemon on :9090 when installed; the tests run
+    # their own, so a policy-rc.d refuses service starts during this install only.
+    local policy=/usr/sbin/policy-rc.d made_policy=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' | "${as_root[@]}" tee "$policy" >/dev/null
+        "${as_root[@]}" chmod 755 "$policy"
+        made_policy=1
+    fi
     # env rather than a plain assignment so it survives sudo's env reset.
     "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+        { ((made_policy)) && "${as_root[@]}" rm -f "$policy"; die "apt-get install failed"; }
+    ((made_policy)) && "${as_root[@]}" rm -f "$policy"
     log "apt: installed ${#missing[@]} package(s)"
 }
 

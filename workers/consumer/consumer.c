@@ -42,6 +42,7 @@
 #include "../../common/log.h"
 #include "../../common/money.h"
 #include "../../common/pg.h"
+#include "../../common/schema.h"
 #include "../../common/sig.h"
 #include "../../common/util.h"
 #include "../../common/uuid.h"
@@ -87,6 +88,7 @@ static void cons_committed(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_top
 static void cons_release(ob_cons_t *cs);
 static void cons_stats(ob_cons_t *cs);
 static int  cons_fatal(ob_cons_t *cs);
+static ob_cons_class_t cons_connect(ob_cons_t *cs, char *err, size_t errlen);
 
 int
 ob_cons_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
@@ -194,7 +196,7 @@ cons_init(ob_cons_t *cs, char *err, size_t errlen)
 {
     const ob_cfg_t  *cfg = cs->cfg;
     rd_kafka_conf_t *conf;
-    char            *instance = cs->instance, app[64];
+    char            *instance = cs->instance;
     ob_kprops_kv_t   kv[] = {
         { "bootstrap.servers", cfg->kafka.brokers },
         { "group.id", cfg->ledger.group },
@@ -251,12 +253,10 @@ cons_init(ob_cons_t *cs, char *err, size_t errlen)
         snprintf(err, errlen, "subscribe(%s) failed: %s", topic, rd_kafka_err2str(e));
         return OB_EXIT_RETRY;
     }
-    snprintf(app, sizeof(app), "outboxd consumer %d", cs->index);
     /* no database yet is fine: the first batch waits for it */
-    cs->pg = ob_pg_connect(cfg->ledger.dsn, app, err, errlen);
-    if (cs->pg == NULL)
+    if (cons_connect(cs, err, errlen) != OB_CONS_OK && !cs->fatal)
         ob_log(OB_LOG_WARN, "%s; will retry", err);
-    return OB_EXIT_OK;
+    return cs->fatal ? OB_EXIT_FATAL : OB_EXIT_OK;
 }
 
 /* The record view of a message: pointers into it, valid while it lives. */
@@ -327,7 +327,18 @@ cons_connect(ob_cons_t *cs, char *err, size_t errlen)
     PQfinish(cs->pg);
     snprintf(app, sizeof(app), "outboxd consumer %d", cs->index);
     cs->pg = ob_pg_connect(cs->cfg->ledger.dsn, app, err, errlen);
-    return cs->pg != NULL ? OB_CONS_OK : OB_CONS_AWAY;
+    if (cs->pg == NULL)
+        return OB_CONS_AWAY;
+    /* applying through functions an older ledger schema lacks would dead-letter every event */
+    if (ob_schema_check(cs->pg, "ledgerdb", err, errlen) == OB_EXIT_FATAL) {
+        ob_log(OB_LOG_ERROR, "consumer %d: %s", cs->index, err);
+        ob_worker_note(cs->slot, "%s", err);
+        cs->fatal = 1;
+        PQfinish(cs->pg);
+        cs->pg = NULL;
+        return OB_CONS_AWAY;
+    }
+    return OB_CONS_OK;
 }
 
 static void

@@ -35,6 +35,7 @@
 #include "relay_int.h"
 #include "../../common/log.h"
 #include "../../common/pg.h"
+#include "../../common/schema.h"
 #include "../../common/routing.h"
 #include "../../common/sig.h"
 #include "../../common/util.h"
@@ -171,14 +172,19 @@ relay_session_setup(ob_relay_t *rl)
 /*
  * outboxd.emit hashes with outboxd.settings' partition count, the HTTP
  * workers with [kafka] partitions: publishing while they differ would split
- * aggregates over two counts. OB_EXIT_OK, RETRY (no answer) or FATAL.
+ * aggregates over two counts; and a schema older than this binary (after
+ * an upgrade, before `outboxd migrate`) must not be published from.
+ * OB_EXIT_OK, RETRY (no answer) or FATAL.
  */
 static int
 relay_check_settings(ob_relay_t *rl, char *err, size_t errlen)
 {
-    PGresult *r = ob_pg_query(rl->pg, "SELECT partitions FROM outboxd.settings", 0, NULL, NULL, err, errlen);
-    int       rc = OB_EXIT_OK;
+    PGresult *r;
+    int       rc = ob_schema_check(rl->pg, "outbox", err, errlen);
 
+    if (rc != OB_EXIT_OK)
+        return rc;
+    r = ob_pg_query(rl->pg, "SELECT partitions FROM outboxd.settings", 0, NULL, NULL, err, errlen);
     if (r == NULL)
         return PQstatus(rl->pg) == CONNECTION_OK ? OB_EXIT_FATAL : OB_EXIT_RETRY;
     if (PQntuples(r) != 1) {

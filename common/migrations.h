@@ -1,4 +1,4 @@
-/* cli/migrations.h: migrations compiled into the binary from sql/. */
+/* common/migrations.h: migrations compiled into the binary from sql/. */
 #ifndef OB_MIGRATIONS_H
 #define OB_MIGRATIONS_H
 
