@@ -126,7 +126,7 @@ int
 ob_migrate_db(const char *db, const char *dsn, char *err, size_t errlen)
 {
     PGconn *pg = PQconnectdb(dsn);
-    char    masked[OB_CFG_STR], ddl[256];
+    char    masked[OB_CFG_STR], ddl[512];
     int     applied = 0, last = 0;
 
     ob_log_mask_dsn(dsn, masked, sizeof(masked));
@@ -135,10 +135,12 @@ ob_migrate_db(const char *db, const char *dsn, char *err, size_t errlen)
         PQfinish(pg);
         return -1;
     }
+    /* every worker's role reads the version (common/schema.c): version numbers are no secret */
     snprintf(ddl, sizeof(ddl),
              "%sCREATE TABLE IF NOT EXISTS %s (version integer PRIMARY KEY, name text NOT NULL,"
-             " applied_at timestamptz NOT NULL DEFAULT now())",
-             strcmp(db, "outbox") == 0 ? "CREATE SCHEMA IF NOT EXISTS outboxd; " : "", ob_schema_table(db));
+             " applied_at timestamptz NOT NULL DEFAULT now()); GRANT SELECT ON %s TO PUBLIC",
+             strcmp(db, "outbox") == 0 ? "CREATE SCHEMA IF NOT EXISTS outboxd; " : "", ob_schema_table(db),
+             ob_schema_table(db));
     if (ob_pg_exec(pg, "SET client_min_messages = warning", err, errlen) != 0 ||
         (strcmp(db, "outbox") != 0 && migrate_where_before(pg, db, err, errlen) != 0) ||
         ob_pg_exec(pg, "SET search_path = public", err, errlen) != 0 ||

@@ -49,6 +49,13 @@ ob_schema_check(PGconn *pg, const char *stream, char *err, size_t errlen)
         char sql[96];
         snprintf(sql, sizeof(sql), "SELECT coalesce(max(version), 0) FROM %s", ob_schema_table(stream));
         r = PQexec(pg, sql);
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        if (state != NULL && strcmp(state, "42501") == 0) {
+            snprintf(err, errlen, "this role cannot read %s to see the %s schema's version: run `outboxd migrate`,"
+                     " which grants SELECT on it to every role", ob_schema_table(stream), stream);
+            PQclear(r);
+            return OB_EXIT_FATAL;
+        }
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
             snprintf(err, errlen, "%s schema version: %s", stream, PQresultErrorMessage(r));
             PQclear(r);
