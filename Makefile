@@ -9,9 +9,13 @@ OPT     ?= -O2
 # The one place the version lives: a clean clone may have no tags, and the
 # Debian package takes its version from here too.
 VERSION := $(shell cat VERSION)
+# The caller's CFLAGS, CPPFLAGS and LDFLAGS (dpkg-buildflags, in a package
+# build) come after ours: their hardening is honoured and -Werror still holds.
+USER_CFLAGS  := $(CFLAGS)
+USER_LDFLAGS := $(LDFLAGS)
 CFLAGS  := -std=gnu11 -D_GNU_SOURCE $(OPT) -g -fcallgraph-info -Wall -Wextra -Werror -Wno-missing-field-initializers -Wno-format-truncation \
-           -I. -I/usr/include/postgresql -pthread -DOB_VERSION='"$(VERSION)"' $(SAN) $(EXTRA_CFLAGS)
-LDFLAGS := -pthread $(SAN)
+           -I. -I/usr/include/postgresql -pthread -DOB_VERSION='"$(VERSION)"' $(SAN) $(EXTRA_CFLAGS) $(CPPFLAGS) $(USER_CFLAGS)
+LDFLAGS := -pthread $(SAN) $(USER_LDFLAGS)
 LIBS    := -lpq -lrdkafka -lcivetweb -lmsgpackc -ljansson -linih -lcrypto -ldl
 TEST_LIBS := $(LIBS) -lcriterion
 
@@ -36,7 +40,8 @@ UNIT_BIN := $(BUILD)/tests/unit
 INTEG_BIN := $(BUILD)/tests/integration
 FAULT_BIN := $(BUILD)/tests/fault
 
-.PHONY: all deps build asan run test chaos check-structure docs test-unit test-integration stack-up stack-down stack-status migrate clean
+.PHONY: all deps build asan run test chaos check-structure docs test-unit test-integration stack-up stack-down stack-status migrate clean \
+        man install uninstall deb test-package check-rules
 
 all: build
 build: $(BUILD)/outboxd
@@ -99,6 +104,7 @@ run: deps build stack-up
 test: deps
 	$(MAKE) build $(UNIT_BIN) $(INTEG_BIN) $(FAULT_BIN) $(FUZZ_BIN)
 	$(MAKE) check-structure
+	$(if $(SKIP_FAULT),,$(MAKE) check-rules test-package)
 	@bash scripts/stack.sh up
 	$(UNIT_BIN) --jobs 2
 	$(FUZZ_BIN) -runs=3000000 -seconds=$(FUZZ_SECONDS) tests/fuzz/corpus
@@ -155,6 +161,68 @@ ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize
 
 clean:
 	rm -rf build
+
+# Man pages come from the binary: outboxd(8) from its command table,
+# outboxd.conf(5) from the key table that also writes docs/CONFIG.md.
+MAN := $(BUILD)/man/outboxd.8 $(BUILD)/man/outboxd.conf.5
+man: $(MAN)
+$(BUILD)/man/outboxd.8: $(BUILD)/outboxd
+	@mkdir -p $(dir $@)
+	$< manpage 8 >$@
+$(BUILD)/man/outboxd.conf.5: $(BUILD)/outboxd
+	@mkdir -p $(dir $@)
+	$< manpage 5 >$@
+
+# `make install`: GNU directory variables, FHS layout. The config is
+# installed only when none is there, 0640 since it holds DSNs and secrets.
+PREFIX     ?= /usr/local
+SBINDIR    ?= $(PREFIX)/sbin
+SYSCONFDIR ?= $(PREFIX)/etc
+MANDIR     ?= $(PREFIX)/share/man
+DATADIR    ?= $(PREFIX)/share/outboxd
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+RULES      := packaging/prometheus/outboxd-rules.yml
+SHARE_DOCS := docs/DESIGN.md docs/CONFIG.md docs/least-privilege.sql README.md
+INSTALLED  := $(SBINDIR)/outboxd $(MANDIR)/man8/outboxd.8 $(MANDIR)/man5/outboxd.conf.5 \
+              $(DATADIR)/outboxd-rules.yml $(addprefix $(DATADIR)/docs/,$(notdir $(SHARE_DOCS))) \
+              $(UNITDIR)/outboxd.service $(SYSCONFDIR)/logrotate.d/outboxd
+
+install: build man
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DATADIR)/docs \
+	    $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/outboxd $(DESTDIR)$(SYSCONFDIR)/logrotate.d
+	install -m 0755 $(BUILD)/outboxd $(DESTDIR)$(SBINDIR)/outboxd
+	install -m 0644 $(BUILD)/man/outboxd.8 $(DESTDIR)$(MANDIR)/man8/outboxd.8
+	install -m 0644 $(BUILD)/man/outboxd.conf.5 $(DESTDIR)$(MANDIR)/man5/outboxd.conf.5
+	install -m 0644 $(RULES) $(DESTDIR)$(DATADIR)/outboxd-rules.yml
+	install -m 0644 $(SHARE_DOCS) $(DESTDIR)$(DATADIR)/docs/
+	sed -e 's#@SBINDIR@#$(SBINDIR)#g' -e 's#@SYSCONFDIR@#$(SYSCONFDIR)#g' packaging/systemd/outboxd.service \
+	    >$(DESTDIR)$(UNITDIR)/outboxd.service && chmod 0644 $(DESTDIR)$(UNITDIR)/outboxd.service
+	install -m 0644 packaging/logrotate/outboxd $(DESTDIR)$(SYSCONFDIR)/logrotate.d/outboxd
+	test -e $(DESTDIR)$(SYSCONFDIR)/outboxd/outboxd.conf || \
+	    install -m 0640 packaging/outboxd.conf $(DESTDIR)$(SYSCONFDIR)/outboxd/outboxd.conf
+
+# Removes what install put there; a config the operator changed stays, and says so.
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	if cmp -s packaging/outboxd.conf $(DESTDIR)$(SYSCONFDIR)/outboxd/outboxd.conf; then \
+	    rm -f $(DESTDIR)$(SYSCONFDIR)/outboxd/outboxd.conf; \
+	elif test -e $(DESTDIR)$(SYSCONFDIR)/outboxd/outboxd.conf; then \
+	    echo "uninstall: kept $(DESTDIR)$(SYSCONFDIR)/outboxd/outboxd.conf: it differs from the shipped one"; fi
+	-rmdir $(DESTDIR)$(SYSCONFDIR)/outboxd $(DESTDIR)$(DATADIR)/docs $(DESTDIR)$(DATADIR) 2>/dev/null
+
+# The Debian package, built from the committed tree plus the working
+# tree's changes to tracked files, in a copy, so build/ and var/ never enter it.
+deb:
+	@bash packaging/deb.sh $(BUILD)/deb
+
+test-package:
+	bash tests/package/test_install.sh
+	bash tests/package/test_deb.sh $(BUILD)/deb
+
+# The alert rules: promtool's syntax check and its unit tests of every alert.
+check-rules:
+	promtool check rules $(RULES)
+	promtool test rules packaging/prometheus/outboxd-rules.test.yml
 
 # `make bench`: our figures beside baselines measured in the same run, as
 # ratios (bench/README.md). obbench is the C half, linked against the

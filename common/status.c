@@ -311,6 +311,14 @@ metrics_workers(sbuf_t *b, const ob_status_t *v)
             sb_printf(b, "outboxd_worker_up{kind=\"%s\",worker=\"%d\"} %d\n", ob_kind_name(s->kind), s->index,
                       s->state == OB_SLOT_RUNNING);
     }
+    /* fatal is not down: it waits for the operator (a reload), so an alert on it must not wait for a restart */
+    metric_head(b, "worker_fatal", "gauge", "1 when the worker exited fatal (exit 2) and waits for a reload.");
+    for (int i = 0; i < OB_SHM_SLOTS; i++) {
+        const ob_shm_slot_t *s = &v->slots[i];
+        if (s->state != OB_SLOT_EMPTY)
+            sb_printf(b, "outboxd_worker_fatal{kind=\"%s\",worker=\"%d\"} %d\n", ob_kind_name(s->kind), s->index,
+                      s->state == OB_SLOT_FATAL);
+    }
     metric_head(b, "worker_restarts_total", "counter", "Restarts of the worker slot.");
     for (int i = 0; i < OB_SHM_SLOTS; i++) {
         const ob_shm_slot_t *s = &v->slots[i];

@@ -162,4 +162,9 @@ Test(cli, an_older_schema_is_refused_at_start_and_by_workers, .init = setup, .fi
     }
     cr_assert(relay, "relay not fatal on an older outbox schema (last reason: %s); log %s", reason, h.log);
     cr_assert(consumer, "consumer not fatal on an older ledger schema (last reason: %s); log %s", reason, h.log);
+    /* the alert rules' worker-fatal alert reads this series */
+    static char body[1 << 18];
+    cr_assert_eq(obh_http(h.admin_port, "GET", "/metrics", NULL, NULL, body, sizeof(body), NULL, 0), 200);
+    cr_assert(strstr(body, "outboxd_worker_fatal{kind=\"relay\",worker=\"0\"} 1\n") != NULL &&
+              strstr(body, "outboxd_worker_fatal{kind=\"consumer\",worker=\"0\"} 1\n") != NULL, "%.3000s", body);
 }
