@@ -123,23 +123,50 @@ obh_kafka_grow_topic(obh_t *h, int partitions)
     h->partitions = partitions;
 }
 
-void
-obh_kafka_set_max_message_bytes(obh_t *h, int bytes)
+/* One AlterConfigs round; the resource's own error (the request's is asserted). */
+static rd_kafka_resp_err_t
+kafka_alter_max_bytes(rd_kafka_t *rk, const char *topic, const char *v, char *why, size_t whylen)
 {
-    char                  v[16];
-    rd_kafka_t           *rk = obh_kafka_admin();
-    rd_kafka_ConfigResource_t *cr = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, h->topic);
-    rd_kafka_queue_t     *q = rd_kafka_queue_new(rk);
+    rd_kafka_ConfigResource_t *cr = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic);
+    rd_kafka_queue_t          *q = rd_kafka_queue_new(rk);
+    rd_kafka_resp_err_t        e;
+    size_t                     n = 0;
 
-    snprintf(v, sizeof(v), "%d", bytes);
     rd_kafka_ConfigResource_set_config(cr, "max.message.bytes", v);
     rd_kafka_AlterConfigs(rk, &cr, 1, NULL, q);
     rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
     cr_assert_not_null(ev, "AlterConfigs timed out");
     cr_assert_eq(rd_kafka_event_error(ev), 0, "AlterConfigs: %s", rd_kafka_event_error_string(ev));
+    const rd_kafka_ConfigResource_t **res =
+        rd_kafka_AlterConfigs_result_resources(rd_kafka_event_AlterConfigs_result(ev), &n);
+    cr_assert_eq(n, 1, "AlterConfigs: %zu results", n);
+    e = rd_kafka_ConfigResource_error(res[0]);
+    snprintf(why, whylen, "%s", rd_kafka_ConfigResource_error_string(res[0]) ? rd_kafka_ConfigResource_error_string(res[0])
+                                                                             : rd_kafka_err2str(e));
     rd_kafka_event_destroy(ev);
     rd_kafka_queue_destroy(q);
     rd_kafka_ConfigResource_destroy(cr);
+    return e;
+}
+
+/*
+ * The relay creates the topic after its slot is up, so the topic may not
+ * exist yet: the resource's error said so, and was once ignored, leaving
+ * the limit unset and s13's poison event published instead of quarantined.
+ */
+void
+obh_kafka_set_max_message_bytes(obh_t *h, int bytes)
+{
+    char                v[16], why[512];
+    rd_kafka_t         *rk = obh_kafka_admin();
+    rd_kafka_resp_err_t e;
+    int64_t             until = ob_now_ms() + 15000;
+
+    snprintf(v, sizeof(v), "%d", bytes);
+    while ((e = kafka_alter_max_bytes(rk, h->topic, v, why, sizeof(why))) ==
+               RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART && ob_now_ms() < until)
+        ob_sleep_ms(100);
+    cr_assert_eq(e, 0, "AlterConfigs %s max.message.bytes: %s", h->topic, why);
     rd_kafka_destroy(rk);
 }
 
