@@ -96,13 +96,26 @@ help_find(const char *name)
     return NULL;
 }
 
-/* Markdown markup read as plain text: the backticks and stars go. */
+/* Whether s[i] is markup: a backtick, or a star outside a code span (`***` is text). */
+static int
+markup(const char *s, size_t i, int *code)
+{
+    if (s[i] == '`') {
+        *code = !*code;
+        return 1;
+    }
+    return s[i] == '*' && !*code;
+}
+
+/* Markdown markup read as plain text: the markup goes, code spans stay as they are. */
 static void
 plain(FILE *out, const char *s)
 {
-    for (; *s != '\0'; s++)
-        if (*s != '`' && *s != '*')
-            fputc(*s, out);
+    int code = 0;
+
+    for (size_t i = 0; s[i] != '\0'; i++)
+        if (!markup(s, i, &code))
+            fputc(s[i], out);
 }
 
 /* Words filled to 76 columns under an indent, for the terminal. */
@@ -110,6 +123,7 @@ static void
 filled(FILE *out, const char *indent, const char *s)
 {
     size_t col = 0;
+    int    code = 0;
 
     while (*s != '\0') {
         size_t n = strcspn(s, " ");
@@ -120,7 +134,7 @@ filled(FILE *out, const char *indent, const char *s)
         fputs(col == 0 ? indent : " ", out);
         col += col == 0 ? strlen(indent) : 1;
         for (size_t i = 0; i < n; i++)
-            if (s[i] != '`' && s[i] != '*')
+            if (!markup(s, i, &code))
                 fputc(s[i], out), col++;
         s += n;
         s += strspn(s, " ");
@@ -147,11 +161,13 @@ ob_help_usage(FILE *out)
     for (size_t i = 0; i < OB_ARRAY_LEN(cmds); i++)
         for (int j = 0; j < 2 && cmds[i].synopsis[j] != NULL; j++)
             fprintf(out, "%s %s\n", i + j == 0 ? "usage:" : "      ", cmds[i].synopsis[j]);
-    fputs("outboxd help COMMAND, or outboxd COMMAND --help, says more.\n"
-          "  -c FILE   config file (default outboxd.conf)\n"
-          "  -t        validate the config and exit (0 valid, 1 invalid)\n"
-          "  -f        stay in the foreground\n"
-          "  --version print the version and the libraries' versions\n", out);
+    fputs("outboxd help COMMAND, or outboxd COMMAND --help, says more. The daemon:\n", out);
+    filled(out, "  ", cmds[0].about);
+    for (int i = 0; i < MAX_OPTS && cmds[0].opts[i].flag != NULL; i++) {
+        fprintf(out, "  %-24s ", cmds[0].opts[i].flag);
+        plain(out, cmds[0].opts[i].text);
+        fputc('\n', out);
+    }
 }
 
 int

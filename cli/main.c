@@ -290,7 +290,7 @@ tool_help(int argc, char **argv)
         usage(stdout);
         return OB_EXIT_OK;
     }
-    if (argc == 2 && ob_help_command(stdout, argv[1]) == 0)
+    if (argc == 2 && argv[1][0] != '\0' && ob_help_command(stdout, argv[1]) == 0)
         return OB_EXIT_OK;
     if (argc == 2)
         fprintf(stderr, "outboxd: there is no command \"%s\"; `outboxd help` lists them\n", argv[1]);

@@ -319,6 +319,15 @@ metrics_workers(sbuf_t *b, const ob_status_t *v)
             sb_printf(b, "outboxd_worker_fatal{kind=\"%s\",worker=\"%d\"} %d\n", ob_kind_name(s->kind), s->index,
                       s->state == OB_SLOT_FATAL);
     }
+    /* the supervisor's own verdict (SUP_CRASHLOOP_FAILS quick failures in a row); restarts_total alone cannot
+     * tell three crashes in a minute from three in a week */
+    metric_head(b, "worker_crashloop", "gauge", "1 while the worker waits out a backoff after several quick failures.");
+    for (int i = 0; i < OB_SHM_SLOTS; i++) {
+        const ob_shm_slot_t *s = &v->slots[i];
+        if (s->state != OB_SLOT_EMPTY)
+            sb_printf(b, "outboxd_worker_crashloop{kind=\"%s\",worker=\"%d\"} %d\n", ob_kind_name(s->kind),
+                      s->index, s->state == OB_SLOT_CRASHLOOP);
+    }
     metric_head(b, "worker_restarts_total", "counter", "Restarts of the worker slot.");
     for (int i = 0; i < OB_SHM_SLOTS; i++) {
         const ob_shm_slot_t *s = &v->slots[i];
@@ -433,7 +442,7 @@ metrics_partitions(sbuf_t *b, const ob_status_t *v)
     } fam[] = {
         { "partition_committed_total", "counter", "Events committed for the partition by this instance's HTTP workers." },
         { "partition_produced_total", "counter", "Events of the partition acknowledged by Kafka." },
-        { "partition_pending", "gauge", "Pending outbox rows (capped at 100000)." },
+        { "partition_pending", "gauge", "Pending outbox rows, counted up to 10000 (the relay stops counting there)." },
         { "partition_oldest_pending_age_seconds", "gauge", "Age of the oldest pending event." },
         { "partition_errors_total", "counter", "Events not acknowledged or rejected." },
         { "partition_breaker_open", "gauge", "1 while the relay's circuit breaker is open or half-open." },

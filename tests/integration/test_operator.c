@@ -215,6 +215,28 @@ Test(operator, metrics_pass_a_strict_format_check_and_move_with_orders, .init = 
     cr_assert_geq(sum_series(body, "outboxd_partition_produced_total{"), 10);
     cr_assert_geq(sum_series(body, "outboxd_consumer_applied_total{"), 10);
     cr_assert(strstr(body, "outboxd_http_request_duration_seconds_bucket{worker=\"0\",le=\"+Inf\"}") != NULL);
+    /* the series packaging/prometheus/outboxd-rules.yml alerts on: a rename here would silence an alert */
+    static const struct {
+        const char *series;
+        int         healthy_zero;   /* 1: must be 0 while all is well; 0: must only exist */
+    } alerted[] = {
+        { "outboxd_worker_fatal{kind=\"relay\",worker=\"0\"}", 1 },
+        { "outboxd_worker_crashloop{kind=\"consumer\",worker=\"0\"}", 1 },
+        { "outboxd_worker_restarts_total{kind=\"http\",worker=\"1\"}", 0 },
+        { "outboxd_partition_breaker_open{partition=\"0\"}", 1 },
+        { "outboxd_partition_committed_total{partition=\"0\"}", 0 },
+        { "outboxd_partition_pending{partition=\"0\"}", 0 },
+        { "outboxd_partition_oldest_pending_age_seconds{partition=\"0\"}", 0 },
+        { "outboxd_relay_slot_lag_bytes{worker=\"1\"}", 1 },
+        { "outboxd_relay_slot_invalidations_total{worker=\"1\"}", 1 },
+        { "outboxd_consumer_dead_letters_total{worker=\"0\"}", 1 },
+        { "outboxd_consumer_lag_messages{worker=\"0\"}", 0 },
+    };
+    for (size_t k = 0; k < sizeof(alerted) / sizeof(alerted[0]); k++) {
+        double val = metrics_check(body, alerted[k].series);
+        cr_assert(val >= 0, "%s missing from /metrics", alerted[k].series);
+        cr_assert(!alerted[k].healthy_zero || val == 0, "%s = %g while healthy", alerted[k].series, val);
+    }
     /* every published event passed each stage once; each stage took a plausible time */
     static const char *stages[] = { "kind=\"relay\",worker=\"%d\",stage=\"commit_to_claim\"",
                                     "kind=\"relay\",worker=\"%d\",stage=\"claim_to_ack\"",
