@@ -25,6 +25,7 @@ PACKAGES=(
     chromium            # headless, for the status page test
     python3-psycopg     # examples/product-stock, run by tests/integration/test_example.c
     debhelper fakeroot lintian   # make deb and its package test
+    systemd adduser logrotate    # the package test: systemd-analyze verify, the user, the logrotate snippet
     prometheus          # promtool and a live Prometheus for the alert rules' tests
 )
 # A JDK/Maven the user installed by other means is good enough; only pull in
