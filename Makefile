@@ -109,7 +109,7 @@ run: deps build stack-up
 test: deps
 	$(MAKE) build $(UNIT_BIN) $(INTEG_BIN) $(FAULT_BIN) $(FUZZ_BIN)
 	$(MAKE) check-structure
-	$(if $(SKIP_FAULT),@echo "alert rules, package test: not repeated here (SKIP_FAULT: promtool and dpkg -i check files, not the binary's memory)",\
+	$(if $(SKIP_FAULT),@echo "alert rules and package test: not repeated here (SKIP_FAULT: promtool and dpkg -i check files and not the memory of the binary)",\
 	    $(MAKE) check-rules test-package)
 	@bash scripts/stack.sh up
 	$(UNIT_BIN) --jobs 2
