@@ -149,6 +149,32 @@ kafka_alter_max_bytes(rd_kafka_t *rk, const char *topic, const char *v, char *wh
     return e;
 }
 
+/* The topic's max.message.bytes as the broker reports it; -1 when it does not answer. */
+static int
+kafka_max_bytes(rd_kafka_t *rk, const char *topic)
+{
+    rd_kafka_ConfigResource_t *cr = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic);
+    rd_kafka_queue_t          *q = rd_kafka_queue_new(rk);
+    size_t                     n = 0, ne = 0;
+    int                        v = -1;
+
+    rd_kafka_DescribeConfigs(rk, &cr, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
+    if (ev != NULL && rd_kafka_event_error(ev) == 0) {
+        const rd_kafka_ConfigResource_t **res =
+            rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(ev), &n);
+        const rd_kafka_ConfigEntry_t **ents = n == 1 ? rd_kafka_ConfigResource_configs(res[0], &ne) : NULL;
+        for (size_t i = 0; i < ne; i++)
+            if (strcmp(rd_kafka_ConfigEntry_name(ents[i]), "max.message.bytes") == 0 && rd_kafka_ConfigEntry_value(ents[i]))
+                v = atoi(rd_kafka_ConfigEntry_value(ents[i]));
+    }
+    if (ev != NULL)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_ConfigResource_destroy(cr);
+    return v;
+}
+
 /*
  * The relay creates the topic after its slot is up, so the topic may not
  * exist yet: the resource's error said so, and was once ignored, leaving
@@ -167,6 +193,11 @@ obh_kafka_set_max_message_bytes(obh_t *h, int bytes)
                RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART && ob_now_ms() < until)
         ob_sleep_ms(100);
     cr_assert_eq(e, 0, "AlterConfigs %s max.message.bytes: %s", h->topic, why);
+    /* the broker applies it once it replays the record: a test that relies on the limit waits for it */
+    while (kafka_max_bytes(rk, h->topic) != bytes) {
+        cr_assert_lt(ob_now_ms(), until, "max.message.bytes of %s never became %d", h->topic, bytes);
+        ob_sleep_ms(50);
+    }
     rd_kafka_destroy(rk);
 }
 

@@ -81,6 +81,7 @@ grant_acls(void)
         acl(RD_KAFKA_RESOURCE_TOPIC, h.topic, "User:relay", RD_KAFKA_ACL_OPERATION_WRITE),
         acl(RD_KAFKA_RESOURCE_TOPIC, h.topic, "User:relay", RD_KAFKA_ACL_OPERATION_DESCRIBE),
         acl(RD_KAFKA_RESOURCE_TOPIC, h.topic, "User:relay", RD_KAFKA_ACL_OPERATION_CREATE),
+        acl(RD_KAFKA_RESOURCE_TOPIC, h.topic, "User:relay", RD_KAFKA_ACL_OPERATION_DESCRIBE_CONFIGS),
         acl(RD_KAFKA_RESOURCE_BROKER, "kafka-cluster", "User:relay", RD_KAFKA_ACL_OPERATION_IDEMPOTENT_WRITE),
         acl(RD_KAFKA_RESOURCE_TOPIC, h.topic, "User:ledger", RD_KAFKA_ACL_OPERATION_READ),
         acl(RD_KAFKA_RESOURCE_TOPIC, h.topic, "User:ledger", RD_KAFKA_ACL_OPERATION_DESCRIBE),
@@ -285,6 +286,8 @@ Test(kafka_secure, relay_and_ledger_principals_book_orders_others_are_refused, .
     cr_log_info("kafka_secure: %d orders booked through SASL/SCRAM in %lld ms from start", orders,
                 (long long) (ob_now_ms() - t0));
     cr_assert(obh_poll(group_committed_at_least, &h, &orders, obh_ms(20000)), "the ledger's group committed nothing");
+    cr_assert_eq(obh_log_count(&h, "max.message.bytes not read"), 0, "the DescribeConfigs grant did not do; log %s",
+                 h.log);
 
     rd_kafka_resp_err_t e = produce_as("intruder", pw_intruder);
     cr_assert_eq(e, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED, "intruder's produce: %s", rd_kafka_err2str(e));

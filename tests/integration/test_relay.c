@@ -214,7 +214,7 @@ Test(relay, oversized_event_is_quarantined_its_order_parked_and_replay_delivers,
         cr_assert_lt(ob_now_ms() - t0, obh_ms(30000), "other orders did not flow");
     cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox_quarantine"), 1);
     snprintf(sql, sizeof(sql), "SELECT count(*) FROM outboxd.outbox_quarantine WHERE aggregate_id = '%s' AND seq = 1 "
-                               "AND error LIKE '%%MSG_SIZE_TOO_LARGE%%'", ids[0]);
+                               "AND error LIKE '%%MSG_SIZE_TOO_LARGE%%max.message.bytes%%'", ids[0]);
     cr_assert_eq(obh_scalar(h.orders_dsn, sql), 1);
     /* its seq 2 stays parked, a while later still */
     ob_sleep_ms(1000);
@@ -230,6 +230,90 @@ Test(relay, oversized_event_is_quarantined_its_order_parked_and_replay_delivers,
     obh_msg_t *m = obh_kafka_read_all(&h, 40, obh_ms(30000), &n);
     obh_check_log(&h, m, n, 40);     /* order 0: seq 1 then seq 2 */
     free(m);
+}
+
+/* One event of its own order (a fresh uuid, so every key is as long) with a payload of `bytes`. */
+static void
+insert_sized(char id[37], int bytes)
+{
+    char sql[512];
+
+    obh_new_uuid(id);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO outboxd.outbox (event_id, aggregate_type, aggregate_id, seq, event_type, partition, payload)"
+             " VALUES (gen_random_uuid(), 'order', '%s', 1, 'order.created', 0, convert_to(repeat('x', %d), 'UTF8'))",
+             id, bytes);
+    obh_sql(h.orders_dsn, sql);
+}
+
+static long long
+quarantined_size(const char *id)
+{
+    char sql[256];
+
+    snprintf(sql, sizeof(sql), "SELECT coalesce(substring(error FROM 'a record of ([0-9]+) bytes')::int, -1)"
+                               " FROM outboxd.outbox_quarantine WHERE aggregate_id = '%s'", id);
+    return obh_scalar(h.orders_dsn, sql);
+}
+
+static int
+one_pending(obh_t *hh, void *arg)
+{
+    (void) arg;
+    return obh_scalar(hh->orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE NOT published") == 0 &&
+           obh_scalar(hh->orders_dsn, "SELECT count(*) FROM outboxd.outbox_quarantine") == 2;
+}
+
+/*
+ * The relay sizes a record as the broker will (DESIGN G5): one of exactly
+ * max.message.bytes by its count is accepted by Kafka, one byte more is
+ * refused before it leaves, with both sizes in the quarantine's error.
+ */
+Test(relay, a_record_of_exactly_max_message_bytes_is_sent_and_one_byte_more_is_refused_before_it_leaves,
+     .init = setup, .fini = teardown)
+{
+    char      a[37], b[37], c[37], sql[256];
+    long long size;
+
+    obh_kafka_create_topic(&h, 20000);
+    start_with("[workers]\nhttp = 0\nrelays = 1\nconsumers = 0\n", NULL);
+    insert_sized(a, 30000);
+    obh_wait_scalar(&h, h.orders_dsn, "SELECT count(*) FROM outboxd.outbox_quarantine", 1, obh_ms(30000));
+    size = quarantined_size(a);
+    cr_assert_gt(size, 30000, "no size in the error; log %s", h.log);
+    insert_sized(b, 30000 - (int) (size - 20000));
+    insert_sized(c, 30000 - (int) (size - 20000) + 1);
+    cr_assert(obh_poll(one_pending, &h, NULL, obh_ms(30000)), "the record at the limit not sent; log %s", h.log);
+    cr_assert_eq(quarantined_size(c), 20001);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM outboxd.outbox WHERE published AND kafka_offset >= 0"
+                               " AND aggregate_id = '%s'", b);
+    cr_assert_eq(obh_scalar(h.orders_dsn, sql), 1, "Kafka did not take the record of exactly 20000 bytes");
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox_quarantine"
+                                          " WHERE error LIKE 'MSG_SIZE_TOO_LARGE: a record of % bytes, topic % allows"
+                                          " 20000 (max.message.bytes)'"),
+                 2);
+    /*
+     * And Kafka agrees that one byte more is too large: a relay that read a
+     * higher limit at its start sends the refused record, and the broker
+     * rejects it itself.
+     */
+    ob_shm_slot_t w;
+    obh_kafka_set_max_message_bytes(&h, 1000000);
+    cr_assert(obh_worker(&h, OB_KIND_RELAY, 0, &w) >= 0);
+    long long killed_us = obh_scalar(h.orders_dsn, "SELECT (extract(epoch FROM clock_timestamp()) * 1e6)::int8");
+    cr_assert_eq(kill(w.pid, SIGKILL), 0);
+    /* its successor read the limit before it took its partitions' locks */
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+                               " WHERE l.locktype = 'advisory' AND l.granted AND a.backend_start >"
+                               " to_timestamp(%lld / 1e6)", killed_us);
+    obh_wait_scalar(&h, h.orders_dsn, sql, h.partitions, obh_ms(30000));
+    obh_kafka_set_max_message_bytes(&h, 20000);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM outboxd.outbox_quarantine WHERE aggregate_id = '%s'"
+                               " AND error LIKE 'MSG_SIZE_TOO_LARGE: Broker:%%'", c);
+    const char *args[] = { "replay", "-c", h.conf, "--order", c, NULL };
+    char        out[1024];
+    cr_assert_eq(obh_run(args, out, sizeof(out)), 0, "%s", out);
+    obh_wait_scalar(&h, h.orders_dsn, sql, 1, obh_ms(30000));
 }
 
 Test(relay, reload_two_to_three_relays_under_load_keeps_order, .init = setup, .fini = teardown)

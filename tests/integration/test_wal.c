@@ -165,7 +165,7 @@ Test(wal, streamed_oversized_event_is_quarantined_by_a_polling_pass_and_replay_d
          ob_sleep_ms(50))
         cr_assert_lt(ob_now_ms() - t0, obh_ms(30000), "nothing quarantined; log %s", h.log);
     cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox_quarantine WHERE seq = 1"
-                                          " AND error LIKE '%MSG_SIZE_TOO_LARGE%'"),
+                                          " AND error LIKE '%MSG_SIZE_TOO_LARGE%max.message.bytes%'"),
                  1);
     for (int64_t t0 = ob_now_ms(); obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE published") < 38;
          ob_sleep_ms(50))

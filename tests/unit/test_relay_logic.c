@@ -377,6 +377,53 @@ Test(relay_marks, a_row_refused_before_it_left_is_quarantined_among_others)
         cr_assert_eq(plan[i], want[i], "row %d: plan %d, want %d", i, plan[i], want[i]);
 }
 
+/*
+ * After a refusal the polling cycle sends nothing more of that partition:
+ * the rows it held back stay pending without counting as retries (the
+ * breaker stays shut), and no row after them is marked; other partitions go on.
+ */
+Test(relay_marks, rows_held_behind_a_refusal_stay_pending_and_stop_only_their_partition)
+{
+    const int spec[][2] = { { 3, OB_DR_OK }, { 3, OB_DR_REJECTED }, { 3, OB_DR_PENDING }, { 3, OB_DR_PENDING },
+                            { 4, OB_DR_OK } };
+    const unsigned char want[] = { OB_MARK_PUBLISHED, OB_MARK_QUARANTINE, OB_MARK_SKIP, OB_MARK_SKIP,
+                                   OB_MARK_PUBLISHED };
+    ob_relay_row_t rows[5];
+    unsigned char  plan[5];
+    int            n = batch(rows, spec, 5);
+
+    rows[1].refused = 1;
+    cr_assert_not(ob_relay_any_held(rows, n));
+    rows[2].held = rows[3].held = 1;
+    cr_assert(ob_relay_any_held(rows, n), "held rows make the next cycle come at once");
+    ob_relay_plan_marks(rows, n, 0, plan);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(plan[i], want[i], "row %d: plan %d, want %d", i, plan[i], want[i]);
+    /* a row acknowledged after a held one (it cannot be sent, but say it were) is still not marked */
+    rows[3].held = 0;
+    rows[3].state = OB_DR_OK;
+    ob_relay_plan_marks(rows, n, 0, plan);
+    cr_assert_eq(plan[3], OB_MARK_SKIP);
+}
+
+/*
+ * A record's size as Kafka's record batch v2 lays it out (61-byte header,
+ * zigzag varint lengths): the figure max.message.bytes is held to.
+ */
+Test(relay_size, a_record_is_sized_as_a_batch_of_one_on_the_wire)
+{
+    /* key "k", 10-byte value, no headers: 3 fixed + 1+1 + 1+10 + 1 = 17; 61 + 1 + 17 */
+    cr_assert_eq(ob_relay_record_size(1, 10, 0, 0), 79);
+    cr_assert_eq(ob_relay_header_size(2, 3), 1 + 2 + 1 + 3);
+    /* a length of 63 takes one varint byte, 64 two (zigzag doubles it) */
+    cr_assert_eq(ob_relay_header_size(64, 0) - ob_relay_header_size(63, 0), 2, "a byte more, and a varint byte more");
+    cr_assert_eq(ob_relay_record_size(1, 64, 0, 0) - ob_relay_record_size(1, 63, 0, 0), 2);
+    /* headers add their bytes and their count */
+    cr_assert_eq(ob_relay_record_size(1, 10, 1, ob_relay_header_size(2, 3)), 79 + 7);
+    /* a body past 63 bytes: the record's own length varint grows too */
+    cr_assert_eq(ob_relay_record_size(1, 50000, 0, 0), 61 + 3 + (3 + 2 + 3 + 50000 + 1));
+}
+
 /* Rows written by other clients wake nobody: the sleep after a poll shrinks to
  * poll_min_ms when it found rows and doubles back to poll_interval_ms when not. */
 Test(relay_poll, the_sleep_shrinks_after_rows_and_doubles_back_while_polls_find_none)

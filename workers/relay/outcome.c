@@ -53,7 +53,10 @@ ob_relay_rows_in(const ob_relay_row_t *rows, int n, int partition, int one_group
  * A row refused before it left is named as the culprit by that refusal, so
  * it is quarantined at once: isolating it would send the rows after it
  * again, already acknowledged, as duplicates.
- * A partition stops at its first row to retry or to isolate: a row is
+ * A row held back (an earlier row of its partition was refused, so it was
+ * never sent) stays pending, and is no retry: the next cycle claims it
+ * again, unless its order now has a quarantined event.
+ * A partition stops at its first row to retry, to isolate or held: a row is
  * never marked while an earlier row of its partition is not. Each
  * partition is remembered on its own: skip_locked claims in id order, so
  * the partitions of one batch interleave. A row whose partition is out of
@@ -68,7 +71,7 @@ ob_relay_plan_marks(const ob_relay_row_t *rows, int n, int one_group, unsigned c
         const ob_relay_row_t *row = &rows[i];
         int                   k = row->partition >= 0 && row->partition < OB_SHM_PARTITIONS ? row->partition
                                                                                             : OB_SHM_PARTITIONS;
-        if (stopped[k])
+        if (stopped[k] || row->held)
             plan[i] = OB_MARK_SKIP;
         else if (row->state == OB_DR_OK)
             plan[i] = OB_MARK_PUBLISHED;
@@ -79,7 +82,7 @@ ob_relay_plan_marks(const ob_relay_row_t *rows, int n, int one_group, unsigned c
             plan[i] = OB_MARK_QUARANTINE;
         else
             plan[i] = OB_MARK_RETRY;        /* pending past the wait counts as not acknowledged */
-        if (plan[i] == OB_MARK_ISOLATE || plan[i] == OB_MARK_RETRY)
+        if (plan[i] == OB_MARK_ISOLATE || plan[i] == OB_MARK_RETRY || row->held)
             stopped[k] = 1;
     }
 }
@@ -140,6 +143,15 @@ ob_relay_isolation_step(int *isolate, const unsigned char *settled)
 }
 
 int
+ob_relay_any_held(const ob_relay_row_t *rows, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (rows[i].held)
+            return 1;
+    return 0;
+}
+
+int
 ob_relay_batch_full(const ob_relay_row_t *rows, int n, int batch)
 {
     int run = 0;
@@ -150,6 +162,39 @@ ob_relay_batch_full(const ob_relay_row_t *rows, int n, int batch)
             return 1;
     }
     return 0;
+}
+
+/* Bytes of a zigzag varint, as Kafka's record format writes lengths and counts. */
+static size_t
+outcome_varint(size_t v)
+{
+    uint64_t z = (uint64_t) v << 1;     /* lengths are never negative here */
+    size_t   n = 1;
+
+    while (z >= 0x80) {
+        z >>= 7;
+        n++;
+    }
+    return n;
+}
+
+size_t
+ob_relay_header_size(size_t namelen, size_t vallen)
+{
+    return outcome_varint(namelen) + namelen + outcome_varint(vallen) + vallen;
+}
+
+/* Record batch format v2: its header is 61 bytes, base offset and length included. */
+#define OUTCOME_BATCH_OVERHEAD 61
+
+size_t
+ob_relay_record_size(size_t keylen, size_t vallen, size_t nhdr, size_t hdrbytes)
+{
+    /* attributes, then timestamp and offset deltas, both 0 in a batch of one */
+    size_t body = 3 + outcome_varint(keylen) + keylen + outcome_varint(vallen) + vallen + outcome_varint(nhdr) +
+                  hdrbytes;
+
+    return OUTCOME_BATCH_OVERHEAD + outcome_varint(body) + body;
 }
 
 uint64_t

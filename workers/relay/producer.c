@@ -41,6 +41,16 @@ producer_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *bu
     ob_log(level <= 3 ? OB_LOG_ERROR : level <= 4 ? OB_LOG_WARN : OB_LOG_DEBUG, "kafka %s: %s", fac, buf);
 }
 
+/* A compressed batch's size cannot be known before librdkafka builds it. */
+static int
+producer_compressed(const rd_kafka_conf_t *conf)
+{
+    char   codec[32];
+    size_t n = sizeof(codec);
+
+    return rd_kafka_conf_get(conf, "compression.codec", codec, &n) == RD_KAFKA_CONF_OK && strcmp(codec, "none") != 0;
+}
+
 rd_kafka_t *
 ob_relay_producer_new(ob_relay_t *rl, ob_relay_dr_cb dr, char *err, size_t errlen)
 {
@@ -71,6 +81,7 @@ ob_relay_producer_new(ob_relay_t *rl, ob_relay_dr_cb dr, char *err, size_t errle
     conf = ob_kprops_conf(cfg, OB_KPROP_PRODUCER, kv, OB_ARRAY_LEN(kv), err, errlen);
     if (conf == NULL)
         return NULL;
+    rl->compressed = producer_compressed(conf);
     rd_kafka_conf_set_opaque(conf, rl);
     rd_kafka_conf_set_dr_msg_cb(conf, dr);
     rd_kafka_conf_set_error_cb(conf, producer_error_cb);
@@ -174,12 +185,68 @@ producer_headers(ob_relay_t *rl, const ob_relay_row_t *row, const ob_relay_body_
     return hs;
 }
 
+void
+ob_relay_read_limits(ob_relay_t *rl)
+{
+    char err[256];
+
+    if (rl->compressed)
+        return;
+    if (ob_relay_topic_limits(rl->rk, rl->topics, rl->ntopics, rl->max_bytes, 5000, err, sizeof(err)) != 0 ||
+        err[0] != '\0')
+        ob_log(OB_LOG_WARN, "max.message.bytes not read (%s): a record too large for its topic is found only when"
+                            " Kafka rejects it", err);
+}
+
+/* The record's size on the wire as Kafka will measure it. */
+static size_t
+producer_size(const ob_relay_row_t *row, const ob_relay_body_t *b, rd_kafka_headers_t *hs)
+{
+    size_t      nh = 0, bytes = 0, vlen;
+    const char *name;
+    const void *val;
+
+    while (rd_kafka_header_get_all(hs, nh, &name, &val, &vlen) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        bytes += ob_relay_header_size(strlen(name), vlen);
+        nh++;
+    }
+    return ob_relay_record_size(strlen(row->aggregate_id), b->len, nh, bytes);
+}
+
+/*
+ * Kafka rejects a record larger than the topic's max.message.bytes, but
+ * only once it arrives; by then a later event of the same partition may be
+ * in another request, and would land first (DESIGN G5). Refused here, the
+ * stream stops before the event and the polling cycle holds the rest of
+ * the partition back. The limit is read again before refusing, so a limit
+ * the operator raised lets the record through; with no answer, Kafka
+ * decides. 1 with why when refused.
+ */
+static int
+producer_too_large(ob_relay_t *rl, ob_relay_row_t *row, const ob_relay_body_t *b, rd_kafka_headers_t *hs)
+{
+    int64_t lim = rl->max_bytes[row->topic];
+    size_t  size;
+    char    err[256];
+
+    if (rl->compressed || lim <= 0 || (size = producer_size(row, b, hs)) <= (size_t) lim)
+        return 0;
+    if (ob_relay_topic_limits(rl->rk, &rl->topics[row->topic], 1, &lim, 3000, err, sizeof(err)) != 0 || lim <= 0)
+        return 0;
+    rl->max_bytes[row->topic] = lim;
+    if (size <= (size_t) lim)
+        return 0;
+    snprintf(row->error, sizeof(row->error), "MSG_SIZE_TOO_LARGE: a record of %zu bytes, topic %s allows %lld"
+             " (max.message.bytes)", size, rl->topics[row->topic], (long long) lim);
+    return 1;
+}
+
 /*
  * Produces one event exactly as every relay mode must: the aggregate's
  * partition, its id as key, the payload as value, the same headers.
  * Waits (polling delivery reports) while the local queue is full. An event
- * whose headers are malformed is refused as an invalid argument (rejected:
- * quarantined), with why.
+ * whose headers are malformed is refused as an invalid argument, one too
+ * large for its topic as such (both rejected: quarantined), with why.
  */
 /* The index in rl->topics of the topic [routes] send type to; -1 when strict routes name none. */
 static int
@@ -214,6 +281,12 @@ ob_relay_produce(ob_relay_t *rl, ob_relay_row_t *row, const ob_relay_body_t *b, 
                row->aggregate_id, row->seq, why);
         ob_strlcpy(row->error, why, sizeof(row->error));
         return RD_KAFKA_RESP_ERR__INVALID_ARG;
+    }
+    if (producer_too_large(rl, row, b, hs)) {
+        ob_log(OB_LOG_ERROR, "event %s (%s %s seq %d) refused: %s", row->event_id, row->aggregate_type,
+               row->aggregate_id, row->seq, row->error);
+        rd_kafka_headers_destroy(hs);
+        return RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
     }
     for (;;) {
         e = rd_kafka_producev(

@@ -211,9 +211,21 @@ publish_fields(ob_relay_row_t *row, PGresult *r, int i)
            publish_copy(row->content_type, sizeof(row->content_type), r, i, COL_CONTENT_TYPE);
 }
 
-/* Produces row i of the claim (binary columns, COL_*). */
+/* A partition's slot in a stop table: out-of-range ones (another writer's bad row) share the last. */
+static int
+publish_part_key(int32_t partition)
+{
+    return partition >= 0 && partition < OB_SHM_PARTITIONS ? partition : OB_SHM_PARTITIONS;
+}
+
+/*
+ * Produces row i of the claim (binary columns, COL_*), unless stop says an
+ * earlier row of its partition was refused: then it is held, not sent, so
+ * no later event of that order reaches Kafka before the refused one is
+ * replayed (the claim skips an order with a quarantined event).
+ */
 static void
-publish_produce(ob_relay_t *rl, PGresult *r, int i)
+publish_produce(ob_relay_t *rl, PGresult *r, int i, unsigned char *stop)
 {
     ob_relay_row_t     *row = &rl->rows[i];
     ob_relay_body_t     b = { PQgetvalue(r, i, COL_PAYLOAD), (size_t) PQgetlength(r, i, COL_PAYLOAD),
@@ -223,6 +235,12 @@ publish_produce(ob_relay_t *rl, PGresult *r, int i)
 
     memset(row, 0, sizeof(*row));
     row->claimed_us = rl->claimed_us;
+    if (stop[publish_part_key(ob_be32(PQgetvalue(r, i, COL_PARTITION)))]) {
+        row->id = ob_be64(PQgetvalue(r, i, COL_ID));
+        row->partition = ob_be32(PQgetvalue(r, i, COL_PARTITION));
+        row->held = 1;
+        return;
+    }
     if (publish_fields(row, r, i) != 0) {
         /* a writer past the schema's checks: refused whole, never cut */
         ob_log(OB_LOG_ERROR, "outbox row %lld has a field longer than the relay's bounds", (long long) row->id);
@@ -234,6 +252,7 @@ publish_produce(ob_relay_t *rl, PGresult *r, int i)
         rl->outstanding++;
     else {
         row->refused = 1;
+        stop[publish_part_key(row->partition)] = 1;
         publish_record(rl, i, e, -1);    /* refused before it left: no report will come */
     }
 }
@@ -251,7 +270,7 @@ publish_wait(ob_relay_t *rl)
     if (rl->outstanding > 0) {
         ob_log(OB_LOG_WARN, "%d delivery report(s) missing after the timeout; rows stay pending", rl->outstanding);
         for (int i = 0; i < rl->nrows; i++)
-            if (rl->rows[i].state == OB_DR_PENDING)
+            if (rl->rows[i].state == OB_DR_PENDING && !rl->rows[i].held)
                 rl->rows[i].state = OB_DR_RETRY;
     }
 }
@@ -262,7 +281,7 @@ static void
 publish_ignore_acks(ob_relay_t *rl)
 {
     for (int i = 0; i < rl->nrows; i++)
-        if (rl->rows[i].state != OB_DR_OK) {
+        if (rl->rows[i].state != OB_DR_OK && !rl->rows[i].held) {
             rl->rows[i].state = OB_DR_OK;
             rl->rows[i].offset = -1;
             rl->rows[i].acked_us = ob_wall_us();
@@ -274,10 +293,12 @@ publish_ignore_acks(ob_relay_t *rl)
 static void
 publish_send(ob_relay_t *rl, PGresult *r)
 {
+    unsigned char stop[OB_SHM_PARTITIONS + 1] = { 0 };
+
     rl->outstanding = 0;
     rl->batch_gen++;
     for (int i = 0; i < rl->nrows; i++)
-        publish_produce(rl, r, i);
+        publish_produce(rl, r, i, stop);
     PQclear(r);
     publish_wait(rl);
     if (rl->cfg->debug.fault == OB_FAULT_RELAY_MARK_BEFORE_ACK)
@@ -425,7 +446,7 @@ publish_cycle_partitioned(ob_relay_t *rl)
     t[1] = ob_now_us();
     publish_send(rl, r);
     t[2] = ob_now_us();
-    full = ob_relay_batch_full(rl->rows, rl->nrows, rl->cfg->relay.batch);
+    full = ob_relay_batch_full(rl->rows, rl->nrows, rl->cfg->relay.batch) || ob_relay_any_held(rl->rows, rl->nrows);
     if (!publish_tx(rl, "BEGIN"))
         return -1;
     marked = publish_settle(rl, 0, &retry, &full);
@@ -454,7 +475,7 @@ publish_cycle_skip_locked(ob_relay_t *rl)
     t[1] = ob_now_us();
     publish_send(rl, r);
     t[2] = ob_now_us();
-    full = rl->nrows >= rl->cfg->relay.batch;
+    full = rl->nrows >= rl->cfg->relay.batch || ob_relay_any_held(rl->rows, rl->nrows);
     marked = publish_settle(rl, 1, &retry, &full);
     if (marked < 0)
         return -1;

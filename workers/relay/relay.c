@@ -222,6 +222,7 @@ relay_init(ob_relay_t *rl, char *err, size_t errlen)
             return rc;
         ob_shm_beat(rl->slot);
     }
+    ob_relay_read_limits(rl);
     ob_shm_beat(rl->slot);
     snprintf(app, sizeof(app), "outboxd relay %d", rl->index);
     rl->pg = ob_pg_connect(ob_cfg_relay_dsn(cfg), app, err, errlen);

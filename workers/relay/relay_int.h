@@ -37,6 +37,7 @@ typedef struct {
     int32_t      seq;
     ob_dr_state_t state;
     int          refused;     /* refused before it left (no route, bad headers, too long): it is its own culprit */
+    int          held;        /* not sent: an earlier row of its partition was refused (polling) */
     int64_t      offset;
     int64_t      acked_ms;    /* wall clock of Kafka's acknowledgement */
     int64_t      created_us;  /* wall clock: the row's created_at (its writer's transaction start) */
@@ -74,6 +75,8 @@ typedef struct {
     int             ntopics;                      /* what ob_cfg_topics gives, checked at start */
     const char     *topics[OB_TOPICS_MAX + 1];
     int             shm_topic[OB_TOPICS_MAX + 1]; /* each one's row in shm's topic table, or -1 */
+    int64_t         max_bytes[OB_TOPICS_MAX + 1]; /* each one's max.message.bytes as last read; 0 unknown */
+    int             compressed;                   /* a compression codec is set: record sizes are not checked */
     int             nparts;                       /* partitions assigned by p mod R = i */
     int             parts[OB_SHM_PARTITIONS];
     unsigned char   held[OB_SHM_PARTITIONS];      /* advisory lock held on pg */
@@ -159,6 +162,16 @@ void ob_relay_isolation_settled(const ob_relay_row_t *rows, int n, int one_group
 int  ob_relay_isolation_step(int *isolate, const unsigned char *settled);
 /* Whether a partition filled its batch: then there is probably more waiting. */
 int  ob_relay_batch_full(const ob_relay_row_t *rows, int n, int batch);
+/* Whether a row of the batch was held back, not sent: the next cycle comes at once. */
+int  ob_relay_any_held(const ob_relay_row_t *rows, int n);
+/* The bytes one record header takes on the wire. */
+size_t ob_relay_header_size(size_t namelen, size_t vallen);
+/*
+ * The wire size of a record batch holding this record alone, uncompressed
+ * (hdrbytes: its nhdr headers' ob_relay_header_size): what a broker holds
+ * to the topic's max.message.bytes.
+ */
+size_t ob_relay_record_size(size_t keylen, size_t vallen, size_t nhdr, size_t hdrbytes);
 
 /*
  * Mode wal's confirmation gate. Events are numbered in stream order;
@@ -181,6 +194,12 @@ uint64_t ob_relay_gate(const ob_wal_commit_t *ring, uint64_t cap, uint64_t *head
  * absent), OB_EXIT_RETRY when Kafka did not answer, OB_EXIT_FATAL when the
  * count differs. */
 int ob_relay_check_topic(rd_kafka_t *rk, const char *topic, int partitions, char *err, size_t errlen);
+/*
+ * limits[t] = topics[t]'s max.message.bytes (0 where Kafka did not say,
+ * with why in err). -1 when no answer came within timeout_ms.
+ */
+int ob_relay_topic_limits(rd_kafka_t *rk, const char *const *topics, int n, int64_t *limits, int timeout_ms,
+                          char *err, size_t errlen);
 
 /* ------------------------------------------------------------------------ */
 /* producer.c                                                                */
@@ -191,6 +210,8 @@ typedef void (*ob_relay_dr_cb)(rd_kafka_t *rk, const rd_kafka_message_t *m, void
 
 /* The producer, with the caller's delivery-report callback; NULL with err. */
 rd_kafka_t *ob_relay_producer_new(ob_relay_t *rl, ob_relay_dr_cb dr, char *err, size_t errlen);
+/* Reads every topic's max.message.bytes (at start): a record larger is refused before it leaves. */
+void ob_relay_read_limits(ob_relay_t *rl);
 /* Produces one event (same key, headers, payload in every mode). */
 rd_kafka_resp_err_t ob_relay_produce(ob_relay_t *rl, ob_relay_row_t *row, const ob_relay_body_t *b,
                                      void *opaque);

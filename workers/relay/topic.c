@@ -10,6 +10,7 @@
 #include "../../common/util.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Partition count of topic from cluster metadata: >0, 0 = absent, -1 = error. */
@@ -90,4 +91,67 @@ ob_relay_check_topic(rd_kafka_t *rk, const char *topic, int partitions, char *er
         return OB_EXIT_FATAL;
     }
     return OB_EXIT_OK;
+}
+
+/* The value of max.message.bytes among a topic's configs; 0 when absent or not a number. */
+static int64_t
+topic_limit_of(const rd_kafka_ConfigResource_t *res)
+{
+    size_t                           n = 0;
+    const rd_kafka_ConfigEntry_t   **ents = rd_kafka_ConfigResource_configs(res, &n);
+    const char                      *v;
+    char                            *end;
+    long long                        lim;
+
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(rd_kafka_ConfigEntry_name(ents[i]), "max.message.bytes") != 0 ||
+            (v = rd_kafka_ConfigEntry_value(ents[i])) == NULL)
+            continue;
+        lim = strtoll(v, &end, 10);
+        return *end == '\0' && lim > 0 ? (int64_t) lim : 0;
+    }
+    return 0;
+}
+
+int
+ob_relay_topic_limits(rd_kafka_t *rk, const char *const *topics, int n, int64_t *limits, int timeout_ms, char *err,
+                      size_t errlen)
+{
+    rd_kafka_ConfigResource_t       *res[OB_TOPICS_MAX + 1];
+    const rd_kafka_ConfigResource_t **got;
+    rd_kafka_queue_t                *q = rd_kafka_queue_new(rk);
+    rd_kafka_event_t                *ev;
+    size_t                           cnt = 0;
+    int                              rc = -1;
+
+    err[0] = '\0';
+    for (int t = 0; t < n; t++) {
+        limits[t] = 0;
+        res[t] = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topics[t]);
+    }
+    rd_kafka_DescribeConfigs(rk, res, (size_t) n, NULL, q);
+    ev = rd_kafka_queue_poll(q, timeout_ms);
+    if (ev == NULL) {
+        snprintf(err, errlen, "DescribeConfigs timed out");
+    } else if (rd_kafka_event_error(ev)) {
+        snprintf(err, errlen, "DescribeConfigs failed: %s", rd_kafka_event_error_string(ev));
+    } else {
+        got = rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(ev), &cnt);
+        for (size_t i = 0; i < cnt; i++)
+            for (int t = 0; t < n; t++) {
+                if (strcmp(rd_kafka_ConfigResource_name(got[i]), topics[t]) != 0)
+                    continue;
+                if (rd_kafka_ConfigResource_error(got[i]) != RD_KAFKA_RESP_ERR_NO_ERROR)
+                    snprintf(err, errlen, "%s: %s", topics[t], rd_kafka_ConfigResource_error_string(got[i]));
+                else
+                    limits[t] = topic_limit_of(got[i]);
+            }
+        rc = 0;
+    }
+    if (ev != NULL)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    for (int t = 0; t < n; t++)
+        rd_kafka_ConfigResource_destroy(res[t]);
+    return rc;
 }

@@ -61,6 +61,7 @@ struct ob_wal_s {
     int64_t      last_confirm_ms, next_status_ms;
     int64_t      last_ack_ms;    /* last acknowledgement, or the stream's start */
     int          stalled;
+    int          halted;         /* an event was refused before it left: nothing after it may be produced */
 
     ob_relay_mark_t marks[WAL_MARK_BATCH];
     uint64_t     mark_n[WAL_MARK_BATCH];      /* each mark's event number (the confirmation gate) */

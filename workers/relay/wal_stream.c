@@ -109,7 +109,7 @@ wal_start(ob_relay_t *rl)
     w->streaming = 1;
     w->base = w->done = w->marked = w->next;
     w->chead = w->ctail = 0;
-    w->in_txn = w->have_map = 0;
+    w->in_txn = w->have_map = w->halted = 0;
     w->nmark = 0;
     w->received = w->target = w->confirmed = 0;
     w->next_status_ms = ob_now_ms() + WAL_STATUS_MS;
@@ -341,9 +341,12 @@ wal_insert(ob_relay_t *rl, const ob_pgo_msg_t *m)
         fl->topic = ev.topic;
     }
     w->next++;
-    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        /* a later event of its order must not reach Kafka first: the stream reads no further and ends once
+         * what went before is settled */
+        w->halted = 1;
         ob_wal_dr(rl, w->next - 1, e, -1);
-    else
+    } else
         atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_STREAMED], 1);
     return 0;
 }
@@ -508,12 +511,13 @@ ob_wal_step(ob_relay_t *rl)
             ob_wal_stop(rl, 0);
             break;
         }
-        if (w->next - w->done >= WAL_WINDOW || w->ctail - w->chead >= WAL_WINDOW) {
-            wal_wait(rl, 0, 10);       /* full: let Kafka catch up, the server keeps the rest */
+        if (w->halted || w->next - w->done >= WAL_WINDOW || w->ctail - w->chead >= WAL_WINDOW) {
+            wal_wait(rl, 0, 10);       /* full or halted: let Kafka settle, the server keeps the rest */
             continue;
         }
         /* a burst of frames, then back to settling */
-        for (int i = 0; i < 256 && w->next - w->done < WAL_WINDOW && w->ctail - w->chead < WAL_WINDOW; i++) {
+        for (int i = 0; i < 256 && !w->halted && w->next - w->done < WAL_WINDOW && w->ctail - w->chead < WAL_WINDOW;
+             i++) {
             rc = wal_read(rl, (int) (deadline - ob_now_ms() > 10 ? 10 : 1));
             if (rc <= 0)
                 break;
@@ -549,6 +553,7 @@ ob_wal_stop(ob_relay_t *rl, int finish)
     PQfinish(w->repl);
     w->repl = NULL;
     w->streaming = 0;
+    w->halted = 0;
     w->base = w->done = w->marked = w->next;     /* later reports of this session are ignored */
     w->nmark = 0;
     w->stopped_ms = ob_now_ms();
