@@ -45,7 +45,7 @@ UNIT_BIN := $(BUILD)/tests/unit
 INTEG_BIN := $(BUILD)/tests/integration
 FAULT_BIN := $(BUILD)/tests/fault
 
-.PHONY: all deps build asan run test chaos check-structure docs test-unit test-integration stack-up stack-down stack-status migrate clean \
+.PHONY: all deps build asan run test chaos chaos-ha check-structure docs test-unit test-integration stack-up stack-down stack-status migrate clean \
         man install uninstall deb test-package check-rules test-prometheus
 
 all: build
@@ -147,6 +147,19 @@ chaos: deps
 	    $(FAULT_BIN) --jobs 1 --verbose || st=$$?; \
 	    bash scripts/chaos_report.sh var/chaos/rows.tsv >var/chaos/report.md; \
 	    cat var/chaos/report.md; exit $$st
+
+# The production-topology tier (tests/fault/test_ha.c) on a three-node KRaft
+# cluster beside the stack; its table goes to var/chaos-ha/report.md. The
+# cluster stays up for a rerun: bash scripts/kafka_ha.sh down stops it.
+chaos-ha: deps
+	$(MAKE) build $(FAULT_BIN)
+	@bash scripts/stack.sh up
+	@bash scripts/kafka_ha.sh up
+	@mkdir -p var/chaos-ha && rm -f var/chaos-ha/rows.tsv
+	st=0; OB_TEST_BROKERS=$$(bash scripts/kafka_ha.sh brokers) OB_CHAOS_REPORT=$(abspath var/chaos-ha/rows.tsv) \
+	    OB_BIN=$(abspath $(BUILD)/outboxd) $(FAULT_BIN) --jobs 1 --verbose --filter 'fault_ha/*' || st=$$?; \
+	    bash scripts/chaos_report.sh var/chaos-ha/rows.tsv >var/chaos-ha/report.md; \
+	    cat var/chaos-ha/report.md; exit $$st
 
 test-unit: $(UNIT_BIN)
 	$(UNIT_BIN) --jobs 2

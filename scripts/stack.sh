@@ -69,6 +69,7 @@ component_logs() {
         pg-*)  echo "$VAR/$1.log" ;;
         kafka) echo "$KDIR/logs/server.log $KDIR/kafka.out" ;;
         kafka-secure) echo "$SKDIR/logs/server.log $SKDIR/kafka.out $RUN/kafka-secure-probe.out" ;;
+        kafka-ha-*) echo "$VAR/${1}/logs/server.log $VAR/${1}/kafka.out" ;;
     esac
 }
 
@@ -843,6 +844,9 @@ cmd_down_secure() {
     rm -f "$SKAFKA_PIDFILE"
     say "kafka-secure: stopped (pid $pid) in $(seconds_since "$t0") s"
 }
+
+# Sourced (scripts/kafka_ha.sh), it only lends its settings and helpers.
+[[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0
 
 case "$CMD" in
     up)     cmd_up ;;

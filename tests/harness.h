@@ -17,8 +17,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* The local stack's broker (scripts/stack.sh). */
-#define STACK_KAFKA "127.0.0.1:59092"
+/* The brokers tests use: the local stack's one (scripts/stack.sh), or
+ * OB_TEST_BROKERS (the HA tier's cluster, scripts/kafka_ha.sh). */
+const char *obh_brokers(void);
+#define STACK_KAFKA obh_brokers()
 #define STACK_ORDERS "postgresql://outboxd@127.0.0.1:55432/"
 
 typedef struct {
@@ -148,6 +150,14 @@ void obh_kafka_produce(obh_t *h, int partition, const char *key, const void *val
 
 /* The stack's Kafka broker (scripts/stack.sh's pid file), to stop or kill. */
 pid_t obh_kafka_pid(void);
+/* Node n (1-3) of the HA cluster (scripts/kafka_ha.sh's pid file); 0 when it is down. */
+pid_t obh_kafka_node_pid(int n);
+/*
+ * From cluster metadata for h->topic: leads[b] = partitions node b leads
+ * (b 1..3; leads[0] those without a leader), and the least ISR size of
+ * any partition. -1 when the metadata request failed.
+ */
+int obh_kafka_leaders(obh_t *h, int leads[4], int *min_isr);
 
 /* outbox.c: events a test makes up, and Kafka's log checked against the outbox. */
 

@@ -12,6 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *
+obh_brokers(void)
+{
+    const char *b = getenv("OB_TEST_BROKERS");
+
+    return b != NULL && b[0] != '\0' ? b : "127.0.0.1:59092";
+}
+
 static rd_kafka_t *
 obh_kafka_admin(void)
 {
@@ -78,7 +86,7 @@ obh_kafka_create_topic(obh_t *h, int max_message_bytes)
 {
     char                 err[256], mmb[16];
     rd_kafka_t          *rk = obh_kafka_admin();
-    rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(h->topic, h->partitions, 1, err, sizeof(err));
+    rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(h->topic, h->partitions, -1, err, sizeof(err));   /* the brokers' default */
     rd_kafka_queue_t    *q = rd_kafka_queue_new(rk);
 
     if (max_message_bytes > 0) {
@@ -329,6 +337,48 @@ obh_kafka_produce(obh_t *h, int partition, const char *key, const void *value, s
     cr_assert_eq(e, 0, "produce: %s", rd_kafka_err2str(e));
     cr_assert_eq(rd_kafka_flush(rk, 15000), 0, "produce not acknowledged");
     rd_kafka_destroy(rk);
+}
+
+pid_t
+obh_kafka_node_pid(int n)
+{
+    char  path[64];
+    FILE *f;
+    int   pid = 0;
+
+    snprintf(path, sizeof(path), "var/run/kafka-ha-%d.pid", n);
+    if ((f = fopen(path, "r")) == NULL)
+        return 0;
+    if (fscanf(f, "%d", &pid) != 1 || !obh_alive((pid_t) pid))
+        pid = 0;
+    fclose(f);
+    return (pid_t) pid;
+}
+
+int
+obh_kafka_leaders(obh_t *h, int leads[4], int *min_isr)
+{
+    rd_kafka_t                     *rk = obh_kafka_admin();
+    rd_kafka_topic_t               *t = rd_kafka_topic_new(rk, h->topic, NULL);
+    const struct rd_kafka_metadata *md;
+    int                             rc = -1;
+
+    memset(leads, 0, 4 * sizeof(*leads));
+    *min_isr = 99;
+    if (rd_kafka_metadata(rk, 0, t, &md, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (int i = 0; i < md->topic_cnt; i++)
+            for (int p = 0; p < md->topics[i].partition_cnt; p++) {
+                const rd_kafka_metadata_partition_t *mp = &md->topics[i].partitions[p];
+                leads[mp->leader >= 1 && mp->leader <= 3 && mp->err == 0 ? mp->leader : 0]++;
+                if (mp->isr_cnt < *min_isr)
+                    *min_isr = mp->isr_cnt;
+            }
+        rc = md->topic_cnt == 1 && md->topics[0].err == 0 ? 0 : -1;
+        rd_kafka_metadata_destroy(md);
+    }
+    rd_kafka_topic_destroy(t);
+    rd_kafka_destroy(rk);
+    return rc;
 }
 
 pid_t

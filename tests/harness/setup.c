@@ -94,11 +94,11 @@ obh_write_conf(obh_t *h, const char *extra)
             "[supervisor]\nname = %s\npidfile = %s\n"
             "[orders]\nlisten = 127.0.0.1:%d\ndsn = %s\n"
             "[ledger]\nlisten = 127.0.0.1:%d\ndsn = %s\ngroup = ledger-%s\n"
-            "[kafka]\nbrokers = " STACK_KAFKA "\ntopic = %s\npartitions = %d\n"
+            "[kafka]\nbrokers = %s\ntopic = %s\npartitions = %d\n"
             "[admin]\nlisten = 127.0.0.1:%d\n"
             "[relay]\nslot_prefix = ob_%s\n"
             "[log]\nfile = %s\n%s",
-            h->name, h->pidfile, h->orders_port, h->orders_dsn, h->ledger_port, h->ledger_dsn, h->tag, h->topic,
+            h->name, h->pidfile, h->orders_port, h->orders_dsn, h->ledger_port, h->ledger_dsn, h->tag, STACK_KAFKA, h->topic,
             h->partitions, h->admin_port, h->tag, h->log, extra);
     fclose(f);
 }

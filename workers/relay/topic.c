@@ -4,7 +4,10 @@
  * Partition = murmur2(order id) mod P is computed at insert time and stored
  * in the outbox row, so a topic with a different count would silently send
  * an order's events somewhere consumers do not expect. That is a
- * configuration error (exit 2), not something to retry.
+ * configuration error (exit 2), not something to retry. A topic the relay
+ * creates takes the cluster's default.replication.factor (and its
+ * min.insync.replicas): on three brokers that is what an operator set for
+ * durability, where a fixed 1 would leave every event on one disk.
  */
 #include "relay_int.h"
 #include "../../common/util.h"
@@ -35,7 +38,7 @@ topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms, char *err, s
 static int
 topic_create(rd_kafka_t *rk, const char *topic, int partitions, int timeout_ms, char *err, size_t errlen)
 {
-    rd_kafka_NewTopic_t     *nt = rd_kafka_NewTopic_new(topic, partitions, 1, err, errlen);
+    rd_kafka_NewTopic_t     *nt = rd_kafka_NewTopic_new(topic, partitions, -1, err, errlen);
     rd_kafka_queue_t        *q;
     rd_kafka_event_t        *ev;
     const rd_kafka_topic_result_t **res;
