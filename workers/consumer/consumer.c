@@ -207,6 +207,7 @@ cons_init(ob_cons_t *cs, char *err, size_t errlen)
         { "session.timeout.ms", "6000" },            /* a dead member's partitions move within seconds */
         { "heartbeat.interval.ms", "1000" },
         { "client.id", "outboxd-consumer" },
+        { "socket.keepalive.enable", "true" },       /* as the relay's producer: a silent broker is noticed */
         /* librdkafka prefetches up to 64 MB per consumer by default; a batch
          * is 500 events, so 8 MB of read-ahead keeps the pipe full and the
          * RSS bounded while a large backlog is applied. librdkafka 2.0

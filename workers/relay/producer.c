@@ -67,6 +67,8 @@ ob_relay_producer_new(ob_relay_t *rl, ob_relay_dr_cb dr, char *err, size_t errle
         { "client.id", "outboxd-relay" },
         /* a broker back from a restart is found within a second, not after librdkafka's 10 s backoff */
         { "reconnect.backoff.max.ms", "1000" },
+        /* a broker that vanished without a FIN (host lost, cable cut) is noticed by TCP, not only by a timeout */
+        { "socket.keepalive.enable", "true" },
     };
 
     snprintf(linger, sizeof(linger), "%d", cfg->relay.linger_ms);
