@@ -130,25 +130,14 @@ ha_wait() {
 }
 
 ha_stop() {
-    local n="$1" pid t0
+    local n="$1" pid
     pid="$(ha_live_pid "$n")"
-    if [[ -z "$pid" ]]; then
-        rm -f "$(ha_pidfile "$n")"
+    if [[ -n "$pid" ]]; then
+        stop_kafka_node "kafka-ha-$n" "$pid" "$(ha_dir "$n")/server.properties"
+    else
         say "kafka-ha-$n: not running"
-        return 0
     fi
-    t0="$(now_us)"
-    kill -TERM "$pid" 2>/dev/null || true     # controlled shutdown: leadership moves first
-    while is_ours "$pid" "$(ha_dir "$n")/server.properties"; do
-        if (($(now_us) >= t0 + KAFKA_STOP_S * 1000000)); then
-            kill -KILL "$pid" 2>/dev/null || true
-            say "kafka-ha-$n: no exit within $KAFKA_STOP_S s of SIGTERM, sent SIGKILL (pid $pid)"
-            break
-        fi
-        sleep 0.2
-    done
     rm -f "$(ha_pidfile "$n")"
-    say "kafka-ha-$n: stopped (pid $pid) in $(seconds_since "$t0") s"
 }
 
 ha_up() {

@@ -458,29 +458,34 @@ kafka_ensure_topic() {
     say "kafka: created topic $TOPIC ($PARTITIONS partitions)"
 }
 
+# stop_kafka_node NAME PID PATTERN: SIGTERM runs Kafka's controlled shutdown
+# (leadership moves away first, logs are closed cleanly so the next start
+# skips log recovery); SIGKILL if it has not exited after KAFKA_STOP_S.
+stop_kafka_node() {
+    local name="$1" pid="$2" pattern="$3" t0
+    t0="$(now_us)"
+    kill -TERM "$pid" 2>/dev/null || true
+    while is_ours "$pid" "$pattern"; do
+        if (($(now_us) >= t0 + KAFKA_STOP_S * 1000000)); then
+            kill -KILL "$pid" 2>/dev/null || true
+            say "$name: no exit within $KAFKA_STOP_S s of SIGTERM, sent SIGKILL (pid $pid)"
+            break
+        fi
+        sleep 0.2
+    done
+    say "$name: stopped (pid $pid) in $(seconds_since "$t0") s"
+}
+
 kafka_stop() {
-    local pid t0 deadline
+    local pid
     pid="$(kafka_live_pid)"
     if [[ -z "$pid" ]]; then
         rm -f "$KAFKA_PIDFILE"
         say "kafka: not running"
         return 0
     fi
-    t0="$(now_us)"
-    deadline=$((t0 + KAFKA_STOP_S * 1000000))
-    # SIGTERM runs Kafka's controlled shutdown, which flushes and closes the
-    # logs cleanly so the next start skips log recovery.
-    kill -TERM "$pid" 2>/dev/null || true
-    while is_ours "$pid" "$KDIR/server.properties"; do
-        if (($(now_us) >= deadline)); then
-            kill -KILL "$pid" 2>/dev/null || true
-            say "kafka: no exit within $KAFKA_STOP_S s of SIGTERM, sent SIGKILL (pid $pid)"
-            break
-        fi
-        sleep 0.2
-    done
+    stop_kafka_node kafka "$pid" "$KDIR/server.properties"
     rm -f "$KAFKA_PIDFILE"
-    say "kafka: stopped (pid $pid) in $(seconds_since "$t0") s"
 }
 
 # ---------------------------------------------------------------------------
@@ -822,8 +827,7 @@ cmd_up_secure() {
 }
 
 cmd_down_secure() {
-    local pid t0
-    t0="$(now_us)"
+    local pid
     mkdir -p "$RUN"
     take_lock
     pid="$(skafka_live_pid)"
@@ -832,17 +836,8 @@ cmd_down_secure() {
         say "kafka-secure: not running"
         return 0
     fi
-    kill -TERM "$pid" 2>/dev/null || true
-    while is_ours "$pid" "$SKDIR/server.properties"; do
-        if (($(now_us) >= t0 + KAFKA_STOP_S * 1000000)); then
-            kill -KILL "$pid" 2>/dev/null || true
-            say "kafka-secure: no exit within $KAFKA_STOP_S s of SIGTERM, sent SIGKILL (pid $pid)"
-            break
-        fi
-        sleep 0.2
-    done
+    stop_kafka_node kafka-secure "$pid" "$SKDIR/server.properties"
     rm -f "$SKAFKA_PIDFILE"
-    say "kafka-secure: stopped (pid $pid) in $(seconds_since "$t0") s"
 }
 
 # Sourced (scripts/kafka_ha.sh), it only lends its settings and helpers.
