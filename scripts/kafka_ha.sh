@@ -163,7 +163,10 @@ ha_down() {
     local n
     mkdir -p "$RUN"
     take_lock
-    for n in "${HA_NODES[@]}"; do ha_stop "$n"; done
+    # all at once: one by one, the last node waits out KAFKA_STOP_S for a
+    # controlled shutdown that no controller quorum is left to grant
+    for n in "${HA_NODES[@]}"; do ha_stop "$n" & done
+    wait
 }
 
 # The active controller from the quorum's own state, not from metadata:
