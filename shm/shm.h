@@ -80,6 +80,10 @@ enum {
     OB_CTR_RELAY_SLOT_LAG_MS,        /* since the stream was last caught up */
     OB_CTR_RELAY_SLOT_INVALIDATIONS, /* slots found lost or gone, recreated */
     OB_CTR_RELAY_STREAMED,           /* events produced from the stream */
+    /* the standby barrier */
+    OB_CTR_RELAY_BARRIER,            /* 1 while it is on */
+    OB_CTR_RELAY_BARRIER_US,         /* time spent waiting for the synchronous standby, summed */
+    OB_CTR_RELAY_BARRIER_TIMEOUTS,   /* waits given up: the rows stayed pending */
 };
 enum {
     OB_CTR_CONS_APPLIED = 0, OB_CTR_CONS_DUPLICATES, OB_CTR_CONS_PARKED, OB_CTR_CONS_DEAD_LETTERS,

@@ -377,3 +377,52 @@ Test(relay, janitor_deletes_published_rows_past_retention, .init = setup, .fini 
         cr_assert_lt(ob_now_ms() - t0, obh_ms(25000), "janitor did not run");
     cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE seq = 3"), 10);
 }
+
+static int
+barrier_gave_up_twice(obh_t *hh, void *arg)
+{
+    (void) arg;
+    return obh_relay_counter(hh, 0, OB_CTR_RELAY_BARRIER_TIMEOUTS) >= 2;
+}
+
+/*
+ * standby_barrier = on where no synchronous standby exists: nothing may be
+ * produced, since a failover could take any of it back; the relay says
+ * why and counts its waits. auto on this server (no
+ * synchronous_standby_names) is off: everything goes.
+ */
+static void
+barrier_holds_without_standby(const char *mode)
+{
+    static char ids[5][37];
+    char        conf[256];
+
+    obh_insert_events(&h, 5, 4, ids);
+    snprintf(conf, sizeof(conf), "[workers]\nhttp = 0\nrelays = 1\nconsumers = 0\n[relay]\nmode = %s\nstandby_barrier = on\n",
+             mode);
+    start(conf);
+    cr_assert(obh_poll(barrier_gave_up_twice, &h, NULL, obh_ms(30000)), "the barrier never waited; log %s", h.log);
+    cr_assert_eq(obh_relay_counter(&h, 0, OB_CTR_RELAY_BARRIER), 1, "barrier not shown as on");
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE published"), 0,
+                 "published with no standby to have it; log %s", h.log);
+    int        n;
+    obh_msg_t *m = obh_kafka_read_all(&h, 0, obh_ms(10000), &n);
+    free(m);
+    cr_assert_eq(n, 0, "%d records reached Kafka past the barrier", n);
+    cr_assert_gt(obh_log_count(&h, "no synchronous standby has flushed"), 0, "no sentence says why; log %s", h.log);
+    cr_assert_eq(obh_stop(&h, obh_ms(15000)), 0);
+    snprintf(conf, sizeof(conf), "[workers]\nhttp = 0\nrelays = 1\nconsumers = 0\n[relay]\nmode = %s\n", mode);
+    start(conf);
+    cr_assert(obh_poll(all_published, &h, NULL, obh_ms(60000)), "auto (off here) did not drain; log %s", h.log);
+    cr_assert_eq(obh_relay_counter(&h, 0, OB_CTR_RELAY_BARRIER), 0, "auto turned the barrier on without a standby");
+}
+
+Test(relay, standby_barrier_on_without_a_synchronous_standby_produces_nothing, .init = setup, .fini = teardown)
+{
+    barrier_holds_without_standby("partitioned");
+}
+
+Test(relay, wal_standby_barrier_on_without_a_synchronous_standby_produces_nothing, .init = setup, .fini = teardown)
+{
+    barrier_holds_without_standby("wal");
+}

@@ -169,22 +169,29 @@ publish_grow(ob_relay_t *rl, int n)
     return 0;
 }
 
-/* Takes the claimed rows in hand: 1 some, 0 none (r cleared), -1 the claim failed (r cleared). */
+/*
+ * Takes the claimed rows in hand: 1 some, 0 none (r cleared), -1 the claim
+ * failed (r cleared). Rows a synchronous standby may lack are let go, still
+ * pending, as if none were found (the barrier logs why).
+ */
 static int
 publish_take(ob_relay_t *rl, PGresult *r)
 {
     char err[256];
+    int  passed;
 
     if ((r = ob_pg_check(rl->pg, r, NULL, err, sizeof(err))) == NULL) {
         ob_log(OB_LOG_WARN, "claim failed: %s", err);
         return -1;
     }
-    rl->claimed_us = ob_wall_us();
     rl->nrows = PQntuples(r);
-    if (rl->nrows == 0 || publish_grow(rl, rl->nrows) != 0) {
+    passed = rl->nrows == 0 ? 1 : ob_barrier_wait(rl, OB_BARRIER_AT_INSERT, 0);
+    rl->claimed_us = ob_wall_us();
+    rl->barrier_held = passed == 0;
+    if (rl->nrows == 0 || passed <= 0 || publish_grow(rl, rl->nrows) != 0) {
         PQclear(r);
         rl->nrows = 0;
-        return 0;
+        return passed < 0 ? -1 : 0;
     }
     return 1;
 }
@@ -437,7 +444,7 @@ publish_cycle_partitioned(ob_relay_t *rl)
     int       rc, retry = 0, marked, full;
     PGresult *r;
 
-    rl->more = 0;
+    rl->more = rl->barrier_held = 0;
     r = publish_claim_partitioned(rl);
     if (r == NULL)
         return 0;
@@ -463,7 +470,7 @@ publish_cycle_skip_locked(ob_relay_t *rl)
     int       rc, retry = 0, marked, full;
     PGresult *r;
 
-    rl->more = 0;
+    rl->more = rl->barrier_held = 0;
     if (!publish_tx(rl, "BEGIN"))
         return -1;
     r = publish_claim_skip_locked(rl);

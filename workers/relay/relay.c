@@ -22,6 +22,9 @@
  *   metadata probe (half-open) succeeds, with backoff and jitter. No
  *   attempt is counted against any row.
  *
+ *   With a synchronous standby nothing is produced before the standby has
+ *   flushed it (barrier.c), so a failover cannot take back a published event.
+ *
  *   What it owns: one PGconn (its locks live and die with it), one producer
  *   (recreated after a fatal error; the batch in hand stays pending).
  *
@@ -239,6 +242,8 @@ relay_init(ob_relay_t *rl, char *err, size_t errlen)
         ob_log(OB_LOG_WARN, "outboxd.routing not updated, emit's strict routes check keeps its last state: %s", err);
     }
     relay_session_setup(rl);
+    if ((rc = ob_barrier_setup(rl, err, errlen)) != OB_EXIT_OK)
+        return rc;
     rl->next_janitor_ms = ob_now_ms() + RELAY_JANITOR_MS;
     if (cfg->relay.mode == OB_RELAY_WAL)
         return ob_wal_init(rl, err, errlen);
@@ -330,6 +335,14 @@ relay_claim(ob_relay_t *rl)
             return;
         }
         relay_session_setup(rl);
+        /* after a failover the new primary may have no synchronous standby, or one the old lacked */
+        if (ob_barrier_setup(rl, err, sizeof(err)) != OB_EXIT_OK) {
+            ob_log(OB_LOG_ERROR, "%s", err);
+            ob_worker_note(rl->slot, "%s", err);
+            PQfinish(rl->pg);
+            rl->pg = NULL;
+            return;
+        }
     }
     if (rl->cfg->relay.mode == OB_RELAY_SKIP_LOCKED)
         return;     /* row locks, not partition ownership */

@@ -4,7 +4,7 @@
  * The files call one way only: relay.c (the loop) on top; the engines
  * beside each other below it, polling (publish.c) and streaming (wal.c
  * over wal_stream.c over wal_slot.c), neither calling the other; under
- * both what they share: producer.c, mark.c, upkeep.c and the pure rules of
+ * both what they share: producer.c, mark.c, upkeep.c, barrier.c and the pure rules of
  * outcome.c; topic.c and pgoutput.c at the bottom. Where a lower file must
  * reach up (a delivery report, the polling pass of mode wal), the caller
  * passes a function down.
@@ -104,6 +104,10 @@ typedef struct {
      * partition then sends one row per cycle for this many rows. */
     int             isolate[OB_SHM_PARTITIONS];
     struct ob_wal_s *wal;                         /* mode wal: the stream's state (wal.c) */
+    int             barrier;                      /* the standby barrier is on (barrier.c) */
+    uint64_t        standby_flush;                /* a synchronous standby's flush position, last seen */
+    int64_t         barrier_warned_ms;
+    int             barrier_held;                 /* the last cycle let its rows go for the barrier: not "none found" */
 } ob_relay_t;
 
 /* ------------------------------------------------------------------------ */
@@ -217,6 +221,24 @@ rd_kafka_resp_err_t ob_relay_produce(ob_relay_t *rl, ob_relay_row_t *row, const 
                                      void *opaque);
 /* Copies n bytes of a text value into dst (dstlen with its NUL); -1, copying nothing, when it does not fit. */
 int ob_relay_field(char *dst, size_t dstlen, const char *src, size_t n);
+
+/* ------------------------------------------------------------------------ */
+/* barrier.c: nothing produced before a synchronous standby has it           */
+/* ------------------------------------------------------------------------ */
+
+/* What the position to wait for is: given, or read now with the standby's. */
+typedef enum {
+    OB_BARRIER_AT_LSN = 0,     /* the caller's (a streamed Commit's end) */
+    OB_BARRIER_AT_INSERT,      /* the insert position: above every commit a claim just saw */
+    OB_BARRIER_AT_FLUSH,       /* the flush position: above the commit of any transaction being streamed */
+} ob_barrier_at_t;
+
+/* After each connect: whether the barrier is on ([relay] standby_barrier, the server's
+ * synchronous_standby_names); OB_EXIT_FATAL with a sentence when it is on and cannot work. */
+int ob_barrier_setup(ob_relay_t *rl, char *err, size_t errlen);
+/* 1 once a synchronous standby has flushed the position (at once when the barrier is off), 0 when none
+ * did within a second (nothing may be produced: the caller gives up its rows), -1 the session failed. */
+int ob_barrier_wait(ob_relay_t *rl, ob_barrier_at_t at, uint64_t lsn);
 
 /* ------------------------------------------------------------------------ */
 /* mark.c                                                                    */

@@ -103,6 +103,7 @@ ob_wal_free(ob_relay_t *rl)
         if (w->pipe[i] >= 0)
             close(w->pipe[i]);
     ob_wal_free_quarantine(w);
+    ob_wal_drop_held(w);
     free(w->commits);
     free(w->ring);
     free(w);
@@ -172,7 +173,7 @@ ob_wal_poll_cycle(ob_relay_t *rl, int (*cycle)(ob_relay_t *rl))
     int              counts = w->ready && w->catchup && ob_wal_all_locks(rl);
     int              n = cycle(rl);
 
-    if (n == 0 && counts && !rl->more && rl->breaker == OB_BREAKER_CLOSED && ob_wal_all_locks(rl) &&
+    if (n == 0 && counts && !rl->more && !rl->barrier_held && rl->breaker == OB_BREAKER_CLOSED && ob_wal_all_locks(rl) &&
         ob_wal_update_flag(rl, 0) == 0)
         ob_log(OB_LOG_INFO, "wal: polling pass complete; streaming from slot %s", w->slot);
     return n;

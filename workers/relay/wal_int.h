@@ -18,8 +18,20 @@
 #define WAL_CONFIRM_MS 20        /* least gap between two confirmations */
 #define WAL_STEP_MS    100
 #define WAL_RETRY_MS   1000
+/* With the standby barrier on, a transaction's events wait for its Commit: at most this many, or bytes */
+#define WAL_HOLD_MAX   64
+#define WAL_HOLD_BYTES (8u << 20)
 /* PostgreSQL's timestamps count from 2000-01-01, Unix time from 1970 */
 #define WAL_PG_EPOCH_US (INT64_C(946684800) * 1000000)
+
+/* An event decoded and not yet produced: its transaction's Commit has not passed the barrier. */
+typedef struct {
+    ob_relay_row_t ev;
+    char          *data;          /* payload, then headers: one allocation, owned */
+    size_t         plen, hlen;
+    int            has_headers;
+    int            fits;          /* its fields fit the relay's bounds (else it is refused, as unheld) */
+} wal_held_t;
 
 typedef struct {
     int64_t             id;
@@ -62,6 +74,10 @@ struct ob_wal_s {
     int64_t      last_ack_ms;    /* last acknowledgement, or the stream's start */
     int          stalled;
     int          halted;         /* an event was refused before it left: nothing after it may be produced */
+    int          txn_safe;       /* the barrier passed for the transaction being read: produce at once */
+    wal_held_t   held[WAL_HOLD_MAX];
+    int          nheld;
+    size_t       held_bytes;
 
     ob_relay_mark_t marks[WAL_MARK_BATCH];
     uint64_t     mark_n[WAL_MARK_BATCH];      /* each mark's event number (the confirmation gate) */
@@ -95,5 +111,7 @@ int  ob_wal_slot_lag(ob_relay_t *rl);
 
 /* wal_stream.c: forgets the quarantined aggregates the stream skips. */
 void ob_wal_free_quarantine(struct ob_wal_s *w);
+/* wal_stream.c: frees the events held for the barrier (a stopped stream reads them again). */
+void ob_wal_drop_held(struct ob_wal_s *w);
 
 #endif

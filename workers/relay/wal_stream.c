@@ -304,6 +304,100 @@ wal_fields(ob_relay_row_t *ev, const ob_pgo_outbox_row_t *row)
                                                          row->content_type.p, row->content_type.len));
 }
 
+/* Produces one decoded event (ev->id and the rest filled); a refusal halts the stream. */
+static void
+wal_emit(ob_relay_t *rl, ob_relay_row_t *ev, const ob_relay_body_t *b, int fits)
+{
+    struct ob_wal_s    *w = rl->wal;
+    wal_ev_t           *fl;
+    rd_kafka_resp_err_t e;
+
+    if (w->done == w->next)
+        w->last_ack_ms = ob_now_ms();     /* the stall clock starts with the first event in flight */
+    fl = &w->ring[w->next % WAL_WINDOW];
+    *fl = (wal_ev_t) { .id = ev->id, .partition = ev->partition, .state = OB_DR_PENDING, .offset = -1,
+                       .committed_us = w->txn_commit_us, .streamed_us = ob_wall_us() };
+    if (!fits) {
+        /* a writer past the schema's checks: refused whole (quarantined), never cut */
+        ob_log(OB_LOG_ERROR, "wal: outbox row %lld has a field longer than the relay's bounds", (long long) ev->id);
+        e = RD_KAFKA_RESP_ERR__INVALID_ARG;
+    } else {
+        e = ob_relay_produce(rl, ev, b, (void *) (uintptr_t) (OB_WAL_OPAQUE_TAG | w->next));
+        fl->topic = ev->topic;
+    }
+    w->next++;
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        /* a later event of its order must not reach Kafka first: the stream reads no further and ends once
+         * what went before is settled */
+        w->halted = 1;
+        ob_wal_dr(rl, w->next - 1, e, -1);
+    } else
+        atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_STREAMED], 1);
+}
+
+void
+ob_wal_drop_held(struct ob_wal_s *w)
+{
+    for (int i = 0; i < w->nheld; i++)
+        free(w->held[i].data);
+    w->nheld = 0;
+    w->held_bytes = 0;
+}
+
+/* Keeps a copy of the event until its Commit: 0, or -1 when there is no room (or memory) for it. */
+static int
+wal_hold(struct ob_wal_s *w, const ob_relay_row_t *ev, const ob_relay_body_t *b, int fits)
+{
+    size_t      n = b->len + b->hlen;
+    wal_held_t *h = &w->held[w->nheld];
+
+    if (w->nheld == WAL_HOLD_MAX || w->held_bytes + n > WAL_HOLD_BYTES || (h->data = malloc(n ? n : 1)) == NULL)
+        return -1;
+    memcpy(h->data, b->payload, b->len);
+    if (b->headers != NULL)
+        memcpy(h->data + b->len, b->headers, b->hlen);
+    h->ev = *ev;
+    h->plen = b->len;
+    h->hlen = b->hlen;
+    h->has_headers = b->headers != NULL;
+    h->fits = fits;
+    w->nheld++;
+    w->held_bytes += n;
+    return 0;
+}
+
+/* The held events, in order, once their commit passed the barrier; after a refusal none more. */
+static void
+wal_release(ob_relay_t *rl)
+{
+    struct ob_wal_s *w = rl->wal;
+
+    for (int i = 0; i < w->nheld && !w->halted; i++) {
+        wal_held_t     *h = &w->held[i];
+        ob_relay_body_t b = { h->data, h->plen, h->has_headers ? h->data + h->plen : NULL, h->hlen };
+        wal_emit(rl, &h->ev, &b, h->fits);
+    }
+    ob_wal_drop_held(w);
+}
+
+/*
+ * Whether the barrier lets the transaction's events go: 1 yes (held ones
+ * produced), 0 not yet (the stream stops, and reads this transaction again
+ * from its slot), -1 the session failed. A transaction too large to hold
+ * takes a flush position read now: its commit is below it.
+ */
+static int
+wal_barrier(ob_relay_t *rl, ob_barrier_at_t at, uint64_t lsn)
+{
+    int rc = ob_barrier_wait(rl, at, lsn);
+
+    if (rc > 0) {
+        wal_release(rl);
+        rl->wal->txn_safe = 1;
+    }
+    return rc;
+}
+
 static int
 wal_insert(ob_relay_t *rl, const ob_pgo_msg_t *m)
 {
@@ -311,10 +405,8 @@ wal_insert(ob_relay_t *rl, const ob_pgo_msg_t *m)
     ob_pgo_outbox_row_t row;
     ob_relay_row_t      ev;
     ob_relay_body_t     b;
-    wal_ev_t           *fl;
     char                err[256];
     int                 fits;
-    rd_kafka_resp_err_t e;
 
     if (!w->have_map || m->relid != w->map.relid)
         return 0;           /* not the outbox */
@@ -327,27 +419,12 @@ wal_insert(ob_relay_t *rl, const ob_pgo_msg_t *m)
     if (row.partition < 0 || row.partition % rl->cfg->workers.relays != rl->index || (fits && wal_quarantined(w, &ev)))
         return 0;
     b = (ob_relay_body_t) { row.payload.p, row.payload.len, row.headers.p, row.headers.len };
-    if (w->done == w->next)
-        w->last_ack_ms = ob_now_ms();     /* the stall clock starts with the first event in flight */
-    fl = &w->ring[w->next % WAL_WINDOW];
-    *fl = (wal_ev_t) { .id = row.id, .partition = row.partition, .state = OB_DR_PENDING, .offset = -1,
-                       .committed_us = w->txn_commit_us, .streamed_us = ob_wall_us() };
-    if (!fits) {
-        /* a writer past the schema's checks: refused whole (quarantined), never cut */
-        ob_log(OB_LOG_ERROR, "wal: outbox row %lld has a field longer than the relay's bounds", (long long) row.id);
-        e = RD_KAFKA_RESP_ERR__INVALID_ARG;
-    } else {
-        e = ob_relay_produce(rl, &ev, &b, (void *) (uintptr_t) (OB_WAL_OPAQUE_TAG | w->next));
-        fl->topic = ev.topic;
-    }
-    w->next++;
-    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        /* a later event of its order must not reach Kafka first: the stream reads no further and ends once
-         * what went before is settled */
-        w->halted = 1;
-        ob_wal_dr(rl, w->next - 1, e, -1);
-    } else
-        atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_STREAMED], 1);
+    if (!w->txn_safe && wal_hold(w, &ev, &b, fits) == 0)
+        return 0;
+    if (!w->txn_safe && wal_barrier(rl, OB_BARRIER_AT_FLUSH, 0) <= 0)
+        return -1;
+    if (!w->halted)
+        wal_emit(rl, &ev, &b, fits);
     return 0;
 }
 
@@ -367,8 +444,12 @@ wal_message(ob_relay_t *rl, const ob_pgo_frame_t *f)
     case OB_PGO_BEGIN:
         w->in_txn = 1;
         w->txn_commit_us = m.ts + WAL_PG_EPOCH_US;
+        w->txn_safe = !rl->barrier;
+        ob_wal_drop_held(w);
         break;
     case OB_PGO_COMMIT:
+        if (w->nheld > 0 && wal_barrier(rl, OB_BARRIER_AT_LSN, m.end_lsn) <= 0)
+            return -1;
         w->in_txn = 0;
         c = &w->commits[w->ctail++ % WAL_WINDOW];
         c->end_lsn = m.end_lsn;
@@ -460,6 +541,13 @@ wal_failed(ob_relay_t *rl, int state)
     ob_wal_stop(rl, 0);
 }
 
+/* Room for one more frame: a Commit may release a whole held transaction at once. */
+static int
+wal_room(const struct ob_wal_s *w)
+{
+    return w->next - w->done + WAL_HOLD_MAX + 1 < WAL_WINDOW && w->ctail - w->chead + 1 < WAL_WINDOW;
+}
+
 /* One read from the stream: 1 got a frame, 0 nothing now, -1 the stream ended. */
 static int
 wal_read(ob_relay_t *rl, int wait_ms)
@@ -511,13 +599,12 @@ ob_wal_step(ob_relay_t *rl)
             ob_wal_stop(rl, 0);
             break;
         }
-        if (w->halted || w->next - w->done >= WAL_WINDOW || w->ctail - w->chead >= WAL_WINDOW) {
+        if (w->halted || !wal_room(w)) {
             wal_wait(rl, 0, 10);       /* full or halted: let Kafka settle, the server keeps the rest */
             continue;
         }
         /* a burst of frames, then back to settling */
-        for (int i = 0; i < 256 && !w->halted && w->next - w->done < WAL_WINDOW && w->ctail - w->chead < WAL_WINDOW;
-             i++) {
+        for (int i = 0; i < 256 && !w->halted && wal_room(w); i++) {
             rc = wal_read(rl, (int) (deadline - ob_now_ms() > 10 ? 10 : 1));
             if (rc <= 0)
                 break;
@@ -552,6 +639,7 @@ ob_wal_stop(ob_relay_t *rl, int finish)
     }
     PQfinish(w->repl);
     w->repl = NULL;
+    ob_wal_drop_held(w);     /* read again from the slot */
     w->streaming = 0;
     w->halted = 0;
     w->base = w->done = w->marked = w->next;     /* later reports of this session are ignored */
