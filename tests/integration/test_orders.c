@@ -818,3 +818,73 @@ Test(orders, requests_civetweb_refuses_are_json_and_cost_no_thread, .init = setu
     obh_http_timeout_ms = 30000;
     cr_assert_eq(post_order("{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}", NULL, NULL), 201);
 }
+
+/* Cancels the first backend of the test's orders database waiting for its synchronous standby. */
+static void *
+cancel_sync_wait(void *arg)
+{
+    char sql[256];
+
+    (void) arg;
+    snprintf(sql, sizeof(sql),
+             "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE datname = '%s' AND wait_event = 'SyncRep'",
+             h.orders_db);
+    for (int64_t until = ob_now_ms() + obh_ms(20000); ob_now_ms() < until; ob_sleep_ms(20))
+        if (obh_scalar(STACK_ORDERS "postgres", sql) > 0)
+            return (void *) 1;
+    return NULL;
+}
+
+static int
+barrier_is(obh_t *hh, void *arg)
+{
+    return obh_relay_counter(hh, 0, OB_CTR_RELAY_BARRIER) == (uint64_t) *(int *) arg;
+}
+
+static int
+barrier_gave_up(obh_t *hh, void *arg)
+{
+    return obh_relay_counter(hh, 0, OB_CTR_RELAY_BARRIER_TIMEOUTS) >= (uint64_t) *(int *) arg;
+}
+
+/*
+ * A synchronous standby is named but never confirms (it does not exist):
+ * the create waits in SyncRep until its wait is cancelled. PostgreSQL then
+ * commits it locally with only a WARNING. Before, the client got 201 for an
+ * order a failover would lose, and the relay published it at once, which a
+ * failover turns into a phantom. Now the client gets 503 (outcome unknown),
+ * and the relay, its barrier on since the standby was named, sends nothing
+ * until no synchronous standby is named any more.
+ */
+Test(orders, a_create_whose_synchronous_wait_is_cancelled_is_not_acknowledged_nor_published, .init = setup,
+     .fini = teardown_server_conf, .timeout = 120)
+{
+    char      resp[1024];
+    pthread_t th;
+    void     *cancelled;
+    int       on = 1, off = 0, twice;
+
+    start_http("[workers]\nhttp = 1\nrelays = 1\nconsumers = 0\n");
+    server_conf("ALTER SYSTEM SET synchronous_standby_names = 'nobody'");
+    cr_assert(obh_poll(barrier_is, &h, &on, obh_ms(15000)), "auto never turned the barrier on; log %s", h.log);
+    pthread_create(&th, NULL, cancel_sync_wait, NULL);
+    int st = obh_http(h.orders_port, "POST", "/orders", NULL, "{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}",
+                      resp, sizeof(resp), NULL, 0);
+    pthread_join(th, &cancelled);
+    cr_assert_not_null(cancelled, "no create ever waited for the standby");
+    cr_assert_eq(st, 503, "a commit the standby never confirmed was answered %d: %s", st, resp);
+    cr_assert(strstr(resp, "synchronous standby did not confirm") != NULL, "%s", resp);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders"), 1, "it did commit locally");
+    twice = (int) obh_relay_counter(&h, 0, OB_CTR_RELAY_BARRIER_TIMEOUTS) + 2;
+    cr_assert(obh_poll(barrier_gave_up, &h, &twice, obh_ms(15000)), "the relay never waited; log %s", h.log);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE published"), 0,
+                 "published what the standby may lack; log %s", h.log);
+    int        n;
+    obh_msg_t *m = obh_kafka_read_all(&h, 0, obh_ms(10000), &n);
+    free(m);
+    cr_assert_eq(n, 0, "%d records reached Kafka past the barrier", n);
+    /* no standby named: nothing to lose to a failover, the event goes */
+    server_conf("ALTER SYSTEM RESET synchronous_standby_names");
+    cr_assert(obh_poll(barrier_is, &h, &off, obh_ms(15000)), "auto never turned the barrier off; log %s", h.log);
+    obh_wait_scalar(&h, h.orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE published", 1, obh_ms(15000));
+}

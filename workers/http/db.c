@@ -21,9 +21,42 @@
 
 typedef struct {
     PGconn *pg;
+    int     unconfirmed;     /* a WARNING came: a synchronous wait may have been cancelled */
 } http_db_t;
 
 static __thread http_db_t tl_db[OB_DB_COUNT];
+
+/*
+ * A commit whose wait for the synchronous standby is cancelled (a client
+ * cancel, pg_cancel_backend) succeeds with only a WARNING (SQLSTATE 01000,
+ * "the transaction has already committed locally, but might not have been
+ * replicated to the standby"): the standby may lack it, and a failover
+ * would then lose an order its client was told exists. libpq hands the
+ * warning to the notice receiver, not to the result. Our statements raise
+ * no other warning, so any plain WARNING marks the write unconfirmed; the
+ * message itself is translated and not matched.
+ */
+static void
+db_notice(void *arg, const PGresult *r)
+{
+    const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+
+    if (sev != NULL && strcmp(sev, "WARNING") == 0 && state != NULL && strcmp(state, "01000") == 0)
+        ((http_db_t *) arg)->unconfirmed = 1;
+}
+
+int
+ob_http_db_unconfirmed(PGconn *pg)
+{
+    for (int i = 0; i < OB_DB_COUNT; i++)
+        if (tl_db[i].pg == pg && pg != NULL) {
+            int was = tl_db[i].unconfirmed;
+            tl_db[i].unconfirmed = 0;
+            return was;
+        }
+    return 0;
+}
 
 static int
 db_prepare(PGconn *pg, const ob_http_stmt_t *statements, char *err, size_t errlen)
@@ -83,6 +116,8 @@ ob_http_db(ob_http_t *hw, ob_db_id_t which, char *err, size_t errlen)
     db->pg = ob_pg_connect(which == OB_DB_ORDERS ? hw->cfg->orders.dsn : hw->cfg->ledger.dsn, app, err, errlen);
     if (db->pg == NULL)
         return NULL;
+    db->unconfirmed = 0;
+    PQsetNoticeReceiver(db->pg, db_notice, db);
     /* statement_timeout bounds how long a request can hold a thread */
     snprintf(set, sizeof(set), "SET statement_timeout = %d", hw->cfg->orders.statement_timeout_ms);
     if (ob_pg_exec(db->pg, set, err, errlen) != 0 ||

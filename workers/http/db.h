@@ -28,6 +28,9 @@ int ob_http_db_failure(PGconn *pg, PGresult *r, char *err, size_t errlen);
  * the connection after a reply to exercise this.
  */
 int ob_http_db_lost(ob_http_t *hw, PGconn *pg, PGresult *r, int attempt);
+/* Whether a write on pg since the last call committed without its synchronous standby's confirmation
+ * (its wait was cancelled); clears the mark. */
+int ob_http_db_unconfirmed(PGconn *pg);
 /* civetweb exit_thread: closes this thread's connection. */
 void ob_http_db_close_thread(void);
 

@@ -110,6 +110,17 @@ orders_unavailable(struct mg_connection *conn, const char *why)
     return ob_http_unavailable(conn, "orders database unavailable, retry later", why);
 }
 
+/* Committed on the primary, not confirmed by its synchronous standby (db.c): the client must not take it as done. */
+static int
+orders_unconfirmed(struct mg_connection *conn, const char *what)
+{
+    ob_log(OB_LOG_WARN, "orders: %s committed locally but its wait for the synchronous standby was cancelled", what);
+    return ob_http_unavailable(conn, "committed on the orders primary, but its synchronous standby did not confirm it"
+                                     " (the wait was cancelled): a failover may lose it; outcome unknown",
+                               "retry with the same Idempotency-Key, or read the order back once the standby is"
+                               " streaming again");
+}
+
 static int
 orders_db_error(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, PGresult *r)
 {
@@ -199,11 +210,15 @@ orders_event(ob_http_t *hw, const char *type, const char *order_id, int seq, con
 static int
 orders_settle(ob_http_t *hw, struct mg_connection *conn, PGconn *pg)
 {
-    PGresult *r = PQexec(pg, "SELECT pg_current_xact_id()");
+    PGresult *r;
     int       status = 0;
 
+    (void) ob_http_db_unconfirmed(pg);
+    r = PQexec(pg, "SELECT pg_current_xact_id()");
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         status = orders_db_error(hw, conn, pg, r);
+    else if (ob_http_db_unconfirmed(pg))
+        status = orders_unconfirmed(conn, "a replayed request's wait");
     PQclear(r);
     return status;
 }
@@ -384,6 +399,7 @@ orders_create_write(ob_http_t *hw, struct mg_connection *conn, const char *const
     for (int attempt = 0;; attempt++) {
         if ((pg = ob_http_db(hw, OB_DB_ORDERS, err, sizeof(err))) == NULL)
             return orders_unavailable(conn, err);
+        (void) ob_http_db_unconfirmed(pg);     /* only this write's warnings count */
         r = PQexecPrepared(pg, "create", 11, params, lens, fmts, 0);
         if (ob_http_db_lost(hw, pg, r, attempt)) {
             ob_log(OB_LOG_WARN, "orders: connection lost during create of %s; retrying once", order_id);
@@ -402,6 +418,8 @@ orders_create_write(ob_http_t *hw, struct mg_connection *conn, const char *const
             return orders_refuse_async(conn);
         if (!inserted)
             return orders_create_conflict(hw, conn, pg, order_id, key, req, attempt);
+        if (ob_http_db_unconfirmed(pg))
+            return orders_unconfirmed(conn, "create");
         return 0;
     }
 }
@@ -593,6 +611,7 @@ orders_cancel_tx(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, const ch
         PQclear(orders_tx(pg, "ROLLBACK"));
         return durable ? ob_http_error(conn, 409, "order changed while cancelling; retry") : orders_refuse_async(conn);
     }
+    (void) ob_http_db_unconfirmed(pg);
     r = PQexec(pg, "COMMIT");
     if (ob_http_db_lost(hw, pg, r, attempt)) {
         /* committed or not: the retry's lock tells, by finding this event */
@@ -608,6 +627,10 @@ orders_cancel_tx(ob_http_t *hw, struct mg_connection *conn, PGconn *pg, const ch
     }
     PQclear(r);
     orders_wake_relay(partition);
+    if (ob_http_db_unconfirmed(pg)) {
+        json_decref(order);
+        return orders_unconfirmed(conn, "cancel");
+    }
     json_object_set_new(order, "status", json_string("cancelled"));
     json_object_set_new(order, "version", json_integer(version));
     return ob_http_reply(conn, 200, order, NULL);

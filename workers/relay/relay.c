@@ -231,6 +231,8 @@ relay_init(ob_relay_t *rl, char *err, size_t errlen)
     rl->pg = ob_pg_connect(ob_cfg_relay_dsn(cfg), app, err, errlen);
     if (rl->pg == NULL)
         return OB_EXIT_RETRY;
+    /* first: with a synchronous standby away, a commit waiting for it would wedge the relay (routing sync) */
+    relay_session_setup(rl);
     if ((rc = relay_check_settings(rl, err, errlen)) != OB_EXIT_OK)
         return rc;
     /* relay 0 speaks for the instance: after a reload, emit takes a newly routed type once it runs.
@@ -241,7 +243,6 @@ relay_init(ob_relay_t *rl, char *err, size_t errlen)
             return OB_EXIT_RETRY;
         ob_log(OB_LOG_WARN, "outboxd.routing not updated, emit's strict routes check keeps its last state: %s", err);
     }
-    relay_session_setup(rl);
     if ((rc = ob_barrier_setup(rl, err, errlen)) != OB_EXIT_OK)
         return rc;
     rl->next_janitor_ms = ob_now_ms() + RELAY_JANITOR_MS;
@@ -382,6 +383,12 @@ relay_tick(ob_relay_t *rl)
     if (stats_due) {
         rl->next_stats_ms = now + RELAY_STATS_MS;
         ob_relay_stats(rl);
+        /* a standby named or dropped by a reload: auto follows within RELAY_STATS_MS */
+        if (ob_barrier_setup(rl, err, sizeof(err)) == OB_EXIT_FATAL) {
+            ob_log(OB_LOG_ERROR, "%s", err);
+            ob_worker_note(rl->slot, "%s", err);
+            rl->barrier = 1;     /* cannot tell: hold rather than publish what a failover could take back */
+        }
     }
     ob_wal_tick(rl, stats_due);
     if (now >= rl->next_janitor_ms) {
