@@ -56,7 +56,7 @@ typedef struct {
 
 /* In the order of the enums they fill (ob_relay_mode_t, ob_log_*_t, ob_fault_t). */
 static const char *const relay_modes[] = { "partitioned", "skip_locked", "wal", NULL };
-static const char *const barrier_modes[] = { "auto", "on", "off", NULL };
+static const char *const barrier_modes[] = { "auto", "off", NULL };
 static const char *const log_formats[] = { "logfmt", "json", NULL };
 static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
 static const char *const kafka_formats[] = { "msgpack", "json", NULL };
@@ -143,8 +143,9 @@ static const key_def_t keys[] = {
     /* PostgreSQL 15 sends a commit to logical decoding, and shows a commit whose synchronous wait was cancelled,
      * before the synchronous standby has it: produced then, a failover makes it a phantom (DESIGN §2) */
     E("relay", "standby_barrier", K_ENUM, relay.standby_barrier, barrier_modes, "auto", RELAYS,
-      "produce an event only once a synchronous standby has flushed its commit (pg_stat_replication), so a"
-      " failover cannot take back what was published; auto = on when orderdb's synchronous_standby_names is set"),
+      "produce an event only once a synchronous standby has its commit (the relay commits a transaction of its own"
+      " and waits for it), so a failover cannot take back what was published; auto = on while orderdb's"
+      " synchronous_standby_names is set"),
     S("relay", "dsn", relay.dsn, NULL, RELAYS,
       "orderdb for the relays, as a role of their own (docs/least-privilege.sql); empty = [orders] dsn"),
     S("admin", "listen", admin.listen, "127.0.0.1:7411", RESTART,

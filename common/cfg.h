@@ -18,8 +18,8 @@
 #define OB_CFG_STR 512
 
 typedef enum { OB_RELAY_PARTITIONED, OB_RELAY_SKIP_LOCKED, OB_RELAY_WAL } ob_relay_mode_t;
-/* [relay] standby_barrier: auto is on exactly when orderdb names a synchronous standby */
-typedef enum { OB_BARRIER_AUTO, OB_BARRIER_ON, OB_BARRIER_OFF } ob_barrier_mode_t;
+/* [relay] standby_barrier: auto is on exactly while orderdb names a synchronous standby */
+typedef enum { OB_BARRIER_AUTO, OB_BARRIER_OFF } ob_barrier_mode_t;
 /* [kafka] compat: debezium adds the header `id` (= event id) Debezium's outbox router sets. */
 typedef enum { OB_COMPAT_NONE, OB_COMPAT_DEBEZIUM } ob_compat_t;
 

@@ -282,9 +282,9 @@ static const slot_metric_t slot_metrics[] = {
       OB_KIND_RELAY, OB_CTR_RELAY_SLOT_LAG_BYTES, 0 },
     { "relay_slot_lag_milliseconds", "Mode wal: age of the oldest received, unconfirmed commit (or time since "
       "the stream stopped).", OB_KIND_RELAY, OB_CTR_RELAY_SLOT_LAG_MS, 0 },
-    { "relay_standby_barrier", "1 while events wait for a synchronous standby's flush before they are produced.",
+    { "relay_standby_barrier", "1 while events wait for a synchronous standby to have them before they are produced.",
       OB_KIND_RELAY, OB_CTR_RELAY_BARRIER, 0 },
-    { "relay_standby_barrier_microseconds_total", "Time spent waiting for the synchronous standby's flush.",
+    { "relay_standby_barrier_microseconds_total", "Time spent waiting for a synchronous standby to confirm.",
       OB_KIND_RELAY, OB_CTR_RELAY_BARRIER_US, 1 },
     { "relay_standby_barrier_timeouts_total", "Standby waits given up after 1 s; their events stayed pending.",
       OB_KIND_RELAY, OB_CTR_RELAY_BARRIER_TIMEOUTS, 1 },

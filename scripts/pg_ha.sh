@@ -7,6 +7,7 @@
 #   bash scripts/pg_ha.sh kill-primary            kill -9 the primary's postmaster; its pid on stdout
 #   bash scripts/pg_ha.sh stop-primary            SIGSTOP the primary's postmaster and its children (frozen, alive)
 #   bash scripts/pg_ha.sh stop-standby            the same for the standby (commits then wait for it)
+#   bash scripts/pg_ha.sh detach-standby          cut the standby off: it receives no more WAL (until promote or rebuild)
 #   bash scripts/pg_ha.sh cont                    SIGCONT what stop-primary or stop-standby froze (also cont-primary)
 #   bash scripts/pg_ha.sh promote                 promote the standby: the roles swap
 #   bash scripts/pg_ha.sh rebuild                 re-create the other node as a standby of the primary
@@ -401,7 +402,8 @@ cmd_kill_primary() {
     is_frozen "$pid" && mapfile -t kids < <(pm_children "$pid")
     kill -KILL "$pid"
     for kid in "${kids[@]}"; do kill -CONT "$kid" 2>/dev/null || true; done
-    rm -f "$HA_FROZEN_FILE"
+    # a frozen standby stays frozen (and recorded) until cont
+    [[ -s "$HA_FROZEN_FILE" && "$(<"$HA_FROZEN_FILE")" == "$p" ]] && rm -f "$HA_FROZEN_FILE"
     say "pg-ha-$p: killed the primary's postmaster (pid $pid, SIGKILL) on 127.0.0.1:$(ha_port "$p")" >&2
     echo "$pid"
 }
@@ -431,8 +433,8 @@ cmd_freeze() {
 cmd_cont_primary() {
     local n pid kid role
     local -a kids=()
-    n="$(ha_primary)"
-    [[ -s "$HA_FROZEN_FILE" ]] && read -r n <"$HA_FROZEN_FILE"
+    [[ -s "$HA_FROZEN_FILE" ]] || { say "nothing frozen"; return 0; }
+    read -r n <"$HA_FROZEN_FILE"
     [[ "$n" == a || "$n" == b ]] || die "$HA_FROZEN_FILE names no node"
     pid="$(pg_live_pid "ha-$n")"
     [[ -n "$pid" ]] || die "pg-ha-$n: not running"
@@ -445,6 +447,24 @@ cmd_cont_primary() {
     if [[ "$role" == primary && "$n" != "$(ha_primary)" ]]; then
         say "pg-ha-$n: split brain: it is a primary too, but pg-ha-$(ha_primary) is the recorded one"
     fi
+}
+
+# Cut the standby off from the primary, both alive: its walreceiver is
+# pointed at nowhere, so no WAL after this reaches it (a frozen standby is no
+# such cut: the WAL already in its socket arrives when it is resumed). In
+# sync mode every commit then waits; a cancelled wait commits on the primary
+# alone. promote and rebuild end it.
+cmd_detach_standby() {
+    local p s deadline
+    p="$(ha_primary)"; s="$(ha_other "$p")"
+    ha_sql "$s" "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=1 application_name=$HA_APP'" \
+        "SELECT pg_reload_conf()" >/dev/null
+    deadline=$(($(now_us) + 10000000))
+    while [[ -n "$(ha_sql "$p" "SELECT 1 FROM pg_stat_replication WHERE application_name = '$HA_APP'")" ]]; do
+        (($(now_us) < deadline)) || die "pg-ha-$s: still streaming 10 s after it was detached"
+        sleep 0.05
+    done
+    say "pg-ha-$s: detached from pg-ha-$p (streams nothing; promote or rebuild ends it)"
 }
 
 cmd_promote() {
@@ -553,6 +573,7 @@ case "$HA_CMD" in
     kill-primary) ha_locked; cmd_kill_primary ;;
     stop-primary) ha_locked; cmd_freeze primary ;;
     stop-standby) ha_locked; cmd_freeze standby ;;
+    detach-standby) ha_locked; cmd_detach_standby ;;
     cont-primary | cont-standby | cont) ha_locked; cmd_cont_primary ;;
     promote)      ha_locked; cmd_promote ;;
     rebuild)      ha_locked; cmd_rebuild ;;
@@ -562,7 +583,7 @@ case "$HA_CMD" in
     dsn-standby)  pg_dsn "ha-$(ha_standby)" ;;
     status)       cmd_status ;;
     *)
-        echo "usage: $0 up [--sync|--async]|down|kill-primary|stop-primary|stop-standby|cont|promote|rebuild|reset [--sync|--async]|dsn|dsn-primary|dsn-standby|status" >&2
+        echo "usage: $0 up [--sync|--async]|down|kill-primary|stop-primary|stop-standby|detach-standby|cont|promote|rebuild|reset [--sync|--async]|dsn|dsn-primary|dsn-standby|status" >&2
         exit 2
         ;;
 esac

@@ -14,6 +14,7 @@
 
 #include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -22,6 +23,12 @@
 const char *obh_brokers(void);
 #define STACK_KAFKA obh_brokers()
 #define STACK_ORDERS "postgresql://outboxd@127.0.0.1:55432/"
+/* A DSN for database db on the orders server tests use: the local stack's,
+ * or, with OB_TEST_ORDERS_HOSTS (host:port,host:port: scripts/pg_ha.sh's
+ * pair), a multi-host one that finds the primary by itself. */
+void obh_orders_dsn(char *out, size_t outlen, const char *db);
+/* Whether the tests run on the failover pair (OB_TEST_ORDERS_HOSTS). */
+int obh_orders_ha(void);
 
 typedef struct {
     char    tag[48];
@@ -60,6 +67,9 @@ void obh_start(obh_t *h, const char *const *args);
 int  obh_stop(obh_t *h, int timeout_ms);
 /* Lines of the instance's log that contain needle. */
 int obh_log_count(obh_t *h, const char *needle);
+/* Runs a shell command with no descriptor of ours but /dev/null (servers it starts keep none of the
+ * runner's pipes); its exit status, or -1. */
+int obh_shell(const char *cmd);
 /* Runs `outboxd ARGS...`, capturing stdout+stderr into out; returns exit status. */
 int obh_run(const char *const *args, char *out, size_t outlen);
 

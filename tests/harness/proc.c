@@ -146,3 +146,26 @@ obh_log_count(obh_t *h, const char *needle)
     fclose(f);
     return n;
 }
+
+int
+obh_shell(const char *cmd)
+{
+    pid_t pid = fork();
+    int   st;
+
+    cr_assert_geq(pid, 0, "fork");
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDWR);
+        dup2(null, 0);
+        dup2(null, 1);
+        dup2(null, 2);
+        /* a server started from here must not keep the test runner's pipes: the run would never end */
+        for (int fd = 3; fd < 1024; fd++)
+            close(fd);
+        execl("/bin/bash", "bash", "-c", cmd, (char *) NULL);
+        _exit(127);
+    }
+    if (waitpid(pid, &st, 0) != pid)
+        return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}

@@ -43,7 +43,7 @@ void
 obh_init(obh_t *h, int migrate)
 {
     static int seq;
-    char       sql[256], out[4096];
+    char       sql[256], out[4096], admin[256];
 
     memset(h, 0, sizeof(*h));
     snprintf(h->tag, sizeof(h->tag), "t%d_%d_%ld", (int) getpid(), seq++, (long) (time(NULL) % 100000));
@@ -55,13 +55,14 @@ obh_init(obh_t *h, int migrate)
     snprintf(h->pidfile, sizeof(h->pidfile), "%s/outboxd.pid", h->dir);
     snprintf(h->orders_db, sizeof(h->orders_db), "orderdb_%s", h->tag);
     snprintf(h->ledger_db, sizeof(h->ledger_db), "ledgerdb_%s", h->tag);
-    snprintf(h->orders_dsn, sizeof(h->orders_dsn), STACK_ORDERS "%s", h->orders_db);
+    obh_orders_dsn(h->orders_dsn, sizeof(h->orders_dsn), h->orders_db);
     snprintf(h->ledger_dsn, sizeof(h->ledger_dsn), STACK_LEDGER "%s", h->ledger_db);
     snprintf(h->topic, sizeof(h->topic), "outbox-events-%s", h->tag);
     h->partitions = 12;
     obh_free_ports(&h->orders_port, &h->ledger_port, &h->admin_port);
+    obh_orders_dsn(admin, sizeof(admin), "postgres");
     snprintf(sql, sizeof(sql), "CREATE DATABASE %s", h->orders_db);
-    obh_sql(STACK_ORDERS "postgres", sql);
+    obh_sql(admin, sql);
     snprintf(sql, sizeof(sql), "CREATE DATABASE %s", h->ledger_db);
     obh_sql(STACK_LEDGER "postgres", sql);
     obh_write_conf(h, "");
@@ -106,7 +107,7 @@ obh_write_conf(obh_t *h, const char *extra)
 void
 obh_cleanup(obh_t *h)
 {
-    char sql[256], cmd[300];
+    char sql[256], cmd[300], admin[256];
 
     obh_stop(h, obh_ms(15000));
     if (h->shm != NULL) {
@@ -114,8 +115,9 @@ obh_cleanup(obh_t *h)
         h->shm = NULL;
     }
     obh_drop_slots(h);
+    obh_orders_dsn(admin, sizeof(admin), "postgres");
     snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", h->orders_db);
-    obh_sql(STACK_ORDERS "postgres", sql);
+    obh_sql(admin, sql);
     snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", h->ledger_db);
     obh_sql(STACK_LEDGER "postgres", sql);
     obh_kafka_drop_topic(h);

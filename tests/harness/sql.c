@@ -11,6 +11,26 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+
+int
+obh_orders_ha(void)
+{
+    const char *hosts = getenv("OB_TEST_ORDERS_HOSTS");
+
+    return hosts != NULL && hosts[0] != '\0';
+}
+
+void
+obh_orders_dsn(char *out, size_t outlen, const char *db)
+{
+    /* connect_timeout: a frozen host (SIGSTOP) would hold a connect for ever */
+    if (obh_orders_ha())
+        snprintf(out, outlen, "postgresql://outboxd@%s/%s?target_session_attrs=read-write&connect_timeout=2",
+                 getenv("OB_TEST_ORDERS_HOSTS"), db);
+    else
+        snprintf(out, outlen, STACK_ORDERS "%s", db);
+}
+
 PGconn *
 obh_pg(const char *dsn)
 {
@@ -75,20 +95,21 @@ obh_wait_scalar(obh_t *h, const char *dsn, const char *sql, long long want, int 
 void
 obh_drop_slots(obh_t *h)
 {
-    char sql[512];
+    char sql[512], admin[256];
 
+    obh_orders_dsn(admin, sizeof(admin), "postgres");
     snprintf(sql, sizeof(sql),
              "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = '%s' AND active",
              h->orders_db);
-    obh_sql(STACK_ORDERS "postgres", sql);
+    obh_sql(admin, sql);
     for (int tries = 0; tries < 50; tries++) {
         snprintf(sql, sizeof(sql),
                  "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '%s'"
                  " AND NOT active",
                  h->orders_db);
-        obh_sql(STACK_ORDERS "postgres", sql);
+        obh_sql(admin, sql);
         snprintf(sql, sizeof(sql), "SELECT count(*) FROM pg_replication_slots WHERE database = '%s'", h->orders_db);
-        if (obh_scalar(STACK_ORDERS "postgres", sql) == 0)
+        if (obh_scalar(admin, sql) == 0)
             return;
         usleep(100 * 1000);    /* a terminated walsender lets go of its slot within moments */
     }
@@ -97,9 +118,13 @@ obh_drop_slots(obh_t *h)
 void
 obh_db_allow(obh_t *h, int ledger, int allow)
 {
-    const char *admin = ledger ? STACK_LEDGER "postgres" : STACK_ORDERS "postgres";
     const char *db = ledger ? h->ledger_db : h->orders_db;
-    char        sql[256];
+    char        sql[256], admin[256];
+
+    if (ledger)
+        snprintf(admin, sizeof(admin), STACK_LEDGER "postgres");
+    else
+        obh_orders_dsn(admin, sizeof(admin), "postgres");
 
     snprintf(sql, sizeof(sql), "ALTER DATABASE %s ALLOW_CONNECTIONS %s", db, allow ? "true" : "false");
     obh_sql(admin, sql);

@@ -888,3 +888,30 @@ Test(orders, a_create_whose_synchronous_wait_is_cancelled_is_not_acknowledged_no
     cr_assert(obh_poll(barrier_is, &h, &off, obh_ms(15000)), "auto never turned the barrier off; log %s", h.log);
     obh_wait_scalar(&h, h.orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE published", 1, obh_ms(15000));
 }
+
+/*
+ * An Idempotency-Key replay answers for a write it did not see commit: it
+ * must wait for the synchronous standby first. Its wait forced no WAL
+ * before (an xid alone), so PostgreSQL did not wait and the replay was 200
+ * at once, standby or not. Now it waits; cancelled, it is 503.
+ */
+Test(orders, a_replay_waits_for_the_synchronous_standby_before_answering, .init = setup, .fini = teardown_server_conf,
+     .timeout = 120)
+{
+    char      resp[1024];
+    pthread_t th;
+    void     *cancelled;
+    const char *body = "{\"customerId\":\"c\",\"amount\":1,\"currency\":\"USD\"}";
+
+    start_http("[workers]\nhttp = 1\nrelays = 0\nconsumers = 0\n");
+    cr_assert_eq(post_order(body, "replay-sync-1", NULL), 201);
+    server_conf("ALTER SYSTEM SET synchronous_standby_names = 'nobody'");
+    pthread_create(&th, NULL, cancel_sync_wait, NULL);
+    int st = obh_http(h.orders_port, "POST", "/orders", "Idempotency-Key: replay-sync-1\r\n", body, resp, sizeof(resp),
+                      NULL, 0);
+    pthread_join(th, &cancelled);
+    cr_assert_not_null(cancelled, "the replay never waited for the standby (answered %d)", st);
+    cr_assert_eq(st, 503, "a replay the standby never confirmed was answered %d: %s", st, resp);
+    server_conf("ALTER SYSTEM RESET synchronous_standby_names");
+    cr_assert_eq(post_order(body, "replay-sync-1", NULL), 200, "the replay once no standby is named");
+}

@@ -204,8 +204,11 @@ orders_event(ob_http_t *hw, const char *type, const char *order_id, int seq, con
  * Idempotency-Key replay): a backend cancelled or terminated while it
  * waited for a synchronous standby has committed locally only, and its row
  * is visible. Committing a transaction of our own, later in the WAL, waits
- * for the standby past it under the session's synchronous_commit. 0, or
- * the status sent.
+ * for the standby past it under the session's synchronous_commit. It must
+ * write WAL: PostgreSQL waits only for a commit that did, and an xid alone
+ * (pg_current_xact_id(), used before) writes none, so a replay was
+ * answered at once. A transactional logical message does (no table, no
+ * privilege; pgoutput does not send it). 0, or the status sent.
  */
 static int
 orders_settle(ob_http_t *hw, struct mg_connection *conn, PGconn *pg)
@@ -214,7 +217,7 @@ orders_settle(ob_http_t *hw, struct mg_connection *conn, PGconn *pg)
     int       status = 0;
 
     (void) ob_http_db_unconfirmed(pg);
-    r = PQexec(pg, "SELECT pg_current_xact_id()");
+    r = PQexec(pg, "SELECT pg_logical_emit_message(true, 'outboxd.settle', '')");
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         status = orders_db_error(hw, conn, pg, r);
     else if (ob_http_db_unconfirmed(pg))

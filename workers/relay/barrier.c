@@ -3,150 +3,195 @@
  *
  * On PostgreSQL 15 a logical walsender sends a transaction once its commit
  * is flushed locally, before the synchronous standby confirms it; and a
- * commit whose synchronous wait was cancelled (statement_timeout,
- * pg_cancel_backend) becomes visible to every snapshot without the standby
- * having it. An event produced then and booked by a consumer vanishes from
- * orderdb when the standby is promoted: a phantom. So, when the barrier is
- * on, nothing is produced before a synchronous standby's flush position
- * (pg_stat_replication) has passed the WAL that holds its commit:
+ * commit whose synchronous wait was cancelled (pg_cancel_backend, a client
+ * giving up) becomes visible to every snapshot without the standby having
+ * it. An event produced then and booked by a consumer vanishes from orderdb
+ * when the standby is promoted: a phantom. So, while the barrier is on,
+ * nothing is produced before the synchronous standby has the WAL holding
+ * its commit.
  *
- *   polling: the insert position read after the claim's snapshot, which
- *     every commit that snapshot sees lies below;
- *   stream: the Commit message's end LSN; a transaction too large to hold
- *     until its Commit takes the server's flush position read after its
- *     first change arrived, which its commit lies below (the walsender
- *     decodes flushed WAL only).
+ * How: the relay commits a transaction of its own with synchronous_commit
+ * = on. It must write WAL, or PostgreSQL does not wait for it (an xid alone
+ * writes none): a transactional logical message, which needs no table and
+ * no privilege, and which pgoutput does not send. Its commit record lies after every commit a
+ * claim just saw and after every commit the stream has sent (the walsender
+ * decodes flushed WAL only), and PostgreSQL returns the COMMIT only once
+ * synchronous_standby_names is satisfied, by its own rules (FIRST n, ANY
+ * n), woken by the walsender rather than polled. The insert position read
+ * inside it is kept: a streamed commit below it needs no second barrier,
+ * so a drain far behind the tail asks once per position, not per event.
  *
- * One synchronous standby past the position is enough: it is the one a
- * failover promotes (with FIRST n or ANY n, promote the standby furthest
- * ahead). The last position seen is kept, so a drain far behind the
- * standby asks nothing. A wait is given up after BARRIER_WAIT_MS: the
- * polled rows stay pending, the stream stops and resumes from its slot.
+ * A COMMIT the standby does not confirm within BARRIER_WAIT_MS is
+ * cancelled (committing an empty transaction locally costs nothing); the
+ * caller produces nothing: polled rows stay pending, the stream stops and
+ * resumes from its slot.
  */
 #include "relay_int.h"
 #include "../../common/log.h"
 #include "../../common/pg.h"
-#include "../../common/sig.h"
 #include "../../common/util.h"
 #include "../../common/worker.h"
 #include "pgoutput.h"
 
+#include <errno.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
 
-#define BARRIER_WAIT_MS   1000
-#define BARRIER_POLL_MAX  16      /* ms between two looks at pg_stat_replication */
-#define BARRIER_WARN_MS   10000
+#define BARRIER_WAIT_MS  1000
+#define BARRIER_BEAT_MS  100
+#define BARRIER_GRACE_MS 5000     /* after the cancel: a server that answers nothing is a lost session */
+#define BARRIER_WARN_MS  10000
 
-/* the standby furthest ahead among those a commit waits for */
-#define STANDBY_FLUSH "(SELECT max(flush_lsn) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum'))::text"
-
-static const char *const sample_sql[] = {
-    [OB_BARRIER_AT_LSN] = "SELECT NULL::text, " STANDBY_FLUSH,
-    [OB_BARRIER_AT_INSERT] = "SELECT pg_current_wal_insert_lsn()::text, " STANDBY_FLUSH,
-    [OB_BARRIER_AT_FLUSH] = "SELECT pg_current_wal_flush_lsn()::text, " STANDBY_FLUSH,
-};
+static const char *barrier_sql =
+    "BEGIN; SET LOCAL synchronous_commit = on;"
+    " SELECT pg_current_wal_insert_lsn()::text, pg_logical_emit_message(true, 'outboxd.barrier', ''); COMMIT";
 
 int
 ob_barrier_setup(ob_relay_t *rl, char *err, size_t errlen)
 {
     ob_barrier_mode_t mode = rl->cfg->relay.standby_barrier;
     PGresult         *r;
-    int               named, allowed, was = rl->barrier;
+    int               was = rl->barrier;
 
     rl->barrier = 0;
-    rl->standby_flush = 0;     /* after a failover the positions are another server's */
-    if (mode == OB_BARRIER_OFF)
-        return OB_EXIT_OK;
-    r = ob_pg_query(rl->pg,
-                    "SELECT current_setting('synchronous_standby_names') <> '',"
-                    " pg_has_role('pg_read_all_stats', 'USAGE')"
-                    " OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
-                    0, NULL, NULL, err, errlen);
-    if (r == NULL)
-        return PQstatus(rl->pg) == CONNECTION_OK ? OB_EXIT_FATAL : OB_EXIT_RETRY;
-    named = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-    allowed = strcmp(PQgetvalue(r, 0, 1), "t") == 0;
-    PQclear(r);
-    rl->barrier = mode == OB_BARRIER_ON || named;
-    if (rl->barrier && !allowed) {
-        /* pg_stat_replication shows flush_lsn as NULL to others: the barrier would never pass */
-        snprintf(err, errlen,
-                 "[relay] standby_barrier is on but the relay's role cannot read pg_stat_replication's positions:"
-                 " GRANT pg_read_all_stats TO it (docs/least-privilege.sql), or set standby_barrier = off and"
-                 " accept that a failover can take back published events");
-        rl->barrier = 0;
-        return OB_EXIT_FATAL;
+    rl->barrier_safe = 0;     /* after a failover the positions are another server's */
+    if (mode != OB_BARRIER_OFF) {
+        r = ob_pg_query(rl->pg, "SELECT current_setting('synchronous_standby_names') <> ''", 0, NULL, NULL, err,
+                        errlen);
+        if (r == NULL)
+            return PQstatus(rl->pg) == CONNECTION_OK ? OB_EXIT_FATAL : OB_EXIT_RETRY;
+        rl->barrier = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+        PQclear(r);
     }
     if (rl->barrier != was)
         ob_log(OB_LOG_INFO, "standby barrier %s%s", rl->barrier ? "on" : "off",
-               rl->barrier ? ": events are produced once a synchronous standby has flushed their commit" : "");
+               rl->barrier ? ": events are produced once a synchronous standby has their commit" : "");
     atomic_store(&rl->slot->counters[OB_CTR_RELAY_BARRIER], (uint64_t) rl->barrier);
     return OB_EXIT_OK;
 }
 
-/* An LSN as text into *lsn; NULL (no synchronous standby) reads as 0. */
 static void
-barrier_lsn(PGresult *r, int col, uint64_t *lsn)
+barrier_cancel(ob_relay_t *rl)
 {
-    if (PQgetisnull(r, 0, col) || ob_pgo_lsn_parse(PQgetvalue(r, 0, col), lsn) != 0)
-        *lsn = 0;
+    PGcancel *c = PQgetCancel(rl->pg);
+    char      err[256];
+
+    if (c != NULL && !PQcancel(c, err, sizeof(err)))
+        ob_log(OB_LOG_WARN, "standby barrier: cancel failed: %s", err);
+    PQfreeCancel(c);
+}
+
+/*
+ * Waits until the next result can be read without blocking, cancelling the
+ * statement at the deadline (*cancelled then set). 0, or -1 when the
+ * session failed or the server did not answer even the cancel.
+ */
+static int
+barrier_ready(ob_relay_t *rl, int64_t deadline, int *cancelled)
+{
+    while (PQisBusy(rl->pg)) {
+        int64_t       now = ob_now_ms(), left = deadline - now;
+        struct pollfd p = { .fd = PQsocket(rl->pg), .events = POLLIN };
+
+        if (left <= 0 && !*cancelled) {
+            barrier_cancel(rl);
+            *cancelled = 1;
+        }
+        if (*cancelled && now > deadline + BARRIER_GRACE_MS)
+            return -1;
+        if (poll(&p, 1, left > 0 && left < BARRIER_BEAT_MS ? (int) left : BARRIER_BEAT_MS) < 0 && errno != EINTR)
+            return -1;
+        if (PQconsumeInput(rl->pg) != 1)
+            return -1;
+        ob_shm_beat(rl->slot);
+    }
+    return 0;
+}
+
+/*
+ * Anyone may cancel the wait (pg_cancel_backend on every SyncRep waiter):
+ * the COMMIT then succeeds with only a WARNING (01000), and the standby
+ * has confirmed nothing. The fault suite's cancel did exactly that.
+ */
+static void
+barrier_notice(void *arg, const PGresult *r)
+{
+    const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+
+    if (sev != NULL && strcmp(sev, "WARNING") == 0 && state != NULL && strcmp(state, "01000") == 0)
+        *(int *) arg = 1;
+}
+
+/* The barrier's statements and their results; 0, or -1 when the session failed. */
+static int
+barrier_run(ob_relay_t *rl, int64_t deadline, int *cancelled, int *failed, uint64_t *safe)
+{
+    PGresult *r;
+
+    if (!PQsendQuery(rl->pg, barrier_sql))
+        return -1;
+    for (;;) {
+        if (barrier_ready(rl, deadline, cancelled) != 0)
+            return -1;
+        if ((r = PQgetResult(rl->pg)) == NULL)
+            break;
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+            *failed |= ob_pgo_lsn_parse(PQgetvalue(r, 0, 0), safe) != 0;
+        else if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            *failed = 1;
+        PQclear(r);
+    }
+    /* cancelled before its COMMIT ran: the rest of the string was skipped, the block is open */
+    if (PQtransactionStatus(rl->pg) != PQTRANS_IDLE && !ob_relay_sql_ok(rl->pg, PQexec(rl->pg, "ROLLBACK"), "ROLLBACK"))
+        return -1;
+    return PQstatus(rl->pg) == CONNECTION_OK ? 0 : -1;
+}
+
+/* Runs the barrier transaction: 1 confirmed (*safe set), 0 not within the wait, -1 the session failed. */
+static int
+barrier_commit(ob_relay_t *rl, uint64_t *safe)
+{
+    int              cancelled = 0, failed = 0, warned = 0, rc;
+    PQnoticeReceiver old = PQsetNoticeReceiver(rl->pg, barrier_notice, &warned);
+
+    rc = barrier_run(rl, ob_now_ms() + BARRIER_WAIT_MS, &cancelled, &failed, safe);
+    PQsetNoticeReceiver(rl->pg, old, NULL);
+    if (rc < 0)
+        return -1;
+    return cancelled || failed || warned ? 0 : 1;
 }
 
 static void
-barrier_gave_up(ob_relay_t *rl, uint64_t lsn)
+barrier_gave_up(ob_relay_t *rl)
 {
-    char    want[32], have[32];
     int64_t now = ob_now_ms();
 
     atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_BARRIER_TIMEOUTS], 1);
     if (now - rl->barrier_warned_ms < BARRIER_WARN_MS)
         return;
     rl->barrier_warned_ms = now;
-    ob_pgo_lsn_format(lsn, want, sizeof(want));
-    ob_pgo_lsn_format(rl->standby_flush, have, sizeof(have));
     ob_log(OB_LOG_WARN,
-           "standby barrier: no synchronous standby has flushed %s within %d ms (furthest: %s); nothing is produced"
-           " past it until one has",
-           want, BARRIER_WAIT_MS, rl->standby_flush ? have : "none connected");
-    ob_worker_note(rl->slot, "waiting for a synchronous standby to flush %s", want);
+           "standby barrier: no synchronous standby confirmed within %d ms; nothing is produced until one does",
+           BARRIER_WAIT_MS);
+    ob_worker_note(rl->slot, "waiting for a synchronous standby to confirm");
 }
 
 int
-ob_barrier_wait(ob_relay_t *rl, ob_barrier_at_t at, uint64_t lsn)
+ob_barrier_wait(ob_relay_t *rl, uint64_t lsn)
 {
-    int64_t t0 = ob_now_us();
-    int     delay = 1;
+    int64_t  t0 = ob_now_us();
+    uint64_t safe = 0;
+    int      rc;
 
-    if (!rl->barrier || (at == OB_BARRIER_AT_LSN && lsn <= rl->standby_flush))
+    if (!rl->barrier || (lsn != 0 && lsn <= rl->barrier_safe))
         return 1;
-    for (;;) {
-        char      err[256];
-        uint64_t  standby;
-        PGresult *r = ob_pg_query(rl->pg, sample_sql[at], 0, NULL, NULL, err, sizeof(err));
-        if (r == NULL) {
-            ob_log(OB_LOG_WARN, "standby barrier: %s", err);
-            return -1;
-        }
-        if (at != OB_BARRIER_AT_LSN) {
-            barrier_lsn(r, 0, &lsn);     /* the target is fixed by the first sample */
-            at = OB_BARRIER_AT_LSN;
-        }
-        barrier_lsn(r, 1, &standby);
-        PQclear(r);
-        if (standby > rl->standby_flush)
-            rl->standby_flush = standby;
-        int64_t waited = ob_now_us() - t0;
-        if (lsn <= rl->standby_flush || waited >= BARRIER_WAIT_MS * 1000 || ob_sig_term) {
-            atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_BARRIER_US], (uint64_t) waited);
-            if (lsn <= rl->standby_flush)
-                return 1;
-            barrier_gave_up(rl, lsn);
-            return 0;
-        }
-        ob_shm_beat(rl->slot);
-        poll(NULL, 0, delay);
-        delay = delay * 2 > BARRIER_POLL_MAX ? BARRIER_POLL_MAX : delay * 2;
-    }
+    rc = barrier_commit(rl, &safe);
+    atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_BARRIER_US], (uint64_t) (ob_now_us() - t0));
+    if (rc > 0 && safe > rl->barrier_safe)
+        rl->barrier_safe = safe;
+    if (rc == 0)
+        barrier_gave_up(rl);
+    return rc;
 }

@@ -185,7 +185,7 @@ publish_take(ob_relay_t *rl, PGresult *r)
         return -1;
     }
     rl->nrows = PQntuples(r);
-    passed = rl->nrows == 0 ? 1 : ob_barrier_wait(rl, OB_BARRIER_AT_INSERT, 0);
+    passed = rl->nrows == 0 ? 1 : ob_barrier_wait(rl, 0);
     rl->claimed_us = ob_wall_us();
     rl->barrier_held = passed == 0;
     if (rl->nrows == 0 || passed <= 0 || publish_grow(rl, rl->nrows) != 0) {

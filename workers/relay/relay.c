@@ -338,8 +338,7 @@ relay_claim(ob_relay_t *rl)
         relay_session_setup(rl);
         /* after a failover the new primary may have no synchronous standby, or one the old lacked */
         if (ob_barrier_setup(rl, err, sizeof(err)) != OB_EXIT_OK) {
-            ob_log(OB_LOG_ERROR, "%s", err);
-            ob_worker_note(rl->slot, "%s", err);
+            ob_log(OB_LOG_WARN, "standby barrier: %s", err);
             PQfinish(rl->pg);
             rl->pg = NULL;
             return;
@@ -384,9 +383,8 @@ relay_tick(ob_relay_t *rl)
         rl->next_stats_ms = now + RELAY_STATS_MS;
         ob_relay_stats(rl);
         /* a standby named or dropped by a reload: auto follows within RELAY_STATS_MS */
-        if (ob_barrier_setup(rl, err, sizeof(err)) == OB_EXIT_FATAL) {
-            ob_log(OB_LOG_ERROR, "%s", err);
-            ob_worker_note(rl->slot, "%s", err);
+        if (ob_barrier_setup(rl, err, sizeof(err)) != OB_EXIT_OK) {
+            ob_log(OB_LOG_WARN, "standby barrier: %s", err);
             rl->barrier = 1;     /* cannot tell: hold rather than publish what a failover could take back */
         }
     }

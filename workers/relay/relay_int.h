@@ -105,7 +105,7 @@ typedef struct {
     int             isolate[OB_SHM_PARTITIONS];
     struct ob_wal_s *wal;                         /* mode wal: the stream's state (wal.c) */
     int             barrier;                      /* the standby barrier is on (barrier.c) */
-    uint64_t        standby_flush;                /* a synchronous standby's flush position, last seen */
+    uint64_t        barrier_safe;                 /* WAL below this is on a synchronous standby */
     int64_t         barrier_warned_ms;
     int             barrier_held;                 /* the last cycle let its rows go for the barrier: not "none found" */
 } ob_relay_t;
@@ -226,19 +226,16 @@ int ob_relay_field(char *dst, size_t dstlen, const char *src, size_t n);
 /* barrier.c: nothing produced before a synchronous standby has it           */
 /* ------------------------------------------------------------------------ */
 
-/* What the position to wait for is: given, or read now with the standby's. */
-typedef enum {
-    OB_BARRIER_AT_LSN = 0,     /* the caller's (a streamed Commit's end) */
-    OB_BARRIER_AT_INSERT,      /* the insert position: above every commit a claim just saw */
-    OB_BARRIER_AT_FLUSH,       /* the flush position: above the commit of any transaction being streamed */
-} ob_barrier_at_t;
-
-/* After each connect: whether the barrier is on ([relay] standby_barrier, the server's
- * synchronous_standby_names); OB_EXIT_FATAL with a sentence when it is on and cannot work. */
+/* After each connect and every few seconds: whether the barrier is on ([relay] standby_barrier, the
+ * server's synchronous_standby_names). OB_EXIT_OK, or RETRY/FATAL with err. */
 int ob_barrier_setup(ob_relay_t *rl, char *err, size_t errlen);
-/* 1 once a synchronous standby has flushed the position (at once when the barrier is off), 0 when none
- * did within a second (nothing may be produced: the caller gives up its rows), -1 the session failed. */
-int ob_barrier_wait(ob_relay_t *rl, ob_barrier_at_t at, uint64_t lsn);
+/*
+ * 1 once a synchronous standby has every commit seen so far (at once when
+ * the barrier is off, or when lsn, a streamed commit's end, is known to be
+ * there); 0 when none confirmed within a second (nothing may be produced:
+ * the caller gives up its rows); -1 the session failed. lsn 0: unknown.
+ */
+int ob_barrier_wait(ob_relay_t *rl, uint64_t lsn);
 
 /* ------------------------------------------------------------------------ */
 /* mark.c                                                                    */

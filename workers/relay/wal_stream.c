@@ -383,13 +383,14 @@ wal_release(ob_relay_t *rl)
 /*
  * Whether the barrier lets the transaction's events go: 1 yes (held ones
  * produced), 0 not yet (the stream stops, and reads this transaction again
- * from its slot), -1 the session failed. A transaction too large to hold
- * takes a flush position read now: its commit is below it.
+ * from its slot), -1 the session failed. lsn is its commit's end; 0 for a
+ * transaction too large to hold until then, whose commit the server has
+ * flushed already (it is being sent), so a barrier taken now covers it.
  */
 static int
-wal_barrier(ob_relay_t *rl, ob_barrier_at_t at, uint64_t lsn)
+wal_barrier(ob_relay_t *rl, uint64_t lsn)
 {
-    int rc = ob_barrier_wait(rl, at, lsn);
+    int rc = ob_barrier_wait(rl, lsn);
 
     if (rc > 0) {
         wal_release(rl);
@@ -421,7 +422,7 @@ wal_insert(ob_relay_t *rl, const ob_pgo_msg_t *m)
     b = (ob_relay_body_t) { row.payload.p, row.payload.len, row.headers.p, row.headers.len };
     if (!w->txn_safe && wal_hold(w, &ev, &b, fits) == 0)
         return 0;
-    if (!w->txn_safe && wal_barrier(rl, OB_BARRIER_AT_FLUSH, 0) <= 0)
+    if (!w->txn_safe && wal_barrier(rl, 0) <= 0)
         return -1;
     if (!w->halted)
         wal_emit(rl, &ev, &b, fits);
@@ -448,7 +449,7 @@ wal_message(ob_relay_t *rl, const ob_pgo_frame_t *f)
         ob_wal_drop_held(w);
         break;
     case OB_PGO_COMMIT:
-        if (w->nheld > 0 && wal_barrier(rl, OB_BARRIER_AT_LSN, m.end_lsn) <= 0)
+        if (w->nheld > 0 && wal_barrier(rl, m.end_lsn) <= 0)
             return -1;
         w->in_txn = 0;
         c = &w->commits[w->ctail++ % WAL_WINDOW];
