@@ -156,7 +156,7 @@ chaos-ha: deps
 	$(MAKE) build $(FAULT_BIN)
 	@bash scripts/stack.sh up
 	@bash scripts/kafka_ha.sh up
-	@bash scripts/pg_ha.sh up --sync
+	@bash scripts/pg_ha.sh reset --sync
 	@mkdir -p var/chaos-ha && rm -f var/chaos-ha/rows.tsv
 	st=0; OB_TEST_BROKERS=$$(bash scripts/kafka_ha.sh brokers) OB_CHAOS_REPORT=$(abspath var/chaos-ha/rows.tsv) \
 	    OB_TEST_ORDERS_HOSTS=127.0.0.1:$${OB_PG_HA_PRIMARY_PORT:-26432},127.0.0.1:$${OB_PG_HA_STANDBY_PORT:-26433} \

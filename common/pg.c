@@ -11,8 +11,9 @@
 static PGconn *
 pg_connect(const char *dsn, const char *appname, const char *replication, char *err, size_t errlen)
 {
-    const char *keys[] = { "dbname", "application_name", "connect_timeout", replication ? "replication" : NULL, NULL };
-    const char *vals[] = { dsn, appname, "5", replication, NULL };
+    /* before dbname, so a DSN's own connect_timeout wins (a multi-host DSN may want less); after it, ours */
+    const char *keys[] = { "connect_timeout", "dbname", "application_name", replication ? "replication" : NULL, NULL };
+    const char *vals[] = { "5", dsn, appname, replication, NULL };
     PGconn     *pg = PQconnectdbParams(keys, vals, 1);
     char        masked[512];
 
@@ -92,4 +93,22 @@ ob_pg_exec(PGconn *pg, const char *sql, char *err, size_t errlen)
         return -1;
     PQclear(r);
     return 0;
+}
+
+/*
+ * PostgreSQL raises it as a plain WARNING (SQLSTATE 01000, "the transaction
+ * has already committed locally, but might not have been replicated").
+ * 01000 is any warning's default code (the wraparound warning, a trigger's
+ * RAISE WARNING), so the function that raised it must be the synchronous
+ * wait's; that field is not translated, the message is.
+ */
+int
+ob_pg_syncrep_cancelled(const PGresult *notice)
+{
+    const char *sev = PQresultErrorField(notice, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *state = PQresultErrorField(notice, PG_DIAG_SQLSTATE);
+    const char *fn = PQresultErrorField(notice, PG_DIAG_SOURCE_FUNCTION);
+
+    return sev != NULL && strcmp(sev, "WARNING") == 0 && state != NULL && strcmp(state, "01000") == 0 && fn != NULL &&
+           strcmp(fn, "SyncRepWaitForLSN") == 0;
 }

@@ -36,4 +36,11 @@ long ob_pg_command(PGconn *pg, const char *sql, int n, const char *const *params
 /* A parameterless command (or several, by the simple protocol: migrations); 0, or -1 with err. */
 int ob_pg_exec(PGconn *pg, const char *sql, char *err, size_t errlen);
 
+/*
+ * Whether a notice (what libpq hands a notice receiver) says a commit's
+ * wait for the synchronous standby was cancelled: the commit stands on the
+ * primary alone, and the standby may lack it.
+ */
+int ob_pg_syncrep_cancelled(const PGresult *notice);
+
 #endif

@@ -8,6 +8,7 @@
 #   bash scripts/pg_ha.sh stop-primary            SIGSTOP the primary's postmaster and its children (frozen, alive)
 #   bash scripts/pg_ha.sh stop-standby            the same for the standby (commits then wait for it)
 #   bash scripts/pg_ha.sh detach-standby          cut the standby off: it receives no more WAL (until promote or rebuild)
+#   bash scripts/pg_ha.sh kill-old                after a promote: kill -9 the other node (ends a split brain)
 #   bash scripts/pg_ha.sh cont                    SIGCONT what stop-primary or stop-standby froze (also cont-primary)
 #   bash scripts/pg_ha.sh promote                 promote the standby: the roles swap
 #   bash scripts/pg_ha.sh rebuild                 re-create the other node as a standby of the primary
@@ -408,6 +409,19 @@ cmd_kill_primary() {
     echo "$pid"
 }
 
+# After a promote: kill -9 the other node (the old primary, resumed after a
+# stop-primary: the split brain ends).
+cmd_kill_old() {
+    local n pid
+    n="$(ha_other "$(ha_primary)")"
+    pid="$(pg_live_pid "ha-$n")"
+    [[ -n "$pid" ]] || { say "pg-ha-$n: not running"; return 0; }
+    is_frozen "$pid" && ha_thaw "$n"
+    kill -KILL "$pid"
+    [[ -s "$HA_FROZEN_FILE" && "$(<"$HA_FROZEN_FILE")" == "$n" ]] && rm -f "$HA_FROZEN_FILE"
+    say "pg-ha-$n: killed (pid $pid, SIGKILL); pg-ha-$(ha_primary) is the only primary"
+}
+
 # Freeze the primary or (role standby) the standby: alive, silent.
 cmd_freeze() {
     local role="$1" p pid kid deadline
@@ -574,6 +588,7 @@ case "$HA_CMD" in
     stop-primary) ha_locked; cmd_freeze primary ;;
     stop-standby) ha_locked; cmd_freeze standby ;;
     detach-standby) ha_locked; cmd_detach_standby ;;
+    kill-old)     ha_locked; cmd_kill_old ;;
     cont-primary | cont-standby | cont) ha_locked; cmd_cont_primary ;;
     promote)      ha_locked; cmd_promote ;;
     rebuild)      ha_locked; cmd_rebuild ;;
@@ -583,7 +598,7 @@ case "$HA_CMD" in
     dsn-standby)  pg_dsn "ha-$(ha_standby)" ;;
     status)       cmd_status ;;
     *)
-        echo "usage: $0 up [--sync|--async]|down|kill-primary|stop-primary|stop-standby|detach-standby|cont|promote|rebuild|reset [--sync|--async]|dsn|dsn-primary|dsn-standby|status" >&2
+        echo "usage: $0 up [--sync|--async]|down|kill-primary|kill-old|stop-primary|stop-standby|detach-standby|cont|promote|rebuild|reset [--sync|--async]|dsn|dsn-primary|dsn-standby|status" >&2
         exit 2
         ;;
 esac

@@ -451,3 +451,56 @@ Test(relay, wal_a_synchronous_standby_that_never_confirms_holds_every_event_back
 {
     barrier_holds_without_confirmation("wal");
 }
+
+static int
+barrier_on(obh_t *hh, void *arg)
+{
+    (void) arg;
+    return obh_relay_counter(hh, 0, OB_CTR_RELAY_BARRIER) == 1;
+}
+
+static int
+barrier_waited_more(obh_t *hh, void *arg)
+{
+    return obh_relay_counter(hh, 0, OB_CTR_RELAY_BARRIER_TIMEOUTS) >= *(uint64_t *) arg;
+}
+
+/*
+ * The stream's side: the walsender sends a transaction once it is flushed
+ * here, before any standby has it. While no synchronous standby confirms,
+ * a one-event transaction (held until its Commit) and a 100-event one
+ * (more than the stream holds, so it waits at once) are produced by
+ * nobody; once no standby is named each event arrives, in order. (A
+ * polling cycle between two stream sessions may send them first and the
+ * stream again: re-sends are allowed, G4.)
+ */
+Test(relay, wal_streamed_transactions_wait_for_the_standby_then_arrive_in_order, .init = setup,
+     .fini = teardown_no_standby)
+{
+    static char one[1][37], many[1][37];
+    char        sql[256];
+    uint64_t    want;
+    int         n;
+
+    start("[workers]\nhttp = 0\nrelays = 1\nconsumers = 0\n[relay]\nmode = wal\n");
+    obh_wait_streaming(&h, 1);
+    /* the test's own writes must not wait for a standby that never answers: local, so flushed here, and streamed */
+    snprintf(sql, sizeof(sql), "ALTER DATABASE %s SET synchronous_commit = local", h.orders_db);
+    obh_sql(STACK_ORDERS "postgres", sql);
+    name_standby("nobody");
+    cr_assert(obh_poll(barrier_on, &h, NULL, obh_ms(15000)), "auto never turned the barrier on; log %s", h.log);
+    want = obh_relay_counter(&h, 0, OB_CTR_RELAY_BARRIER_TIMEOUTS) + 2;
+    obh_insert_events_ex(&h, 1, 1, one, 1, 0);
+    obh_insert_events_ex(&h, 1, 100, many, 1, 0);
+    cr_assert(obh_poll(barrier_waited_more, &h, &want, obh_ms(30000)), "the stream never waited; log %s", h.log);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE published"), 0,
+                 "published what no standby has; log %s", h.log);
+    obh_msg_t *m = obh_kafka_read_all(&h, 0, obh_ms(10000), &n);
+    free(m);
+    cr_assert_eq(n, 0, "%d records reached Kafka past the barrier", n);
+    name_standby("");
+    cr_assert(obh_poll(all_published, &h, NULL, obh_ms(60000)), "not sent once no standby was named; log %s", h.log);
+    m = obh_kafka_read_all(&h, 101, obh_ms(30000), &n);
+    obh_check_log(&h, m, n, 101);     /* asserts every event there, in order */
+    free(m);
+}

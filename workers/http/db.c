@@ -28,21 +28,14 @@ static __thread http_db_t tl_db[OB_DB_COUNT];
 
 /*
  * A commit whose wait for the synchronous standby is cancelled (a client
- * cancel, pg_cancel_backend) succeeds with only a WARNING (SQLSTATE 01000,
- * "the transaction has already committed locally, but might not have been
- * replicated to the standby"): the standby may lack it, and a failover
- * would then lose an order its client was told exists. libpq hands the
- * warning to the notice receiver, not to the result. Our statements raise
- * no other warning, so any plain WARNING marks the write unconfirmed; the
- * message itself is translated and not matched.
+ * cancel, pg_cancel_backend) succeeds with only a WARNING: the standby may
+ * lack it, and a failover would then lose an order its client was told
+ * exists. libpq hands the warning to the notice receiver, not to the result.
  */
 static void
 db_notice(void *arg, const PGresult *r)
 {
-    const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
-    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-
-    if (sev != NULL && strcmp(sev, "WARNING") == 0 && state != NULL && strcmp(state, "01000") == 0)
+    if (ob_pg_syncrep_cancelled(r))
         ((http_db_t *) arg)->unconfirmed = 1;
 }
 

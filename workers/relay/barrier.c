@@ -37,6 +37,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define BARRIER_WAIT_MS  1000
 #define BARRIER_BEAT_MS  100
@@ -55,7 +56,6 @@ ob_barrier_setup(ob_relay_t *rl, char *err, size_t errlen)
     int               was = rl->barrier;
 
     rl->barrier = 0;
-    rl->barrier_safe = 0;     /* after a failover the positions are another server's */
     if (mode != OB_BARRIER_OFF) {
         r = ob_pg_query(rl->pg, "SELECT current_setting('synchronous_standby_names') <> ''", 0, NULL, NULL, err,
                         errlen);
@@ -64,6 +64,15 @@ ob_barrier_setup(ob_relay_t *rl, char *err, size_t errlen)
         rl->barrier = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
         PQclear(r);
     }
+    if (rl->barrier && rl->cfg->relay.mode == OB_RELAY_SKIP_LOCKED && !was) {
+        snprintf(err, errlen,
+                 "orderdb names a synchronous standby, and mode skip_locked cannot wait for it inside its claim"
+                 " transaction: use mode partitioned or wal, or [relay] standby_barrier = off to accept that a"
+                 " failover can take back published events");
+        return OB_EXIT_FATAL;
+    }
+    if (rl->barrier != was)
+        rl->barrier_safe = 0;
     if (rl->barrier != was)
         ob_log(OB_LOG_INFO, "standby barrier %s%s", rl->barrier ? "on" : "off",
                rl->barrier ? ": events are produced once a synchronous standby has their commit" : "");
@@ -98,8 +107,11 @@ barrier_ready(ob_relay_t *rl, int64_t deadline, int *cancelled)
             barrier_cancel(rl);
             *cancelled = 1;
         }
-        if (*cancelled && now > deadline + BARRIER_GRACE_MS)
+        if (*cancelled && now > deadline + BARRIER_GRACE_MS) {
+            /* the query still runs: any later statement on this session would wait for it */
+            shutdown(PQsocket(rl->pg), SHUT_RDWR);
             return -1;
+        }
         if (poll(&p, 1, left > 0 && left < BARRIER_BEAT_MS ? (int) left : BARRIER_BEAT_MS) < 0 && errno != EINTR)
             return -1;
         if (PQconsumeInput(rl->pg) != 1)
@@ -111,16 +123,13 @@ barrier_ready(ob_relay_t *rl, int64_t deadline, int *cancelled)
 
 /*
  * Anyone may cancel the wait (pg_cancel_backend on every SyncRep waiter):
- * the COMMIT then succeeds with only a WARNING (01000), and the standby
- * has confirmed nothing. The fault suite's cancel did exactly that.
+ * the COMMIT then succeeds with only a WARNING, and the standby has
+ * confirmed nothing. The fault suite's cancel did exactly that.
  */
 static void
 barrier_notice(void *arg, const PGresult *r)
 {
-    const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
-    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-
-    if (sev != NULL && strcmp(sev, "WARNING") == 0 && state != NULL && strcmp(state, "01000") == 0)
+    if (ob_pg_syncrep_cancelled(r))
         *(int *) arg = 1;
 }
 
@@ -139,8 +148,11 @@ barrier_run(ob_relay_t *rl, int64_t deadline, int *cancelled, int *failed, uint6
             break;
         if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
             *failed |= ob_pgo_lsn_parse(PQgetvalue(r, 0, 0), safe) != 0;
-        else if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        else if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            if (!*cancelled)
+                ob_log(OB_LOG_WARN, "standby barrier: %s", PQresultErrorMessage(r));
             *failed = 1;
+        }
         PQclear(r);
     }
     /* cancelled before its COMMIT ran: the rest of the string was skipped, the block is open */
@@ -187,6 +199,11 @@ ob_barrier_wait(ob_relay_t *rl, uint64_t lsn)
 
     if (!rl->barrier || (lsn != 0 && lsn <= rl->barrier_safe))
         return 1;
+    if (rl->cfg->relay.mode == OB_RELAY_SKIP_LOCKED) {
+        /* its claim is a transaction held open across Kafka: a commit of ours would end it, and its locks */
+        barrier_gave_up(rl);
+        return 0;
+    }
     rc = barrier_commit(rl, &safe);
     atomic_fetch_add(&rl->slot->counters[OB_CTR_RELAY_BARRIER_US], (uint64_t) (ob_now_us() - t0));
     if (rc > 0 && safe > rl->barrier_safe)

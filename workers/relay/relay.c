@@ -336,7 +336,9 @@ relay_claim(ob_relay_t *rl)
             return;
         }
         relay_session_setup(rl);
-        /* after a failover the new primary may have no synchronous standby, or one the old lacked */
+        /* after a failover the new primary may have no synchronous standby, or one the old lacked;
+         * and its positions are another server's */
+        rl->barrier_safe = 0;
         if (ob_barrier_setup(rl, err, sizeof(err)) != OB_EXIT_OK) {
             ob_log(OB_LOG_WARN, "standby barrier: %s", err);
             PQfinish(rl->pg);
@@ -382,11 +384,11 @@ relay_tick(ob_relay_t *rl)
     if (stats_due) {
         rl->next_stats_ms = now + RELAY_STATS_MS;
         ob_relay_stats(rl);
-        /* a standby named or dropped by a reload: auto follows within RELAY_STATS_MS */
-        if (ob_barrier_setup(rl, err, sizeof(err)) != OB_EXIT_OK) {
-            ob_log(OB_LOG_WARN, "standby barrier: %s", err);
-            rl->barrier = 1;     /* cannot tell: hold rather than publish what a failover could take back */
-        }
+    }
+    /* a standby named or dropped by a reload: auto follows within RELAY_TICK_MS */
+    if (ob_barrier_setup(rl, err, sizeof(err)) != OB_EXIT_OK) {
+        ob_log(OB_LOG_WARN, "standby barrier: %s", err);
+        rl->barrier = 1;     /* cannot tell: hold rather than publish what a failover could take back */
     }
     ob_wal_tick(rl, stats_due);
     if (now >= rl->next_janitor_ms) {

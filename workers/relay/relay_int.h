@@ -226,7 +226,7 @@ int ob_relay_field(char *dst, size_t dstlen, const char *src, size_t n);
 /* barrier.c: nothing produced before a synchronous standby has it           */
 /* ------------------------------------------------------------------------ */
 
-/* After each connect and every few seconds: whether the barrier is on ([relay] standby_barrier, the
+/* After each connect and every second: whether the barrier is on ([relay] standby_barrier, the
  * server's synchronous_standby_names). OB_EXIT_OK, or RETRY/FATAL with err. */
 int ob_barrier_setup(ob_relay_t *rl, char *err, size_t errlen);
 /*

@@ -92,6 +92,15 @@ wal_start(ob_relay_t *rl)
         ob_log(OB_LOG_WARN, "wal: %s", err);
         return;
     }
+    /* A multi-host DSN may take the stream and the session to different servers (two primaries in a split
+     * brain): the session's barrier and marks would then vouch for another server's transactions. */
+    if (strcmp(PQhost(w->repl), PQhost(rl->pg)) != 0 || strcmp(PQport(w->repl), PQport(rl->pg)) != 0) {
+        ob_log(OB_LOG_WARN, "wal: the stream reached %s:%s, the relay's session %s:%s; not streaming until both"
+                            " reach one server", PQhost(w->repl), PQport(w->repl), PQhost(rl->pg), PQport(rl->pg));
+        PQfinish(w->repl);
+        w->repl = NULL;
+        return;
+    }
     snprintf(cmd, sizeof(cmd),
              "START_REPLICATION SLOT %s LOGICAL 0/0 (proto_version '1', publication_names '%s', binary 'true')",
              w->slot, w->pub);
