@@ -7,12 +7,16 @@
  * OB_CAPTURE_FIXTURES names a directory).
  */
 #include "tests/integration/fixture.h"
+#include "common/murmur2.h"
 #include "common/pg.h"
 #include "common/util.h"
+#include "common/uuid.h"
 #include "workers/relay/pgoutput.h"
 
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +91,79 @@ Test(wal, streams_events_in_order_marks_them_and_confirms_the_slot, .init = setu
              lsn);
     for (int64_t t0 = ob_now_ms(); obh_scalar(h.orders_dsn, sql) < 2; ob_sleep_ms(50))
         cr_assert_lt(ob_now_ms() - t0, obh_ms(15000), "slots never confirmed %s; log %s", lsn, h.log);
+}
+
+/* Writers that never pause, each on its own connection, one event per transaction. */
+typedef struct {
+    char       dsn[256];
+    int        partitions;
+    atomic_int stop;
+    atomic_int written;
+    atomic_int failed;
+} steady_t;
+
+enum { STEADY_WRITERS = 4 };
+
+static void *
+steady_writer(void *arg)
+{
+    steady_t *s = arg;
+    PGconn   *pg = PQconnectdb(s->dsn);
+
+    /* no flush per commit: a row lands every few microseconds, faster than any relay cycle */
+    PQclear(PQexec(pg, "SET synchronous_commit = off"));
+    while (PQstatus(pg) == CONNECTION_OK && !atomic_load(&s->stop)) {
+        ob_uuid_t u;
+        char      id[37], part[16];
+        if (ob_uuid_v7(&u) != 0)
+            break;
+        ob_uuid_format(&u, id);
+        snprintf(part, sizeof(part), "%d", ob_partition_for(id, 36, s->partitions));
+        const char *params[2] = { id, part };
+        PGresult   *r = PQexecParams(pg,
+                                     "INSERT INTO outboxd.outbox (event_id, aggregate_type, aggregate_id, seq,"
+                                     " event_type, partition, payload) VALUES (gen_random_uuid(), 'order', $1, 1,"
+                                     " 'order.test', $2::int, 'steady')",
+                                     2, NULL, params, NULL, NULL, 0);
+        atomic_fetch_add(PQresultStatus(r) == PGRES_COMMAND_OK ? &s->written : &s->failed, 1);
+        PQclear(r);
+    }
+    if (PQstatus(pg) != CONNECTION_OK)
+        atomic_fetch_add(&s->failed, 1);
+    PQfinish(pg);
+    return NULL;
+}
+
+/*
+ * The pass used to end only with a cycle that found nothing, which writers
+ * that never pause never allow: the relay polled for ever. A cycle that took
+ * everything its snapshot showed is as complete.
+ */
+Test(wal, a_polling_pass_under_writes_that_never_pause_still_hands_over_to_the_stream, .init = setup,
+     .fini = wal_teardown)
+{
+    static steady_t s;
+    pthread_t       th[STEADY_WRITERS];
+    int64_t         t0;
+
+    ob_strlcpy(s.dsn, h.orders_dsn, sizeof(s.dsn));
+    s.partitions = h.partitions;
+    for (int i = 0; i < STEADY_WRITERS; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, steady_writer, &s), 0);
+    for (t0 = ob_now_ms(); atomic_load(&s.written) < 500; ob_sleep_ms(10))
+        cr_assert_lt(ob_now_ms() - t0, obh_ms(15000), "the writers wrote %d rows in 15 s", atomic_load(&s.written));
+    start(WAL "[workers]\nhttp = 0\nrelays = 1\nconsumers = 0\n");
+    obh_wait_streaming(&h, 1);
+    /* the stream, not the pass, carries the writes from here on */
+    for (t0 = ob_now_ms(); obh_relay_counter(&h, 0, OB_CTR_RELAY_STREAMED) < 100; ob_sleep_ms(20))
+        cr_assert_lt(ob_now_ms() - t0, obh_ms(15000), "streaming but nothing streamed; log %s", h.log);
+    atomic_store(&s.stop, 1);
+    for (int i = 0; i < STEADY_WRITERS; i++)
+        pthread_join(th[i], NULL);
+    cr_assert_eq(atomic_load(&s.failed), 0, "%d writes failed", atomic_load(&s.failed));
+    cr_log_info("steady writers: %d rows", atomic_load(&s.written));
+    cr_assert(obh_poll(all_published, &h, NULL, obh_ms(30000)), "events not all published; log %s", h.log);
+    check_kafka(atomic_load(&s.written));
 }
 
 Test(wal, refuses_to_start_when_a_slot_could_keep_wal_without_bound, .init = setup, .fini = wal_teardown)

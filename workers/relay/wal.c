@@ -27,11 +27,14 @@
  *   moved partitions). Each time the publication's filter changes or the
  *   slot is (re)created, relay_slots.catchup_needed is set first (in the
  *   same transaction as the filter change); the relay then runs the
- *   ordinary polling cycle over its partitions until one finds nothing,
- *   clears the flag, and only then starts the stream. Coverage: the slot
- *   exists before that last polling snapshot, so every commit is either in
- *   the snapshot (polled) or after the slot's position (streamed); a few
- *   may be both, which is a duplicate, never a gap. `outboxd replay` also
+ *   ordinary polling cycle over its partitions until one finds nothing more,
+ *   clears the flag, and only then starts the stream. "Finds nothing" means
+ *   took everything its snapshot showed: no partition's claim reached its
+ *   LIMIT, nothing was held back, and Kafka acknowledged all of it (a
+ *   cycle that finds none at all never comes while writers never pause).
+ *   Coverage: the slot exists before that last polling snapshot, so every
+ *   commit is either in the snapshot (polled) or after the slot's position
+ *   (streamed); a few may be both, which is a duplicate, never a gap. `outboxd replay` also
  *   sets the flag, since re-pending rows is an UPDATE the stream ignores.
  *
  *   Ownership: the stream runs only while the relay holds the advisory
@@ -173,7 +176,9 @@ ob_wal_poll_cycle(ob_relay_t *rl, int (*cycle)(ob_relay_t *rl))
     int              counts = w->ready && w->catchup && ob_wal_all_locks(rl);
     int              n = cycle(rl);
 
-    if (n == 0 && counts && !rl->more && !rl->barrier_held && rl->breaker == OB_BREAKER_CLOSED && ob_wal_all_locks(rl) &&
+    /* complete when the cycle took all its snapshot showed (no partition's claim reached its limit, nothing held)
+     * and Kafka took it: waiting for a cycle that finds nothing never ends under writes that never pause */
+    if (n >= 0 && counts && !rl->more && !rl->barrier_held && rl->breaker == OB_BREAKER_CLOSED && ob_wal_all_locks(rl) &&
         ob_wal_update_flag(rl, 0) == 0)
         ob_log(OB_LOG_INFO, "wal: polling pass complete; streaming from slot %s", w->slot);
     return n;
