@@ -26,16 +26,25 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 typedef int (*bind_fn_t)(int, const struct sockaddr *, socklen_t);
+typedef int (*accept_fn_t)(int, struct sockaddr *, socklen_t *);
 
 ob_listener_t ob_listeners[OB_LISTEN_COUNT] = { { "", -1, { 0 } }, { "", -1, { 0 } }, { "", -1, { 0 } } };
 /* Set in HTTP workers only: bind() then adopts inherited sockets. */
 static int    listen_adopting;
+/* civetweb's descriptors an inherited socket was dup2()ed onto, -1 for none */
+static int    listen_adopted[OB_LISTEN_COUNT] = { -1, -1, -1 };
+/* connections accepted on them by civetweb's master threads, and accept() calls under way: a call that began
+ * before ob_listen_quiesce may still return a connection after it */
+static atomic_ullong listen_accepted;
+static atomic_int    listen_accepting;
 
 /*
  * libc's bind. A plain call to bind() from this executable resolves to the
@@ -148,7 +157,70 @@ ob_listen_bind(int fd, const struct sockaddr *addr, socklen_t len)
 {
     int i = listen_adopting ? listen_find(addr, len) : -1;
 
-    if (i >= 0)
-        return dup2(ob_listeners[i].fd, fd) < 0 ? -1 : 0;
-    return listen_real_bind(fd, addr, len);
+    if (i < 0)
+        return listen_real_bind(fd, addr, len);
+    if (dup2(ob_listeners[i].fd, fd) < 0)
+        return -1;
+    listen_adopted[i] = fd;
+    return 0;
+}
+
+static int
+listen_adopted_fd(int fd)
+{
+    for (int i = 0; i < OB_LISTEN_COUNT; i++)
+        if (fd >= 0 && listen_adopted[i] == fd)
+            return 1;
+    return 0;
+}
+
+int
+ob_listen_accept(int fd, struct sockaddr *addr, socklen_t *len)
+{
+    static accept_fn_t real_accept;
+    int                c;
+
+    if (real_accept == NULL)
+        real_accept = (accept_fn_t) dlsym(RTLD_NEXT, "accept");
+    if (real_accept == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    atomic_fetch_add(&listen_accepting, 1);
+    c = real_accept(fd, addr, len);
+    if (c >= 0 && listen_adopted_fd(fd))
+        atomic_fetch_add(&listen_accepted, 1);
+    atomic_fetch_sub(&listen_accepting, 1);
+    return c;
+}
+
+unsigned long long
+ob_listen_accepted(int *busy)
+{
+    *busy = atomic_load(&listen_accepting) > 0;
+    return atomic_load(&listen_accepted);
+}
+
+/*
+ * An eventfd whose counter stays 0 never polls readable, so civetweb's
+ * master thread, polling the descriptor number it bound, accepts no more;
+ * the shared socket itself stays open in the supervisor and the other
+ * workers, whose accept() takes every later connection. Closing the
+ * descriptor instead would let the number be reused by anything.
+ */
+int
+ob_listen_quiesce(void)
+{
+    int rc = 0;
+
+    for (int i = 0; i < OB_LISTEN_COUNT; i++) {
+        if (listen_adopted[i] < 0)
+            continue;
+        int e = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (e < 0 || dup2(e, listen_adopted[i]) < 0)
+            rc = -1;
+        if (e >= 0)
+            close(e);
+    }
+    return rc;
 }

@@ -35,5 +35,15 @@ void ob_listen_adopt(void);
  * returned); anything else is bound by libc's bind.
  */
 int  ob_listen_bind(int fd, const struct sockaddr *addr, socklen_t len);
+/* accept(2) for the executable's interposed accept(): counts what adopted sockets accepted. */
+int  ob_listen_accept(int fd, struct sockaddr *addr, socklen_t *len);
+/* Connections accepted so far; *busy set while an accept() is under way (its result not yet counted). */
+unsigned long long ob_listen_accepted(int *busy);
+/*
+ * A worker about to stop: its server threads accept no more from the shared
+ * sockets (the other workers do), while it finishes what it took. -1 when a
+ * descriptor could not be swapped (that listener then accepts until stopped).
+ */
+int  ob_listen_quiesce(void);
 
 #endif

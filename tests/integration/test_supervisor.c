@@ -233,6 +233,67 @@ Test(supervisor, reload_changes_relay_set_without_double_ownership, .init = setu
                  1);
 }
 
+/* Clients that create orders back to back, each on a new connection, through reloads. */
+typedef struct {
+    int        port;
+    atomic_int stop;
+    atomic_int created;
+    atomic_int failed;
+    atomic_int last_status;
+} clients_t;
+
+enum { RELOAD_CLIENTS = 4, RELOADS = 3 };
+
+static void *
+create_loop(void *arg)
+{
+    clients_t *c = arg;
+    char       resp[1024];
+
+    while (!atomic_load(&c->stop)) {
+        int st = obh_http(c->port, "POST", "/orders", NULL, "{\"customerId\":\"reload\",\"amount\":3,\"currency\":\"USD\"}",
+                          resp, sizeof(resp), NULL, 0);
+        atomic_fetch_add(st == 201 ? &c->created : &c->failed, 1);
+        if (st != 201)
+            atomic_store(&c->last_status, st);
+    }
+    return NULL;
+}
+
+/*
+ * A reload replaces the HTTP workers one by one on the shared accept queue,
+ * so no client may see it. civetweb's mg_stop dropped the connections its
+ * master thread had accepted but no thread had taken yet: reset unread.
+ */
+Test(supervisor, a_reload_under_steady_traffic_refuses_no_request, .init = setup, .fini = teardown)
+{
+    static clients_t c;
+    pthread_t        th[RELOAD_CLIENTS];
+    int64_t          t0;
+
+    start("[workers]\nhttp = 2\nrelays = 0\nconsumers = 0\n");
+    require_running(OB_KIND_HTTP, 2);
+    c.port = h.orders_port;
+    for (int i = 0; i < RELOAD_CLIENTS; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, create_loop, &c), 0);
+    for (int r = 1; r <= RELOADS; r++) {
+        int before = atomic_load(&c.created);
+        kill(h.pid, SIGHUP);
+        /* both workers of this generation replaced, the last one stopped, and traffic went on */
+        for (t0 = ob_now_ms(); obh_log_count(&h, "http 0 stopped") < r || obh_log_count(&h, "http 1 stopped") < r ||
+                               atomic_load(&c.created) < before + 50;
+             ob_sleep_ms(20))
+            cr_assert_lt(ob_now_ms() - t0, obh_ms(30000), "reload %d: workers not replaced; log %s", r, h.log);
+    }
+    atomic_store(&c.stop, 1);
+    for (int i = 0; i < RELOAD_CLIENTS; i++)
+        pthread_join(th[i], NULL);
+    cr_assert_eq(atomic_load(&c.failed), 0, "%d of %d requests failed across %d reloads, the last with %d; log %s",
+                 atomic_load(&c.failed), atomic_load(&c.failed) + atomic_load(&c.created), RELOADS,
+                 atomic_load(&c.last_status), h.log);
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM orders"), atomic_load(&c.created));
+}
+
 Test(supervisor, broken_reload_changes_nothing_and_shows_why, .init = setup, .fini = teardown)
 {
     ob_shm_slot_t r0, after;

@@ -34,8 +34,8 @@ admin_send(struct mg_connection *conn, const char *ctype, char *body)
     size_t len = body ? strlen(body) : 0;
 
     mg_printf(conn,
-              "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n\r\n", ctype,
-              len);
+              "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n%s\r\n", ctype,
+              len, ob_http_close_header());
     mg_write(conn, body ? body : "", len);
     free(body);
     return 200;

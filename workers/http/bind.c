@@ -5,6 +5,8 @@
  * executable defines bind(), so civetweb's shared-library call resolves
  * here; the adoption itself (DESIGN §1) is ob_listen_bind's, beside the
  * table of inherited sockets, so this file only calls down into common/.
+ * accept() is interposed the same way, to count what the worker took in
+ * hand and so know, when it stops, that it answered all of it.
  */
 #include "../../common/listen.h"
 
@@ -14,4 +16,10 @@ int
 bind(int fd, const struct sockaddr *addr, socklen_t len)
 {
     return ob_listen_bind(fd, addr, len);
+}
+
+int
+accept(int fd, struct sockaddr *addr, socklen_t *len)
+{
+    return ob_listen_accept(fd, addr, len);
 }

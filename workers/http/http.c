@@ -19,7 +19,8 @@
  *   /healthcheck and requests without a body.
  *
  *   Signals: blocked in civetweb's threads, handled by the main thread:
- *   TERM/INT stop accepting and finish in-flight requests (mg_stop), exit 0.
+ *   TERM/INT stop accepting, answer every connection already taken
+ *   (http_drain), then mg_stop, exit 0.
  *
  *   Exit codes: 0 asked to stop; 1 civetweb could not start.
  */
@@ -262,6 +263,16 @@ http_log_message(const struct mg_connection *conn, const char *message)
     return 1;
 }
 
+/* Connections civetweb closed, on any listener: with ob_listen_accepted, what this worker still has in hand. */
+static atomic_ullong http_closed;
+
+static void
+http_connection_closed(const struct mg_connection *conn)
+{
+    (void) conn;
+    atomic_fetch_add(&http_closed, 1);
+}
+
 static void
 http_exit_thread(const struct mg_context *ctx, int thread_type, void *thread_pointer)
 {
@@ -277,6 +288,9 @@ http_exit_thread(const struct mg_context *ctx, int thread_type, void *thread_poi
  * can take the threads that serve the ledger API and the status page.
  */
 #define HTTP_SIDE_THREADS 4
+/* An idle keep-alive connection is closed after this; it also bounds a stopping worker's drain. */
+#define HTTP_KEEPALIVE_MS      5000
+#define HTTP_KEEPALIVE_MS_TEXT "5000"
 
 /* A listener's share of threads that may wait on request bodies; the rest
  * are kept for requests without one. */
@@ -304,7 +318,7 @@ http_start_listener(http_ctx_t *hc, int threads)
         "num_threads", nthreads,
         "request_timeout_ms", timeout,      /* each wait for bytes; deadline.c bounds the whole body */
         "enable_keep_alive", "yes",
-        "keep_alive_timeout_ms", "5000",
+        "keep_alive_timeout_ms", HTTP_KEEPALIVE_MS_TEXT,
         "max_request_size", "16384",        /* request line + headers */
         "tcp_nodelay", "1",
         NULL,
@@ -315,12 +329,52 @@ http_start_listener(http_ctx_t *hc, int threads)
     cb.end_request = http_end_request;
     cb.http_error = http_error_reply;
     cb.exit_thread = http_exit_thread;
+    cb.connection_closed = http_connection_closed;
     hc->body_max = http_body_max(threads);
     /* Threads inherit the mask: only the main thread takes TERM/HUP/... */
     ob_sig_block(&old);
     ctx = mg_start(&cb, hc, opts);
     ob_sig_restore(&old);
     return ctx;
+}
+
+static unsigned long long
+http_open_connections(int *busy)
+{
+    unsigned long long closed = atomic_load(&http_closed), accepted = ob_listen_accepted(busy);
+
+    return accepted > closed ? accepted - closed : 0;
+}
+
+/*
+ * Before mg_stop: accept no more (the other workers take the shared queue),
+ * ask keep-alive clients to reconnect elsewhere, and wait until every
+ * connection taken is closed. mg_stop alone dropped the connections its
+ * master thread had accepted but no thread had taken yet, reset unread: a
+ * reload under traffic refused requests (DESIGN §1). Idle keep-alive
+ * connections close by themselves within HTTP_KEEPALIVE_MS, which bounds the
+ * wait, as does half the supervisor's patience with a stopping worker.
+ */
+static void
+http_drain(const ob_cfg_t *cfg)
+{
+    int64_t limit = (int64_t) cfg->supervisor.shutdown_timeout_s * 500;
+    int64_t until = ob_now_ms() + (limit < HTTP_KEEPALIVE_MS ? limit : HTTP_KEEPALIVE_MS);
+
+    int                busy;
+    unsigned long long open;
+
+    ob_http_drain_begin();
+    if (ob_listen_quiesce() != 0)
+        ob_log(OB_LOG_WARN, "could not stop accepting before stopping; connections queued in this worker may be reset");
+    /* closed is read first: a connection accepted and closed between the two reads is then counted open, not lost */
+    while ((open = http_open_connections(&busy)) > 0 || busy) {
+        if (ob_now_ms() >= until) {
+            ob_log(OB_LOG_INFO, "stopping with %llu connection(s) still open (idle keep-alive or slow clients)", open);
+            return;
+        }
+        ob_sleep_ms(5);
+    }
 }
 
 int
@@ -348,6 +402,8 @@ ob_http_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
     }
     while (rc == OB_EXIT_OK && ob_worker_tick(slot))
         ob_sig_wait(250);
+    if (rc == OB_EXIT_OK)
+        http_drain(cfg);
     for (int i = 0; i < OB_LISTEN_COUNT; i++)
         if (hc[i].mg != NULL)
             mg_stop(hc[i].mg);   /* stops accepting, lets in-flight requests finish */

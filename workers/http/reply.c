@@ -13,9 +13,25 @@
 #include "../../common/pg.h"
 #include "../../common/util.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Set once by the main thread when the worker stops; read by every server thread. */
+static atomic_int reply_draining;
+
+void
+ob_http_drain_begin(void)
+{
+    atomic_store(&reply_draining, 1);
+}
+
+const char *
+ob_http_close_header(void)
+{
+    return atomic_load(&reply_draining) ? "Connection: close\r\n" : "";
+}
 
 int
 ob_http_reply(struct mg_connection *conn, int status, json_t *body, const char *extra)
@@ -31,7 +47,7 @@ ob_http_reply(struct mg_connection *conn, int status, json_t *body, const char *
                  "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
                  "Cache-Control: no-store\r\n%s%s\r\n",
                  status, mg_get_response_code_text(conn, status), len + 1, extra ? extra : "",
-                 status == 413 || ob_http_deadline_expired() ? "Connection: close\r\n" : "");
+                 status == 413 || ob_http_deadline_expired() ? "Connection: close\r\n" : ob_http_close_header());
     char *msg = malloc((size_t) n + len + 1);
     if (msg != NULL) {
         memcpy(msg, head, (size_t) n);

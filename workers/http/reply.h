@@ -14,6 +14,10 @@
 
 /* Sends body (reference stolen) as JSON with status; extra headers end in \r\n. */
 int ob_http_reply(struct mg_connection *conn, int status, json_t *body, const char *extra);
+/* A stopping worker asks keep-alive clients to reconnect, to a worker that stays: every later reply says
+ * "Connection: close" (ob_http_close_header, "" until then). */
+void        ob_http_drain_begin(void);
+const char *ob_http_close_header(void);
 /* {"error": msg} with status. */
 int ob_http_error(struct mg_connection *conn, int status, const char *msg);
 /* 503 {"error": what} with Retry-After, logging why. */
