@@ -16,6 +16,7 @@
 #include "help.h"
 #include "../common/cfg.h"
 #include "../common/kprops.h"
+#include "../common/pg.h"
 #include "../common/util.h"
 
 #include <errno.h>
@@ -226,6 +227,7 @@ run_subcommand(int which, int argc, char **argv)
         free(cfg);
         return OB_EXIT_FATAL;
     }
+    ob_pg_set_peer_timeout(cfg->postgres.peer_timeout_s);
     rc = commands[which].run(cfg, &o);
     free(cfg);
     return rc;

@@ -73,6 +73,12 @@ static const key_def_t keys[] = {
       "a worker whose heartbeat is older than this is killed and respawned; raise it if a legitimate stall trips it"),
     I("supervisor", "shutdown_timeout_s", supervisor.shutdown_timeout_s, 1, 3600, "10", 0,
       "how long a graceful stop waits for workers to finish before SIGKILL"),
+    I("postgres", "peer_timeout_s", postgres.peer_timeout_s, 2, 3600, "10", RELAYS,
+      "a PostgreSQL connection whose peer is silent this long is given up, on both ends: libpq's keepalives and"
+      " tcp_user_timeout here, the server's tcp_keepalives_* and tcp_user_timeout on each session. It bounds how"
+      " long a host cut off from PostgreSQL holds its relays' partitions (the server then ends its sessions and"
+      " their advisory locks) and how long a worker can block on a dead connection; a DSN's own keepalives_* or"
+      " tcp_user_timeout win on the client side"),
     S("orders", "listen", orders.listen, "127.0.0.1:3000", RESTART, "host:port of the order API; empty disables it"),
     S("orders", "dsn", orders.dsn, "postgresql://outboxd@127.0.0.1:55432/orderdb", RELAYS,
       "orderdb for the HTTP workers, and for the relays when [relay] dsn is empty (so a change restarts them)"),

@@ -58,6 +58,9 @@ typedef struct ob_cfg_s {
         int  shutdown_timeout_s;
     } supervisor;
     struct {
+        int peer_timeout_s;     /* a silent PostgreSQL peer is given up after this, both ends (common/pg.c) */
+    } postgres;
+    struct {
         char listen[128];
         char dsn[OB_CFG_STR];
         int  unsafe_async_commit;

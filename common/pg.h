@@ -10,6 +10,8 @@
  * names the worker (visible in pg_stat_activity and pg_locks). Returns NULL
  * with err set; the DSN's password never appears in err.
  */
+/* [postgres] peer_timeout_s for every connection this process opens from now on (default 10). */
+void    ob_pg_set_peer_timeout(int seconds);
 PGconn *ob_pg_connect(const char *dsn, const char *appname, char *err, size_t errlen);
 
 /* The same, as a logical replication connection (replication=database). */

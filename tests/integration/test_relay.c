@@ -50,6 +50,55 @@ dr_partition(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     *(int32_t *) m->_private = m->err ? -2 : m->partition;
 }
 
+/* The keepalive timer of the TCP socket ss(8) finds for filter, in ms; -1 when it has none. */
+static int
+keepalive_timer_ms(const char *filter)
+{
+    char  cmd[256], line[1024];
+    FILE *f;
+    int   ms = -1;
+
+    snprintf(cmd, sizeof(cmd), "ss -tnoH state established '( %s )' 2>/dev/null", filter);
+    cr_assert_not_null(f = popen(cmd, "r"));
+    while (fgets(line, sizeof(line), f) != NULL) {
+        char  *t = strstr(line, "timer:(keepalive,");
+        double v;
+        char   unit[8] = "";
+        if (t != NULL && sscanf(t + strlen("timer:(keepalive,"), "%lf%7[a-z]", &v, unit) == 2)
+            ms = (int) (strcmp(unit, "ms") == 0 ? v : strcmp(unit, "min") == 0 ? v * 60000 : v * 1000);
+    }
+    pclose(f);
+    return ms;
+}
+
+/*
+ * A host cut off from PostgreSQL must not hold its partitions for the
+ * kernel's timeouts (2 h idle keepalive, 15 min of retransmissions): both
+ * ends of the relay's session probe a silent peer within peer_timeout_s.
+ */
+Test(relay, both_ends_of_a_relay_session_probe_a_silent_peer_within_peer_timeout, .init = setup, .fini = teardown)
+{
+    char sql[256], filter[128];
+    long port;
+    int  client, server;
+
+    start("[postgres]\npeer_timeout_s = 6\n[workers]\nhttp = 0\nrelays = 1\nconsumers = 0\n");
+    cr_assert_neq(obh_wait_worker(&h, OB_KIND_RELAY, 0, 0, obh_ms(20000)), 0, "no relay; log %s", h.log);
+    snprintf(sql, sizeof(sql),
+             "SELECT coalesce(max(client_port), 0) FROM pg_stat_activity WHERE datname = '%s'"
+             " AND application_name = 'outboxd relay 0'",
+             h.orders_db);
+    for (int64_t t0 = ob_now_ms(); (port = obh_scalar(h.orders_dsn, sql)) <= 0; ob_sleep_ms(50))
+        cr_assert_lt(ob_now_ms() - t0, obh_ms(20000), "the relay never connected; log %s", h.log);
+    snprintf(filter, sizeof(filter), "sport = :%ld", port);
+    client = keepalive_timer_ms(filter);
+    snprintf(filter, sizeof(filter), "dport = :%ld", port);     /* the server's end: its peer is the relay */
+    server = keepalive_timer_ms(filter);
+    /* idle 3 s (half of 6), then 3 probes a second apart: the timer never shows more than the idle time */
+    cr_assert(client > 0 && client <= 3000, "client socket's keepalive timer %d ms, want 1..3000", client);
+    cr_assert(server > 0 && server <= 3000, "server socket's keepalive timer %d ms, want 1..3000", server);
+}
+
 Test(relay, partition_equals_the_java_compatible_partitioner, .init = setup, .fini = teardown)
 {
     char             err[256];

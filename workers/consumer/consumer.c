@@ -97,6 +97,7 @@ ob_cons_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
     char       err[512];
     int        rc;
 
+    ob_pg_set_peer_timeout(cfg->postgres.peer_timeout_s);
     if (cs == NULL)
         return OB_EXIT_RETRY;
     cs->cfg = cfg;

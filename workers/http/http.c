@@ -31,6 +31,7 @@
 #include "routes.h"
 #include "../../common/listen.h"
 #include "../../common/log.h"
+#include "../../common/pg.h"
 #include "../../common/sig.h"
 #include "../../common/util.h"
 #include "../../common/worker.h"
@@ -385,6 +386,7 @@ ob_http_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
     http_ctx_t hc[OB_LISTEN_COUNT];
     int        rc = OB_EXIT_OK;
 
+    ob_pg_set_peer_timeout(cfg->postgres.peer_timeout_s);
     ob_listen_adopt();
     mg_init_library(0);
     for (int i = 0; i < OB_LISTEN_COUNT; i++) {

@@ -69,6 +69,7 @@ ob_relay_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
     char       err[512];
     int        rc;
 
+    ob_pg_set_peer_timeout(cfg->postgres.peer_timeout_s);
     memset(&rl, 0, sizeof(rl));
     rl.cfg = cfg;
     rl.slot = slot;
