@@ -148,17 +148,20 @@ chaos: deps
 	    bash scripts/chaos_report.sh var/chaos/rows.tsv >var/chaos/report.md; \
 	    cat var/chaos/report.md; exit $$st
 
-# The production-topology tier (tests/fault/test_ha.c, test_failover.c) on
-# a three-node KRaft cluster and an orders primary/standby pair beside the
-# stack; its table goes to var/chaos-ha/report.md. Both stay up for a
-# rerun: bash scripts/kafka_ha.sh down and bash scripts/pg_ha.sh down stop them.
+# The production-topology tier (tests/fault/test_ha.c, test_failover.c,
+# test_partition.c) on a three-node KRaft cluster, an orders primary/standby
+# pair beside the stack and two application hosts (network namespaces); its
+# table goes to var/chaos-ha/report.md. All stay up for a rerun:
+# bash scripts/kafka_ha.sh down, bash scripts/pg_ha.sh down and
+# bash scripts/netns.sh down stop them.
 chaos-ha: deps
 	$(MAKE) build $(FAULT_BIN)
 	@bash scripts/stack.sh up
 	@bash scripts/kafka_ha.sh up
 	@bash scripts/pg_ha.sh reset --sync
+	@bash scripts/netns.sh up 2
 	@mkdir -p var/chaos-ha && rm -f var/chaos-ha/rows.tsv
-	st=0; OB_TEST_BROKERS=$$(bash scripts/kafka_ha.sh brokers) OB_CHAOS_REPORT=$(abspath var/chaos-ha/rows.tsv) \
+	st=0; OB_TEST_BROKERS=$$(bash scripts/kafka_ha.sh brokers) OB_CHAOS_REPORT=$(abspath var/chaos-ha/rows.tsv) OB_TEST_NETNS=1 \
 	    OB_TEST_ORDERS_HOSTS=127.0.0.1:$${OB_PG_HA_PRIMARY_PORT:-26432},127.0.0.1:$${OB_PG_HA_STANDBY_PORT:-26433} \
 	    OB_BIN=$(abspath $(BUILD)/outboxd) $(FAULT_BIN) --jobs 1 --verbose --filter 'fault_ha/*' || st=$$?; \
 	    bash scripts/chaos_report.sh var/chaos-ha/rows.tsv >var/chaos-ha/report.md; \

@@ -42,6 +42,8 @@ typedef struct {
     char    topic[96];
     int     partitions;
     int     orders_port, ledger_port, admin_port;
+    char    netns[32];             /* network namespace it runs in (scripts/netns.sh), "" = this one */
+    char    listen_ip[32];         /* its listeners' address, "" = 127.0.0.1 */
     pid_t   pid;                   /* supervisor, 0 when not running */
     ob_shm_t *shm;
 } obh_t;
@@ -56,6 +58,7 @@ void obh_init(obh_t *h, int migrate);
 void obh_init_twin(obh_t *twin, const obh_t *h);
 /* Writes the config: the harness's keys, then `extra` (INI text) appended. */
 void obh_write_conf(obh_t *h, const char *extra);
+const char *obh_listen_ip(const obh_t *h);
 /* Stops everything, drops databases and topic. */
 void obh_cleanup(obh_t *h);
 
@@ -122,6 +125,9 @@ extern int obh_http_timeout_ms;
  * (NUL-terminated, truncated to bodylen) goes to body; headers to hdrs if not NULL. */
 int obh_http(int port, const char *method, const char *path, const char *extra_headers, const char *req_body,
              char *body, size_t bodylen, char *hdrs, size_t hdrslen);
+/* The same to ip (a dotted IPv4 address, NULL = 127.0.0.1): a host of scripts/netns.sh. */
+int obh_http_at(const char *ip, int port, const char *method, const char *path, const char *extra_headers,
+                const char *req_body, char *body, size_t bodylen, char *hdrs, size_t hdrslen);
 
 /* kafka.c: the test's topic and the stack's broker. */
 

@@ -27,6 +27,7 @@ typedef struct {
     int timeout_ms;     /* per attempt: past it the outcome is unknown */
     int retries;        /* further attempts, same Idempotency-Key, while unavailable */
     int port;           /* 0 = the fixture's orders port */
+    const char *addr;   /* the listener's address, NULL = 127.0.0.1 (another host: scripts/netns.sh) */
 } fx_load_opts_t;
 
 /* Shared with the client processes. */

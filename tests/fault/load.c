@@ -55,7 +55,7 @@ client_request(client_t *c, const char *path, const char *hdrs, const char *req,
         if (attempt > 0)
             ob_sleep_ms(50 * attempt < 500 ? 50 * attempt : 500);
         atomic_fetch_add(&c->fx->sh->attempts, 1);
-        status = obh_http(c->port, "POST", path, hdrs, req, body, bodylen, NULL, 0);
+        status = obh_http_at(c->o->addr, c->port, "POST", path, hdrs, req, body, bodylen, NULL, 0);
         *out = classify(status);
         if (*out == OBC_REFUSED && status == 409 && unanswered && strstr(body, "already cancelled"))
             *out = OBC_OK;    /* our unanswered attempt went through */

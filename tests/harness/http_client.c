@@ -24,6 +24,13 @@ int
 obh_http(int port, const char *method, const char *path, const char *extra_headers, const char *req_body,
          char *body, size_t bodylen, char *hdrs, size_t hdrslen)
 {
+    return obh_http_at(NULL, port, method, path, extra_headers, req_body, body, bodylen, hdrs, hdrslen);
+}
+
+int
+obh_http_at(const char *ip, int port, const char *method, const char *path, const char *extra_headers,
+            const char *req_body, char *body, size_t bodylen, char *hdrs, size_t hdrslen)
+{
     struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t) port) };
     enum { BUFLEN = 1 << 18 };
     char              *buf = malloc(BUFLEN);
@@ -33,6 +40,8 @@ obh_http(int port, const char *method, const char *path, const char *extra_heade
     char               head[2048];
 
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (ip != NULL && inet_pton(AF_INET, ip, &sa.sin_addr) != 1)
+        cr_assert_fail("obh_http_at: \"%s\" is not an IPv4 address", ip);
     cr_assert_not_null(buf);
     if (fd < 0) {
         free(buf);

@@ -84,13 +84,19 @@ obh_start(obh_t *h, const char *const *args)
 
     cr_assert(pid >= 0);
     if (pid == 0) {
-        const char *argv[32];
+        const char *argv[40];
         int         n = 0;
+        if (h->netns[0]) {      /* ip execs outboxd in the namespace: same pid */
+            argv[n++] = "/usr/sbin/ip";
+            argv[n++] = "netns";
+            argv[n++] = "exec";
+            argv[n++] = h->netns;
+        }
         argv[n++] = obh_bin();
         argv[n++] = "-f";
         argv[n++] = "-c";
         argv[n++] = h->conf;
-        for (int i = 0; args && args[i] && n < 31; i++)
+        for (int i = 0; args && args[i] && n < 39; i++)
             argv[n++] = args[i];
         argv[n] = NULL;
         int fd = open("/dev/null", O_RDWR);

@@ -85,6 +85,12 @@ obh_init_twin(obh_t *twin, const obh_t *h)
     obh_free_ports(&twin->orders_port, &twin->ledger_port, &twin->admin_port);
 }
 
+const char *
+obh_listen_ip(const obh_t *h)
+{
+    return h->listen_ip[0] ? h->listen_ip : "127.0.0.1";
+}
+
 void
 obh_write_conf(obh_t *h, const char *extra)
 {
@@ -93,14 +99,15 @@ obh_write_conf(obh_t *h, const char *extra)
     cr_assert_not_null(f);
     fprintf(f,
             "[supervisor]\nname = %s\npidfile = %s\n"
-            "[orders]\nlisten = 127.0.0.1:%d\ndsn = %s\n"
-            "[ledger]\nlisten = 127.0.0.1:%d\ndsn = %s\ngroup = ledger-%s\n"
+            "[orders]\nlisten = %s:%d\ndsn = %s\n"
+            "[ledger]\nlisten = %s:%d\ndsn = %s\ngroup = ledger-%s\n"
             "[kafka]\nbrokers = %s\ntopic = %s\npartitions = %d\n"
-            "[admin]\nlisten = 127.0.0.1:%d\n"
+            "[admin]\nlisten = %s:%d\n"
             "[relay]\nslot_prefix = ob_%s\n"
             "[log]\nfile = %s\n%s",
-            h->name, h->pidfile, h->orders_port, h->orders_dsn, h->ledger_port, h->ledger_dsn, h->tag, STACK_KAFKA, h->topic,
-            h->partitions, h->admin_port, h->tag, h->log, extra);
+            h->name, h->pidfile, obh_listen_ip(h), h->orders_port, h->orders_dsn, obh_listen_ip(h), h->ledger_port,
+            h->ledger_dsn, h->tag, STACK_KAFKA, h->topic, h->partitions, obh_listen_ip(h), h->admin_port, h->tag, h->log,
+            extra);
     fclose(f);
 }
 

@@ -346,6 +346,7 @@ relay_claim(ob_relay_t *rl)
             rl->pg = NULL;
             return;
         }
+        ob_log(OB_LOG_INFO, "orderdb connection restored; taking the partitions no other relay holds");
     }
     if (rl->cfg->relay.mode == OB_RELAY_SKIP_LOCKED)
         return;     /* row locks, not partition ownership */
