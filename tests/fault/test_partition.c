@@ -177,10 +177,15 @@ marked(void)
     return obh_scalar(fx.h.orders_dsn, "SELECT count(*) FROM outboxd.outbox WHERE published");
 }
 
-/* A holds everything (streams it in mode wal), B waits with the same relays; clients on the fixture's HTTP. */
+/*
+ * A holds everything (streams it in mode wal), B waits with the same
+ * relays; the clients on the fixture's HTTP, or on A's when it serves.
+ */
 static void
 begin(const char *mode, const char *a_workers, const fx_load_opts_t *load)
 {
+    fx_load_opts_t o = *load;
+
     if (!hosts_up())
         cr_skip_test("no hosts (make chaos-ha runs scripts/netns.sh up and sets OB_TEST_NETNS=1)");
     fx.scenario = scenario;
@@ -194,7 +199,11 @@ begin(const char *mode, const char *a_workers, const fx_load_opts_t *load)
     host_start(&host_b, 2, mode, HOST_RELAYS);
     cr_assert(obh_wait_worker(&host_b, OB_KIND_RELAY, 1, 0, obh_ms(30000)) > 0, "host B's relays not up; log %s",
               host_b.log);
-    fx_load_start(&fx, load);
+    if (strcmp(a_workers, HOST_SERVING) == 0) {
+        o.addr = host_a.listen_ip;
+        o.port = host_a.orders_port;
+    }
+    fx_load_start(&fx, &o);
     cr_assert(fx_wait_acked(&fx, 100, obh_ms(60000)), "%s: no traffic; log %s", fx.scenario, fx.h.log);
 }
 
@@ -327,20 +336,7 @@ scenario_both_cut(const char *name, const char *mode)
 
     snprintf(scenario, sizeof(scenario), "%snet 9 serving host cut off from PostgreSQL and Kafka", name);
     o.timeout_ms = 3000;
-    if (!hosts_up())
-        cr_skip_test("no hosts (make chaos-ha runs scripts/netns.sh up and sets OB_TEST_NETNS=1)");
-    fx.scenario = scenario;
-    fx_start(&fx, "[workers]\nrelays = 0\n");
-    host_start(&host_a, 1, mode, HOST_SERVING);
-    cr_assert(obh_poll(holds_all, &host_a, NULL, obh_ms(30000)), "%s: host A never held every partition; log %s",
-              fx.scenario, host_a.log);
-    host_start(&host_b, 2, mode, HOST_RELAYS);
-    cr_assert(obh_wait_worker(&host_b, OB_KIND_RELAY, 1, 0, obh_ms(30000)) > 0, "host B's relays not up");
-    o.addr = host_a.listen_ip;
-    o.port = host_a.orders_port;
-    fx_load_start(&fx, &o);
-    cr_assert(fx_wait_acked(&fx, 100, obh_ms(60000)), "%s: no traffic through host A; log %s", fx.scenario,
-              host_a.log);
+    begin(mode, HOST_SERVING, &o);
     netns("cut 1 all");
     t0 = ob_now_ms();
     acked_cut = atomic_load(&fx.sh->acked);   /* once the rules are in: the script itself takes a while */

@@ -367,18 +367,43 @@ relay_claim(ob_relay_t *rl)
     atomic_store(&rl->slot->counters[OB_CTR_RELAY_LOCKS_HELD], held);
 }
 
+/*
+ * A round trip a tick proves the session (and so its locks) is still ours.
+ * With the barrier possible, re-reading synchronous_standby_names is that
+ * round trip: a standby named or dropped by a reload is followed within
+ * RELAY_TICK_MS, and a reconnect (relay_claim) reads it once, not twice.
+ */
+static void
+relay_check_session(ob_relay_t *rl)
+{
+    char err[512];
+    int  rc;
+
+    if (rl->pg == NULL)
+        return;
+    if (rl->cfg->relay.standby_barrier == OB_BARRIER_OFF) {
+        if (ob_pg_exec(rl->pg, "SELECT 1", err, sizeof(err)) != 0)
+            relay_lose_connection(rl, err);
+        return;
+    }
+    rc = ob_barrier_setup(rl, err, sizeof(err));
+    if (rc == OB_EXIT_RETRY) {
+        relay_lose_connection(rl, err);
+    } else if (rc != OB_EXIT_OK) {
+        ob_log(OB_LOG_WARN, "standby barrier: %s", err);
+        rl->barrier = 1;     /* cannot tell: hold rather than publish what a failover could take back */
+    }
+}
+
 static void
 relay_tick(ob_relay_t *rl)
 {
     int64_t now = ob_now_ms();
-    char    err[512];
 
     if (now < rl->next_tick_ms)
         return;
     rl->next_tick_ms = now + RELAY_TICK_MS;
-    /* A cheap round trip proves the session (and so its locks) is still ours. */
-    if (rl->pg != NULL && ob_pg_exec(rl->pg, "SELECT 1", err, sizeof(err)) != 0)
-        relay_lose_connection(rl, err);
+    relay_check_session(rl);
     relay_claim(rl);
     if (rl->pg == NULL)
         return;
@@ -386,11 +411,6 @@ relay_tick(ob_relay_t *rl)
     if (stats_due) {
         rl->next_stats_ms = now + RELAY_STATS_MS;
         ob_relay_stats(rl);
-    }
-    /* a standby named or dropped by a reload: auto follows within RELAY_TICK_MS */
-    if (ob_barrier_setup(rl, err, sizeof(err)) != OB_EXIT_OK) {
-        ob_log(OB_LOG_WARN, "standby barrier: %s", err);
-        rl->barrier = 1;     /* cannot tell: hold rather than publish what a failover could take back */
     }
     ob_wal_tick(rl, stats_due);
     if (now >= rl->next_janitor_ms) {
