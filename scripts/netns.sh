@@ -10,6 +10,7 @@
 #   netns.sh addr HOST      the host's address (clients reach its listeners there)
 #   netns.sh cut HOST pg|kafka|all    drops that traffic both ways, silently
 #   netns.sh heal HOST      removes the host's cuts
+#   netns.sh trust          lets the hosts into every cluster of var/ again (one rebuilt since up)
 #   netns.sh status
 #
 # How a host reaches 127.0.0.1:PORT of the root namespace: inside it, nat
@@ -170,5 +171,6 @@ case "${1:-}" in
     cut)    shift; cmd_cut "$@" ;;
     heal)   shift; cmd_heal "$@" ;;
     status) cmd_status ;;
-    *)      die "usage: netns.sh up [N] | down | addr HOST | cut HOST pg|kafka|all | heal HOST | status" ;;
+    trust)  need_root; hba_each 1 ;;
+    *)      die "usage: netns.sh up [N] | down | addr HOST | cut HOST pg|kafka|all | heal HOST | trust | status" ;;
 esac

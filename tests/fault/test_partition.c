@@ -56,6 +56,14 @@ netns(const char *args)
 static void
 setup(void)
 {
+    int st;
+
+    /* the orders pair, when in use, as the failover scenarios leave it is no pair: start from a fresh one, which
+     * comes with its own pg_hba.conf, so let the hosts in again */
+    if (obh_orders_ha() && (st = obh_shell("bash scripts/pg_ha.sh reset --sync >/dev/null")) != 0)
+        cr_assert_fail("pg_ha.sh reset --sync failed (status %d)", st);
+    if (hosts_up())
+        netns("trust");
     fx_setup(&fx, "?");
     memset(&host_a, 0, sizeof(host_a));
     memset(&host_b, 0, sizeof(host_b));
