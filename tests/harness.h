@@ -23,6 +23,9 @@
 const char *obh_brokers(void);
 #define STACK_KAFKA obh_brokers()
 #define STACK_ORDERS "postgresql://outboxd@127.0.0.1:55432/"
+/* pg_locks rows of relays' partition locks, and of their seats (workers/relay/relay_int.h's classes "obxr", "obxs") */
+#define OBH_PART_LOCKS "locktype = 'advisory' AND classid = 1868724338"
+#define OBH_SEAT_LOCKS "locktype = 'advisory' AND classid = 1868724339"
 /* A DSN for database db on the orders server tests use: the local stack's,
  * or, with OB_TEST_ORDERS_HOSTS (host:port,host:port: scripts/pg_ha.sh's
  * pair), a multi-host one that finds the primary by itself. */
@@ -56,6 +59,10 @@ void obh_init(obh_t *h, int migrate);
  * topic and consumer group: own name, ports, config, log. Stop it with
  * obh_stop(); h's cleanup drops what they share. */
 void obh_init_twin(obh_t *twin, const obh_t *h);
+/* Another instance on h's databases and topic, its files and name ending in suffix. */
+void obh_init_peer(obh_t *peer, const obh_t *h, const char *suffix);
+/* Partitions h's running relays hold, by their own bitmaps in h's shm. */
+int  obh_held(const obh_t *h);
 /* Writes the config: the harness's keys, then `extra` (INI text) appended. */
 void obh_write_conf(obh_t *h, const char *extra);
 const char *obh_listen_ip(const obh_t *h);

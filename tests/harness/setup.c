@@ -73,16 +73,22 @@ obh_init(obh_t *h, int migrate)
 }
 
 void
+obh_init_peer(obh_t *peer, const obh_t *h, const char *suffix)
+{
+    *peer = *h;
+    peer->pid = 0;
+    peer->shm = NULL;
+    snprintf(peer->name, sizeof(peer->name), "%s-%s", h->name, suffix);
+    snprintf(peer->conf, sizeof(peer->conf), "%s/twin-%s.conf", h->dir, suffix);
+    snprintf(peer->log, sizeof(peer->log), "%s/twin-%s.log", h->dir, suffix);
+    snprintf(peer->pidfile, sizeof(peer->pidfile), "%s/twin-%s.pid", h->dir, suffix);
+    obh_free_ports(&peer->orders_port, &peer->ledger_port, &peer->admin_port);
+}
+
+void
 obh_init_twin(obh_t *twin, const obh_t *h)
 {
-    *twin = *h;
-    twin->pid = 0;
-    twin->shm = NULL;
-    snprintf(twin->name, sizeof(twin->name), "%s-b", h->name);
-    snprintf(twin->conf, sizeof(twin->conf), "%s/twin.conf", h->dir);
-    snprintf(twin->log, sizeof(twin->log), "%s/twin.log", h->dir);
-    snprintf(twin->pidfile, sizeof(twin->pidfile), "%s/twin.pid", h->dir);
-    obh_free_ports(&twin->orders_port, &twin->ledger_port, &twin->admin_port);
+    obh_init_peer(twin, h, "b");
 }
 
 const char *

@@ -76,3 +76,21 @@ obh_wait_streaming(obh_t *h, int relays)
     cr_assert(obh_poll(slots_streaming, h, &relays, obh_ms(30000)), "%d relay(s) not streaming; log %s", relays,
               h->log);
 }
+
+int
+obh_held(const obh_t *h)
+{
+    int n = 0;
+
+    if (h->shm == NULL)
+        return 0;
+    for (int p = 0; p < h->partitions; p++)
+        for (int i = 0; i < OB_SHM_SLOTS; i++) {
+            ob_shm_slot_t *s = &h->shm->map->slots[i];
+            if (s->kind == OB_KIND_RELAY && s->state == OB_SLOT_RUNNING && ob_shm_is_owned(s, p)) {
+                n++;
+                break;
+            }
+        }
+    return n;
+}

@@ -359,7 +359,7 @@ Test(relay, a_record_of_exactly_max_message_bytes_is_sent_and_one_byte_more_is_r
     cr_assert_eq(kill(w.pid, SIGKILL), 0);
     /* its successor read the limit before it took its partitions' locks */
     snprintf(sql, sizeof(sql), "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-                               " WHERE l.locktype = 'advisory' AND l.granted AND a.backend_start >"
+                               " WHERE l." OBH_PART_LOCKS " AND l.granted AND a.backend_start >"
                                " to_timestamp(%lld / 1e6)", killed_us);
     obh_wait_scalar(&h, h.orders_dsn, sql, h.partitions, obh_ms(30000));
     obh_kafka_set_max_message_bytes(&h, 20000);
@@ -386,8 +386,8 @@ Test(relay, reload_two_to_three_relays_under_load_keeps_order, .init = setup, .f
     /* sample pg_locks during the change: no partition lock is ever held twice */
     PGconn *pg = obh_pg(h.orders_dsn);
     for (int64_t t0 = ob_now_ms(); ob_now_ms() - t0 < 3000; ob_sleep_ms(20)) {
-        PGresult *r = PQexec(pg, "SELECT count(*) FROM (SELECT objid FROM pg_locks WHERE locktype = 'advisory' "
-                                 "AND granted GROUP BY objid HAVING count(*) > 1) d");
+        PGresult *r = PQexec(pg, "SELECT count(*) FROM (SELECT objid FROM pg_locks WHERE " OBH_PART_LOCKS
+                                 " AND granted GROUP BY objid HAVING count(*) > 1) d");
         cr_assert_eq(atoi(PQgetvalue(r, 0, 0)), 0, "a partition lock held by two sessions");
         PQclear(r);
     }
@@ -396,7 +396,7 @@ Test(relay, reload_two_to_three_relays_under_load_keeps_order, .init = setup, .f
     atomic_store(&f.stop, 1);
     pthread_join(th, NULL);
     cr_assert(obh_poll(all_published, &h, NULL, obh_ms(60000)));
-    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"),
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM pg_locks WHERE " OBH_PART_LOCKS " AND granted"),
                  h.partitions);
     obh_msg_t *m = obh_kafka_read_all(&h, f.inserted, obh_ms(60000), &n);
     obh_check_log(&h, m, n, f.inserted);
@@ -558,4 +558,130 @@ Test(relay, wal_streamed_transactions_wait_for_the_standby_then_arrive_in_order,
     m = obh_kafka_read_all(&h, 101, obh_ms(30000), &n);
     obh_check_log(&h, m, n, 101);     /* asserts every event there, in order */
     free(m);
+}
+
+/* ---- relays of several instances share the partitions ------------------------ */
+
+static obh_t peers[2];
+
+static void
+peers_teardown(void)
+{
+    for (int i = 0; i < 2; i++) {
+        if (peers[i].pid > 0)
+            obh_stop(&peers[i], obh_ms(20000));
+        if (peers[i].shm != NULL)
+            ob_shm_close(peers[i].shm, 0);
+        peers[i].shm = NULL;
+        peers[i].pid = 0;
+    }
+    teardown();
+}
+
+typedef struct {
+    obh_t *inst[3];
+    int    n;
+    int    twice;     /* samples that found a partition in the bitmaps of two instances */
+} share_t;
+
+/* Every partition held once, and each instance holding as many as the others. */
+static int
+shared_fairly(obh_t *hh, void *arg)
+{
+    share_t *s = arg;
+    int      total = 0, lo = 1 << 30, hi = 0;
+
+    (void) hh;
+    for (int p = 0; p < h.partitions; p++) {
+        int holders = 0;
+        for (int i = 0; i < s->n; i++)
+            for (int k = 0; k < OB_SHM_SLOTS; k++) {
+                ob_shm_slot_t *sl = &s->inst[i]->shm->map->slots[k];
+                holders += sl->kind == OB_KIND_RELAY && sl->state == OB_SLOT_RUNNING && ob_shm_is_owned(sl, p);
+            }
+        s->twice += holders > 1;
+    }
+    for (int i = 0; i < s->n; i++) {
+        int k = obh_held(s->inst[i]);
+        total += k;
+        lo = k < lo ? k : lo;
+        hi = k > hi ? k : hi;
+    }
+    return total == h.partitions && lo == hi;
+}
+
+/* How long the instances took to share fairly, in ms; fails past 15 s. */
+static int64_t
+wait_shared(share_t *s, const char *what)
+{
+    int64_t t0 = ob_now_ms();
+
+    cr_assert(obh_poll(shared_fairly, &h, s, obh_ms(15000)), "%s: partitions not shared fairly (%d, %d, %d held)",
+              what, obh_held(s->inst[0]), obh_held(s->inst[1]), s->n > 2 ? obh_held(s->inst[2]) : -1);
+    return ob_now_ms() - t0;
+}
+
+static void
+peer_start(int i, const char *suffix, const char *conf)
+{
+    obh_init_peer(&peers[i], &h, suffix);
+    obh_write_conf(&peers[i], conf);
+    obh_start(&peers[i], NULL);
+    cr_assert(obh_wait_worker(&peers[i], OB_KIND_RELAY, 1, 0, obh_ms(30000)) > 0, "%s: relays not up; log %s",
+              suffix, peers[i].log);
+}
+
+/*
+ * Three instances of two relays each on one orderdb and topic, under a
+ * steady writer: a second joins (6 and 6), a third (4, 4, 4), the second
+ * leaves (6 and 6). Each step within 15 s, no partition in two instances'
+ * hands at any sample, and the topic read back whole and in order.
+ */
+static void
+share_scenario(const char *extra)
+{
+    char      conf[512];
+    feeder_t  f;
+    pthread_t th;
+    share_t   s = { { &h, &peers[0], &peers[1] }, 1, 0 };
+    int64_t   join2, join3, leave;
+    int       n;
+
+    snprintf(conf, sizeof(conf), "[workers]\nhttp = 0\nrelays = 2\nconsumers = 0\n%s", extra);
+    start_with(conf, NULL);
+    cr_assert(obh_wait_worker(&h, OB_KIND_RELAY, 1, 0, obh_ms(30000)) > 0);
+    wait_shared(&s, "one instance");
+    feeder_start(&f, &th);
+    peer_start(0, "b", conf);
+    s.n = 2;
+    join2 = wait_shared(&s, "second instance joined");
+    peer_start(1, "c", conf);
+    s.n = 3;
+    join3 = wait_shared(&s, "third instance joined");
+    cr_assert(obh_stop(&peers[0], obh_ms(20000)) >= 0, "second instance did not stop");
+    s.inst[1] = &peers[1];
+    s.n = 2;
+    leave = wait_shared(&s, "second instance left");
+    atomic_store(&f.stop, 1);
+    pthread_join(th, NULL);
+    cr_assert(obh_poll(all_published, &h, NULL, obh_ms(60000)), "backlog not drained; logs %s %s", h.log,
+              peers[1].log);
+    cr_assert_eq(s.twice, 0, "a partition was in two instances' hands in %d samples", s.twice);
+    cr_log_info("shared fairly: second joined in %lld ms, third in %lld ms, second left in %lld ms; %d events",
+                (long long) join2, (long long) join3, (long long) leave, f.inserted);
+    obh_msg_t *m = obh_kafka_read_all(&h, f.inserted, obh_ms(60000), &n);
+    obh_check_log(&h, m, n, f.inserted);
+    free(m);
+}
+
+Test(relay, three_instances_share_the_partitions_fairly_as_they_join_and_leave, .init = setup,
+     .fini = peers_teardown, .timeout = 240)
+{
+    share_scenario("");
+}
+
+Test(relay, wal_three_instances_share_the_partitions_fairly_as_they_join_and_leave, .init = setup,
+     .fini = peers_teardown, .timeout = 240)
+{
+    share_scenario("[relay]\nmode = wal\n");
 }

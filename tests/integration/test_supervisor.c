@@ -226,10 +226,10 @@ Test(supervisor, reload_changes_relay_set_without_double_ownership, .init = setu
     cr_assert_eq(atomic_load(&w.violations), 0, "a partition had two owners in %d samples",
                  atomic_load(&w.violations));
     /* PostgreSQL agrees: one relay session holds all 12 advisory locks */
-    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"),
+    cr_assert_eq(obh_scalar(h.orders_dsn, "SELECT count(*) FROM pg_locks WHERE " OBH_PART_LOCKS " AND granted"),
                  12);
     cr_assert_eq(obh_scalar(h.orders_dsn,
-                            "SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"),
+                            "SELECT count(DISTINCT pid) FROM pg_locks WHERE " OBH_PART_LOCKS " AND granted"),
                  1);
 }
 

@@ -450,3 +450,52 @@ Test(relay_poll, poll_min_ms_zero_or_not_below_the_interval_keeps_a_fixed_interv
     cr_assert_eq(ob_relay_poll_wait(60000, 0, 1, 60000), 60000);
     cr_assert_eq(ob_relay_poll_wait(40000, 0, 1, 60000), 60000, "no overflow past the interval");
 }
+
+/* ---- sharing partitions between the relays of every instance ---------------- */
+
+Test(relay_share, every_partition_has_exactly_one_rank_and_shares_differ_by_at_most_one)
+{
+    int seats[] = { 0, 1, 2, 3, 4 }, parts[64], rank, owners[12];
+
+    for (int n = 1; n <= 5; n++) {
+        int lo = 64, hi = 0;
+        memset(owners, 0, sizeof(owners));
+        for (int i = 0; i < n; i++) {
+            int k = ob_relay_share(seats, n, seats[i], 12, parts, &rank);
+            cr_assert_eq(rank, i);
+            for (int j = 0; j < k; j++)
+                owners[parts[j]]++;
+            lo = k < lo ? k : lo;
+            hi = k > hi ? k : hi;
+        }
+        for (int p = 0; p < 12; p++)
+            cr_assert_eq(owners[p], 1, "n=%d: partition %d has %d owners", n, p, owners[p]);
+        cr_assert_leq(hi - lo, 1, "n=%d: shares %d..%d", n, lo, hi);
+    }
+}
+
+Test(relay_share, a_seat_not_held_owns_nothing_and_ranks_skip_holes)
+{
+    int seats[] = { 0, 2, 5 }, parts[64], rank;
+
+    cr_assert_eq(ob_relay_share(seats, 3, 1, 12, parts, &rank), 0);
+    cr_assert_eq(rank, -1);
+    cr_assert_eq(ob_relay_share(seats, 3, 5, 12, parts, &rank), 4);
+    cr_assert_eq(rank, 2);
+    cr_assert_eq(parts[0], 2);
+    cr_assert_eq(parts[3], 11);
+    cr_assert_eq(ob_relay_share(seats, 3, 0, 2, parts, &rank), 1, "more relays than partitions: some own none");
+    cr_assert_eq(ob_relay_share(seats, 3, 5, 2, parts, &rank), 0);
+}
+
+Test(relay_share, only_the_highest_seat_moves_and_only_into_the_lowest_hole)
+{
+    int dense[] = { 0, 1, 2 }, holes[] = { 0, 2, 3, 5 }, one[] = { 4 };
+
+    cr_assert_eq(ob_relay_seat_hole(dense, 3, 2), -1, "dense: nobody moves");
+    cr_assert_eq(ob_relay_seat_hole(holes, 4, 5), 1);
+    cr_assert_eq(ob_relay_seat_hole(holes, 4, 3), -1, "not the highest");
+    cr_assert_eq(ob_relay_seat_hole(holes, 4, 0), -1);
+    cr_assert_eq(ob_relay_seat_hole(one, 1, 4), 0);
+    cr_assert_eq(ob_relay_seat_hole(one, 0, -1), -1);
+}

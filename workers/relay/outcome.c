@@ -212,3 +212,33 @@ ob_relay_gate(const ob_wal_commit_t *ring, uint64_t cap, uint64_t *head, uint64_
         target = ring[(*head)++ % cap].end_lsn;
     return target;
 }
+
+int
+ob_relay_share(const int *seats, int n, int mine, int partitions, int *parts, int *rank)
+{
+    int k = 0;
+
+    *rank = -1;
+    for (int i = 0; i < n; i++)
+        if (seats[i] == mine)
+            *rank = i;
+    if (*rank < 0)
+        return 0;
+    for (int p = 0; p < partitions; p++)
+        if (p % n == *rank)
+            parts[k++] = p;
+    return k;
+}
+
+/* Only the highest seat moves, and only down: seats stay 0..n-1, and a leave moves one relay, not all above it. */
+int
+ob_relay_seat_hole(const int *seats, int n, int mine)
+{
+    int hole = 0;
+
+    if (n == 0 || seats[n - 1] != mine || mine == n - 1)
+        return -1;
+    for (int i = 0; i < n && seats[i] == hole; i++)
+        hole++;
+    return hole < mine ? hole : -1;
+}

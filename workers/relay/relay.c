@@ -3,7 +3,8 @@
  *
  * NOTES
  *   What it does: checks that the topic has [kafka] partitions partitions
- *   (creating it when absent); claims the partitions p with p mod R = i,
+ *   (creating it when absent); takes a seat among the relays of every
+ *   instance on orderdb and claims its share of the partitions (share.c),
  *   each confirmed by a session advisory lock on its own orderdb
  *   connection; then loops: one publish cycle (publish.c) over the held
  *   partitions, or in mode wal a step of the stream (wal_stream.c), again
@@ -13,7 +14,8 @@
  *   poll that found rows no wake announced, doubling while polls find none
  *   (or only announced rows), up to poll_interval_ms (outcome.c,
  *   ob_relay_poll_wait).
- *   Once a second it re-checks its session, retries locks it lacks and
+ *   Once a second it re-checks its session, re-reads the seats (a relay
+ *   joined or left: partitions change hands), retries locks it lacks and
  *   refreshes per-partition backlog figures in shm (upkeep.c); every 10 s
  *   the janitor deletes published rows older than retention.
  *
@@ -49,7 +51,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RELAY_LOCK_CLASS    0x6f627872   /* "obxr": first key of pg_try_advisory_lock(int, int) */
 #define RELAY_TICK_MS       1000
 #define RELAY_JANITOR_MS    10000
 #define RELAY_STATS_MS      5000
@@ -74,6 +75,7 @@ ob_relay_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
     rl.cfg = cfg;
     rl.slot = slot;
     rl.index = index;
+    rl.seat = rl.share_seat = rl.rank = -1;
     ob_shm_beat(slot);
     rc = relay_init(&rl, err, sizeof(err));
     if (rc != OB_EXIT_OK) {
@@ -82,11 +84,10 @@ ob_relay_main(const ob_cfg_t *cfg, ob_shm_slot_t *slot, int index)
         relay_shutdown(&rl);
         return rc;
     }
-    ob_log(OB_LOG_INFO, "relay %d of %d (%s) owns %d partition(s)", index, cfg->workers.relays,
+    ob_log(OB_LOG_INFO, "relay %d of %d (%s) started", index, cfg->workers.relays,
            cfg->relay.mode == OB_RELAY_PARTITIONED ? "partitioned"
            : cfg->relay.mode == OB_RELAY_WAL     ? "wal"
-                                                 : "skip_locked",
-           rl.nparts);
+                                                 : "skip_locked");
     relay_loop(&rl);
     return relay_shutdown(&rl);
 }
@@ -212,9 +213,6 @@ relay_init(ob_relay_t *rl, char *err, size_t errlen)
     char            app[64];
     int             rc;
 
-    for (int p = 0; p < cfg->kafka.partitions; p++)
-        if (cfg->workers.relays > 0 && p % cfg->workers.relays == rl->index)
-            rl->parts[rl->nparts++] = p;
     rl->rk = ob_relay_producer_new(rl, relay_dr, err, errlen);
     if (rl->rk == NULL)
         return OB_EXIT_FATAL;     /* a bad producer setting is a config problem */
@@ -275,21 +273,6 @@ relay_breaker_allows(ob_relay_t *rl)
     return 1;     /* half-open: the next cycle decides */
 }
 
-/* A lost connection means lost locks: forget them before anything else. */
-static void
-relay_drop_locks(ob_relay_t *rl)
-{
-    for (int i = 0; i < rl->nparts; i++) {
-        int p = rl->parts[i];
-        if (rl->held[p]) {
-            ob_shm_set_owned(rl->slot, p, 0);
-            atomic_store(&ob_shm->map->parts[p].owner_slot, -1);
-            rl->held[p] = 0;
-        }
-    }
-    atomic_store(&rl->slot->counters[OB_CTR_RELAY_LOCKS_HELD], 0);
-}
-
 static void
 relay_lose_connection(ob_relay_t *rl, const char *why)
 {
@@ -300,34 +283,39 @@ relay_lose_connection(ob_relay_t *rl, const char *why)
         msg[n - 1] = '\0';
     ob_log(OB_LOG_WARN, "orderdb connection lost, partitions released: %s", msg);
     ob_wal_stop(rl, 0);     /* the stream needs the locks */
-    relay_drop_locks(rl);
+    ob_share_forget(rl);
     PQfinish(rl->pg);
     rl->pg = NULL;
 }
 
-static int
-relay_try_lock(ob_relay_t *rl, int p, int *got, char *err, size_t errlen)
+/*
+ * A relay joined or left: everything this one sent of a partition is
+ * acknowledged and marked (or given up, pending) before it lets the
+ * partition go, and mode wal's stream follows the new share.
+ */
+static void
+relay_share(ob_relay_t *rl)
 {
-    char        cls[16], part[16];
-    const char *params[2] = { cls, part };
-    PGresult   *r;
+    ob_share_plan_t plan;
+    char            err[512];
+    int             rc = ob_share_plan(rl, &plan, err, sizeof(err));
 
-    snprintf(cls, sizeof(cls), "%d", RELAY_LOCK_CLASS);
-    snprintf(part, sizeof(part), "%d", p);
-    r = ob_pg_query(rl->pg, "SELECT pg_try_advisory_lock($1::int, $2::int)", 2, params, NULL, err, errlen);
-    if (r == NULL)
-        return -1;
-    *got = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-    PQclear(r);
-    return 0;
+    if (rc > 0) {
+        ob_wal_stop(rl, 1);
+        if ((rc = ob_share_apply(rl, &plan, err, sizeof(err))) == 0)
+            ob_wal_reshare(rl);
+    }
+    if (rc >= 0)
+        rc = ob_share_lock(rl, err, sizeof(err));
+    if (rc < 0)
+        relay_lose_connection(rl, err);
 }
 
-/* Reconnects if needed and claims every assigned partition not yet held. */
+/* Reconnects if needed and claims the share's partitions not yet held. */
 static void
 relay_claim(ob_relay_t *rl)
 {
-    char     err[512], app[64];
-    uint64_t held = 0;
+    char err[512], app[64];
 
     if (rl->pg == NULL) {
         snprintf(app, sizeof(app), "outboxd relay %d", rl->index);
@@ -350,25 +338,12 @@ relay_claim(ob_relay_t *rl)
     }
     if (rl->cfg->relay.mode == OB_RELAY_SKIP_LOCKED)
         return;     /* row locks, not partition ownership */
-    for (int i = 0; i < rl->nparts; i++) {
-        int p = rl->parts[i], got = 1;
-        if (!rl->held[p] && relay_try_lock(rl, p, &got, err, sizeof(err)) != 0) {
-            relay_lose_connection(rl, err);
-            return;
-        }
-        if (!rl->held[p] && got) {
-            rl->held[p] = 1;
-            atomic_store(&ob_shm->map->parts[p].owner_slot, (int32_t) (rl->slot - ob_shm->map->slots));
-            atomic_store(&ob_shm->map->parts[p].breaker, (int32_t) rl->breaker);
-            ob_shm_set_owned(rl->slot, p, 1);
-        }
-        held += rl->held[p];
-    }
-    atomic_store(&rl->slot->counters[OB_CTR_RELAY_LOCKS_HELD], held);
+    relay_share(rl);
 }
 
 /*
- * A round trip a tick proves the session (and so its locks) is still ours.
+ * A round trip a tick proves the session (and so its locks) is still ours:
+ * the seats' read, and with the barrier possible first its own.
  * With the barrier possible, re-reading synchronous_standby_names is that
  * round trip: a standby named or dropped by a reload is followed within
  * RELAY_TICK_MS, and a reconnect (relay_claim) reads it once, not twice.
@@ -382,6 +357,8 @@ relay_check_session(ob_relay_t *rl)
     if (rl->pg == NULL)
         return;
     if (rl->cfg->relay.standby_barrier == OB_BARRIER_OFF) {
+        if (rl->cfg->relay.mode != OB_RELAY_SKIP_LOCKED)
+            return;     /* the seats' read (relay_share) is the round trip */
         if (ob_pg_exec(rl->pg, "SELECT 1", err, sizeof(err)) != 0)
             relay_lose_connection(rl, err);
         return;
@@ -424,7 +401,7 @@ relay_shutdown(ob_relay_t *rl)
 {
     ob_wal_stop(rl, 1);
     ob_wal_free(rl);
-    relay_drop_locks(rl);
+    ob_share_forget(rl);
     PQfinish(rl->pg);       /* releases the advisory locks */
     rl->pg = NULL;
     if (rl->rk != NULL) {

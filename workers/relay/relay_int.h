@@ -4,7 +4,7 @@
  * The files call one way only: relay.c (the loop) on top; the engines
  * beside each other below it, polling (publish.c) and streaming (wal.c
  * over wal_stream.c over wal_slot.c), neither calling the other; under
- * both what they share: producer.c, mark.c, upkeep.c, barrier.c and the pure rules of
+ * both what they share: producer.c, mark.c, upkeep.c, barrier.c, share.c and the pure rules of
  * outcome.c; topic.c and pgoutput.c at the bottom. Where a lower file must
  * reach up (a delivery report, the polling pass of mode wal), the caller
  * passes a function down.
@@ -20,6 +20,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+
+/* Advisory lock classes (first key of pg_try_advisory_lock(int, int)) on orderdb: partition p's, and seat s's. */
+#define OB_RELAY_LOCK_CLASS 0x6f627872   /* "obxr" */
+#define OB_RELAY_SEAT_CLASS 0x6f627873   /* "obxs" */
+#define OB_RELAY_SEATS_MAX  1024         /* relays of every instance on one orderdb */
 
 /* The bounds sql/outbox/0001_tables.sql checks: a value the relay could not copy whole is refused, not cut. */
 #define OB_AGG_TYPE_MAX     64
@@ -66,6 +71,12 @@ typedef struct {
     int64_t  recv_ms;
 } ob_wal_commit_t;
 
+/* A share computed from the seats (share.c), before it is applied. */
+typedef struct {
+    int seat, members, rank, nparts;
+    int parts[OB_SHM_PARTITIONS];
+} ob_share_plan_t;
+
 typedef struct {
     const ob_cfg_t *cfg;
     ob_shm_slot_t  *slot;
@@ -77,8 +88,13 @@ typedef struct {
     int             shm_topic[OB_TOPICS_MAX + 1]; /* each one's row in shm's topic table, or -1 */
     int64_t         max_bytes[OB_TOPICS_MAX + 1]; /* each one's max.message.bytes as last read; 0 unknown */
     int             compressed;                   /* a compression codec is set: record sizes are not checked */
-    int             nparts;                       /* partitions assigned by p mod R = i */
+    int             seat;                         /* share.c: seat lock held on pg, -1 none */
+    int             share_seat;                   /* the seat the share below was computed for, -1 none */
+    int             members;                      /* seats held when last read: relays of every instance */
+    int             rank;                         /* this relay's place among them, -1 none */
+    int             nparts;                       /* the share: partitions p with p % members = rank */
     int             parts[OB_SHM_PARTITIONS];
+    unsigned char   in_share[OB_SHM_PARTITIONS];
     unsigned char   held[OB_SHM_PARTITIONS];      /* advisory lock held on pg */
     int64_t         next_tick_ms;                 /* locks, stats */
     int64_t         next_janitor_ms;
@@ -178,6 +194,17 @@ size_t ob_relay_header_size(size_t namelen, size_t vallen);
 size_t ob_relay_record_size(size_t keylen, size_t vallen, size_t nhdr, size_t hdrbytes);
 
 /*
+ * Sharing partitions between the relays of every instance (share.c).
+ * seats[0..n) are the seats held, ascending; mine is this relay's. Its
+ * share is the partitions p with p % n = its rank among them: parts
+ * (ascending) and the count returned; 0 with *rank -1 when mine is not
+ * among them.
+ */
+int  ob_relay_share(const int *seats, int n, int mine, int partitions, int *parts, int *rank);
+/* The seat mine should move down to (the lowest one free) when it is the highest and above n-1; else -1. */
+int  ob_relay_seat_hole(const int *seats, int n, int mine);
+
+/*
  * Mode wal's confirmation gate. Events are numbered in stream order;
  * mark_n[0..nmark) are the numbers of marks not yet done, oldest first.
  * Returns the first event not marked: nothing at or past it is confirmed.
@@ -238,6 +265,24 @@ int ob_barrier_setup(ob_relay_t *rl, char *err, size_t errlen);
 int ob_barrier_wait(ob_relay_t *rl, uint64_t lsn);
 
 /* ------------------------------------------------------------------------ */
+/* share.c: seats and partition locks, on the relay's orderdb session        */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Once a tick: takes a seat (or moves it down into a hole), reads the
+ * seats held and computes this relay's share into plan. 1 when it differs
+ * from the share in force (the caller stops what publishes it, then
+ * ob_share_apply), 0 when not, -1 the session failed (err).
+ */
+int  ob_share_plan(ob_relay_t *rl, ob_share_plan_t *plan, char *err, size_t errlen);
+/* Releases the partitions the plan leaves out and puts it in force; 0, or -1 the session failed. */
+int  ob_share_apply(ob_relay_t *rl, const ob_share_plan_t *plan, char *err, size_t errlen);
+/* Takes the lock of every partition of the share not held yet (another relay may still hold it); 0 or -1. */
+int  ob_share_lock(ob_relay_t *rl, char *err, size_t errlen);
+/* The session is gone, and with it the seat and every lock: forgets them, in shm too. */
+void ob_share_forget(ob_relay_t *rl);
+
+/* ------------------------------------------------------------------------ */
 /* mark.c                                                                    */
 /* ------------------------------------------------------------------------ */
 
@@ -291,6 +336,8 @@ void ob_relay_polled_dr(ob_relay_t *rl, uint64_t v, rd_kafka_resp_err_t err, int
 #define OB_WAL_OPAQUE_TAG (UINT64_C(1) << 63)
 int  ob_wal_init(ob_relay_t *rl, char *err, size_t errlen);
 void ob_wal_free(ob_relay_t *rl);
+/* The share changed (its stream already stopped): slot, publication and filter follow it. */
+void ob_wal_reshare(ob_relay_t *rl);
 /* Once a tick: publication and slot set up, catch-up flag, slot lag. */
 void ob_wal_tick(ob_relay_t *rl, int stats_due);
 /* Whether the stream runs (or may start now) instead of a polling cycle. */

@@ -5,9 +5,10 @@
  * the publication and the slot.
  *
  * NOTES
- *   Shape: relay i of R owns the logical replication slot <prefix>_i and
- *   the publication <prefix>_i of inserts into outbox WHERE (partition % R
- *   = i) (a PostgreSQL 15 row filter). It streams with pgoutput protocol 1
+ *   Shape: the relay in seat s, rank r of n relays on orderdb (share.c),
+ *   owns the logical replication slot <prefix>_s and the publication
+ *   <prefix>_s of inserts into outbox WHERE (partition % n = r) (a
+ *   PostgreSQL 15 row filter). It streams with pgoutput protocol 1
  *   in binary, produces each insert exactly as the polling mode does, and
  *   confirms a transaction's end LSN to the server only when Kafka has
  *   acknowledged every event of it and of every earlier transaction and
@@ -24,7 +25,9 @@
  *   slot existed (first start, slot invalidated or dropped) and rows of
  *   partitions that changed hands when the relay count changed (the row
  *   filter is read as of each change's LSN, so a re-split leaves a gap for
- *   moved partitions). Each time the publication's filter changes or the
+ *   moved partitions). Relays joining or leaving, on this instance or
+ *   another, are such a change: the stream stops (all sent acknowledged
+ *   and marked) before any partition changes hands. Each time the publication's filter changes or the
  *   slot is (re)created, relay_slots.catchup_needed is set first (in the
  *   same transaction as the filter change); the relay then runs the
  *   ordinary polling cycle over its partitions until one finds nothing more,
@@ -80,9 +83,6 @@ ob_wal_init(ob_relay_t *rl, char *err, size_t errlen)
     }
     w->pipe[0] = w->pipe[1] = -1;
     rl->wal = w;
-    snprintf(w->slot, sizeof(w->slot), "%s_%d", rl->cfg->relay.slot_prefix, rl->index);
-    snprintf(w->pub, sizeof(w->pub), "%s_%d", rl->cfg->relay.slot_prefix, rl->index);
-    snprintf(w->filter, sizeof(w->filter), "partition %% %d = %d", rl->cfg->workers.relays, rl->index);
     w->stopped_ms = ob_now_ms();
     rc = ob_wal_check_server(rl, err, errlen);
     if (rc != OB_EXIT_OK)
@@ -92,6 +92,24 @@ ob_wal_init(ob_relay_t *rl, char *err, size_t errlen)
         return OB_EXIT_RETRY;
     }
     return OB_EXIT_OK;
+}
+
+void
+ob_wal_reshare(ob_relay_t *rl)
+{
+    struct ob_wal_s *w = rl->wal;
+
+    if (w == NULL)
+        return;
+    w->slot[0] = w->pub[0] = w->filter[0] = '\0';
+    if (rl->share_seat >= 0 && rl->rank >= 0) {
+        snprintf(w->slot, sizeof(w->slot), "%s_%d", rl->cfg->relay.slot_prefix, rl->share_seat);
+        snprintf(w->pub, sizeof(w->pub), "%s_%d", rl->cfg->relay.slot_prefix, rl->share_seat);
+        snprintf(w->filter, sizeof(w->filter), "partition %% %d = %d", rl->members, rl->rank);
+    }
+    w->ready = 0;     /* set-up re-filters the publication, and a polling pass covers the moved partitions */
+    w->pub_wait_logged = w->slot_busy_logged = 0;
+    w->foreign_filter[0] = '\0';
 }
 
 void
@@ -141,8 +159,8 @@ ob_wal_tick(ob_relay_t *rl, int stats_due)
     struct ob_wal_s *w = rl->wal;
     int64_t          now = ob_now_ms();
 
-    if (w == NULL || rl->pg == NULL)
-        return;
+    if (w == NULL || rl->pg == NULL || w->slot[0] == '\0')
+        return;     /* no seat yet, or a share of nothing */
     if (!w->ready && !w->streaming && now >= w->retry_at_ms) {
         int rc = ob_wal_setup(rl);
         w->ready = rc == 1;
@@ -157,7 +175,7 @@ ob_wal_tick(ob_relay_t *rl, int stats_due)
                 ob_wal_stop(rl, 0);
             w->ready = 0;     /* set-up finds out what happened and says so */
         }
-        if (rl->index == 0)
+        if (rl->share_seat == 0)
             ob_wal_drop_stale_slots(rl);
     }
     ob_wal_counter(rl, OB_CTR_RELAY_STREAMING, (uint64_t) w->streaming);
@@ -189,6 +207,6 @@ ob_wal_streams(ob_relay_t *rl)
 {
     struct ob_wal_s *w = rl->wal;
 
-    return w != NULL && (w->streaming || (w->ready && !w->catchup && ob_wal_all_locks(rl) &&
+    return w != NULL && w->slot[0] != '\0' && (w->streaming || (w->ready && !w->catchup && ob_wal_all_locks(rl) &&
                                           rl->breaker != OB_BREAKER_OPEN && ob_now_ms() >= w->retry_at_ms));
 }

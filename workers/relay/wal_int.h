@@ -18,6 +18,7 @@
 #define WAL_CONFIRM_MS 20        /* least gap between two confirmations */
 #define WAL_STEP_MS    100
 #define WAL_RETRY_MS   1000
+#define WAL_STALE_MS   30000     /* a seat's slot no relay held for this long is dropped */
 /* With the standby barrier on, a transaction's events wait for its Commit: at most this many, or bytes */
 #define WAL_HOLD_MAX   64
 #define WAL_HOLD_BYTES (8u << 20)
@@ -53,6 +54,7 @@ struct ob_wal_s {
     int          catchup;        /* a polling pass must find nothing before streaming */
     int          slot_busy_logged;
     int          pub_wait_logged;
+    int64_t      stale_since[OB_RELAY_SEATS_MAX]; /* seat 0's relay: when each seat's slot was first seen unused */
     int64_t      retry_at_ms;
     PGconn      *repl;
     int          streaming;

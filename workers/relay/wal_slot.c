@@ -321,36 +321,57 @@ ob_wal_update_flag(ob_relay_t *rl, int needed)
 }
 
 /*
- * Relay 0 drops the slots of relay indexes the current count no longer
- * has: an unused slot would hold WAL until it is invalidated. Their
- * partitions' new owners ran a polling pass when their filters changed.
+ * The relay in seat 0 drops the slots of seats no relay has held for
+ * WAL_STALE_MS: an unused slot would hold WAL until it is invalidated.
+ * The grace spares a relay restarting, or moving seats, its slot; the
+ * partitions of a dropped one had new owners, who ran a polling pass when
+ * their filters changed.
  */
 void
 ob_wal_drop_stale_slots(ob_relay_t *rl)
 {
-    char        pattern[96], count[16];
-    const char *p[2] = { pattern, count };
-    PGresult   *r;
+    struct ob_wal_s *w = rl->wal;
+    char             pattern[96], cls[16];
+    const char      *p[2] = { pattern, cls };
+    unsigned char    seen[OB_RELAY_SEATS_MAX] = { 0 };
+    int64_t          now = ob_now_ms();
+    PGresult        *r;
 
     snprintf(pattern, sizeof(pattern), "^%s_([0-9]+)$", rl->cfg->relay.slot_prefix);
-    snprintf(count, sizeof(count), "%d", rl->cfg->workers.relays);
+    snprintf(cls, sizeof(cls), "%d", OB_RELAY_SEAT_CLASS);
     r = ob_wal_query(rl,
-                  "SELECT slot_name FROM pg_replication_slots WHERE database = current_database() AND NOT active"
-                  " AND slot_name ~ $1 AND (substring(slot_name FROM $1))::int >= $2::int",
+                  "SELECT slot_name, (substring(slot_name FROM $1))::int FROM pg_replication_slots s"
+                  " WHERE database = current_database() AND NOT active AND slot_name ~ $1"
+                  " AND length(substring(slot_name FROM $1)) < 5 AND NOT EXISTS (SELECT 1 FROM pg_locks l"
+                  "   WHERE l.locktype = 'advisory' AND l.classid = $2::int::oid AND l.objsubid = 2 AND l.granted"
+                  "   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                  "   AND l.objid = (substring(s.slot_name FROM $1))::int::oid)",
                   2, p, "list stale slots");
     if (r == NULL)
         return;
     for (int i = 0; i < PQntuples(r); i++) {
         const char *name[1] = { PQgetvalue(r, i, 0) };
-        PGresult   *d = ob_wal_query(rl,
-                                  "WITH gone AS (DELETE FROM outboxd.relay_slots WHERE slot_name = $1)"
-                                  " SELECT pg_drop_replication_slot($1)",
-                                  1, name, "drop a stale slot");
+        int         seat = atoi(PQgetvalue(r, i, 1));
+        if (seat < 0 || seat >= OB_RELAY_SEATS_MAX)
+            continue;
+        seen[seat] = 1;
+        if (w->stale_since[seat] == 0)
+            w->stale_since[seat] = now;
+        if (now - w->stale_since[seat] < WAL_STALE_MS)
+            continue;
+        PGresult *d = ob_wal_query(rl,
+                                   "WITH gone AS (DELETE FROM outboxd.relay_slots WHERE slot_name = $1)"
+                                   " SELECT pg_drop_replication_slot($1)",
+                                   1, name, "drop a stale slot");
         if (d != NULL)
-            ob_log(OB_LOG_INFO, "wal: dropped slot %s, which no relay of %s uses", name[0], count);
+            ob_log(OB_LOG_INFO, "wal: dropped slot %s, whose seat no relay has held for %d s", name[0],
+                   WAL_STALE_MS / 1000);
         PQclear(d);
     }
     PQclear(r);
+    for (int s = 0; s < OB_RELAY_SEATS_MAX; s++)
+        if (!seen[s])
+            w->stale_since[s] = 0;
 }
 
 /* Slot lag in bytes from the server, into shm. */

@@ -426,7 +426,7 @@ wal_insert(ob_relay_t *rl, const ob_pgo_msg_t *m)
     }
     fits = wal_fields(&ev, &row) == 0;
     /* before a re-split's LSN the old filter applies: another relay owns these now */
-    if (row.partition < 0 || row.partition % rl->cfg->workers.relays != rl->index || (fits && wal_quarantined(w, &ev)))
+    if (row.partition < 0 || row.partition >= OB_SHM_PARTITIONS || !rl->in_share[row.partition] || (fits && wal_quarantined(w, &ev)))
         return 0;
     b = (ob_relay_body_t) { row.payload.p, row.payload.len, row.headers.p, row.headers.len };
     if (!w->txn_safe && wal_hold(w, &ev, &b, fits) == 0)
