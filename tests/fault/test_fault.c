@@ -560,19 +560,19 @@ holders(const obh_t *h, int p)
     return n;
 }
 
-/*
- * Every partition held by exactly one relay of the two instances. Which
- * instance holds how many is a race of their advisory-lock attempts (fair
- * sharing between instances is not promised); exclusivity is.
- */
+/* Every partition held by exactly one relay of the two instances, half by each (two relays each: they share). */
 static int
 covered_once(obh_t *h, void *arg)
 {
+    int here = 0;
+
     (void) arg;
-    for (int p = 0; p < h->partitions; p++)
+    for (int p = 0; p < h->partitions; p++) {
         if (holders(h, p) + holders(&twin, p) != 1)
             return 0;
-    return 1;
+        here += holders(h, p);
+    }
+    return here == h->partitions / 2;
 }
 
 Test(fault_long, s14_second_instance, .init = setup, .fini = teardown, .timeout = 600)
@@ -586,12 +586,14 @@ Test(fault_long, s14_second_instance, .init = setup, .fini = teardown, .timeout 
     obh_write_conf(&twin, "[workers]\nrelays = 2\n");
     obh_start(&twin, NULL);
     cr_assert(obh_wait_worker(&twin, OB_KIND_RELAY, 1, 0, obh_ms(30000)) > 0, "second instance's relays not up");
+    cr_assert(obh_poll(covered_once, &fx.h, NULL, obh_ms(30000)), "partitions not split: %d here, %d there",
+              owned(&fx.h), owned(&twin));
     o.clients = 2;
     fx_load_start(&fx, &o);
     o.port = twin.orders_port;
     fx_load_start(&fx, &o);
     wait_acked(fx_n(&fx, 100, 500));
-    /* a relay of the first dies: its partitions go to whichever relay locks them first, never to two */
+    /* a relay of the first dies: the other three share its partitions, never two at once, and it takes its share back */
     cr_assert_geq(obh_worker(&fx.h, OB_KIND_RELAY, 0, &s), 0);
     kill(s.pid, SIGKILL);
     cr_assert(obh_wait_worker(&fx.h, OB_KIND_RELAY, 0, s.pid, obh_ms(60000)) > 0, "no successor; log %s", fx.h.log);
