@@ -118,19 +118,7 @@ host_start(obh_t *hh, int n, const char *mode, const char *workers)
 static int
 held(const obh_t *h)
 {
-    int n = 0;
-
-    if (h->shm == NULL)
-        return 0;
-    for (int p = 0; p < h->partitions; p++)
-        for (int i = 0; i < OB_SHM_SLOTS; i++) {
-            ob_shm_slot_t *s = &h->shm->map->slots[i];
-            if (s->kind == OB_KIND_RELAY && s->state == OB_SLOT_RUNNING && ob_shm_is_owned(s, p)) {
-                n++;
-                break;
-            }
-        }
-    return n;
+    return obh_held(h);
 }
 
 static int
