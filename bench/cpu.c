@@ -18,6 +18,7 @@
 
 #define CPU_MAX_PROCS  256
 #define CPU_RESCAN_S   1.0      /* new workers and PG backends appear lazily */
+#define CPU_MAX_SHMS   4        /* outboxd instances measured together (the hosts of section 10) */
 
 typedef struct {
     pid_t  pid;
@@ -27,7 +28,8 @@ typedef struct {
 } cpu_proc_t;
 
 struct bench_cpu {
-    ob_shm_t   *shm;
+    ob_shm_t   *shm[CPU_MAX_SHMS];
+    int         nshm;
     PGconn     *pg[2];
     pid_t       kafka;
     cpu_proc_t  procs[CPU_MAX_PROCS];
@@ -137,10 +139,10 @@ cpu_scan(bench_cpu_t *c)
 {
     char label[32];
 
-    if (c->shm != NULL) {
-        cpu_track(c, atomic_load(&c->shm->map->hdr.sup_pid), "supervisor", -1);
+    for (int k = 0; k < c->nshm; k++) {
+        cpu_track(c, atomic_load(&c->shm[k]->map->hdr.sup_pid), "supervisor", -1);
         for (int i = 0; i < OB_SHM_SLOTS; i++) {
-            ob_shm_slot_t *s = &c->shm->map->slots[i];
+            ob_shm_slot_t *s = &c->shm[k]->map->slots[i];
             if (s->pid > 0 && s->kind > OB_KIND_NONE && s->kind < OB_KIND_COUNT)
                 cpu_track(c, s->pid, ob_kind_name(s->kind), -1);
         }
@@ -169,7 +171,8 @@ bench_cpu_start(ob_shm_t *shm, const char *orders_dsn, const char *ledger_dsn, p
 
     if (c == NULL)
         bench_die("out of memory");
-    c->shm = shm;
+    if (shm != NULL)
+        c->shm[c->nshm++] = shm;
     c->pg[0] = orders_dsn ? bench_pg(orders_dsn) : NULL;
     c->pg[1] = ledger_dsn ? bench_pg(ledger_dsn) : NULL;
     c->kafka = kafka;
@@ -229,6 +232,19 @@ bench_cpu_end(bench_cpu_t *c)
     /* per cluster: what a relay mode costs the orders database is the point of comparing them */
     return json_pack("{s:f, s:o, s:{s:f, s:f}}", "seconds", wall, "cores", cores, "db_cores", "orders", db[0], "ledger",
                      db[1]);
+}
+
+/* Another instance's workers count too, from now on, like the first instance's. */
+void
+bench_cpu_add_shm(bench_cpu_t *c, ob_shm_t *shm)
+{
+    if (c == NULL || shm == NULL || c->nshm == CPU_MAX_SHMS)
+        return;
+    c->shm[c->nshm++] = shm;
+    int scans = c->scans;
+    c->scans = 0;            /* its processes count from now, as at the start */
+    cpu_scan(c);
+    c->scans = scans;
 }
 
 bench_cpu_t *

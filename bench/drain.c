@@ -258,15 +258,115 @@ drain_autovacuums(PGconn *pg, long long *vacuums, long long *analyzes)
 
 typedef struct {
     double start;          /* attached: outboxd has just started */
-    double first;          /* first batch marked published */
+    double first;          /* first batch marked published, with the share settled */
     long   first_rows;     /* published at `first` */
     double end;            /* none pending; < 0 on timeout */
     long   done;           /* published by the end */
 } drain_clock_t;
 
+#define DRAIN_HOSTS 4
+
+/*
+ * The outboxd instances a drain watches: one, or one per host of section
+ * 10, given as comma-separated --name and --pid lists in the same order.
+ */
+typedef struct {
+    int       n;
+    int       partitions;
+    char     *names;                 /* the --name list, cut in place */
+    char     *name[DRAIN_HOSTS];
+    ob_shm_t *shm[DRAIN_HOSTS];
+    uint64_t  at_first[DRAIN_HOSTS]; /* each one's published counter when the clock started */
+} drain_hosts_t;
+
+static void
+drain_attach(drain_hosts_t *h, const char *names, const char *pids)
+{
+    char *save = NULL, *pid_end = NULL;
+
+    if ((h->names = strdup(names)) == NULL)
+        bench_die("out of memory");
+    for (char *t = strtok_r(h->names, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save)) {
+        if (h->n == DRAIN_HOSTS)
+            bench_die("drain: at most %d instances", DRAIN_HOSTS);
+        long pid = strtol(pids, &pid_end, 10);
+        if (pid_end == pids)
+            bench_die("drain: --pid names fewer instances than --name");
+        pids = *pid_end == ',' ? pid_end + 1 : pid_end;
+        h->name[h->n] = t;
+        h->shm[h->n++] = bench_attach(t, (int) pid, 10);
+    }
+    if (h->n == 0)
+        bench_die("drain: --name is empty");
+}
+
+static uint64_t
+drain_sum(const drain_hosts_t *h, int counter)
+{
+    uint64_t sum = 0;
+
+    for (int i = 0; i < h->n; i++)
+        sum += bench_counter_sum(h->shm[i], OB_KIND_RELAY, counter);
+    return sum;
+}
+
+/* Partitions whose lock a running relay of this instance holds. */
+static int
+drain_owned(ob_shm_t *shm, int partitions)
+{
+    int n = 0;
+
+    for (int p = 0; p < partitions; p++)
+        for (int i = 0; i < OB_SHM_SLOTS; i++) {
+            ob_shm_slot_t *s = &shm->map->slots[i];
+            if (s->kind == OB_KIND_RELAY && s->state == OB_SLOT_RUNNING && ob_shm_is_owned(s, p)) {
+                n++;
+                break;
+            }
+        }
+    return n;
+}
+
+/*
+ * Every partition owned, and by the instances fairly (within one). Until
+ * then the relays of whichever instance took the first seats publish
+ * everything: a cold start, not the shared topology a drain measures.
+ */
+static int
+drain_settled(const drain_hosts_t *h)
+{
+    int sum = 0, lo = h->partitions, hi = 0;
+
+    for (int i = 0; i < h->n; i++) {
+        int n = drain_owned(h->shm[i], h->partitions);
+        sum += n;
+        lo = n < lo ? n : lo;
+        hi = n > hi ? n : hi;
+    }
+    return sum == h->partitions && hi - lo <= 1;
+}
+
+/* Each instance's share: what it published in all and since the clock
+ * started, and the partitions it owns (taken at the end, before anyone stops). */
+static json_t *
+drain_hosts_json(const drain_hosts_t *h)
+{
+    json_t *a = json_array();
+
+    for (int i = 0; i < h->n; i++)
+    {
+        uint64_t published = bench_counter_sum(h->shm[i], OB_KIND_RELAY, OB_CTR_RELAY_PUBLISHED);
+        json_array_append_new(a, json_pack("{s:s, s:I, s:I, s:i}", "name", h->name[i], "published",
+                                           (json_int_t) published, "published_timed",
+                                           (json_int_t) (published - h->at_first[i]), "partitions",
+                                           drain_owned(h->shm[i], h->partitions)));
+    }
+    return a;
+}
+
 /* Polls the relays' published counter (cheap), then lets SQL confirm. */
 static void
-drain_wait(PGconn *pg, ob_shm_t *shm, long rows, double timeout, bench_rss_t *rss, bench_cpu_t *cpu,
+drain_wait(PGconn *pg, drain_hosts_t *h, long rows, double timeout, bench_rss_t *rss, bench_cpu_t *cpu,
            drain_clock_t *c)
 {
     double next_note = c->start + 5;
@@ -274,13 +374,16 @@ drain_wait(PGconn *pg, ob_shm_t *shm, long rows, double timeout, bench_rss_t *rs
     c->first = c->end = -1;
     for (int tick = 0;; tick++) {
         double now = bench_now();
-        c->done = (long) bench_counter_sum(shm, OB_KIND_RELAY, OB_CTR_RELAY_PUBLISHED);
-        if (c->first < 0 && c->done > 0) {
+        c->done = (long) drain_sum(h, OB_CTR_RELAY_PUBLISHED);
+        if (c->first < 0 && c->done > 0 && drain_settled(h)) {
             c->first = now;
             c->first_rows = c->done;
+            for (int i = 0; i < h->n; i++)
+                h->at_first[i] = bench_counter_sum(h->shm[i], OB_KIND_RELAY, OB_CTR_RELAY_PUBLISHED);
         }
         if (tick % 2 == 0) {
-            bench_rss_sample(shm, rss);
+            for (int i = 0; i < h->n; i++)
+                bench_rss_sample(h->shm[i], rss);
             bench_cpu_sample(cpu);
         }
         if (c->done >= rows && bench_scalar(pg, "SELECT count(*) FROM outboxd.outbox WHERE NOT published") == 0) {
@@ -298,34 +401,43 @@ drain_wait(PGconn *pg, ob_shm_t *shm, long rows, double timeout, bench_rss_t *rs
 }
 
 /*
- * drain --name N --pid P --dsn D --rows R [--timeout S] [--brokers B --topic T --partitions P] [--kafka-pid K]
- * Run right after starting outboxd (relays only) on a filled outbox. The
- * rate counts from the first published batch, so process start-up (fork,
- * topic check, connections, locks: shown apart) is not mistaken for
- * publishing speed.
+ * drain --name N[,N...] --pid P[,P...] --dsn D --rows R [--timeout S]
+ *       [--brokers B --topic T] [--partitions P] [--kafka-pid K]
+ * Run right after starting outboxd (relays only) on a filled outbox; with
+ * several names, the instances (hosts) share the backlog and are counted
+ * together. The rate counts from the first published batch once every
+ * partition is owned, fairly among the instances, so process start-up
+ * (fork, topic check, connections, locks, seats: shown apart) is not
+ * mistaken for publishing speed.
  */
 int
 cmd_drain(int argc, char **argv)
 {
     const char   *dsn = bench_opt_req(argc, argv, "--dsn"), *topic = bench_opt(argc, argv, "--topic", NULL);
-    int           pid = (int) bench_opt_long(argc, argv, "--pid", 0);
-    ob_shm_t     *shm = bench_attach(bench_opt_req(argc, argv, "--name"), pid, 10);
+    drain_hosts_t h = { .partitions = (int) bench_opt_long(argc, argv, "--partitions", 12) };
     PGconn       *pg = bench_pg(dsn);
     long          rows = bench_opt_long(argc, argv, "--rows", 1000000);
     double        timeout = bench_opt_double(argc, argv, "--timeout", 600);
-    drain_clock_t c = { .start = bench_now() };
+    drain_clock_t c = { 0 };
     bench_rss_t   rss = { 0 };
-    bench_cpu_t  *cpu = bench_cpu_start(shm, dsn, NULL, (pid_t) bench_opt_long(argc, argv, "--kafka-pid", 0));
     long long     av0, aa0, av1, aa1;
 
+    drain_attach(&h, bench_opt_req(argc, argv, "--name"), bench_opt(argc, argv, "--pid", "0"));
+    c.start = bench_now();
+    bench_cpu_t *cpu = bench_cpu_start(h.shm[0], dsn, NULL, (pid_t) bench_opt_long(argc, argv, "--kafka-pid", 0));
+    for (int i = 1; i < h.n; i++)
+        bench_cpu_add_shm(cpu, h.shm[i]);
     drain_autovacuums(pg, &av0, &aa0);
-    drain_wait(pg, shm, rows, timeout, &rss, cpu, &c);
+    drain_wait(pg, &h, rows, timeout, &rss, cpu, &c);
     drain_autovacuums(pg, &av1, &aa1);
+    json_t *hosts = drain_hosts_json(&h);
     int    timed_out = c.end < 0;
     double end = timed_out ? bench_now() : c.end, from = c.first;
     long   counted = (timed_out ? c.done : rows) - c.first_rows;
     if (timed_out)
         bench_note("drain: timed out after %.0f s with %ld of %ld published", end - c.start, c.done, rows);
+    if (c.first < 0 && c.done > 0)
+        bench_die("drain: %ld published, but the partitions were never all owned, fairly, in %.0f s", c.done, timeout);
     if (c.first < 0)
         bench_die("drain: nothing was published in %.0f s", timeout);
     if (counted <= 0 || end <= from) {
@@ -338,20 +450,22 @@ cmd_drain(int argc, char **argv)
                             "autovacuums", (json_int_t) (av1 - av0), "autoanalyzes", (json_int_t) (aa1 - aa0));
     if (topic != NULL)
         json_object_set_new(out, "topic_messages",
-                            json_integer(topic_messages(bench_opt_req(argc, argv, "--brokers"), topic,
-                                                        (int) bench_opt_long(argc, argv, "--partitions", 12))));
+                            json_integer(topic_messages(bench_opt_req(argc, argv, "--brokers"), topic, h.partitions)));
     /* the relays' own account of where a cycle's time went */
-    double claim = (double) bench_counter_sum(shm, OB_KIND_RELAY, OB_CTR_RELAY_CLAIM_US);
-    double kafka = (double) bench_counter_sum(shm, OB_KIND_RELAY, OB_CTR_RELAY_KAFKA_US);
-    double mark = (double) bench_counter_sum(shm, OB_KIND_RELAY, OB_CTR_RELAY_MARK_US);
+    double claim = (double) drain_sum(&h, OB_CTR_RELAY_CLAIM_US);
+    double kafka = (double) drain_sum(&h, OB_CTR_RELAY_KAFKA_US);
+    double mark = (double) drain_sum(&h, OB_CTR_RELAY_MARK_US);
     double cycle = claim + kafka + mark > 0 ? claim + kafka + mark : 1;
     json_object_set_new(out, "cycle_share", json_pack("{s:f, s:f, s:f}", "claim", claim / cycle, "kafka",
                                                       kafka / cycle, "mark", mark / cycle));
+    json_object_set_new(out, "hosts", hosts);
     json_object_set_new(out, "rss", bench_rss_json(&rss));
     json_object_set_new(out, "cpu", bench_cpu_end(cpu));
     bench_emit(out);
     PQfinish(pg);
-    ob_shm_close(shm, 0);
+    for (int i = 0; i < h.n; i++)
+        ob_shm_close(h.shm[i], 0);
+    free(h.names);
     return 0;
 }
 

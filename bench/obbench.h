@@ -93,6 +93,8 @@ void         bench_cpu_sample(bench_cpu_t *c);
 json_t      *bench_cpu_end(bench_cpu_t *c);
 /* bench_cpu_start from the --orders-dsn, --ledger-dsn and --kafka-pid options. */
 bench_cpu_t *bench_cpu_from_opts(ob_shm_t *shm, int argc, char **argv);
+/* Also count the workers of another outboxd instance (up to 4 in all). */
+void         bench_cpu_add_shm(bench_cpu_t *c, ob_shm_t *shm);
 /* Also count pid (not outboxd's, not PostgreSQL's) under label, from now on. */
 void         bench_cpu_track(bench_cpu_t *c, pid_t pid, const char *label);
 

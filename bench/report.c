@@ -1183,6 +1183,133 @@ md_peers(report_t *r)
     put(r, "peers", "seconds", num(r, "peers", "seconds"));
 }
 
+/* ---- 10. relays on several hosts ------------------------------------------------- */
+
+/* Each run with more hosts has a control: the same number of relays in one instance. */
+static const struct {
+    const char *name, *label, *control;
+} host_runs[] = {
+    { "hosts_h1", "1 host × 2 relays", NULL },
+    { "hosts_h2", "2 hosts × 2 relays", "hosts_h1x4" },
+    { "hosts_h3", "3 hosts × 2 relays", "hosts_h1x6" },
+    { "hosts_h1x4", "1 host × 4 relays (control)", NULL },
+    { "hosts_h1x6", "1 host × 6 relays (control)", NULL },
+};
+
+#define HOSTS_NRUNS (sizeof(host_runs) / sizeof(host_runs[0]))
+/* "≈ 1": a 10 % loss is beyond this machine's run-to-run noise, which coordination would have to explain */
+#define HOSTS_RATIO_MIN 0.90
+
+/* "6 / 6" of a run's hosts: the partitions each owned at the end, or what each published. */
+static const char *
+hosts_list(report_t *r, const char *name, const char *key, int *spread)
+{
+    json_t *hosts = json_object_get(part(r, name), "hosts");
+    char   *b = fbuf();
+    size_t  n = 0, i;
+    json_t *h;
+    long    lo = -1, hi = -1;
+
+    b[0] = '\0';
+    json_array_foreach(hosts, i, h) {
+        long v = (long) json_integer_value(json_object_get(h, key));
+        if (n < 48)
+            n += (size_t) snprintf(b + n, 48 - n, "%s%ld", i ? " / " : "", v);
+        lo = lo < 0 || v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    if (spread != NULL)
+        *spread = (int) (hi - lo);
+    return n ? b : "n/a";
+}
+
+/* CPU seconds per event of one component during a run, in microseconds. */
+static double
+hosts_us_per_event(report_t *r, const char *name, const char *cores_path)
+{
+    return num(r, name, cores_path) / num(r, name, "events_per_s") * 1e6;
+}
+
+static void
+md_hosts_model(report_t *r)
+{
+    const char *h1 = "hosts_h1";
+    double      relay = hosts_us_per_event(r, h1, "cpu.cores.relay");
+    double      pg = hosts_us_per_event(r, h1, "cpu.db_cores.orders");
+    double      kafka = hosts_us_per_event(r, h1, "cpu.cores.kafka");
+    double      machine = hosts_us_per_event(r, h1, "cpu.cores.machine");
+
+    put(r, "hosts", "relay_us_per_event", relay);
+    put(r, "hosts", "orders_db_us_per_event", pg);
+    put(r, "hosts", "kafka_us_per_event", kafka);
+    fprintf(r->md,
+            "**Scaling model.** A drain is CPU-bound, so its rate is set by the CPU each event costs where it "
+            "runs. In the 1-host run an event cost %s µs of relay CPU, %s µs in the orders database and %s µs in "
+            "Kafka (%s µs of the whole machine, of %.0f cores). Here every host shares the same %.0f cores, so "
+            "adding hosts moves the relays' CPU around and the rate stays put, which is what the ratios show. "
+            "Where each host has C cores of its own, H hosts publish at most\n\n"
+            "    min( H · C / %s µs,  C_pg / %s µs,  C_kafka / %s µs )  events/s\n\n"
+            "with C_pg and C_kafka the cores of the orders primary and of the brokers (Kafka's share spreads "
+            "over its brokers by partition leadership). Per core: a relay host publishes %s events/s, the "
+            "orders database serves %s, Kafka takes %s. So hosts add throughput until the orders database's "
+            "cores are the limit; the relays' CPU per event is the term that grows with H. Coordination adds "
+            "no per-event term: a relay reads the seats once a tick, whatever the rate.\n\n",
+            fnum(relay, 1), fnum(pg, 1), fnum(kafka, 1), fnum(machine, 1), num(r, "machine", "nproc"),
+            num(r, "machine", "nproc"), fnum(relay, 1), fnum(pg, 1), fnum(kafka, 1), fnum(1e6 / relay, 0),
+            fnum(1e6 / pg, 0), fnum(1e6 / kafka, 0));
+}
+
+static void
+md_hosts(report_t *r)
+{
+    const char *title = "## 10. Scale-out: relays on 1, 2 and 3 hosts";
+    double      base = num(r, "hosts_h1", "events_per_s");
+
+    if (!ran(r, title, "hosts_h1"))
+        return;
+    fprintf(r->md, "%s\n\n", title);
+    fprintf(r->md, "Each host is a network namespace with its own address and its own outboxd (supervisor, shm "
+                   "segment, relays), reaching this machine's PostgreSQL and Kafka through a bridge, as another "
+                   "machine would. The hosts share the drain's backlog and topic; they start together on the "
+                   "filled outbox. The clock runs from the moment every partition is owned, fairly among the "
+                   "hosts (within one), until no row is pending: before that, the host whose relays took the "
+                   "first seats publishes everything until the others' seats are read (*settled after*). The "
+                   "partitions each host owned are read at the end, before anyone stops; the events each "
+                   "published are those of the timed window.\n\n");
+    fprintf(r->md, "| run | events/s | seconds | × 1 host | × control | settled after s | partitions per host | "
+                   "events per host | relay cores | orders-db cores | Kafka cores | machine |\n"
+                   "|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|\n");
+    for (size_t i = 0; i < HOSTS_NRUNS; i++) {
+        const char *n = host_runs[i].name;
+        double      rate = num(r, n, "events_per_s");
+        int         spread = 0;
+        if (part(r, n) == NULL)
+            continue;
+        const char *owned = hosts_list(r, n, "partitions", &spread);
+        double      control = host_runs[i].control ? num(r, host_runs[i].control, "events_per_s") : NAN;
+        fprintf(r->md, "| %s | %s | %s | %s | %s | %s | %s%s | %s | %s | %s | %s | %s |\n", host_runs[i].label,
+                fnum(rate, 0), fsecs(num(r, n, "seconds")), fratio(ratio(rate, base)),
+                host_runs[i].control ? fratio(ratio(rate, control)) : "",
+                fsecs(num(r, n, "startup_seconds")), owned, spread > 1 ? " **unfair**" : "",
+                hosts_list(r, n, "published_timed", NULL), fnum(num(r, n, "cpu.cores.relay"), 2),
+                fnum(num(r, n, "cpu.db_cores.orders"), 2), fnum(num(r, n, "cpu.cores.kafka"), 2),
+                fnum(num(r, n, "cpu.cores.machine"), 2));
+        put(r, "hosts", n + strlen("hosts_"), rate);
+    }
+    for (size_t i = 0; i < HOSTS_NRUNS; i++)
+        if (host_runs[i].control != NULL) {
+            char key[32];
+            snprintf(key, sizeof(key), "%s_over_control", host_runs[i].name + strlen("hosts_"));
+            put(r, "hosts", key, ratio(num(r, host_runs[i].name, "events_per_s"),
+                                       num(r, host_runs[i].control, "events_per_s")));
+        }
+    fprintf(r->md, "\nMore hosts here also means more relays, and on this machine more relays drain faster "
+                   "(their claims, sends and marks overlap), so × 1 host mixes two effects. Each control runs "
+                   "the same relays in one instance: × control is what spreading them over hosts costs, which "
+                   "is the cost of coordination.\n\n");
+    md_hosts_model(r);
+}
+
 /* ---- targets: what outboxd must reach beside its baselines ------------------- */
 
 static void
@@ -1236,6 +1363,22 @@ md_peer_targets(report_t *r)
 }
 
 static void
+md_hosts_targets(report_t *r)
+{
+    char what[96];
+
+    if (part(r, "hosts_h1") == NULL)
+        return;
+    for (size_t i = 0; i < HOSTS_NRUNS; i++) {
+        if (host_runs[i].control == NULL)
+            continue;
+        double v = ratio(num(r, host_runs[i].name, "events_per_s"), num(r, host_runs[i].control, "events_per_s"));
+        snprintf(what, sizeof(what), "drain, %s / the same relays in one instance", host_runs[i].label);
+        target(r, what, v, HOSTS_RATIO_MIN, 1, fratio(v));
+    }
+}
+
+static void
 md_targets(report_t *r)
 {
     double full = num(r, "intake_full", "rps");
@@ -1267,6 +1410,7 @@ md_targets(report_t *r)
     for (size_t i = 0; i < sizeof(emit_modes) / sizeof(emit_modes[0]); i++)
         md_emit_targets(r, emit_modes[i]);
     md_peer_targets(r);
+    md_hosts_targets(r);
     fprintf(r->md, "\n");
     if (part(r, "peer_default_drain") != NULL || part(r, "peer_tuned_drain") != NULL)
         fprintf(r->md, "The orders-db CPU target against Debezium is measured as it is and expected to be missed "
@@ -1449,6 +1593,7 @@ cmd_report(int argc, char **argv)
     md_wal(&r);
     md_emit(&r);
     md_peers(&r);
+    md_hosts(&r);
     md_targets(&r);
     md_settings(&r);
     fclose(r.md);

@@ -17,7 +17,9 @@
 #   BENCH_LATENCY_S=20        the paced load (sections 4 and 8)
 #   BENCH_LATENCY_RATE=       req/s for section 4; default half the full intake
 #   BENCH_EMIT_RATE=500       transactions/s of section 8, through outboxd.emit and through POST /orders
-#   BENCH_SECTIONS="intake drain apply latency emit peers"   a subset, while developing.
+#   BENCH_SECTIONS="intake drain hosts apply latency emit peers"   a subset, while developing.
+#                             hosts = relays on 1, 2, 3 network-namespace hosts (section 10):
+#                             about 3 min at 1M rows; needs root (skipped otherwise)
 #                             peers = Debezium beside outboxd (section 9): about 3 min at
 #                             1M rows (165 s measured), always run last so its ratios use
 #                             this run's drain and emit; its jars are fetched once by
@@ -39,7 +41,7 @@ BENCH_NAIVE_S="${BENCH_NAIVE_S:-20}"
 BENCH_LATENCY_S="${BENCH_LATENCY_S:-20}"
 BENCH_LATENCY_RATE="${BENCH_LATENCY_RATE:-}"
 BENCH_EMIT_RATE="${BENCH_EMIT_RATE:-500}"
-BENCH_SECTIONS="${BENCH_SECTIONS:-intake drain apply latency emit peers}"
+BENCH_SECTIONS="${BENCH_SECTIONS:-intake drain hosts apply latency emit peers}"
 BENCH_DRAIN_TIMEOUT_S="${BENCH_DRAIN_TIMEOUT_S:-200}"
 BENCH_APPLY_TIMEOUT_S="${BENCH_APPLY_TIMEOUT_S:-150}"
 
@@ -75,6 +77,8 @@ read -r ORDERS_PORT LEDGER_PORT ADMIN_PORT <<<"$("$OBBENCH" free-ports 3)"
 KAFKA_PID="$(cat "$ROOT/var/run/kafka.pid" 2>/dev/null || echo 0)"   # for its CPU share only
 
 OB_PID=""          # the outboxd under test, when one runs
+HOST_PIDS=()       # the outboxd of each network-namespace host (section 10), while they run
+HOSTS_MADE=0       # section 10 brought the hosts up, so the clean-up takes them down
 CONNECT_PID=""     # the Kafka Connect worker of section 9, when one runs
 PEER_SLOT=""       # its replication slot, while it exists
 WATCH_PID=""       # the RSS/CPU watcher, when one runs
@@ -92,6 +96,7 @@ cleanup() {
     local rc=$? pid t
     trap - EXIT INT TERM
     stop_outboxd || true
+    stop_hosts || true
     stop_connect || true
     [[ -z "$PEER_SLOT" ]] || peer_slot_drop "$PEER_SLOT" 2>/dev/null || true
     drop_slots 2>/dev/null || true
@@ -99,6 +104,7 @@ cleanup() {
         [[ -z "$pid" ]] || kill -TERM "$pid" 2>/dev/null || true
     done
     rm -f "$BACKLOG_FILE"
+    ((HOSTS_MADE == 0)) || bash scripts/netns.sh down >/dev/null 2>&1 || true
     for t in "${TOPICS[@]}"; do
         "$OBBENCH" topic delete "$BROKERS" "$t" 2>/dev/null || true
     done
@@ -126,14 +132,15 @@ run() {
 # outboxd under test
 # ---------------------------------------------------------------------------
 
-# write_conf RUN HTTP RELAYS CONSUMERS MODE TOPIC GROUP: a config of our own.
+# write_conf RUN HTTP RELAYS CONSUMERS MODE TOPIC GROUP [NAME]: a config of
+# our own; NAME (the shm segment) is another instance's, for section 10.
 write_conf() {
-    local run="$1" http="$2" relays="$3" consumers="$4" mode="$5" topic="$6" group="$7"
+    local run="$1" http="$2" relays="$3" consumers="$4" mode="$5" topic="$6" group="$7" name="${8:-$NAME}"
     cat >"$WORK/$run.conf" <<EOF
 ; written by bench/run.sh for run "$run"; defaults everywhere else
 [supervisor]
-name = $NAME
-pidfile = $WORK/outboxd.pid
+name = $name
+pidfile = $WORK/$name.pid
 [orders]
 listen = 127.0.0.1:$ORDERS_PORT
 dsn = $ORDERS_DSN
@@ -182,20 +189,23 @@ stages() {
     "$OBBENCH" stages --name "$NAME" --pid "$OB_PID" >"$PARTS/${1}_stages.json"
 }
 
-# Graceful stop (TERM), SIGKILL after 30 s; our pid only.
-stop_outboxd() {
-    [[ -n "$OB_PID" ]] || return 0
-    local i
-    kill -TERM "$OB_PID" 2>/dev/null || true
+# stop_pid PID: graceful stop (TERM), SIGKILL after 30 s; our pid only.
+stop_pid() {
+    local pid="$1" i
+    kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 300; i++)); do
-        kill -0 "$OB_PID" 2>/dev/null || break
+        kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
-    if kill -0 "$OB_PID" 2>/dev/null; then
-        say "outboxd $OB_PID did not stop within 30 s; SIGKILL"
-        kill -KILL "$OB_PID" 2>/dev/null || true
+    if kill -0 "$pid" 2>/dev/null; then
+        say "outboxd $pid did not stop within 30 s; SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
     fi
-    wait "$OB_PID" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+stop_outboxd() {
+    [[ -z "$OB_PID" ]] || stop_pid "$OB_PID"
     OB_PID=""
 }
 
@@ -408,8 +418,89 @@ section_drain() {
     drop_topic "$topic"
     # the peers drain these very rows, after sections that drop this database
     if peers_wanted; then run "$OBBENCH" backlog-save --dsn "$ORDERS_DSN" --file "$BACKLOG_FILE"; fi
-    # the side table is 1/3 of orderdb's size; nothing needs it any more
-    sql "$ORDERS_DSN" "DROP TABLE outbox_backlog" "TRUNCATE outboxd.outbox"
+    # the hosts drain them too; otherwise the side table (1/3 of orderdb's size) is dropped
+    if hosts_wanted; then
+        sql "$ORDERS_DSN" "TRUNCATE outboxd.outbox"
+        BACKLOG_KEPT=1
+    else
+        backlog_drop
+    fi
+}
+
+BACKLOG_KEPT=0     # the drain left its side table for the hosts
+
+backlog_drop() {
+    sql "$ORDERS_DSN" "DROP TABLE IF EXISTS outbox_backlog" "TRUNCATE outboxd.outbox"
+    BACKLOG_KEPT=0
+}
+
+# ---------------------------------------------------------------------------
+# 10. Hosts: one backlog drained by relays on 1, 2 and 3 hosts
+# ---------------------------------------------------------------------------
+# Each host is a network namespace of scripts/netns.sh with its own address,
+# reaching this machine's PostgreSQL and Kafka through the bridge, and runs
+# its own outboxd (its own supervisor, shm segment and relays) on the same
+# orderdb and topic, as a second machine would. Runs right after the drain,
+# on its backlog (or one of its own when the drain section is left out).
+HOSTS_RELAYS=2     # per host: one instance, as in the drain's r2 run
+HOSTS_MAX=3
+
+hosts_wanted() { [[ " $BENCH_SECTIONS " == *" hosts "* ]]; }
+
+# hosts_up: the namespaces ob-h1..3, made here unless they exist uncut (a
+# chaos run's hosts are reused, never rebuilt under it). 1 when impossible.
+hosts_up() {
+    local st
+    if [[ "$(id -u)" != 0 ]] || ! command -v iptables >/dev/null; then
+        say "hosts: skipped (network namespaces need root and iptables)"
+        return 1
+    fi
+    st="$(bash scripts/netns.sh status)"
+    if [[ "$(grep -c '^ob-h[1-3] .* cuts: 0$' <<<"$st")" == "$HOSTS_MAX" ]]; then return 0; fi
+    bash scripts/netns.sh up "$HOSTS_MAX" >>"$WORK/netns.log" 2>&1
+    HOSTS_MADE=1
+}
+
+stop_hosts() {
+    local pid
+    for pid in "${HOST_PIDS[@]}"; do stop_pid "$pid"; done
+    HOST_PIDS=()
+}
+
+# hosts_run RUN HOSTS RELAYS: the backlog in place, then one outboxd per host
+# (relays only), started together; drained and counted together.
+hosts_run() {
+    local run="$1" hosts="$2" relays="$3" topic conf k names="" pids=""
+    say "hosts: $run ($hosts host(s) of $relays relay(s) each)"
+    new_topic "$run"
+    topic="$TOPIC"
+    run "$OBBENCH" fill --dsn "$ORDERS_DSN"
+    for ((k = 1; k <= hosts; k++)); do
+        conf="$(write_conf "${run}_h$k" 0 "$relays" 0 partitioned "$topic" "$NAME-unused" "$NAME-h$k")"
+        ip netns exec "ob-h$k" "$OB_BIN" -f -c "$conf" </dev/null >>"$WORK/outboxd.stderr" 2>&1 &
+        HOST_PIDS+=($!)
+        names+="${names:+,}$NAME-h$k"
+        pids+="${pids:+,}$!"
+    done
+    run "$OBBENCH" drain --name "$names" --pid "$pids" --dsn "$ORDERS_DSN" --rows "$BENCH_ROWS"         --timeout "$BENCH_DRAIN_TIMEOUT_S" --brokers "$BROKERS" --topic "$topic" --partitions "$PARTITIONS"         --kafka-pid "$KAFKA_PID" >"$PARTS/hosts_$run.json"
+    stop_hosts
+    say "  hosts_$run: $(json_num "$PARTS/hosts_$run.json" events_per_s) events/s"
+    drop_topic "$topic"
+}
+
+section_hosts() {
+    hosts_up || return 0
+    if ((BACKLOG_KEPT == 0)); then
+        say "hosts: generating a $BENCH_ROWS-event backlog"
+        run "$OBBENCH" backlog --dsn "$ORDERS_DSN" --rows "$BENCH_ROWS" --partitions "$PARTITIONS" >"$PARTS/hosts_backlog.json"
+    fi
+    hosts_run h1 1 "$HOSTS_RELAYS"
+    hosts_run h2 2 "$HOSTS_RELAYS"
+    hosts_run h3 3 "$HOSTS_RELAYS"
+    # controls: the relays of h2 and h3 in one instance, so what crossing hosts costs shows apart from adding relays
+    hosts_run h1x4 1 $((2 * HOSTS_RELAYS))
+    hosts_run h1x6 1 $((3 * HOSTS_RELAYS))
+    backlog_drop
 }
 
 # ---------------------------------------------------------------------------
@@ -764,8 +855,9 @@ main() {
     for s in $BENCH_SECTIONS; do
         case "$s" in
             intake|drain|apply|latency|emit) "section_$s" ;;
+            hosts) section_hosts ;;
             peers) ;;     # last, whatever its place: its ratios need the drain's and emit's figures of this run
-            *) echo "unknown section $s (intake drain apply latency emit peers)" >&2; exit 1 ;;
+            *) echo "unknown section $s (intake drain hosts apply latency emit peers)" >&2; exit 1 ;;
         esac
     done
     if peers_wanted; then section_peers; fi

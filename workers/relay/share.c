@@ -137,13 +137,20 @@ ob_share_plan(ob_relay_t *rl, ob_share_plan_t *plan, char *err, size_t errlen)
     return plan->seat != rl->share_seat || plan->members != rl->members || plan->rank != rl->rank;
 }
 
-/* Lets go of partition p: shm first, so no HTTP worker wakes us for it and status shows it free. */
-static int
-share_release(ob_relay_t *rl, int p, char *err, size_t errlen)
+/* What this relay and the status page believe; the lock itself is the caller's. */
+static void
+share_disown(ob_relay_t *rl, int p)
 {
     ob_shm_set_owned(rl->slot, p, 0);
     atomic_store(&ob_shm->map->parts[p].owner_slot, -1);
     rl->held[p] = 0;
+}
+
+/* Lets go of partition p: shm first, so no HTTP worker wakes us for it and status shows it free. */
+static int
+share_release(ob_relay_t *rl, int p, char *err, size_t errlen)
+{
+    share_disown(rl, p);
     return share_lock_sql(rl, "SELECT pg_advisory_unlock($1::int, $2::int)", OB_RELAY_LOCK_CLASS, p, err, errlen) < 0
                ? -1
                : 0;
@@ -198,11 +205,8 @@ void
 ob_share_forget(ob_relay_t *rl)
 {
     for (int p = 0; p < OB_SHM_PARTITIONS; p++)
-        if (rl->held[p]) {
-            ob_shm_set_owned(rl->slot, p, 0);
-            atomic_store(&ob_shm->map->parts[p].owner_slot, -1);
-            rl->held[p] = 0;
-        }
+        if (rl->held[p])
+            share_disown(rl, p);
     atomic_store(&rl->slot->counters[OB_CTR_RELAY_LOCKS_HELD], 0);
     rl->seat = -1;
 }
