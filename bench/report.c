@@ -1303,8 +1303,8 @@ md_hosts(report_t *r)
             put(r, "hosts", key, ratio(num(r, host_runs[i].name, "events_per_s"),
                                        num(r, host_runs[i].control, "events_per_s")));
         }
-    fprintf(r->md, "\nMore hosts here also means more relays, and on this machine more relays drain faster "
-                   "(their claims, sends and marks overlap), so × 1 host mixes two effects. Each control runs "
+    fprintf(r->md, "\nMore hosts here also means more relays, which changes how their claims, sends and marks "
+                   "overlap on these cores, so × 1 host mixes two effects. Each control runs "
                    "the same relays in one instance: × control is what spreading them over hosts costs, which "
                    "is the cost of coordination.\n\n");
     md_hosts_model(r);
