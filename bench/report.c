@@ -269,7 +269,8 @@ md_drain(report_t *r)
     fprintf(r->md, "The backlog (msgpack order.created events, avg %.0f bytes, murmur2 partitions) is put into "
                    "outbox in one transaction, then VACUUM ANALYZE (the state autovacuum leaves a table in while "
                    "a backlog builds up); then outboxd starts with http=0 consumers=0. The clock runs from the "
-                   "first published batch until no row is pending; process start-up is shown apart. Autovacuum "
+                   "first published batch, once every partition has its owner, until no row is pending; process "
+                   "start-up is shown apart. Autovacuum "
                    "stays on, as in production: when it runs during a drain the column says so, because it can "
                    "change the relay's query plans mid-run.\n\n",
             num(r, "backlog", "payload_avg_bytes"));
